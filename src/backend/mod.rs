@@ -1,0 +1,226 @@
+//! The narrow set of operations that training needs, behind one trait.
+//!
+//! Two implementations: [`cpu::Cpu`], the readable reference (generic over f32/f64, reductions in f64),
+//! and (with the CUDA issue) a cudarc backend. Everything the model does to tensors goes through this
+//! trait, so the model, the optimizer and the trainer are written once.
+//!
+//! Layout conventions, shared by every backend:
+//! - activations are NCHW, contiguous, in `Elem`;
+//! - a conv weight is `[c_out][c_in][k][k]`;
+//! - a BatchNorm's affine parameters are one view of `2·C` elements: `[γ (C) | β (C)]`; its running
+//!   statistics likewise `[mean (C) | var (C)]`, and its saved batch statistics `[mean (C) | 1/σ (C)]`;
+//! - a linear layer's parameters are one view `[W (out·in, row-major) | b (out)]`.
+//!
+//! Parameters, gradients and momenta each live in one flat buffer, so that the optimizer step and the
+//! per-layer statistics are single passes over a segment table (one launch on a GPU).
+
+pub mod cpu;
+pub mod real;
+pub mod shapes;
+
+pub use real::Real;
+pub use shapes::{BnShape, ConvShape, PoolShape, ShortcutShape};
+
+use anyhow::Result;
+use std::ops::Range;
+
+/// Hyperparameters of one contiguous run of trained parameters in the flat buffer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Segment {
+    /// Element range in the flat parameter buffer.
+    pub offset: usize,
+    pub len: usize,
+    /// Learning rate η, L2 weight decay λ and heavy-ball momentum γ for this segment.
+    pub lr: f64,
+    pub wd: f64,
+    pub momentum: f64,
+}
+
+/// Per-segment sums for the statistics, accumulated in f64 during the optimizer step:
+/// with w = w_t, g = ∇L (without the WD term) and d = w_{t+1} − w_t.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepSums {
+    pub ww: f64,
+    pub gg: f64,
+    pub dd: f64,
+    pub wd: f64,
+}
+
+impl std::ops::AddAssign for StepSums {
+    fn add_assign(&mut self, o: Self) {
+        self.ww += o.ww;
+        self.gg += o.gg;
+        self.dd += o.dd;
+        self.wd += o.wd;
+    }
+}
+
+/// Loss and accuracy counts of one batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossSums {
+    /// Σ over the batch of −log softmax(z)_y, in f64.
+    pub loss_sum: f64,
+    /// Number of samples whose arg-max logit equals the label (ties go to the lowest index).
+    pub correct: usize,
+}
+
+/// The operations a training step needs. `View`/`ViewMut` borrow a range of a buffer.
+pub trait Backend: Sync {
+    type Elem: Real;
+    /// An owned buffer of `Elem` (host memory on the CPU, device memory on a GPU).
+    type Buf: Send;
+    /// An owned buffer of class labels.
+    type Labels: Send;
+    type View<'a>: Copy
+    where
+        Self: 'a;
+    type ViewMut<'a>
+    where
+        Self: 'a;
+
+    /// A short name for logs, e.g. "cpu-f32".
+    fn name(&self) -> String;
+
+    // ---- memory -------------------------------------------------------------------------------
+    /// A zero-filled buffer of `len` elements.
+    fn alloc(&self, len: usize) -> Result<Self::Buf>;
+    fn alloc_labels(&self, len: usize) -> Result<Self::Labels>;
+    fn len(&self, b: &Self::Buf) -> usize;
+    fn view<'a>(&'a self, b: &'a Self::Buf, r: Range<usize>) -> Self::View<'a>;
+    fn view_mut<'a>(&'a self, b: &'a mut Self::Buf, r: Range<usize>) -> Self::ViewMut<'a>;
+    fn upload(&self, src: &[Self::Elem], dst: &mut Self::Buf) -> Result<()>;
+    fn upload_labels(&self, src: &[u32], dst: &mut Self::Labels) -> Result<()>;
+    fn download(&self, src: &Self::Buf, dst: &mut [Self::Elem]) -> Result<()>;
+    /// Fill a view with zeros.
+    fn zero(&self, x: Self::ViewMut<'_>);
+
+    // ---- convolution (no bias) -----------------------------------------------------------------
+    /// y = conv(x, w).
+    fn conv2d_forward(&self, s: &ConvShape, x: Self::View<'_>, w: Self::View<'_>, y: Self::ViewMut<'_>);
+    /// dx = conv_transpose(dy, w) (overwritten).
+    fn conv2d_backward_data(
+        &self,
+        s: &ConvShape,
+        dy: Self::View<'_>,
+        w: Self::View<'_>,
+        dx: Self::ViewMut<'_>,
+    );
+    /// dw = Σ_n dy ⋆ x (overwritten).
+    fn conv2d_backward_filter(
+        &self,
+        s: &ConvShape,
+        x: Self::View<'_>,
+        dy: Self::View<'_>,
+        dw: Self::ViewMut<'_>,
+    );
+
+    // ---- BatchNorm (+ optional fused ReLU) ------------------------------------------------------
+    /// Training mode. Per channel c: μ = mean(x), σ² = biased var(x); y = γ (x−μ)/sqrt(σ²+ε) + β,
+    /// then ReLU if `s.relu`. Writes `saved` = [μ | 1/sqrt(σ²+ε)] and updates
+    /// running = (1−m)·running + m·[μ | unbiased σ²].
+    fn batchnorm_forward_train(
+        &self,
+        s: &BnShape,
+        x: Self::View<'_>,
+        affine: Self::View<'_>,
+        running: Self::ViewMut<'_>,
+        saved: Self::ViewMut<'_>,
+        y: Self::ViewMut<'_>,
+    );
+    /// Eval mode: normalize with the running statistics.
+    fn batchnorm_forward_eval(
+        &self,
+        s: &BnShape,
+        x: Self::View<'_>,
+        affine: Self::View<'_>,
+        running: Self::View<'_>,
+        y: Self::ViewMut<'_>,
+    );
+    /// Backward of the training-mode forward. `y` is the forward output (for the ReLU mask).
+    /// Writes dx and d_affine = [dγ | dβ] (both overwritten).
+    #[allow(clippy::too_many_arguments)]
+    fn batchnorm_backward(
+        &self,
+        s: &BnShape,
+        x: Self::View<'_>,
+        y: Self::View<'_>,
+        dy: Self::View<'_>,
+        affine: Self::View<'_>,
+        saved: Self::View<'_>,
+        dx: Self::ViewMut<'_>,
+        d_affine: Self::ViewMut<'_>,
+    );
+
+    // ---- elementwise and shape ops -------------------------------------------------------------
+    /// y += x.
+    fn add_assign(&self, y: Self::ViewMut<'_>, x: Self::View<'_>);
+    /// Option-A shortcut: y = zero-pad channels(subsample(x, stride)); y has c_out ≥ c_in channels,
+    /// the input channels placed at offset (c_out − c_in)/2.
+    fn shortcut_forward(&self, s: &ShortcutShape, x: Self::View<'_>, y: Self::ViewMut<'_>);
+    /// dx += adjoint of the shortcut applied to dy.
+    fn shortcut_backward_acc(&self, s: &ShortcutShape, dy: Self::View<'_>, dx: Self::ViewMut<'_>);
+    /// y[n][c] = mean over h,w of x[n][c].
+    fn avgpool_forward(&self, s: &PoolShape, x: Self::View<'_>, y: Self::ViewMut<'_>);
+    /// dx[n][c][i] = dy[n][c] / hw (overwritten).
+    fn avgpool_backward(&self, s: &PoolShape, dy: Self::View<'_>, dx: Self::ViewMut<'_>);
+
+    // ---- linear + loss -------------------------------------------------------------------------
+    /// y = x Wᵀ + b with x: [n][inp], params = [W (out×inp) | b (out)], y: [n][out].
+    fn linear_forward(
+        &self,
+        n: usize,
+        inp: usize,
+        out: usize,
+        x: Self::View<'_>,
+        params: Self::View<'_>,
+        y: Self::ViewMut<'_>,
+    );
+    /// dx = dy W (overwritten), d_params = [dyᵀ x | Σ_n dy] (overwritten).
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward(
+        &self,
+        n: usize,
+        inp: usize,
+        out: usize,
+        x: Self::View<'_>,
+        params: Self::View<'_>,
+        dy: Self::View<'_>,
+        dx: Self::ViewMut<'_>,
+        d_params: Self::ViewMut<'_>,
+    );
+    /// Mean softmax cross-entropy over the batch. Writes dlogits = (softmax − onehot)/n and returns
+    /// the loss sum and the number correct. `logits`: [n][classes].
+    fn softmax_cross_entropy(
+        &self,
+        n: usize,
+        classes: usize,
+        logits: Self::View<'_>,
+        labels: &Self::Labels,
+        dlogits: Self::ViewMut<'_>,
+    ) -> Result<LossSums>;
+    /// Loss and correct count without a gradient (evaluation). `predictions` gets each arg-max.
+    fn softmax_cross_entropy_eval(
+        &self,
+        n: usize,
+        classes: usize,
+        logits: Self::View<'_>,
+        labels: &Self::Labels,
+        predictions: &mut [u32],
+    ) -> Result<LossSums>;
+
+    // ---- optimizer -----------------------------------------------------------------------------
+    /// One SGD step over every segment (PyTorch semantics, dampening 0, momenta start at zero, so the
+    /// first step's buffer is g' exactly as PyTorch's clone):
+    /// g' = g + λ w;  v = γ v + g';  w ← w − η v.
+    /// Reads w, g, v and writes w, v: 20 bytes per f32 parameter.
+    /// When `sums` is given (one entry per segment), it also fills the f64 statistics sums
+    /// (Σw², Σg², Σd², Σw·d with d = w_new − w), so statistics cost no extra pass.
+    fn sgd_step(
+        &self,
+        segments: &[Segment],
+        params: &mut Self::Buf,
+        grads: &Self::Buf,
+        momenta: &mut Self::Buf,
+        sums: Option<&mut [StepSums]>,
+    ) -> Result<()>;
+}
