@@ -1,1 +1,10 @@
-//! (in progress)
+//! Per-layer and per-group equilibrium statistics: norms, the angular update (cancellation-free),
+//! the effective LR and the theory value Δ* = sqrt(2ηλ/(1+γ)); and the equilibrium detector.
+
+pub mod angle;
+pub mod equilibrium;
+pub mod layer;
+
+pub use angle::angle_from_sums;
+pub use equilibrium::{Detector, EquilibriumConfig};
+pub use layer::VectorStats;

@@ -1,0 +1,97 @@
+//! Bit-reproducibility: the ops with parallel reductions give identical bits on a 1-thread and a
+//! 3-thread rayon pool, and on repeated runs. Also a timing of the conv passes (ignored by default).
+
+use super::{rng, to_f32, uniform, Cpu};
+use crate::backend::{Backend, BnShape, ConvShape, Segment, StepSums};
+
+fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+}
+
+/// Runs `f` on 1, 3 and again 3 threads and asserts bit-identical results.
+fn assert_reproducible<R: PartialEq + std::fmt::Debug + Send>(what: &str, f: impl Fn() -> R + Sync) {
+    let one = in_pool(1, &f);
+    for _ in 0..2 {
+        assert!(in_pool(3, &f) == one, "{what}: results differ between runs");
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn conv_filter_gradient_is_reproducible() {
+    let s = ConvShape { n: 37, c_in: 8, h: 12, w: 12, c_out: 8, kernel: 3, stride: 1, pad: 1 };
+    let mut g = rng(60);
+    let (x, dy) = (to_f32(&uniform(&mut g, s.x_len())), to_f32(&uniform(&mut g, s.y_len())));
+    assert_reproducible("conv backward_filter", || {
+        let mut dw = vec![0.0f32; s.w_len()];
+        Cpu::<f32>::new().conv2d_backward_filter(&s, &x, &dy, &mut dw);
+        bits(&dw)
+    });
+}
+
+#[test]
+fn batchnorm_is_reproducible() {
+    let s = BnShape { n: 64, c: 8, hw: 64, eps: 1e-5, momentum: 0.1, relu: true };
+    let mut g = rng(61);
+    let (x, dy, affine) =
+        (to_f32(&uniform(&mut g, s.len())), to_f32(&uniform(&mut g, s.len())), to_f32(&uniform(&mut g, 16)));
+    assert_reproducible("batchnorm forward + backward", || {
+        let cpu = Cpu::<f32>::new();
+        let (mut running, mut saved, mut y) = (vec![1.0f32; 16], vec![0.0f32; 16], vec![0.0f32; s.len()]);
+        cpu.batchnorm_forward_train(&s, &x, &affine, &mut running, &mut saved, &mut y);
+        let (mut dx, mut d_affine) = (vec![0.0f32; s.len()], vec![0.0f32; 16]);
+        cpu.batchnorm_backward(&s, &x, &y, &dy, &affine, &saved, &mut dx, &mut d_affine);
+        [bits(&y), bits(&running), bits(&saved), bits(&dx), bits(&d_affine)]
+    });
+}
+
+#[test]
+fn sgd_sums_are_reproducible() {
+    let len = 300_000;
+    let mut g = rng(62);
+    let (w, gr, v) =
+        (to_f32(&uniform(&mut g, len)), to_f32(&uniform(&mut g, len)), to_f32(&uniform(&mut g, len)));
+    let segments = [Segment { offset: 0, len, lr: 0.1, wd: 5e-4, momentum: 0.9 }];
+    assert_reproducible("sgd sums", || {
+        let (mut w, mut v, mut sums) = (w.clone(), v.clone(), [StepSums::default()]);
+        Cpu::<f32>::new().sgd_step(&segments, &mut w, &gr, &mut v, Some(&mut sums)).unwrap();
+        let s = sums[0];
+        (bits(&w), bits(&v), [s.ww, s.gg, s.dd, s.wd].map(f64::to_bits))
+    });
+}
+
+/// `cargo test --release --lib backend::cpu::tests::determinism::conv_timing -- --ignored --nocapture`
+#[test]
+#[ignore = "timing, not a test"]
+fn conv_timing() {
+    let hw: usize = std::env::var("HW").map_or(32, |v| v.parse().unwrap());
+    let s = ConvShape { n: 128, c_in: 16, h: hw, w: hw, c_out: 16, kernel: 3, stride: 1, pad: 1 };
+    let mut g = rng(63);
+    let (x, w, dy) = (
+        to_f32(&uniform(&mut g, s.x_len())),
+        to_f32(&uniform(&mut g, s.w_len())),
+        to_f32(&uniform(&mut g, s.y_len())),
+    );
+    let (mut y, mut dx, mut dw) = (vec![0.0f32; s.y_len()], vec![0.0f32; s.x_len()], vec![0.0f32; s.w_len()]);
+    let cpu = Cpu::<f32>::new();
+    let time = |name: &str, f: &mut dyn FnMut()| {
+        // The best of 10 runs after a warm-up: the machine is shared, so the minimum is the signal.
+        f();
+        let secs = (0..10)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("{name:>16}: {:7.2} ms, {:5.1} GFLOP/s", secs * 1e3, 2.0 * s.macs() as f64 / secs / 1e9);
+        secs
+    };
+    let total = time("forward", &mut || cpu.conv2d_forward(&s, &x, &w, &mut y))
+        + time("backward data", &mut || cpu.conv2d_backward_data(&s, &dy, &w, &mut dx))
+        + time("backward filter", &mut || cpu.conv2d_backward_filter(&s, &x, &dy, &mut dw));
+    println!("{:>16}: {:7.2} ms", "total", total * 1e3);
+}

@@ -1,0 +1,304 @@
+//! Forward ops against naive loops written from the definitions, the optimizer against a
+//! per-element loop, the loss against hand values, and the f32 backend against the f64 one.
+
+use super::{assert_close, rng, to_f32, uniform, Cpu};
+use crate::backend::{Backend, BnShape, ConvShape, PoolShape, Real, Segment, ShortcutShape, StepSums};
+
+/// The definition: y[b][co][oh][ow] = Σ_{ci,ki,kj} x[b][ci][oh·s+ki−p][ow·s+kj−p] · w[co][ci][ki][kj].
+fn naive_conv(s: &ConvShape, x: &[f64], w: &[f64]) -> Vec<f64> {
+    let (oh_n, ow_n, k) = (s.out_h(), s.out_w(), s.kernel);
+    let mut y = vec![0.0; s.y_len()];
+    for b in 0..s.n {
+        for co in 0..s.c_out {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let mut acc = 0.0;
+                    for ci in 0..s.c_in {
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let ih = (oh * s.stride + ki) as isize - s.pad as isize;
+                                let iw = (ow * s.stride + kj) as isize - s.pad as isize;
+                                if ih < 0 || iw < 0 || ih >= s.h as isize || iw >= s.w as isize {
+                                    continue;
+                                }
+                                let xi = ((b * s.c_in + ci) * s.h + ih as usize) * s.w + iw as usize;
+                                acc += x[xi] * w[((co * s.c_in + ci) * k + ki) * k + kj];
+                            }
+                        }
+                    }
+                    y[((b * s.c_out + co) * oh_n + oh) * ow_n + ow] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn conv_forward_matches_naive() {
+    let extra = ConvShape { n: 3, c_in: 16, h: 9, w: 9, c_out: 8, kernel: 3, stride: 1, pad: 1 };
+    for (i, s) in super::gradcheck::CONV_SHAPES.iter().chain([&extra]).enumerate() {
+        let mut g = rng(200 + i as u64);
+        let (x, w) = (uniform(&mut g, s.x_len()), uniform(&mut g, s.w_len()));
+        let mut y = vec![f64::NAN; s.y_len()];
+        Cpu::<f64>::new().conv2d_forward(s, &x, &w, &mut y);
+        assert_close(&format!("conv forward {s:?}"), &y, &naive_conv(s, &x, &w), 1e-14);
+    }
+}
+
+/// Per-channel values of an [n][c][hw] tensor.
+fn channel(s: &BnShape, x: &[f64], c: usize) -> Vec<f64> {
+    (0..s.n).flat_map(|b| x[(b * s.c + c) * s.hw..][..s.hw].to_vec()).collect()
+}
+
+fn mean_var(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    (m, v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64)
+}
+
+#[test]
+fn batchnorm_train_forward_statistics() {
+    let s = BnShape { n: 8, c: 3, hw: 16, eps: 1e-5, momentum: 0.1, relu: false };
+    let mut g = rng(30);
+    let x: Vec<f64> = uniform(&mut g, s.len())
+        .iter()
+        .enumerate()
+        .map(|(i, v)| 3.0 * v + ((i / s.hw) % s.c) as f64)
+        .collect();
+    let affine = [0.5, 1.5, -2.0, 0.3, -1.0, 2.0];
+    let running0 = [0.2, -0.1, 0.4, 1.5, 0.7, 2.0];
+    let (mut running, mut saved, mut y) = (running0.to_vec(), vec![f64::NAN; 6], vec![f64::NAN; s.len()]);
+    Cpu::<f64>::new().batchnorm_forward_train(&s, &x, &affine, &mut running, &mut saved, &mut y);
+
+    let m = (s.n * s.hw) as f64;
+    for c in 0..s.c {
+        let (mean, var) = mean_var(&channel(&s, &x, c));
+        let (gamma, beta) = (affine[c], affine[s.c + c]);
+        let (y_mean, y_var) = mean_var(&channel(&s, &y, c));
+        assert!((y_mean - beta).abs() < 1e-12, "channel {c}: mean of y {y_mean} ≠ β {beta}");
+        let want = gamma * gamma * var / (var + s.eps);
+        assert!((y_var - want).abs() < 1e-12 * want, "channel {c}: var of y {y_var} ≠ γ²σ²/(σ²+ε) {want}");
+        assert!(
+            (saved[c] - mean).abs() < 1e-14 && (saved[s.c + c] - 1.0 / (var + s.eps).sqrt()).abs() < 1e-12
+        );
+        let want_rm = 0.9 * running0[c] + 0.1 * mean;
+        let want_rv = 0.9 * running0[s.c + c] + 0.1 * var * m / (m - 1.0);
+        assert!((running[c] - want_rm).abs() < 1e-14, "running mean {c}: {} ≠ {want_rm}", running[c]);
+        assert!(
+            (running[s.c + c] - want_rv).abs() < 1e-14,
+            "running var {c}: {} ≠ {want_rv}",
+            running[s.c + c]
+        );
+    }
+}
+
+#[test]
+fn batchnorm_eval_and_relu_by_hand() {
+    let s = BnShape { n: 2, c: 2, hw: 3, eps: 1e-3, momentum: 0.1, relu: true };
+    let x = [1.0, -2.0, 0.5, 3.0, 0.0, -1.0, 2.0, 2.5, -0.5, 1.0, 4.0, -3.0];
+    let affine = [2.0, 0.5, -0.25, 1.0];
+    let running = [0.5, 1.0, 4.0, 0.25];
+    let mut y = vec![f64::NAN; x.len()];
+    Cpu::<f64>::new().batchnorm_forward_eval(&s, &x, &affine, &running, &mut y);
+    for (i, (&xv, &yv)) in x.iter().zip(&y).enumerate() {
+        let c = (i / s.hw) % s.c;
+        let pre = affine[c] * (xv - running[c]) / (running[s.c + c] + s.eps).sqrt() + affine[s.c + c];
+        assert!((yv - pre.max(0.0)).abs() < 1e-14, "element {i}: {yv} ≠ {}", pre.max(0.0));
+    }
+    assert!(y.contains(&0.0) && y.iter().any(|&v| v > 0.0));
+}
+
+#[test]
+fn shortcut_forward_by_hand() {
+    // c_out − c_in = 3: the input channels land at offset 1 (channel_offset rounds down).
+    let s = ShortcutShape { n: 2, c_in: 2, h: 3, w: 4, c_out: 5, stride: 2 };
+    let x: Vec<f64> = (0..s.n * s.c_in * s.h * s.w).map(|i| i as f64 + 1.0).collect();
+    let (oh, ow) = (s.out_h(), s.out_w());
+    assert_eq!((oh, ow), (2, 2));
+    let mut y = vec![f64::NAN; s.n * s.c_out * oh * ow];
+    Cpu::<f64>::new().shortcut_forward(&s, &x, &mut y);
+    for b in 0..s.n {
+        for co in 0..s.c_out {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let got = y[((b * s.c_out + co) * oh + i) * ow + j];
+                    let want = if (1..3).contains(&co) {
+                        x[((b * s.c_in + co - 1) * s.h + 2 * i) * s.w + 2 * j]
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(got, want, "y[{b}][{co}][{i}][{j}]");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn add_assign_and_avgpool_by_hand() {
+    let cpu = Cpu::<f64>::new();
+    let mut y = vec![1.0, 2.0, 3.0];
+    cpu.add_assign(&mut y, &[0.5, -2.0, 1.0]);
+    assert_eq!(y, [1.5, 0.0, 4.0]);
+    let s = PoolShape { n: 1, c: 2, hw: 4 };
+    let mut p = vec![f64::NAN; 2];
+    cpu.avgpool_forward(&s, &[1.0, 2.0, 3.0, 6.0, -1.0, 1.0, 0.0, 4.0], &mut p);
+    assert_eq!(p, [3.0, 1.0]);
+    let mut dx = vec![f64::NAN; 8];
+    cpu.avgpool_backward(&s, &[4.0, -2.0], &mut dx);
+    assert_eq!(dx, [1.0, 1.0, 1.0, 1.0, -0.5, -0.5, -0.5, -0.5]);
+}
+
+#[test]
+fn softmax_cross_entropy_by_hand() {
+    let cpu = Cpu::<f64>::new();
+    // Sample 0: a tie between classes 1 and 2 (arg-max 1, the label: correct); sample 1: huge
+    // logits, which a naive exp would overflow; sample 2: label 0 is not the arg-max.
+    let logits = [0.0, 3.0, 3.0, 1000.0, 0.0, 999.0, 1.0, 2.0, -1.0];
+    let labels = vec![1, 2, 0];
+    let mut d = vec![f64::NAN; 9];
+    let sums = cpu.softmax_cross_entropy(3, 3, &logits, &labels, &mut d).unwrap();
+    let l0 = (1.0 + 2.0 * 3f64.exp()).ln() - 3.0;
+    let l1 = 1.0 + (1.0 + (-1.0f64).exp() + (-1000.0f64).exp()).ln();
+    let l2 = (1f64.exp() + 2f64.exp() + (-1f64).exp()).ln() - 1.0;
+    assert!((sums.loss_sum - (l0 + l1 + l2)).abs() < 1e-12, "{} ≠ {}", sums.loss_sum, l0 + l1 + l2);
+    assert_eq!(sums.correct, 1);
+    // dlogits rows sum to zero; the label entry is (p − 1)/n.
+    for row in d.chunks(3) {
+        assert!(row.iter().sum::<f64>().abs() < 1e-15);
+    }
+    assert!((d[1] - ((-l0).exp() - 1.0) / 3.0).abs() < 1e-15);
+
+    let mut preds = vec![9; 3];
+    let eval = cpu.softmax_cross_entropy_eval(3, 3, &logits, &labels, &mut preds).unwrap();
+    assert_eq!(eval, sums);
+    assert_eq!(preds, [1, 0, 1]);
+}
+
+#[test]
+fn softmax_cross_entropy_rejects_bad_labels() {
+    let cpu = Cpu::<f32>::new();
+    let logits = [0.0f32; 6];
+    let mut d = vec![7.0f32; 6];
+    assert!(cpu.softmax_cross_entropy(2, 3, &logits, &vec![0, 3], &mut d).is_err());
+    assert_eq!(d, [7.0; 6], "nothing is written on error");
+    assert!(cpu.softmax_cross_entropy(2, 3, &logits, &vec![0], &mut d).is_err());
+    assert!(cpu.softmax_cross_entropy(3, 3, &logits, &vec![0, 1, 2], &mut d).is_err());
+    assert!(cpu.softmax_cross_entropy_eval(2, 3, &logits, &vec![5, 0], &mut [0; 2]).is_err());
+    assert!(cpu.softmax_cross_entropy_eval(2, 3, &logits, &vec![1, 0], &mut [0; 3]).is_err());
+}
+
+/// The optimizer against a per-element loop in f32, with a gap between segments and a segment
+/// longer than one parallel chunk.
+#[test]
+fn sgd_step_matches_loop() {
+    let cpu = Cpu::<f32>::new();
+    let len = 150_000;
+    let mut g = rng(40);
+    let (w0, gr, v0) =
+        (to_f32(&uniform(&mut g, len)), to_f32(&uniform(&mut g, len)), to_f32(&uniform(&mut g, len)));
+    let segments = [
+        Segment { offset: 10, len: 70_000, lr: 0.1, wd: 5e-4, momentum: 0.9 },
+        Segment { offset: 80_000, len: 65_539, lr: 0.05, wd: 0.0, momentum: 0.0 },
+    ];
+    let (mut w, mut v) = (w0.clone(), v0.clone());
+    let mut sums = [StepSums { ww: f64::NAN, ..Default::default() }; 2];
+    cpu.sgd_step(&segments, &mut w, &gr, &mut v, Some(&mut sums)).unwrap();
+
+    let (mut w_ref, mut v_ref) = (w0.clone(), v0.clone());
+    for (seg, got) in segments.iter().zip(&sums) {
+        let (lr, wd, mom) = (seg.lr as f32, seg.wd as f32, seg.momentum as f32);
+        let mut want = StepSums::default();
+        for i in seg.offset..seg.offset + seg.len {
+            let old = w_ref[i];
+            v_ref[i] = mom * v_ref[i] + (gr[i] + wd * old);
+            w_ref[i] = old - lr * v_ref[i];
+            let d = w_ref[i] as f64 - old as f64;
+            want.ww += (old as f64).powi(2);
+            want.gg += (gr[i] as f64).powi(2);
+            want.dd += d * d;
+            want.wd += old as f64 * d;
+        }
+        for (name, a, b) in [
+            ("ww", got.ww, want.ww),
+            ("gg", got.gg, want.gg),
+            ("dd", got.dd, want.dd),
+            ("wd", got.wd, want.wd),
+        ] {
+            assert!((a - b).abs() <= 1e-12 * b.abs(), "{name}: {a} ≠ {b}");
+        }
+    }
+    assert!(w == w_ref && v == v_ref, "updated values differ from the loop (gaps must stay untouched)");
+    assert!(w[..10] == w0[..10] && w[70_010..80_000] == w0[70_010..80_000]);
+}
+
+#[test]
+fn sgd_step_rejects_bad_segments() {
+    let cpu = Cpu::<f32>::new();
+    let (mut w, gr, mut v) = (vec![0.0f32; 10], vec![0.0f32; 10], vec![0.0f32; 10]);
+    let seg = |offset, len| Segment { offset, len, lr: 0.1, wd: 0.0, momentum: 0.0 };
+    assert!(cpu.sgd_step(&[seg(5, 6)], &mut w, &gr, &mut v, None).is_err(), "past the end");
+    assert!(cpu.sgd_step(&[seg(usize::MAX, 2)], &mut w, &gr, &mut v, None).is_err(), "overflow");
+    assert!(cpu.sgd_step(&[seg(0, 5), seg(4, 2)], &mut w, &gr, &mut v, None).is_err(), "overlap");
+    let mut one = [StepSums::default()];
+    assert!(
+        cpu.sgd_step(&[seg(0, 5), seg(5, 5)], &mut w, &gr, &mut v, Some(&mut one)).is_err(),
+        "sums length"
+    );
+    assert!(cpu.sgd_step(&[seg(0, 5)], &mut w, &gr[..9].to_vec(), &mut v, None).is_err(), "grads length");
+    cpu.sgd_step(&[seg(0, 5), seg(5, 5)], &mut w, &gr, &mut v, None).unwrap();
+}
+
+/// Runs a forward/backward chain of every op in `Cpu<T>` on the same inputs (exact in f32), and
+/// returns each output widened to f64.
+fn op_chain<T: Real>(seed: u64) -> Vec<(&'static str, Vec<f64>)> {
+    let cpu = Cpu::<T>::new();
+    let t = |v: &[f64]| -> Vec<T> { v.iter().map(|&x| T::from_f64(x as f32 as f64)).collect() };
+    let wide = |v: &[T]| -> Vec<f64> { v.iter().map(|&x| Real::to_f64(x)).collect() };
+    let mut g = rng(seed);
+    let mut out = Vec::new();
+
+    let cs = ConvShape { n: 4, c_in: 8, h: 9, w: 9, c_out: 6, kernel: 3, stride: 2, pad: 1 };
+    let (x, w, dy) =
+        (t(&uniform(&mut g, cs.x_len())), t(&uniform(&mut g, cs.w_len())), t(&uniform(&mut g, cs.y_len())));
+    let (mut y, mut dx, mut dw) =
+        (vec![T::zero(); cs.y_len()], vec![T::zero(); cs.x_len()], vec![T::zero(); cs.w_len()]);
+    cpu.conv2d_forward(&cs, &x, &w, &mut y);
+    cpu.conv2d_backward_data(&cs, &dy, &w, &mut dx);
+    cpu.conv2d_backward_filter(&cs, &x, &dy, &mut dw);
+    out.extend([("conv y", wide(&y)), ("conv dx", wide(&dx)), ("conv dw", wide(&dw))]);
+
+    let bs = BnShape { n: 4, c: 6, hw: 25, eps: 1e-5, momentum: 0.1, relu: true };
+    let affine = t(&uniform(&mut g, 2 * bs.c));
+    let (mut running, mut saved) = (t(&[1.0; 12]), vec![T::zero(); 12]);
+    let (mut by, mut bdx, mut daff) =
+        (vec![T::zero(); bs.len()], vec![T::zero(); bs.len()], vec![T::zero(); 12]);
+    cpu.batchnorm_forward_train(&bs, &y, &affine, &mut running, &mut saved, &mut by);
+    let bdy = t(&uniform(&mut g, bs.len()));
+    cpu.batchnorm_backward(&bs, &y, &by, &bdy, &affine, &saved, &mut bdx, &mut daff);
+    out.extend([("bn y", wide(&by)), ("bn saved", wide(&saved)), ("bn running", wide(&running))]);
+    out.extend([("bn dx", wide(&bdx)), ("bn d_affine", wide(&daff))]);
+
+    let ps = PoolShape { n: 4, c: 6, hw: 25 };
+    let mut pooled = vec![T::zero(); 24];
+    cpu.avgpool_forward(&ps, &by, &mut pooled);
+    out.push(("pool", wide(&pooled)));
+
+    let (inp, classes) = (6, 5);
+    let params = t(&uniform(&mut g, classes * inp + classes));
+    let (mut logits, mut dlogits) = (vec![T::zero(); 4 * classes], vec![T::zero(); 4 * classes]);
+    cpu.linear_forward(4, inp, classes, &pooled, &params, &mut logits);
+    let sums = cpu.softmax_cross_entropy(4, classes, &logits, &vec![0, 1, 4, 2], &mut dlogits).unwrap();
+    let (mut dpool, mut dparams) = (vec![T::zero(); 24], vec![T::zero(); params.len()]);
+    cpu.linear_backward(4, inp, classes, &pooled, &params, &dlogits, &mut dpool, &mut dparams);
+    out.extend([("logits", wide(&logits)), ("loss", vec![sums.loss_sum]), ("dlogits", wide(&dlogits))]);
+    out.extend([("linear dx", wide(&dpool)), ("linear d_params", wide(&dparams))]);
+    out
+}
+
+#[test]
+fn f32_agrees_with_f64() {
+    for ((name, a), (_, b)) in op_chain::<f32>(50).iter().zip(op_chain::<f64>(50)) {
+        assert_close(&format!("f32 vs f64: {name}"), a, &b, 2e-5);
+    }
+}

@@ -1,0 +1,229 @@
+//! A training run's full configuration: TOML file, then CLI overrides, then validation.
+
+use crate::data::SyntheticConfig;
+use crate::model::ModelConfig;
+use crate::optim::OptimConfig;
+use crate::stats::EquilibriumConfig;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Where a run computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Device {
+    /// The GPU when one works, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A CIFAR-10 or CIFAR-100 binary directory; synthetic data when absent.
+    pub dir: Option<PathBuf>,
+    /// The synthetic dataset used when `dir` is absent.
+    pub synthetic: SyntheticConfig,
+    /// Random crop (4-px zero padding) and horizontal flip on training batches.
+    pub augment: bool,
+    /// Use only the first N training images (all when absent).
+    pub train_limit: Option<usize>,
+    /// Evaluate on only the first N test images (all when absent).
+    pub test_limit: Option<usize>,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { dir: None, synthetic: SyntheticConfig::default(), augment: true, train_limit: None, test_limit: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopConfig {
+    /// Optimizer steps to run.
+    pub steps: u64,
+    pub batch_size: usize,
+    /// Compute and log per-layer statistics every this many steps.
+    pub stats_every: u64,
+    /// Evaluate on the test set every this many steps (0: only at the end).
+    pub eval_every: u64,
+    pub device: Device,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        Self { steps: 1000, batch_size: 128, stats_every: 10, eval_every: 500, device: Device::Auto }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Seeds the weights, the data order, the augmentation and the synthetic data.
+    pub seed: u64,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub optim: OptimConfig,
+    pub train: LoopConfig,
+    pub equilibrium: EquilibriumConfig,
+}
+
+impl Default for TrainConfig {
+    /// The quick default: a scale-invariant PreResNet-8 (width ×0.5) on 16×16 synthetic data at a
+    /// large λ_e, so that it reaches equilibrium in a couple of thousand steps on 2 CPU cores.
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            data: DataConfig {
+                synthetic: SyntheticConfig { train: 4096, test: 1024, size: 16, classes: 10, seed: 0 },
+                ..DataConfig::default()
+            },
+            model: ModelConfig { depth: 8, width: 0.5, scale_invariant: true, ..ModelConfig::default() },
+            optim: OptimConfig { lr: 0.5, wd: Some(5e-3), momentum: 0.0, ..OptimConfig::default() },
+            train: LoopConfig { steps: 2000, batch_size: 64, stats_every: 2, eval_every: 500, device: Device::Auto },
+            equilibrium: EquilibriumConfig::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Read a TOML file; keys it does not set keep their defaults, unknown keys are errors.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        Self::from_toml_str(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let table: toml::Table = text.parse().map_err(|e| anyhow::anyhow!("invalid TOML: {e}"))?;
+        Self::from_table(table)
+    }
+
+    /// Lay `user` over the defaults, key by key at every depth, then parse. Where the user gives
+    /// one of optim.wd / optim.lambda_e, it replaces the default's other one.
+    pub fn from_table(user: toml::Table) -> Result<Self> {
+        let mut merged = toml::Table::try_from(TrainConfig::default()).context("serializing the defaults")?;
+        if let (Some(toml::Value::Table(optim)), Some(toml::Value::Table(base))) = (user.get("optim"), merged.get_mut("optim")) {
+            for (given, other) in [("wd", "lambda_e"), ("lambda_e", "wd")] {
+                if optim.contains_key(given) && !optim.contains_key(other) {
+                    base.remove(other);
+                }
+            }
+        }
+        merge(&mut merged, user);
+        merged.try_into().map_err(|e| anyhow::anyhow!("invalid config: {e}"))
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).context("serializing the config as TOML")
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        self.optim.validate()?;
+        let t = &self.train;
+        if t.steps == 0 {
+            bail!("train.steps must be at least 1");
+        }
+        if t.batch_size < 2 {
+            bail!("train.batch_size = {} is too small: BatchNorm needs at least 2 samples", t.batch_size);
+        }
+        if t.stats_every == 0 {
+            bail!("train.stats_every must be at least 1");
+        }
+        let e = &self.equilibrium;
+        if !(e.tolerance > 0.0 && e.window > 0.0 && e.smoothing > 0.0) {
+            bail!("equilibrium.tolerance, window and smoothing must all be positive");
+        }
+        if self.data.dir.is_none() {
+            let s = &self.data.synthetic;
+            if s.size < 4 || s.classes < 2 || s.train < t.batch_size || s.test == 0 {
+                bail!(
+                    "data.synthetic needs size ≥ 4, classes ≥ 2, test ≥ 1 and train ≥ batch_size ({}); got {s:?}",
+                    t.batch_size
+                );
+            }
+        }
+        if self.data.train_limit.is_some_and(|n| n < t.batch_size) {
+            bail!("data.train_limit is smaller than one batch ({})", t.batch_size);
+        }
+        if self.data.test_limit == Some(0) {
+            bail!("data.test_limit must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// A stable id from everything that determines the results (not the device): readable prefix
+    /// plus the first 10 hex digits of the SHA-256 of the canonical JSON of the config.
+    pub fn run_id(&self) -> String {
+        let mut canonical = self.clone();
+        canonical.train.device = Device::Auto;
+        let json = serde_json::to_vec(&canonical).expect("config serializes");
+        let hash = hex::encode(Sha256::digest(&json));
+        let data = match &self.data.dir {
+            Some(d) => d.file_name().map_or("data".into(), |n| n.to_string_lossy().into_owned()),
+            None => "synthetic".into(),
+        };
+        let le = self.optim.lambda_e().unwrap_or(f64::NAN);
+        format!("{}-{data}-le{le:.1e}-s{}-{}", self.model.label(), self.seed, &hash[..10])
+    }
+}
+
+/// Deep merge: tables merge key by key, anything else in `over` replaces what `base` has.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
+                // A tagged enum (e.g. optim.schedule) changing its kind starts from the user's table.
+                if o.get("kind").is_some_and(|kind| b.get("kind") != Some(kind)) {
+                    b.clear();
+                }
+                merge(b, o)
+            }
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trips_and_unknown_keys_are_rejected() {
+        let cfg = TrainConfig::default();
+        let back = TrainConfig::from_toml_str(&cfg.to_toml().unwrap()).unwrap();
+        assert_eq!(cfg, back);
+        let err = TrainConfig::from_toml_str("[optim]\nlearning_rate = 0.1\n").unwrap_err();
+        assert!(format!("{err:#}").contains("learning_rate"), "{err:#}");
+    }
+
+    #[test]
+    fn partial_files_keep_defaults_and_run_ids_are_stable() {
+        let cfg = TrainConfig::from_toml_str("seed = 3\n[optim]\nlr = 0.2\nwd = 1e-3\n").unwrap();
+        assert_eq!(cfg.seed, 3);
+        assert_eq!(cfg.optim.momentum, TrainConfig::default().optim.momentum, "defaults apply key by key");
+        assert_eq!(cfg.model, TrainConfig::default().model);
+        assert_eq!(cfg.run_id(), cfg.clone().run_id());
+        let mut other = cfg.clone();
+        other.train.device = Device::Cpu;
+        assert_eq!(cfg.run_id(), other.run_id(), "the device does not change the id");
+        other.seed = 4;
+        assert_ne!(cfg.run_id(), other.run_id());
+    }
+
+    #[test]
+    fn lambda_e_sets_weight_decay_and_conflicts_are_errors() {
+        let cfg = TrainConfig::from_toml_str("[optim]\nlr = 0.1\nlambda_e = 5e-5\nwd = 1.0\n").unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("not both"));
+        let cfg = TrainConfig::from_toml_str("[optim]\nlr = 0.1\nlambda_e = 5e-5\n").unwrap();
+        assert!((cfg.optim.base_wd().unwrap() - 5e-4).abs() < 1e-18);
+        let cfg = TrainConfig::from_toml_str("[model]\ndepth = 9\n").unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("6n+2"));
+    }
+}

@@ -1,0 +1,94 @@
+//! What a run writes: one metrics record per logged step, and the summary at the end.
+
+use crate::stats::VectorStats;
+use serde::{Deserialize, Serialize};
+
+/// A group's statistics at one logged step, with the detector's smoothed ratio.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    #[serde(flatten)]
+    pub stats: VectorStats,
+    pub members: Vec<String>,
+    pub smoothed_ratio: Option<f64>,
+}
+
+/// One line of metrics.jsonl.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricsRecord {
+    /// Steps completed (this record describes the update from step − 1 to step).
+    pub step: u64,
+    pub epoch: f64,
+    pub lr: f64,
+    pub wd: f64,
+    pub momentum: f64,
+    pub lambda_e: f64,
+    /// Mean training loss and accuracy over the steps since the previous record.
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
+    pub groups: Vec<GroupRecord>,
+    pub layers: Vec<VectorStats>,
+}
+
+/// A summary of the end state of one group or tensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AngularSummary {
+    pub name: String,
+    pub members: Vec<String>,
+    /// Mean Δ over the logged steps of the final averaging window (radians per step).
+    pub angular_update: f64,
+    /// Δ* at the end of the run (null where the tensor is not scale-invariant on its own).
+    pub angular_theory: Option<f64>,
+    /// angular_update / angular_theory.
+    pub angular_ratio: Option<f64>,
+    pub norm: f64,
+    pub effective_lr: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Completed,
+    Diverged,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Divergence {
+    pub step: u64,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FinalMetrics {
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
+}
+
+/// summary.json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub divergence: Option<Divergence>,
+    pub backend: String,
+    pub steps: u64,
+    /// λ_e = η·λ at the end of the run.
+    pub lambda_e: f64,
+    /// Steps from the last (η, λ, γ) change to the start of equilibrium; null if not reached.
+    pub t_eq_steps: Option<u64>,
+    /// T_eq·λ_e (the Fast Equilibrium Conjecture says this is O(1), up to log factors).
+    pub t_eq_lambda_e: Option<f64>,
+    /// Whether every group's smoothed Δ/Δ* was within tolerance at the last logged step.
+    pub in_equilibrium_at_end: bool,
+    /// The logged steps over which the final angular updates were averaged: [first, last].
+    pub averaging_window: [u64; 2],
+    #[serde(rename = "final")]
+    pub final_metrics: FinalMetrics,
+    pub wall_time_s: f64,
+    pub steps_per_s: f64,
+    pub groups: Vec<AngularSummary>,
+    pub layers: Vec<AngularSummary>,
+}
