@@ -10,3 +10,9 @@ pub mod optim;
 pub mod stats;
 pub mod train;
 pub mod util;
+
+/// The PTX of kernels/*.cu as compiled by build.rs (empty when no nvcc was found), with the ptxas
+/// report for sm_90.
+pub mod kernels {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}

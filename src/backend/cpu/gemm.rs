@@ -35,9 +35,9 @@ pub(crate) fn gemm<T: Real>(alpha: T, a: Mat<'_, T>, b: Mat<'_, T>, beta: T, c: 
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm inner dimensions");
     assert_eq!(c.len(), m * n, "gemm output length");
-    // A row-major or transposed view built by `Mat::new`/`t` spans its whole slice, so the pointers
-    // and strides below stay inside `a.data`, `b.data` and `c`.
-    // SAFETY: the shapes were checked above; `c` is a unique borrow, so it overlaps neither input.
+    // SAFETY: a `Mat` (built by `new`, possibly transposed by `t`) spans exactly its slice, and C's
+    // shape was checked above, so every index matrixmultiply forms stays inside `a.data`, `b.data`
+    // and `c`; `c` is a unique borrow, so it overlaps neither input.
     unsafe {
         T::gemm(
             m,

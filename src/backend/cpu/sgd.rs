@@ -55,13 +55,12 @@ pub(crate) fn step<T: Real>(
     params: &mut [T],
     grads: &[T],
     momenta: &mut [T],
-    sums: Option<&mut [StepSums]>,
+    mut sums: Option<&mut [StepSums]>,
 ) -> Result<()> {
     check(segments, params.len(), grads.len(), momenta.len())?;
-    if let Some(sums) = &sums {
+    if let Some(sums) = sums.as_deref() {
         ensure!(sums.len() == segments.len(), "sgd: {} sums for {} segments", sums.len(), segments.len());
     }
-    let mut out = sums;
     for (i, seg) in segments.iter().enumerate() {
         let r = seg.offset..seg.offset + seg.len;
         let partials: Vec<StepSums> = params[r.clone()]
@@ -70,11 +69,11 @@ pub(crate) fn step<T: Real>(
             .zip(momenta[r].par_chunks_mut(CHUNK))
             .map(|((w, g), v)| update(seg, w, g, v))
             .collect();
-        if let Some(out) = out.as_deref_mut() {
-            out[i] = partials.into_iter().fold(StepSums::default(), |mut acc, p| {
-                acc += p;
-                acc
-            });
+        if let Some(sums) = sums.as_deref_mut() {
+            sums[i] = StepSums::default();
+            for p in partials {
+                sums[i] += p;
+            }
         }
     }
     Ok(())
