@@ -4,7 +4,7 @@
 //! time constant τ steps) lies within `tolerance` of 1 at every logged step of a window of
 //! `window` steps. T_eq is the first step of the earliest such window, counted from the last change
 //! of (η, λ, γ) (the equilibrium depends on them; a change restarts the detector). Defaults:
-//! tolerance 0.1, window 0.5/λ_e, τ = 0.1/λ_e (both at least a few logged steps).
+//! tolerance 0.1, window 0.5/λ_e, τ = 0.2/λ_e (both at least a few logged steps).
 
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +21,7 @@ pub struct EquilibriumConfig {
 
 impl Default for EquilibriumConfig {
     fn default() -> Self {
-        Self { tolerance: 0.1, window: 0.5, smoothing: 0.1 }
+        Self { tolerance: 0.1, window: 0.5, smoothing: 0.2 }
     }
 }
 
