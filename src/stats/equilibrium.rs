@@ -117,8 +117,9 @@ mod tests {
     use super::*;
 
     fn detector() -> Detector {
-        // λ_e = 0.01: window 0.5/λ_e = 50 steps, τ = 5 steps.
-        Detector::new(&EquilibriumConfig::default(), 2, 0.01, 1, 0)
+        // λ_e = 0.01: window 0.5/λ_e = 50 steps, τ = 0.05/λ_e = 5 steps.
+        let cfg = EquilibriumConfig { tolerance: 0.1, window: 0.5, smoothing: 0.05 };
+        Detector::new(&cfg, 2, 0.01, 1, 0)
     }
 
     #[test]
