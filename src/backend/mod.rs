@@ -15,6 +15,7 @@
 //! per-layer statistics are single passes over a segment table (one launch on a GPU).
 
 pub mod cpu;
+pub mod cuda;
 pub mod real;
 pub mod shapes;
 

@@ -1,0 +1,199 @@
+//! The linear layer through cuBLAS sgemm (column-major), with params = [W (out×inp, row-major) |
+//! b (out)].
+//!
+//! A row-major r×c matrix is the column-major c×r matrix of the same bytes, so with primes for
+//! column-major views: x' is inp×n (ld inp), W' is inp×out (ld inp), y' and dy' are out×n (ld out).
+//! - forward:  y' = b·1ᵀ (a rank-1 GEMM with a vector of ones, β = 0), then y' += W'ᵀ x';
+//! - dx' = W' dy'             (inp×n);
+//! - dW' = x' dy'ᵀ            (inp×out, i.e. dW = dyᵀ x row-major);
+//! - db  = dy' 1              (out, summed in f32 by cuBLAS; the CPU sums in f64).
+//!
+//! Math mode CUBLAS_DEFAULT_MATH: FP32 without TF32. Every output is overwritten with β = 0
+//! except the forward's second GEMM, which adds onto the bias it just wrote.
+
+use super::context::{addr, Grow};
+use super::{expect_len, lock, Cuda, DevView, DevViewMut, Gpu};
+use anyhow::{anyhow, ensure, Context as _, Result};
+use cudarc::cublas::{result as blas, sys};
+use cudarc::driver::CudaContext;
+use std::ffi::c_int;
+use std::sync::Arc;
+
+/// A cuBLAS handle bound to the backend's stream.
+struct Handle {
+    raw: sys::cublasHandle_t,
+    ctx: Arc<CudaContext>,
+}
+
+// SAFETY: used only under the backend's mutex, with the context bound to the calling thread.
+unsafe impl Send for Handle {}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: created by cublasCreate, destroyed once; errors at teardown are ignored.
+        let _ = unsafe { blas::destroy_handle(self.raw) };
+    }
+}
+
+/// The cuBLAS state: handle and a device vector of ones (for the bias broadcast and db).
+pub(crate) struct Blas {
+    ones: Grow<f32>,
+    ones_len: usize,
+    handle: Handle,
+}
+
+impl Blas {
+    pub fn new(gpu: &Gpu) -> Result<Blas> {
+        gpu.bind()?;
+        let raw = blas::create_handle().map_err(|e| anyhow!("cuBLAS: creating a handle: {e:?}"))?;
+        let handle = Handle { raw, ctx: gpu.ctx.clone() };
+        // SAFETY: a fresh handle and the backend's live stream.
+        unsafe { blas::set_stream(handle.raw, gpu.stream.cu_stream() as _) }
+            .map_err(|e| anyhow!("cuBLAS: setting the stream: {e:?}"))?;
+        // SAFETY: a valid handle.
+        unsafe { sys::cublasSetMathMode(handle.raw, sys::cublasMath_t::CUBLAS_DEFAULT_MATH) }
+            .result()
+            .map_err(|e| anyhow!("cuBLAS: setting the math mode: {e:?}"))?;
+        Ok(Blas { ones: Grow::new(), ones_len: 0, handle })
+    }
+
+    /// The address of at least `n` ones.
+    fn ones(&mut self, gpu: &Gpu, n: usize) -> Result<u64> {
+        if self.ones_len < n {
+            let buf = self.ones.ensure(gpu, n)?;
+            let host = vec![1.0f32; buf.len()];
+            gpu.stream
+                .memcpy_htod(&host, buf)
+                .map_err(|e| super::context::driver_error(e, "filling ones"))?;
+            self.ones_len = buf.len();
+        }
+        Ok(addr(gpu, self.ones.ensure(gpu, n)?))
+    }
+}
+
+fn int(what: &str, v: usize) -> Result<c_int> {
+    c_int::try_from(v).with_context(|| format!("linear: {what} = {v} exceeds cuBLAS's int dimensions"))
+}
+
+/// C (m×n, ldc) = α op(A) op(B) + β C, column-major, device pointers.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    h: sys::cublasHandle_t,
+    ta: bool,
+    tb: bool,
+    (m, n, k): (c_int, c_int, c_int),
+    a: u64,
+    lda: c_int,
+    b: u64,
+    ldb: c_int,
+    beta: f32,
+    c: u64,
+    ldc: c_int,
+) -> Result<()> {
+    let op =
+        |t: bool| if t { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
+    let alpha = 1.0f32;
+    // SAFETY: the callers pass device pointers covering the matrices their dimensions describe,
+    // with leading dimensions ≥ max(1, rows); α and β are host scalars (the default pointer mode).
+    unsafe {
+        blas::sgemm(
+            h,
+            op(ta),
+            op(tb),
+            m,
+            n,
+            k,
+            &alpha,
+            a as *const f32,
+            lda,
+            b as *const f32,
+            ldb,
+            &beta,
+            c as *mut f32,
+            ldc,
+        )
+    }
+    .map_err(|e| anyhow!("cuBLAS sgemm (m={m}, n={n}, k={k}): {e:?}"))
+}
+
+fn check(n: usize, inp: usize, out: usize, x: usize, params: usize) -> Result<()> {
+    expect_len("linear", "x", x, n * inp)?;
+    expect_len("linear", "params", params, out * inp + out)?;
+    Ok(())
+}
+
+/// y = x Wᵀ + b, overwritten.
+pub(crate) fn forward(
+    be: &Cuda,
+    n: usize,
+    inp: usize,
+    out: usize,
+    x: DevView<'_>,
+    params: DevView<'_>,
+    y: DevViewMut<'_>,
+) -> Result<()> {
+    check(n, inp, out, x.len, params.len)?;
+    expect_len("linear", "y", y.len, n * out)?;
+    if n == 0 || out == 0 {
+        return Ok(());
+    }
+    let gpu = &be.gpu;
+    gpu.bind()?;
+    let mut b = lock(&be.blas);
+    let ones = b.ones(gpu, n)?;
+    let h = b.handle.raw;
+    let (ni, ii, oi) = (int("n", n)?, int("inp", inp)?, int("out", out)?);
+    let bias = params.at(out * inp);
+    // y' (out×n) = b (out×1) · onesᵀ (1×n), β = 0.
+    sgemm(h, false, false, (oi, ni, 1), bias, oi, ones, 1, 0.0, y.ptr, oi)?;
+    if inp > 0 {
+        // y' += W'ᵀ (out×inp) · x' (inp×n).
+        sgemm(h, true, false, (oi, ni, ii), params.ptr, ii, x.ptr, ii, 1.0, y.ptr, oi)?;
+    }
+    Ok(())
+}
+
+/// dx = dy W and d_params = [dyᵀ x | Σ_n dy], all overwritten.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    be: &Cuda,
+    n: usize,
+    inp: usize,
+    out: usize,
+    x: DevView<'_>,
+    params: DevView<'_>,
+    dy: DevView<'_>,
+    dx: DevViewMut<'_>,
+    d_params: DevViewMut<'_>,
+) -> Result<()> {
+    check(n, inp, out, x.len, params.len)?;
+    expect_len("linear", "dy", dy.len, n * out)?;
+    expect_len("linear", "dx", dx.len, n * inp)?;
+    ensure!(
+        d_params.len == params.len,
+        "linear: d_params has {} elements, params {}",
+        d_params.len,
+        params.len
+    );
+    let gpu = &be.gpu;
+    // Degenerate sizes: a sum over nothing is zero.
+    if n == 0 || out == 0 {
+        super::ops::zero(be, &dx)?;
+        return super::ops::zero(be, &d_params);
+    }
+    gpu.bind()?;
+    let mut b = lock(&be.blas);
+    let ones = b.ones(gpu, n)?;
+    let h = b.handle.raw;
+    let (ni, ii, oi) = (int("n", n)?, int("inp", inp)?, int("out", out)?);
+    if inp > 0 {
+        // dx' (inp×n) = W' (inp×out) · dy' (out×n).
+        sgemm(h, false, false, (ii, ni, oi), params.ptr, ii, dy.ptr, oi, 0.0, dx.ptr, ii)?;
+        // dW' (inp×out) = x' (inp×n) · dy'ᵀ (n×out).
+        sgemm(h, false, true, (ii, oi, ni), x.ptr, ii, dy.ptr, oi, 0.0, d_params.ptr, ii)?;
+    }
+    // db (out×1) = dy' (out×n) · ones (n×1).
+    sgemm(h, false, false, (oi, 1, ni), dy.ptr, oi, ones, ni, 0.0, d_params.at(out * inp), oi)?;
+    Ok(())
+}

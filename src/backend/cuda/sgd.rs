@@ -1,0 +1,200 @@
+//! The optimizer step: one `sgd_step_multi` launch over every segment (kernels/sgd.cu).
+//!
+//! The segment table is built on the host (f32-rounded hyperparameters, as the CPU reference uses)
+//! and copied into a device buffer before the launch; the kernel reads it from device memory.
+//! With statistics, the kernel also reduces [Σw², Σg², Σd², Σw·d] per segment, deterministically,
+//! into a device array that is then downloaded (the only synchronisation of a step's optimizer
+//! part). The reduction workspace (one f64×4 per chunk) and the last-block counter (one u32,
+//! zeroed once, reset by the kernel) persist across steps.
+
+use super::context::{addr, addr_mut, driver_error, Grow};
+use super::{lock, Cuda, Gpu};
+use crate::backend::{Segment, StepSums};
+use anyhow::{ensure, Context as _, Result};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
+
+/// Elements per block (PyTorch's multi_tensor_apply chunk; a multiple of 4).
+pub(crate) const CHUNK: usize = 1 << 16;
+/// Threads per block (the kernel's bound).
+const BLOCK: u32 = 512;
+
+/// Mirror of `MtSegment` in kernels/common.cuh (32 bytes, 8-byte aligned).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct MtSegment {
+    pub offset: u64,
+    pub len: u64,
+    pub lr: f32,
+    pub wd: f32,
+    pub momentum: f32,
+    pub first_chunk: u32,
+}
+
+// SAFETY: a #[repr(C)] struct of plain numbers that matches the C struct field for field.
+unsafe impl DeviceRepr for MtSegment {}
+// SAFETY: all-zero bits are a valid MtSegment.
+unsafe impl ValidAsZeroBits for MtSegment {}
+
+/// Checks that every segment lies inside all three buffers and that no two overlap (as the CPU).
+pub(crate) fn validate(segments: &[Segment], len: usize, grads: usize, momenta: usize) -> Result<()> {
+    ensure!(
+        grads == len && momenta == len,
+        "sgd: buffer lengths differ: params {len}, grads {grads}, momenta {momenta}"
+    );
+    let mut ranges = Vec::with_capacity(segments.len());
+    for (i, s) in segments.iter().enumerate() {
+        let end = s.offset.checked_add(s.len).with_context(|| format!("sgd: segment {i} overflows"))?;
+        ensure!(end <= len, "sgd: segment {i} ({}..{end}) exceeds the buffer of {len}", s.offset);
+        ranges.push((s.offset, end));
+    }
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        ensure!(pair[0].1 <= pair[1].0, "sgd: segments {:?} and {:?} overlap", pair[0], pair[1]);
+    }
+    Ok(())
+}
+
+/// The device table for `segments` and the grid size (total chunks).
+pub(crate) fn table(segments: &[Segment]) -> Result<(Vec<MtSegment>, u32)> {
+    let mut out = Vec::with_capacity(segments.len());
+    let mut first: u64 = 0;
+    for s in segments {
+        out.push(MtSegment {
+            offset: s.offset as u64,
+            len: s.len as u64,
+            lr: s.lr as f32,
+            wd: s.wd as f32,
+            momentum: s.momentum as f32,
+            first_chunk: u32::try_from(first).context("sgd: too many chunks for one launch")?,
+        });
+        first += s.len.div_ceil(CHUNK) as u64;
+    }
+    // The grid's x dimension holds up to 2^31 − 1 blocks.
+    let total =
+        u32::try_from(first).ok().filter(|&t| t <= i32::MAX as u32).context("sgd: too many chunks")?;
+    Ok((out, total))
+}
+
+/// Device buffers of the step.
+pub(crate) struct SgdWorkspace {
+    segs: Grow<MtSegment>,
+    partials: Grow<f64>,
+    sums: Grow<f64>,
+    counter: CudaSlice<u32>,
+}
+
+impl SgdWorkspace {
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        Ok(SgdWorkspace {
+            segs: Grow::new(),
+            partials: Grow::new(),
+            sums: Grow::new(),
+            counter: gpu.alloc_zeros(1)?,
+        })
+    }
+}
+
+pub(crate) fn step(
+    be: &Cuda,
+    segments: &[Segment],
+    params: &mut CudaSlice<f32>,
+    grads: &CudaSlice<f32>,
+    momenta: &mut CudaSlice<f32>,
+    sums: Option<&mut [StepSums]>,
+) -> Result<()> {
+    validate(segments, params.len(), grads.len(), momenta.len())?;
+    if let Some(s) = sums.as_deref() {
+        ensure!(s.len() == segments.len(), "sgd: {} sums for {} segments", s.len(), segments.len());
+    }
+    let (tab, total) = table(segments)?;
+    if total == 0 {
+        // Nothing to update (no segments, or all empty): the sums are zero.
+        if let Some(s) = sums {
+            s.fill(StepSums::default());
+        }
+        return Ok(());
+    }
+    let gpu = &be.gpu;
+    let mut ws = lock(&be.sgd);
+    let segs = ws.segs.ensure(gpu, tab.len())?;
+    gpu.stream.memcpy_htod(&tab, segs).map_err(|e| driver_error(e, "uploading the segment table"))?;
+    let segs_ptr = addr(gpu, segs);
+    let (num_segs, chunk) = (i32::try_from(tab.len()).context("sgd: too many segments")?, CHUNK as i32);
+    let (w, g, v) = (addr_mut(gpu, params), addr(gpu, grads), addr_mut(gpu, momenta));
+    let (partials, sums_dev, counter) = if sums.is_some() {
+        let p = addr_mut(gpu, ws.partials.ensure(gpu, total as usize * 4)?);
+        let s = addr_mut(gpu, ws.sums.ensure(gpu, tab.len() * 4)?);
+        (p, s, addr_mut(gpu, &mut ws.counter))
+    } else {
+        (0u64, 0u64, 0u64)
+    };
+    let cfg = LaunchConfig { grid_dim: (total, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+    // SAFETY: (float* w, const float* g, float* v, const MtSegment* segs, int num_segs, int chunk,
+    // double* partials, double* sums, unsigned* counter): the buffers hold every segment (validated),
+    // the table `num_segs` entries, partials grid·4 and sums num_segs·4 doubles, counter one u32
+    // that is zero between launches.
+    unsafe {
+        gpu.stream
+            .launch_builder(gpu.func("sgd_step_multi")?)
+            .arg(&w)
+            .arg(&g)
+            .arg(&v)
+            .arg(&segs_ptr)
+            .arg(&num_segs)
+            .arg(&chunk)
+            .arg(&partials)
+            .arg(&sums_dev)
+            .arg(&counter)
+            .launch(cfg)
+    }
+    .map(drop)
+    .map_err(|e| driver_error(e, "launching sgd_step_multi"))?;
+    if let Some(out) = sums {
+        let mut host = vec![0f64; tab.len() * 4];
+        let dev = ws.sums.ensure(gpu, tab.len() * 4)?;
+        gpu.stream
+            .memcpy_dtoh(&dev.slice(0..tab.len() * 4), &mut host[..])
+            .map_err(|e| driver_error(e, "reading the step sums"))?;
+        gpu.sync()?;
+        for (o, q) in out.iter_mut().zip(host.chunks_exact(4)) {
+            *o = StepSums { ww: q[0], gg: q[1], dd: q[2], wd: q[3] };
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(offset: usize, len: usize) -> Segment {
+        Segment { offset, len, lr: 0.1, wd: 5e-4, momentum: 0.9 }
+    }
+
+    #[test]
+    fn mt_segment_matches_the_c_layout() {
+        assert_eq!(std::mem::size_of::<MtSegment>(), 32);
+        assert_eq!(std::mem::align_of::<MtSegment>(), 8);
+        assert_eq!(std::mem::offset_of!(MtSegment, lr), 16);
+        assert_eq!(std::mem::offset_of!(MtSegment, first_chunk), 28);
+    }
+
+    #[test]
+    fn table_counts_chunks_and_rounds_to_f32() {
+        let (t, total) = table(&[seg(0, 5), seg(5, 0), seg(10, CHUNK), seg(CHUNK + 10, CHUNK + 1)]).unwrap();
+        assert_eq!(t.iter().map(|s| s.first_chunk).collect::<Vec<_>>(), [0, 1, 1, 2]);
+        assert_eq!(total, 4);
+        assert_eq!(t[0].lr, 0.1f64 as f32);
+        assert_eq!(t[0].wd, 5e-4f64 as f32);
+        assert_eq!(t[3].offset, (CHUNK + 10) as u64);
+        assert_eq!(table(&[]).unwrap().1, 0);
+    }
+
+    #[test]
+    fn validate_rejects_overlap_and_overflow() {
+        assert!(validate(&[seg(0, 4), seg(4, 4)], 8, 8, 8).is_ok());
+        assert!(validate(&[seg(0, 5), seg(4, 4)], 8, 8, 8).is_err());
+        assert!(validate(&[seg(6, 4)], 8, 8, 8).is_err());
+        assert!(validate(&[seg(0, 4)], 8, 7, 8).is_err());
+    }
+}
