@@ -4,10 +4,14 @@
 //! Data flows one way: config → data + model + backend → train loop → stats → run directory.
 
 pub mod backend;
+pub mod bench;
+pub mod checkpoint;
 pub mod data;
 pub mod model;
 pub mod optim;
+pub mod report;
 pub mod stats;
+pub mod sweep;
 pub mod train;
 pub mod util;
 

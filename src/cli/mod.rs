@@ -1,6 +1,11 @@
 //! Subcommands and their options.
 
+mod bench;
+mod check;
+mod device;
 mod overrides;
+mod report;
+mod sweep;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -20,10 +25,30 @@ pub struct Cli {
 pub enum Command {
     /// Train one run and write runs/<run-id>/{config.toml, metrics.jsonl, summary.json}.
     Train(train::TrainArgs),
+    /// Compare every GPU op (and one whole training step) with the CPU reference; print a table
+    /// with errors and tolerances, and exit non-zero on any failure. --kernels prints the ptxas
+    /// register/spill report of the embedded kernels (no GPU needed).
+    Check(check::CheckArgs),
+    /// Train a sweep (grid and lists over a base config) with resumable, locked runs in
+    /// DIR/runs/<run-id>/, or write a SLURM array script for it (--slurm).
+    Sweep(sweep::SweepArgs),
+    /// Tabulate a sweep's runs (CSV, JSON), fit T_eq against 1/λ_e, measure function-space
+    /// equilibrium across runs, and plot (PNG, SVG) into DIR/report/.
+    Report(report::ReportArgs),
+    /// Time the kernels (GB/s against the copy ceiling) and the training step (images/s), print the
+    /// time-to-equilibrium budget, and optionally write JSON for regression tracking.
+    Bench(bench::BenchArgs),
+    /// Per-op time table of a training step (CPU: wall clock; GPU: CUDA events), with NVTX ranges.
+    Profile(bench::ProfileArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Train(a) => train::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Bench(a) => bench::run_bench(a),
+        Command::Profile(a) => bench::run_profile(a),
     }
 }

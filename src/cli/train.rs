@@ -1,9 +1,9 @@
 //! `ilr train`.
 
+use super::device::Chosen;
 use super::overrides;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use ilr::backend::cpu::Cpu;
 use ilr::model::ShortcutKind;
 use ilr::train::{self, Device, Progress, RunDir, RunStatus, Summary, TrainConfig};
 use std::path::PathBuf;
@@ -137,14 +137,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     if let Some(n) = a.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting the CPU thread count")?;
     }
-    match cfg.train.device {
-        Device::Cuda => bail!(
-            "--device cuda: this build of ilr has no CUDA backend yet (it arrives with the CUDA backend \
-             work); run with --device cpu"
-        ),
-        Device::Auto => eprintln!("note: this build has no CUDA backend yet; training on the CPU"),
-        Device::Cpu => {}
-    }
+    let chosen = super::device::choose(cfg.train.device)?;
     let data = train::load_datasets(&cfg.data)?;
     if let Some(note) = &data.note {
         eprintln!("note: {note}");
@@ -160,9 +153,11 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         cfg.train.steps,
         dir.path.display()
     );
-    let be = Cpu::<f32>::new();
     let progress = if a.quiet { Progress::Quiet } else { Progress::Bar };
-    let summary = train::train(&be, &cfg, &data, Some(&mut dir), progress)?;
+    let summary = match &chosen {
+        Chosen::Cpu(be) => train::train(be, &cfg, &data, Some(&mut dir), progress)?,
+        Chosen::Cuda(be) => train::train(be.as_ref(), &cfg, &data, Some(&mut dir), progress)?,
+    };
     print_summary(&summary);
     Ok(match summary.status {
         RunStatus::Completed => ExitCode::SUCCESS,

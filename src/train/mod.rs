@@ -10,5 +10,5 @@ mod trainer;
 pub use config::{DataConfig, Device, LoopConfig, TrainConfig};
 pub use data::{load_datasets, Datasets};
 pub use record::{MetricsRecord, RunStatus, Summary};
-pub use rundir::{read_metrics, RunDir};
-pub use trainer::{train, Progress};
+pub use rundir::{read_metrics, read_predictions, Predictions, RunDir};
+pub use trainer::{train, train_with, Progress, TrainOptions};

@@ -1,0 +1,59 @@
+//! Benchmarks shared by `ilr bench`, `ilr profile` and the criterion benches (benches/*.rs).
+//!
+//! - [`cost`]: the bytes and FLOPs of every kernel, as the kernel comments state them (one place);
+//! - [`work`]: the workloads (BN forward/backward, the fused SGD step, the per-segment reductions, a
+//!   copy, a whole training step), generic over the backend;
+//! - [`timing`]: warmup, repetitions, median and min, through a [`Clock`] (wall time on the CPU,
+//!   CUDA events on a GPU);
+//! - [`report`]: the JSON schema (shared with bench/pytorch), machine info, the equilibrium-time
+//!   budget and the tables for people;
+//! - [`timed`]: [`Timed`], a backend adapter that times every op, for per-op profiles;
+//! - [`nvtx`]: [`nvtx_range`], NVTX ranges that cost nothing without the library;
+//! - [`gpu`]: GPU detection, the CUDA-event clock, and the GPU suite on the CUDA backend.
+//!
+//! See docs/PERFORMANCE.md for the figures and how they were taken.
+
+pub mod cost;
+pub mod gpu;
+pub mod nvtx;
+pub mod ops;
+pub mod report;
+pub mod timed;
+pub mod timing;
+pub mod work;
+
+pub use nvtx::nvtx_range;
+pub use ops::BenchOps;
+pub use report::{BenchFile, BenchResult, EqBudget, Machine};
+pub use timed::{profile_train_step, Profile, Timed};
+pub use timing::{measure, Clock, Plan, Timing, WallClock};
+pub use work::{Suite, Work};
+
+use anyhow::{Context, Result};
+
+/// Measures each case of `works` on `be` under `plan`, appending to `file.results`; `done` sees each
+/// result as it lands. Put the copy first: later cases report their bandwidth as a share of it.
+#[allow(clippy::too_many_arguments)]
+pub fn run_cases<B: BenchOps, C: Clock<B>>(
+    be: &B,
+    clock: &C,
+    plan: &Plan,
+    works: &[Work],
+    implementation: &str,
+    device: &str,
+    file: &mut BenchFile,
+    done: &mut dyn FnMut(&BenchResult),
+) -> Result<()> {
+    for w in works {
+        let timing = {
+            let mut run = w.build(be).with_context(|| format!("setting up {} {}", w.name(), w.shape()))?;
+            let t = measure(be, clock, plan, &mut run);
+            t.and_then(|t| be.finish().map(|_| t))
+                .with_context(|| format!("running {} {}", w.name(), w.shape()))?
+        };
+        let r = BenchResult::new(w, implementation, device, &timing, file.copy_gbps(device));
+        done(&r);
+        file.results.push(r);
+    }
+    Ok(())
+}

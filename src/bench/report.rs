@@ -1,0 +1,421 @@
+//! Results: the JSON schema shared with bench/pytorch (for regression tracking across commits and
+//! GPUs), machine information, the equilibrium-time budget, and the tables printed for people.
+
+use super::cost::Cost;
+use super::timing::Timing;
+use super::work::Work;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Version tag of the JSON layout; bench/pytorch writes the same.
+pub const SCHEMA: &str = "ilr-bench/1";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    /// "model name" from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Logical CPUs available to the process.
+    pub cores: usize,
+    /// Worker threads the CPU kernels used.
+    pub threads: usize,
+    /// GPU 0's name, or null.
+    pub gpu: Option<String>,
+    pub os: String,
+    /// /proc/loadavg (1, 5, 15 min) when the run started: other work on the machine skews figures.
+    pub load_avg: Option<[f64; 3]>,
+}
+
+impl Machine {
+    pub fn detect(threads: usize, gpu: Option<String>) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            cpu_model,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            threads,
+            gpu,
+            os: format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+            load_avg: load_avg(),
+        }
+    }
+}
+
+/// The 1, 5 and 15 minute load averages (Linux).
+pub fn load_avg() -> Option<[f64; 3]> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let v: Vec<f64> = s.split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect();
+    (v.len() == 3).then(|| [v[0], v[1], v[2]])
+}
+
+/// One measured case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// The kernel or step: copy, bn_fwd_train, bn_bwd, sgd_step, sgd_step_sums, reduce_sqnorm,
+    /// reduce_sums4, train_step.
+    pub name: String,
+    /// Who ran it, e.g. "ilr cpu-f32", "torch eager", "torch compile".
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// "cpu" or "cuda".
+    pub device: String,
+    /// The shape label (identical across tools for the same work).
+    pub shape: String,
+    /// Bytes moved per call as the kernel comments count them, and the compulsory minimum.
+    pub bytes: Option<u64>,
+    pub min_bytes: Option<u64>,
+    pub flops: Option<u64>,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub reps: usize,
+    /// bytes / median_s, in 10⁹ B/s.
+    pub gbps: Option<f64>,
+    /// gbps as a percentage of the measured copy bandwidth on the same device.
+    pub pct_of_copy: Option<f64>,
+    pub gflops: Option<f64>,
+    pub images_per_s: Option<f64>,
+}
+
+impl BenchResult {
+    /// `copy_gbps`: the measured copy bandwidth of the device, for `pct_of_copy`.
+    pub fn new(work: &Work, implementation: &str, device: &str, t: &Timing, copy_gbps: Option<f64>) -> Self {
+        let Cost { bytes, min_bytes, flops } = work.cost();
+        let nz = |v: u64| (v > 0).then_some(v);
+        let gbps = nz(bytes).map(|b| b as f64 / t.median_s / 1e9);
+        BenchResult {
+            name: work.name().into(),
+            implementation: implementation.into(),
+            device: device.into(),
+            shape: work.shape(),
+            bytes: nz(bytes),
+            min_bytes: nz(min_bytes),
+            flops: nz(flops),
+            median_s: t.median_s,
+            min_s: t.min_s,
+            reps: t.reps,
+            gbps,
+            pct_of_copy: gbps.zip(copy_gbps).map(|(g, c)| 100.0 * g / c),
+            gflops: nz(flops).map(|f| f as f64 / t.median_s / 1e9),
+            images_per_s: work.images().map(|n| n as f64 / t.median_s),
+        }
+    }
+}
+
+/// Expected wall time to equilibrium: steps c/λ_e times the measured step time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EqRow {
+    /// The train_step shape, e.g. "preresnet32 b128 32x32".
+    pub step: String,
+    pub device: String,
+    pub lambda_e: f64,
+    pub steps: f64,
+    pub step_s: f64,
+    pub wall_s: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EqBudget {
+    /// T_eq·λ_e: steps to equilibrium are c/λ_e (Fast Equilibrium Conjecture).
+    pub c: f64,
+    pub rows: Vec<EqRow>,
+    /// The paper's setting (PreResNet-32, batch 128, η = 0.1, λ = 5e-4, λ_e = 5e-5): about
+    /// 1/λ_e = 20,000 steps to equilibrium.
+    pub paper: Option<EqRow>,
+}
+
+/// The λ_e grid of the budget table.
+pub const LAMBDA_E_GRID: [f64; 7] = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2];
+/// λ_e of the paper's setting and its steps to equilibrium.
+pub const PAPER_LAMBDA_E: f64 = 5e-5;
+pub const PAPER_STEP: &str = "preresnet32 b128 32x32";
+
+impl EqBudget {
+    /// The budget for every measured training step.
+    pub fn new(c: f64, results: &[BenchResult]) -> Self {
+        let steps: Vec<&BenchResult> = results.iter().filter(|r| r.name == "train_step").collect();
+        let row = |r: &BenchResult, lambda_e: f64, steps: f64| EqRow {
+            step: r.shape.clone(),
+            device: r.device.clone(),
+            lambda_e,
+            steps,
+            step_s: r.median_s,
+            wall_s: steps * r.median_s,
+        };
+        let rows =
+            steps.iter().flat_map(|r| LAMBDA_E_GRID.iter().map(move |&le| row(r, le, c / le))).collect();
+        // Prefer the fastest device's measurement of the paper's net.
+        let paper = steps
+            .iter()
+            .filter(|r| r.shape == PAPER_STEP)
+            .min_by(|a, b| a.median_s.total_cmp(&b.median_s))
+            .map(|r| row(r, PAPER_LAMBDA_E, 1.0 / PAPER_LAMBDA_E));
+        EqBudget { c, rows, paper }
+    }
+
+    /// λ_e down the side, one column per measured step.
+    pub fn table(&self) -> String {
+        let mut cols: Vec<(String, String)> = Vec::new();
+        for r in &self.rows {
+            let k = (r.step.clone(), r.device.clone());
+            if !cols.contains(&k) {
+                cols.push(k);
+            }
+        }
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "time to equilibrium ≈ (c/λ_e steps) × measured step time, c = T_eq·λ_e = {}",
+            self.c
+        );
+        let _ = write!(s, "{:>8} {:>10}", "λ_e", "steps");
+        for (step, dev) in &cols {
+            let short = step.trim_end_matches(" 32x32").replace("preresnet", "PreResNet-");
+            let _ = write!(s, " {:>22}", format!("{short} {dev}"));
+        }
+        s.push('\n');
+        for &le in &LAMBDA_E_GRID {
+            let _ = write!(s, "{le:>8.0e} {:>10.0}", self.c / le);
+            for k in &cols {
+                let wall = self
+                    .rows
+                    .iter()
+                    .find(|r| r.lambda_e == le && (&r.step, &r.device) == (&k.0, &k.1))
+                    .map(|r| r.wall_s);
+                let _ = write!(s, " {:>22}", wall.map_or("-".into(), fmt_duration));
+            }
+            s.push('\n');
+        }
+        if let Some(p) = &self.paper {
+            let _ = writeln!(
+                s,
+                "paper setting (PreResNet-32, batch 128, η = 0.1, λ = 5e-4, λ_e = 5e-5): ~1/λ_e = {:.0} steps × {} \
+                 = {} on {} (target: < 1 min on an H200)",
+                p.steps,
+                fmt_duration(p.step_s),
+                fmt_duration(p.wall_s),
+                p.device
+            );
+        }
+        s
+    }
+}
+
+/// The whole output of one `ilr bench` (or bench/pytorch) run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchFile {
+    pub schema: String,
+    /// "ilr" or "pytorch".
+    pub tool: String,
+    pub ilr_version: Option<String>,
+    /// The peer's version (e.g. "torch 2.5.1"), for peer files.
+    pub peer_version: Option<String>,
+    pub command: String,
+    /// UTC, RFC 3339.
+    pub date: String,
+    pub git_commit: Option<String>,
+    /// Uncommitted changes in the working tree.
+    pub git_dirty: Option<bool>,
+    pub machine: Machine,
+    pub results: Vec<BenchResult>,
+    pub equilibrium: Option<EqBudget>,
+    /// Anything a reader should know: pending GPU rows, noise, skipped cases.
+    pub notes: Vec<String>,
+}
+
+impl BenchFile {
+    pub fn new(command: String, machine: Machine) -> Self {
+        let (git_commit, git_dirty) = git_state();
+        BenchFile {
+            schema: SCHEMA.into(),
+            tool: "ilr".into(),
+            ilr_version: Some(env!("CARGO_PKG_VERSION").into()),
+            peer_version: None,
+            command,
+            date: utc_now(),
+            git_commit,
+            git_dirty,
+            machine,
+            results: Vec::new(),
+            equilibrium: None,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The measured copy bandwidth on `device`, in 10⁹ B/s.
+    pub fn copy_gbps(&self, device: &str) -> Option<f64> {
+        self.results.iter().find(|r| r.name == "copy" && r.device == device).and_then(|r| r.gbps)
+    }
+
+    /// Kernel and training-step tables for people.
+    pub fn tables(&self) -> String {
+        let m = &self.machine;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} {} | {} | {} cores, {} threads | GPU: {} | load {} | {} | commit {}{}",
+            self.tool,
+            self.ilr_version.as_deref().or(self.peer_version.as_deref()).unwrap_or(""),
+            m.cpu_model,
+            m.cores,
+            m.threads,
+            m.gpu.as_deref().unwrap_or("none"),
+            m.load_avg.map_or("?".into(), |l| format!("{:.2}", l[0])),
+            self.date,
+            self.git_commit.as_deref().map_or("?", |c| &c[..c.len().min(10)]),
+            if self.git_dirty == Some(true) { "+dirty" } else { "" }
+        );
+        let kernels: Vec<&BenchResult> = self.results.iter().filter(|r| r.images_per_s.is_none()).collect();
+        if !kernels.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{:<14} {:<5} {:<24} {:>10} {:>10} {:>8} {:>7} {:>10} {:>8}",
+                "kernel", "dev", "shape", "median", "min", "GB/s", "% copy", "floor", "GFLOP/s"
+            );
+            for r in kernels {
+                // The floor: compulsory bytes at the measured copy bandwidth.
+                let floor = r.min_bytes.zip(self.copy_gbps(&r.device)).map(|(b, c)| b as f64 / (c * 1e9));
+                let _ = writeln!(
+                    s,
+                    "{:<14} {:<5} {:<24} {:>10} {:>10} {:>8} {:>7} {:>10} {:>8}",
+                    r.name,
+                    r.device,
+                    r.shape,
+                    fmt_duration(r.median_s),
+                    fmt_duration(r.min_s),
+                    r.gbps.map_or("-".into(), |g| format!("{g:.1}")),
+                    r.pct_of_copy.map_or("-".into(), |p| format!("{p:.0}%")),
+                    floor.map_or("-".into(), fmt_duration),
+                    r.gflops.map_or("-".into(), |g| format!("{g:.2}")),
+                );
+            }
+        }
+        let steps: Vec<&BenchResult> = self.results.iter().filter(|r| r.images_per_s.is_some()).collect();
+        if !steps.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n{:<22} {:<5} {:<24} {:>10} {:>10} {:>10} {:>8}",
+                "training step", "dev", "shape", "median", "min", "images/s", "GFLOP/s"
+            );
+            for r in steps {
+                let _ = writeln!(
+                    s,
+                    "{:<22} {:<5} {:<24} {:>10} {:>10} {:>10.1} {:>8.2}",
+                    r.implementation,
+                    r.device,
+                    r.shape,
+                    fmt_duration(r.median_s),
+                    fmt_duration(r.min_s),
+                    r.images_per_s.unwrap_or(f64::NAN),
+                    r.gflops.unwrap_or(f64::NAN),
+                );
+            }
+        }
+        if let Some(eq) = &self.equilibrium {
+            s.push('\n');
+            s.push_str(&eq.table());
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+        s
+    }
+}
+
+/// "12.3 µs", "4.56 ms", "1.23 s", "3.4 min", "5.6 h", "2.1 d".
+pub fn fmt_duration(s: f64) -> String {
+    match s {
+        s if !s.is_finite() => "-".into(),
+        s if s < 1e-3 => format!("{:.1} µs", s * 1e6),
+        s if s < 1.0 => format!("{:.2} ms", s * 1e3),
+        s if s < 120.0 => format!("{s:.2} s"),
+        s if s < 7200.0 => format!("{:.1} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} d", s / 86400.0),
+    }
+}
+
+/// The commit of the working tree and whether it has uncommitted changes (None outside a git
+/// checkout or without git).
+pub fn git_state() -> (Option<String>, Option<bool>) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "HEAD"]).filter(|c| !c.is_empty());
+    let dirty = commit
+        .as_ref()
+        .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]))
+        .map(|s| !s.is_empty());
+    (commit, dirty)
+}
+
+/// Now, as "YYYY-MM-DDTHH:MM:SSZ".
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    utc_from_unix(secs)
+}
+
+fn utc_from_unix(secs: u64) -> String {
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_and_durations() {
+        assert_eq!(utc_from_unix(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_from_unix(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_from_unix(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(fmt_duration(2.5e-6), "2.5 µs");
+        assert_eq!(fmt_duration(0.25), "250.00 ms");
+        assert_eq!(fmt_duration(3600.0), "60.0 min");
+    }
+
+    #[test]
+    fn results_budget_and_json_round_trip() {
+        let t = Timing { median_s: 0.5, min_s: 0.4, reps: 3, calls_per_rep: 1 };
+        let copy = BenchResult::new(&Work::Copy { bytes: 1 << 30 }, "ilr cpu-f32", "cpu", &t, None);
+        assert!((copy.gbps.unwrap() - 2.0 * (1u64 << 30) as f64 / 0.5e9).abs() < 1e-9);
+        let step =
+            BenchResult::new(&Work::TrainStep { depth: 32, batch: 128 }, "ilr cpu-f32", "cpu", &t, copy.gbps);
+        assert_eq!(step.images_per_s, Some(256.0));
+        assert_eq!(step.bytes, None);
+        let budget = EqBudget::new(2.0, &[copy.clone(), step.clone()]);
+        assert_eq!(budget.rows.len(), LAMBDA_E_GRID.len());
+        assert_eq!(budget.rows[0].wall_s, 2.0 / 1e-5 * 0.5);
+        let paper = budget.paper.clone().unwrap();
+        assert_eq!((paper.steps, paper.wall_s), (20_000.0, 10_000.0));
+        let mut f = BenchFile::new("test".into(), Machine::detect(1, None));
+        f.results = vec![copy, step];
+        f.equilibrium = Some(budget);
+        // (serde_json parses floats to within an ulp, so compare what is exact.)
+        let back: BenchFile = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!((back.schema.as_str(), back.results.len(), back.machine), (SCHEMA, 2, f.machine.clone()));
+        assert_eq!(back.equilibrium.unwrap().paper, f.equilibrium.as_ref().unwrap().paper);
+        let text = f.tables();
+        assert!(text.contains("images/s") && text.contains("paper setting"), "{text}");
+    }
+}

@@ -1,0 +1,437 @@
+//! [`Timed`]: a backend adapter that forwards every op to an inner backend and records how long each
+//! one took (through a [`Clock`]: wall time on the CPU, CUDA events on a GPU), with an NVTX range
+//! around each. Any model code runs on it unchanged, which gives `ilr profile` its per-op tables.
+
+use super::nvtx::nvtx_range;
+use super::ops::BenchOps;
+use super::timing::Clock;
+use super::work::TrainStep;
+use crate::backend::{Backend, BnShape, ConvShape, LossSums, PoolShape, Segment, ShortcutShape, StepSums};
+use anyhow::Result;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+struct OpRecord<M> {
+    op: &'static str,
+    shape: String,
+    start: M,
+    end: M,
+}
+
+/// One timed call of a backend op.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpTime {
+    pub op: &'static str,
+    /// The op's shape, e.g. "16->32 k3 s2 32x32" for a convolution.
+    pub shape: String,
+    pub seconds: f64,
+}
+
+/// `B` with every op timed. Recording starts off; see [`Timed::record`].
+pub struct Timed<'b, B: Backend, C: Clock<B>> {
+    inner: &'b B,
+    clock: C,
+    recording: AtomicBool,
+    log: Mutex<Vec<OpRecord<C::Mark>>>,
+}
+
+fn conv_label(s: &ConvShape) -> String {
+    format!("{}->{} k{} s{} {}x{}", s.c_in, s.c_out, s.kernel, s.stride, s.h, s.w)
+}
+
+fn bn_label(s: &BnShape) -> String {
+    super::cost::bn_label(s)
+}
+
+impl<'b, B: Backend, C: Clock<B>> Timed<'b, B, C> {
+    pub fn new(inner: &'b B, clock: C) -> Self {
+        Self { inner, clock, recording: AtomicBool::new(false), log: Mutex::new(Vec::new()) }
+    }
+
+    /// Turns recording on or off (e.g. off during warmup).
+    pub fn record(&self, on: bool) {
+        self.recording.store(on, Ordering::Relaxed);
+    }
+
+    /// The recorded calls in order, as seconds each; clears the log.
+    pub fn take(&self) -> Result<Vec<OpTime>> {
+        let log = std::mem::take(&mut *self.log.lock().expect("timing log lock"));
+        log.into_iter()
+            .map(|r| {
+                Ok(OpTime {
+                    op: r.op,
+                    shape: r.shape,
+                    seconds: self.clock.seconds(self.inner, &r.start, &r.end)?,
+                })
+            })
+            .collect()
+    }
+
+    fn timed<R>(&self, op: &'static str, shape: impl FnOnce() -> String, f: impl FnOnce(&B) -> R) -> R {
+        let _range = nvtx_range(op);
+        if !self.recording.load(Ordering::Relaxed) {
+            return f(self.inner);
+        }
+        let start = self.clock.mark(self.inner);
+        let r = f(self.inner);
+        let end = self.clock.mark(self.inner);
+        self.log.lock().expect("timing log lock").push(OpRecord { op, shape: shape(), start, end });
+        r
+    }
+}
+
+impl<'b, B: Backend, C: Clock<B>> Backend for Timed<'b, B, C> {
+    type Elem = B::Elem;
+    type Buf = B::Buf;
+    type Labels = B::Labels;
+    type View<'a>
+        = B::View<'a>
+    where
+        Self: 'a;
+    type ViewMut<'a>
+        = B::ViewMut<'a>
+    where
+        Self: 'a;
+
+    fn name(&self) -> String {
+        format!("timed-{}", self.inner.name())
+    }
+
+    fn alloc(&self, len: usize) -> Result<Self::Buf> {
+        self.inner.alloc(len)
+    }
+    fn alloc_labels(&self, len: usize) -> Result<Self::Labels> {
+        self.inner.alloc_labels(len)
+    }
+    fn len(&self, b: &Self::Buf) -> usize {
+        self.inner.len(b)
+    }
+    fn view<'a>(&'a self, b: &'a Self::Buf, r: Range<usize>) -> Self::View<'a> {
+        self.inner.view(b, r)
+    }
+    fn view_mut<'a>(&'a self, b: &'a mut Self::Buf, r: Range<usize>) -> Self::ViewMut<'a> {
+        self.inner.view_mut(b, r)
+    }
+    fn upload(&self, src: &[Self::Elem], dst: &mut Self::Buf) -> Result<()> {
+        self.timed("upload", || src.len().to_string(), |be| be.upload(src, dst))
+    }
+    fn upload_labels(&self, src: &[u32], dst: &mut Self::Labels) -> Result<()> {
+        self.timed("upload_labels", || src.len().to_string(), |be| be.upload_labels(src, dst))
+    }
+    fn download(&self, src: &Self::Buf, dst: &mut [Self::Elem]) -> Result<()> {
+        let n = dst.len();
+        self.timed("download", || n.to_string(), |be| be.download(src, dst))
+    }
+    fn zero(&self, x: B::ViewMut<'_>) {
+        self.timed("zero", String::new, |be| be.zero(x))
+    }
+
+    fn conv2d_forward(&self, s: &ConvShape, x: B::View<'_>, w: B::View<'_>, y: B::ViewMut<'_>) {
+        self.timed("conv2d_forward", || conv_label(s), |be| be.conv2d_forward(s, x, w, y))
+    }
+    fn conv2d_backward_data(&self, s: &ConvShape, dy: B::View<'_>, w: B::View<'_>, dx: B::ViewMut<'_>) {
+        self.timed("conv2d_backward_data", || conv_label(s), |be| be.conv2d_backward_data(s, dy, w, dx))
+    }
+    fn conv2d_backward_filter(&self, s: &ConvShape, x: B::View<'_>, dy: B::View<'_>, dw: B::ViewMut<'_>) {
+        self.timed("conv2d_backward_filter", || conv_label(s), |be| be.conv2d_backward_filter(s, x, dy, dw))
+    }
+
+    fn batchnorm_forward_train(
+        &self,
+        s: &BnShape,
+        x: B::View<'_>,
+        affine: B::View<'_>,
+        running: B::ViewMut<'_>,
+        saved: B::ViewMut<'_>,
+        y: B::ViewMut<'_>,
+    ) {
+        self.timed(
+            "batchnorm_forward_train",
+            || bn_label(s),
+            |be| be.batchnorm_forward_train(s, x, affine, running, saved, y),
+        )
+    }
+    fn batchnorm_forward_eval(
+        &self,
+        s: &BnShape,
+        x: B::View<'_>,
+        affine: B::View<'_>,
+        running: B::View<'_>,
+        y: B::ViewMut<'_>,
+    ) {
+        self.timed(
+            "batchnorm_forward_eval",
+            || bn_label(s),
+            |be| be.batchnorm_forward_eval(s, x, affine, running, y),
+        )
+    }
+    fn batchnorm_backward(
+        &self,
+        s: &BnShape,
+        x: B::View<'_>,
+        y: B::View<'_>,
+        dy: B::View<'_>,
+        affine: B::View<'_>,
+        saved: B::View<'_>,
+        dx: B::ViewMut<'_>,
+        d_affine: B::ViewMut<'_>,
+    ) {
+        self.timed(
+            "batchnorm_backward",
+            || bn_label(s),
+            |be| be.batchnorm_backward(s, x, y, dy, affine, saved, dx, d_affine),
+        )
+    }
+
+    fn add_assign(&self, y: B::ViewMut<'_>, x: B::View<'_>) {
+        self.timed("add_assign", String::new, |be| be.add_assign(y, x))
+    }
+    fn shortcut_forward(&self, s: &ShortcutShape, x: B::View<'_>, y: B::ViewMut<'_>) {
+        self.timed(
+            "shortcut_forward",
+            || format!("{}->{} s{} {}x{}", s.c_in, s.c_out, s.stride, s.h, s.w),
+            |be| be.shortcut_forward(s, x, y),
+        )
+    }
+    fn shortcut_backward_acc(&self, s: &ShortcutShape, dy: B::View<'_>, dx: B::ViewMut<'_>) {
+        self.timed(
+            "shortcut_backward_acc",
+            || format!("{}->{} s{} {}x{}", s.c_in, s.c_out, s.stride, s.h, s.w),
+            |be| be.shortcut_backward_acc(s, dy, dx),
+        )
+    }
+    fn avgpool_forward(&self, s: &PoolShape, x: B::View<'_>, y: B::ViewMut<'_>) {
+        self.timed("avgpool_forward", || format!("c{} hw{}", s.c, s.hw), |be| be.avgpool_forward(s, x, y))
+    }
+    fn avgpool_backward(&self, s: &PoolShape, dy: B::View<'_>, dx: B::ViewMut<'_>) {
+        self.timed("avgpool_backward", || format!("c{} hw{}", s.c, s.hw), |be| be.avgpool_backward(s, dy, dx))
+    }
+
+    fn linear_forward(
+        &self,
+        n: usize,
+        inp: usize,
+        out: usize,
+        x: B::View<'_>,
+        params: B::View<'_>,
+        y: B::ViewMut<'_>,
+    ) {
+        self.timed(
+            "linear_forward",
+            || format!("{inp}->{out}"),
+            |be| be.linear_forward(n, inp, out, x, params, y),
+        )
+    }
+    fn linear_backward(
+        &self,
+        n: usize,
+        inp: usize,
+        out: usize,
+        x: B::View<'_>,
+        params: B::View<'_>,
+        dy: B::View<'_>,
+        dx: B::ViewMut<'_>,
+        d_params: B::ViewMut<'_>,
+    ) {
+        self.timed(
+            "linear_backward",
+            || format!("{inp}->{out}"),
+            |be| be.linear_backward(n, inp, out, x, params, dy, dx, d_params),
+        )
+    }
+    fn softmax_cross_entropy(
+        &self,
+        n: usize,
+        classes: usize,
+        logits: B::View<'_>,
+        labels: &Self::Labels,
+        dlogits: B::ViewMut<'_>,
+    ) -> Result<LossSums> {
+        self.timed(
+            "softmax_cross_entropy",
+            || format!("n{n} k{classes}"),
+            |be| be.softmax_cross_entropy(n, classes, logits, labels, dlogits),
+        )
+    }
+    fn softmax_cross_entropy_eval(
+        &self,
+        n: usize,
+        classes: usize,
+        logits: B::View<'_>,
+        labels: &Self::Labels,
+        predictions: &mut [u32],
+    ) -> Result<LossSums> {
+        self.timed(
+            "softmax_cross_entropy_eval",
+            || format!("n{n} k{classes}"),
+            |be| be.softmax_cross_entropy_eval(n, classes, logits, labels, predictions),
+        )
+    }
+
+    fn sgd_step(
+        &self,
+        segments: &[Segment],
+        params: &mut Self::Buf,
+        grads: &Self::Buf,
+        momenta: &mut Self::Buf,
+        sums: Option<&mut [StepSums]>,
+    ) -> Result<()> {
+        let with_sums = if sums.is_some() { " sums" } else { "" };
+        let label = || {
+            format!("p{} segs{}{with_sums}", segments.iter().map(|s| s.len).sum::<usize>(), segments.len())
+        };
+        self.timed("sgd_step", label, |be| be.sgd_step(segments, params, grads, momenta, sums))
+    }
+}
+
+impl<'b, B: BenchOps, C: Clock<B>> BenchOps for Timed<'b, B, C> {
+    fn copy(&self, src: &Self::Buf, dst: &mut Self::Buf) -> Result<()> {
+        self.timed("copy", String::new, |be| be.copy(src, dst))
+    }
+    fn segment_sums(
+        &self,
+        segments: &[Segment],
+        w: &Self::Buf,
+        g: Option<&Self::Buf>,
+        w_next: Option<&Self::Buf>,
+        out: &mut [StepSums],
+    ) -> Result<()> {
+        self.timed(
+            "segment_sums",
+            || format!("segs{}", segments.len()),
+            |be| be.segment_sums(segments, w, g, w_next, out),
+        )
+    }
+    fn finish(&self) -> Result<()> {
+        self.inner.finish()
+    }
+}
+
+/// Per-op times of training steps.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// Whole-step seconds, one per profiled step.
+    pub step_s: Vec<f64>,
+    /// Every op of every profiled step, in order.
+    pub ops: Vec<OpTime>,
+}
+
+/// Profiles `steps` training steps of PreResNet-`depth` at `batch` on `be` (after `warmup` untimed
+/// ones).
+pub fn profile_train_step<B: BenchOps, C: Clock<B> + Clone>(
+    be: &B,
+    clock: C,
+    depth: usize,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<Profile> {
+    let timed = Timed::new(be, clock.clone());
+    let mut step = TrainStep::new(&timed, depth, batch)?;
+    for _ in 0..warmup {
+        step.run(&timed)?;
+    }
+    let mut step_s = Vec::with_capacity(steps);
+    timed.record(true);
+    for _ in 0..steps {
+        step_s.push(clock.time(be, &mut || step.run(&timed))?);
+    }
+    timed.record(false);
+    be.finish()?;
+    Ok(Profile { step_s, ops: timed.take()? })
+}
+
+/// One row of a profile table: an op (and shape, when grouped by shape) with its total time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileRow {
+    pub op: &'static str,
+    pub shape: Option<String>,
+    /// Calls and seconds per step.
+    pub calls: f64,
+    pub seconds: f64,
+}
+
+impl Profile {
+    /// One step made of each op's fastest time over the profiled steps (every step issues the same
+    /// ops in the same order): robust to other work on the machine, which only ever adds time.
+    pub fn fastest(&self) -> Profile {
+        let steps = self.step_s.len().max(1);
+        let per = self.ops.len() / steps;
+        if per * steps != self.ops.len()
+            || (0..per).any(|i| (1..steps).any(|s| self.ops[s * per + i].op != self.ops[i].op))
+        {
+            return self.clone();
+        }
+        let ops: Vec<OpTime> = (0..per)
+            .map(|i| {
+                let all = (0..steps).map(|s| &self.ops[s * per + i]);
+                all.min_by(|a, b| a.seconds.total_cmp(&b.seconds)).expect("at least one step").clone()
+            })
+            .collect();
+        Profile { step_s: vec![ops.iter().map(|o| o.seconds).sum()], ops }
+    }
+
+    /// Totals per op (or per op and shape), per step, largest first.
+    pub fn rows(&self, by_shape: bool) -> Vec<ProfileRow> {
+        let steps = self.step_s.len().max(1) as f64;
+        let mut rows: Vec<ProfileRow> = Vec::new();
+        for t in &self.ops {
+            let shape = by_shape.then(|| t.shape.clone());
+            match rows.iter_mut().find(|r| r.op == t.op && r.shape == shape) {
+                Some(r) => {
+                    r.calls += 1.0;
+                    r.seconds += t.seconds;
+                }
+                None => rows.push(ProfileRow { op: t.op, shape, calls: 1.0, seconds: t.seconds }),
+            }
+        }
+        for r in &mut rows {
+            r.calls /= steps;
+            r.seconds /= steps;
+        }
+        rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::Cpu;
+    use crate::bench::WallClock;
+
+    #[test]
+    fn profile_covers_the_step_and_matches_the_plain_backend() {
+        let be = Cpu::<f32>::new();
+        let p = profile_train_step(&be, WallClock, 8, 4, 1, 2).unwrap();
+        assert_eq!(p.step_s.len(), 2);
+        let rows = p.rows(false);
+        let ops: Vec<_> = rows.iter().map(|r| r.op).collect();
+        for op in [
+            "conv2d_forward",
+            "conv2d_backward_data",
+            "conv2d_backward_filter",
+            "batchnorm_backward",
+            "sgd_step",
+        ] {
+            assert!(ops.contains(&op), "{op} missing from {ops:?}");
+        }
+        // PreResNet-8: 7 convs forward per step.
+        assert_eq!(rows.iter().find(|r| r.op == "conv2d_forward").unwrap().calls, 7.0);
+        let covered: f64 = rows.iter().map(|r| r.seconds).sum();
+        let step = p.step_s.iter().sum::<f64>() / 2.0;
+        assert!(covered <= step * 1.0001, "ops {covered} > step {step}");
+        let best = p.fastest();
+        assert_eq!((best.step_s.len(), best.ops.len()), (1, p.ops.len() / 2));
+        assert!(best.step_s[0] <= covered * 1.0001);
+
+        // The adapter changes nothing: same parameters after a step as on the plain backend.
+        let mut plain = TrainStep::new(&be, 8, 4).unwrap();
+        plain.run(&be).unwrap();
+        let timed = Timed::new(&be, WallClock);
+        let mut wrapped = TrainStep::new(&timed, 8, 4).unwrap();
+        wrapped.run(&timed).unwrap();
+        assert_eq!(plain.model.params, wrapped.model.params);
+    }
+}

@@ -1,0 +1,42 @@
+//! `ilr check`: compare every GPU op with the CPU reference.
+
+use anyhow::Result;
+use clap::Args;
+use ilr::backend::cuda::{self, Cuda};
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Print the ptxas report (registers, spills, shared memory per kernel) of the kernels embedded
+    /// in this build, and exit. Needs no GPU.
+    #[arg(long)]
+    pub kernels: bool,
+    /// Seed of the random inputs and of the model in the whole-step check.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// GPU ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub gpu: usize,
+}
+
+pub fn run(a: CheckArgs) -> Result<ExitCode> {
+    if a.kernels {
+        if ilr::kernels::BUILT {
+            println!(
+                "kernels: nvcc {}, PTX {}, ptxas report for {}",
+                ilr::kernels::NVCC_VERSION.unwrap_or("?"),
+                ilr::kernels::PTX_ARCH,
+                ilr::kernels::PTXAS_ARCH
+            );
+            print!("{}", ilr::kernels::PTXAS_REPORT);
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("error: this build has no kernels: {}", ilr::kernels::NOT_BUILT_REASON);
+        return Ok(ExitCode::from(1));
+    }
+    let be = Cuda::new(a.gpu)?;
+    println!("ilr check on {} (seed {}): GPU against the CPU reference", be.device_description(), a.seed);
+    let rows = cuda::run_checks(&be, a.seed);
+    cuda::print_table(&rows, &mut std::io::stdout().lock())?;
+    Ok(if rows.iter().all(|r| r.pass) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

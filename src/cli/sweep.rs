@@ -1,0 +1,188 @@
+//! `ilr sweep`.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ilr::sweep::{self, Outcome, PoolOptions, Shard, SlurmOptions};
+use ilr::train::{Device, RunStatus};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Sweep spec (TOML): [base] config, [grid] of dotted keys → arrays, optional [[runs]]
+    /// (see examples/sweep-tiny.toml).
+    pub spec: PathBuf,
+    /// Sweep directory: runs go to DIR/runs/<run-id>/.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// CPU workers in this process (each with cores/N threads unless --threads). Default: one
+    /// worker per visible GPU (CUDA_VISIBLE_DEVICES), else one CPU worker.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Host threads per worker (default: cores/workers).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Where workers train.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: Device,
+    /// Train only shard INDEX/COUNT of the runs (run k goes to shard k mod COUNT). Default inside
+    /// a SLURM array task: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT; else all runs.
+    #[arg(long, value_name = "INDEX/COUNT")]
+    pub shard: Option<String>,
+    /// Steps between checkpoints (default: [sweep] checkpoint_every in the spec, else steps/10).
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Print the expanded runs and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write DIR/sweep.sbatch, a SLURM array job over the runs, instead of training.
+    #[arg(long)]
+    pub slurm: bool,
+    /// With --slurm: number of array tasks (default: one per run; each task trains its shard).
+    #[arg(long, requires = "slurm")]
+    pub array_tasks: Option<usize>,
+    /// With --slurm: sbatch --partition.
+    #[arg(long, requires = "slurm")]
+    pub partition: Option<String>,
+    /// With --slurm: sbatch --gpus-per-task.
+    #[arg(long, requires = "slurm")]
+    pub gpus_per_task: Option<u32>,
+    /// With --slurm: sbatch --cpus-per-task (also the threads each task trains with).
+    #[arg(long, requires = "slurm")]
+    pub cpus_per_task: Option<u32>,
+    /// With --slurm: sbatch --time (e.g. 04:00:00).
+    #[arg(long, requires = "slurm")]
+    pub time: Option<String>,
+    /// With --slurm: the most array tasks running at once (%N).
+    #[arg(long, requires = "slurm")]
+    pub max_concurrent: Option<usize>,
+    /// With --slurm: an extra sbatch option, verbatim (repeatable), e.g. --sbatch-arg=--account=abc.
+    #[arg(long = "sbatch-arg", requires = "slurm", allow_hyphen_values = true)]
+    pub sbatch_args: Vec<String>,
+}
+
+pub fn run(a: SweepArgs) -> Result<ExitCode> {
+    let (spec, runs) = sweep::prepare(&a.spec, &a.out)?;
+    let checkpoint_every = a.checkpoint_every.or(spec.checkpoint_every);
+    if checkpoint_every == Some(0) {
+        bail!("--checkpoint-every must be at least 1");
+    }
+    if a.dry_run {
+        for (i, r) in runs.iter().enumerate() {
+            println!("{i:>4}  {}  {}", r.id, r.label());
+        }
+        println!("{} runs", runs.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.slurm {
+        return write_slurm(&a, &spec.name, runs.len(), checkpoint_every);
+    }
+    let shard = match &a.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gpus = if a.device == Device::Cpu || a.workers.is_some() {
+        Vec::new()
+    } else {
+        match sweep::pool::visible_gpus(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref()) {
+            Ok(g) => g,
+            Err(e) if a.device == Device::Cuda => return Err(e.context("--device cuda")),
+            Err(e) => {
+                eprintln!("note: training on the CPU: {e:#}");
+                Vec::new()
+            }
+        }
+    };
+    let slots = sweep::plan_slots(a.device, a.workers, a.threads, &gpus, cores)?;
+    let mine: Vec<_> = shard.select(runs.len()).map(|i| runs[i].clone()).collect();
+    let slot_desc = slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
+    eprintln!(
+        "sweep {}: {} runs{}; {} worker(s): {slot_desc} → {}",
+        spec.name,
+        mine.len(),
+        if shard.count > 1 { format!(" (shard {shard} of {} runs)", runs.len()) } else { String::new() },
+        slots.len(),
+        sweep::runs_root(&a.out).display()
+    );
+    let opts =
+        PoolOptions { checkpoint_every, progress_bar: slots.len() == 1 && std::io::stderr().is_terminal() };
+    let t0 = std::time::Instant::now();
+    let outcomes = sweep::run_pool(&sweep::runs_root(&a.out), &mine, &slots, &opts)?;
+    let count = |f: &dyn Fn(&Outcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
+    let diverged = count(
+        &|o| matches!(o, Outcome::Trained(s) | Outcome::AlreadyDone(s) if s.status == RunStatus::Diverged),
+    );
+    let failed = count(&|o| matches!(o, Outcome::Failed(_)));
+    let busy = count(&|o| matches!(o, Outcome::Busy));
+    eprintln!(
+        "sweep {}: {} trained now, {} finished before, {busy} in progress elsewhere, {failed} failed ({diverged} of the finished diverged) in {:.1}s",
+        spec.name,
+        count(&|o| matches!(o, Outcome::Trained(_))),
+        count(&|o| matches!(o, Outcome::AlreadyDone(_))),
+        t0.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        for (id, o) in &outcomes {
+            if let Outcome::Failed(e) = o {
+                eprintln!("  failed: {id}: {e}");
+            }
+        }
+        eprintln!("rerun the same command to retry the failed runs (finished runs are not rerun)");
+        return Ok(ExitCode::from(1));
+    }
+    eprintln!("next: ilr report {}", a.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    p.canonicalize().with_context(|| format!("resolving {}", p.display()))
+}
+
+fn write_slurm(a: &SweepArgs, name: &str, runs: usize, checkpoint_every: Option<u64>) -> Result<ExitCode> {
+    let dir = absolute(&a.out)?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let ilr = std::env::current_exe().context("finding the ilr binary")?;
+    let workdir = std::env::current_dir()?;
+    let job_name: String = format!("ilr-{name}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect();
+    let o = SlurmOptions {
+        job_name,
+        tasks: a.array_tasks,
+        partition: a.partition.clone(),
+        gpus_per_task: a.gpus_per_task,
+        cpus_per_task: a.cpus_per_task,
+        time: a.time.clone(),
+        max_concurrent: a.max_concurrent,
+        extra: a.sbatch_args.clone(),
+    };
+    if o.tasks == Some(0) {
+        bail!("--array-tasks must be at least 1");
+    }
+    let mut worker_args = Vec::new();
+    if let Some(k) = checkpoint_every {
+        worker_args.extend(["--checkpoint-every".to_string(), k.to_string()]);
+    }
+    if a.device != Device::Auto {
+        worker_args.extend(["--device".to_string(), format!("{:?}", a.device).to_lowercase()]);
+    }
+    let text = sweep::slurm::script(&ilr, &dir, &workdir, runs, &o, &worker_args);
+    let path = dir.join("sweep.sbatch");
+    ilr::util::atomic::write_atomic(&path, text.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let tasks = o.tasks.unwrap_or(runs).clamp(1, runs.max(1));
+    eprintln!(
+        "wrote {}: {runs} runs in an array of {tasks} tasks; logs go to {}",
+        path.display(),
+        dir.join("logs").display()
+    );
+    println!("sbatch {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}

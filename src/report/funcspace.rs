@@ -1,0 +1,251 @@
+//! Function-space equilibrium across runs that share (η, λ, γ) from some step on but started
+//! differently (other seeds, or other schedules in a first phase).
+//!
+//! Runs are grouped when their configs agree except for the seed, η, λ/λ_e and the schedule, and
+//! their last records have the same (η, λ, γ). S, the start of the common phase, is the latest step
+//! at which any of them last changed (η, λ, γ). At every evaluation step t ≥ S that all runs have,
+//! over all pairs of runs:
+//! - acc_gap(t)  = mean |test acc_i − test acc_j|,
+//! - loss_gap(t) = mean |test loss_i − test loss_j|,
+//! - disagreement(t) = mean fraction of test samples whose predicted classes differ.
+//!
+//! The reference window W is the last quarter of those steps (at least one), where the runs are taken
+//! to be at equilibrium: there each metric's level F (its mean over W) is the seed-to-seed noise, and
+//! F for the disagreement is that of two independent runs at equilibrium. A metric is within noise at
+//! t when m(t) ≤ F + 3·max(sd over W, σ_sample), with σ_sample the binomial standard error on N
+//! test samples (sqrt(2p(1−p)/N) for the accuracy gap at mean accuracy p, sqrt(F(1−F)/N) for the
+//! disagreement, 0 for the loss). T_fs is the first evaluation step from which all three stay
+//! within noise; reported as T_fs − S and (T_fs − S)·λ_e.
+
+use super::collect::RunInfo;
+use crate::train::{MetricsRecord, Predictions};
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The three gaps at one evaluation step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Gaps {
+    pub acc_gap: f64,
+    pub loss_gap: f64,
+    pub disagreement: f64,
+}
+
+impl Gaps {
+    fn all_le(&self, t: &Gaps) -> bool {
+        self.acc_gap <= t.acc_gap && self.loss_gap <= t.loss_gap && self.disagreement <= t.disagreement
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub step: u64,
+    pub steps_since_common: u64,
+    #[serde(flatten)]
+    pub gaps: Gaps,
+    pub within_noise: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupResult {
+    pub label: String,
+    pub runs: Vec<String>,
+    /// (η, λ, γ) shared from `common_from` on.
+    pub lr: f64,
+    pub wd: f64,
+    pub momentum: f64,
+    pub lambda_e: f64,
+    pub common_from: u64,
+    pub test_samples: usize,
+    /// [first, last] step of the reference window.
+    pub reference_window: [u64; 2],
+    pub floor: Gaps,
+    pub threshold: Gaps,
+    pub t_fs: Option<u64>,
+    pub t_fs_since_common: Option<u64>,
+    pub t_fs_lambda_e: Option<f64>,
+    /// Whether T_fs comes before the reference window (else equilibrium is not clearly shown:
+    /// train longer).
+    pub reached_before_reference: bool,
+    pub points: Vec<Point>,
+}
+
+/// What one run contributes.
+pub struct RunData<'a> {
+    pub info: &'a RunInfo,
+    pub metrics: &'a [MetricsRecord],
+    pub predictions: &'a Predictions,
+}
+
+fn hyper(r: &MetricsRecord) -> (f64, f64, f64) {
+    (r.lr, r.wd, r.momentum)
+}
+
+/// Config with the keys that may differ inside a group removed, plus the final (η, λ, γ).
+fn group_key(d: &RunData) -> Option<String> {
+    let last = d.metrics.last()?;
+    let mut v = serde_json::to_value(&d.info.config).ok()?;
+    v.as_object_mut()?.remove("seed");
+    let optim = v.get_mut("optim")?.as_object_mut()?;
+    for k in ["lr", "wd", "lambda_e", "schedule"] {
+        optim.remove(k);
+    }
+    v.get_mut("train")?.as_object_mut()?.remove("device");
+    Some(format!("{v}|{:?}", hyper(last)))
+}
+
+/// Step from which the run's (η, λ, γ) equals its final one (to the logging resolution).
+fn phase_start(m: &[MetricsRecord]) -> u64 {
+    let Some(last) = m.last() else { return 0 };
+    m.iter().rev().find(|r| hyper(r) != hyper(last)).map_or(0, |r| r.step)
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        s / n as f64
+    }
+}
+
+fn sd(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v.iter().copied());
+    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt()
+}
+
+/// Analyse one group (≥ 2 runs); None when they share fewer than 2 evaluation steps.
+fn analyse(label: String, runs: &[&RunData]) -> Option<GroupResult> {
+    let s = runs.iter().map(|d| phase_start(d.metrics)).max()?;
+    let n = runs[0].predictions.samples;
+    if runs.iter().any(|d| d.predictions.samples != n) {
+        return None;
+    }
+    let tests: Vec<BTreeMap<u64, (f64, f64)>> = runs
+        .iter()
+        .map(|d| d.metrics.iter().filter_map(|r| Some((r.step, (r.test_acc?, r.test_loss?)))).collect())
+        .collect();
+    let steps: Vec<u64> = runs[0]
+        .predictions
+        .steps
+        .iter()
+        .copied()
+        .filter(|&t| t >= s)
+        .filter(|t| {
+            runs.iter().all(|d| d.predictions.at_step(*t).is_some())
+                && tests.iter().all(|m| m.contains_key(t))
+        })
+        .collect();
+    if steps.len() < 2 {
+        return None;
+    }
+    let pairs: Vec<(usize, usize)> =
+        (0..runs.len()).flat_map(|i| (i + 1..runs.len()).map(move |j| (i, j))).collect();
+    let gaps: Vec<Gaps> = steps
+        .iter()
+        .map(|t| {
+            let preds: Vec<&[u8]> =
+                runs.iter().map(|d| d.predictions.at_step(*t).expect("filtered")).collect();
+            let at = |k: usize| tests[k][t];
+            Gaps {
+                acc_gap: mean(pairs.iter().map(|&(i, j)| (at(i).0 - at(j).0).abs())),
+                loss_gap: mean(pairs.iter().map(|&(i, j)| (at(i).1 - at(j).1).abs())),
+                disagreement: mean(pairs.iter().map(|&(i, j)| {
+                    preds[i].iter().zip(preds[j]).filter(|(a, b)| a != b).count() as f64 / n.max(1) as f64
+                })),
+            }
+        })
+        .collect();
+    let w0 = steps.len() - steps.len().div_ceil(4);
+    let win = &gaps[w0..];
+    let col = |f: fn(&Gaps) -> f64| win.iter().map(f).collect::<Vec<f64>>();
+    let (acc, loss, dis) = (col(|g| g.acc_gap), col(|g| g.loss_gap), col(|g| g.disagreement));
+    let floor = Gaps {
+        acc_gap: mean(acc.iter().copied()),
+        loss_gap: mean(loss.iter().copied()),
+        disagreement: mean(dis.iter().copied()),
+    };
+    let p = mean(steps[w0..].iter().flat_map(|t| tests.iter().map(move |m| m[t].0)));
+    let nf = n.max(1) as f64;
+    let threshold = Gaps {
+        acc_gap: floor.acc_gap + 3.0 * sd(&acc).max((2.0 * p * (1.0 - p) / nf).sqrt()),
+        loss_gap: floor.loss_gap + 3.0 * sd(&loss),
+        disagreement: floor.disagreement
+            + 3.0 * sd(&dis).max((floor.disagreement * (1.0 - floor.disagreement) / nf).sqrt()),
+    };
+    let within: Vec<bool> = gaps.iter().map(|g| g.all_le(&threshold)).collect();
+    // First index from which every later point is within noise.
+    let first = (0..within.len()).rev().take_while(|&k| within[k]).last();
+    let t_fs = first.map(|k| steps[k]);
+    let last = runs[0].metrics.last().expect("grouped runs have records");
+    let lambda_e = last.lr * last.wd;
+    Some(GroupResult {
+        label,
+        runs: runs.iter().map(|d| d.info.id.clone()).collect(),
+        lr: last.lr,
+        wd: last.wd,
+        momentum: last.momentum,
+        lambda_e,
+        common_from: s,
+        test_samples: n,
+        reference_window: [steps[w0], *steps.last().expect("≥ 2")],
+        floor,
+        threshold,
+        t_fs,
+        t_fs_since_common: t_fs.map(|t| t - s),
+        t_fs_lambda_e: t_fs.map(|t| (t - s) as f64 * lambda_e),
+        reached_before_reference: first.is_some_and(|k| k < w0),
+        points: steps
+            .iter()
+            .zip(&gaps)
+            .zip(&within)
+            .map(|((&step, &gaps), &w)| Point { step, steps_since_common: step - s, gaps, within_noise: w })
+            .collect(),
+    })
+}
+
+/// Group the runs and analyse every group of two or more.
+pub fn function_space(runs: &[RunData]) -> Result<Vec<GroupResult>> {
+    let mut groups: Vec<(String, Vec<&RunData>)> = Vec::new();
+    for d in runs {
+        let Some(k) = group_key(d) else { continue };
+        match groups.iter_mut().find(|(key, _)| *key == k) {
+            Some((_, v)) => v.push(d),
+            None => groups.push((k, vec![d])),
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .filter(|(_, v)| v.len() >= 2)
+        .filter_map(|(_, v)| {
+            let last = v[0].metrics.last()?;
+            let label = format!(
+                "η={} λ={:.3e} γ={} (λ_e={:.2e}), {} runs",
+                last.lr,
+                last.wd,
+                last.momentum,
+                last.lr * last.wd,
+                v.len()
+            );
+            analyse(label, &v)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_noise_from_the_first_step_after_the_last_excursion() {
+        let g = |a: f64| Gaps { acc_gap: a, loss_gap: 0.0, disagreement: 0.0 };
+        let t = g(0.1);
+        let within: Vec<bool> = [0.5, 0.05, 0.3, 0.05, 0.08, 0.09].iter().map(|&a| g(a).all_le(&t)).collect();
+        let first = (0..within.len()).rev().take_while(|&k| within[k]).last();
+        assert_eq!(first, Some(3));
+        assert_eq!(sd(&[1.0, 3.0]), 2f64.sqrt());
+    }
+}

@@ -1,0 +1,446 @@
+//! `ilr report`: the runs of a sweep directory as one table, the Fast Equilibrium fit of T_eq
+//! against 1/λ_e, function-space equilibrium across runs, and plots.
+//!
+//! Writes under DIR/report/ (every file atomically):
+//! ```text
+//! runs.csv, runs.json                       one row per run (see [`table`])
+//! fast_equilibrium.json, .png, .svg         the log-log fit per group of runs (see [`fit`])
+//! function_space.json, function_space_<k>.csv, .png, .svg   (see [`funcspace`])
+//! overview_steps.png/.svg, overview_steps_x_lambda_e.png/.svg   all selected runs overlaid
+//! runs/<run-id>/steps.png/.svg, steps_x_lambda_e.png/.svg       one run's dynamics
+//! ```
+
+pub mod collect;
+pub mod figures;
+pub mod fit;
+pub mod font;
+pub mod funcspace;
+pub mod plot;
+pub mod table;
+
+use crate::util::atomic::{write_atomic, write_json_atomic};
+use anyhow::{bail, Context, Result};
+use collect::{RunInfo, Status};
+use figures::Axis;
+use fit::LogLogFit;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct ReportOptions {
+    /// Only these runs (ids or unique id prefixes) in the per-run and overview plots; empty: all.
+    pub runs: Vec<String>,
+    pub plots: bool,
+    /// Per-run figures only when at most this many runs are selected.
+    pub max_run_plots: usize,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self { runs: Vec::new(), plots: true, max_run_plots: 64 }
+    }
+}
+
+/// One group of runs in the Fast Equilibrium analysis.
+#[derive(Clone, Debug)]
+pub struct FitGroup {
+    pub label: String,
+    /// (run id, λ_e, T_eq) of the runs that reached equilibrium.
+    pub points: Vec<(String, f64, u64)>,
+    /// Completed runs without T_eq (left out of the fit).
+    pub censored: Vec<String>,
+    pub fit: Option<LogLogFit>,
+}
+
+pub struct ReportOutput {
+    pub dir: PathBuf,
+    pub runs: usize,
+    pub fits: Vec<FitGroup>,
+    pub function_space: Vec<funcspace::GroupResult>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Keys that vary between the λ_e points of one Fast Equilibrium group.
+fn fit_free(key: &str) -> bool {
+    matches!(
+        key,
+        "seed"
+            | "optim.lr"
+            | "optim.wd"
+            | "optim.lambda_e"
+            | "train.steps"
+            | "train.eval_every"
+            | "train.stats_every"
+            | "train.device"
+    ) || key.starts_with("optim.schedule")
+}
+
+/// Short legend labels: the config keys that vary across `runs` (seed, λ_e, ...).
+pub fn labels(runs: &[&RunInfo]) -> Vec<String> {
+    let flat: Vec<BTreeMap<String, String>> = runs.iter().map(|r| table::flatten(&r.config)).collect();
+    let mut keys: Vec<String> = flat.iter().flat_map(|f| f.keys().cloned()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|k| !k.starts_with("train.") && flat.iter().any(|f| f.get(k) != flat[0].get(k)));
+    runs.iter()
+        .zip(&flat)
+        .map(|(r, f)| {
+            let parts: Vec<String> = keys
+                .iter()
+                .filter_map(|k| {
+                    let short =
+                        if k == "optim.lambda_e" { "λ_e" } else { k.rsplit('.').next().unwrap_or(k) };
+                    f.get(k).map(|v| format!("{short}={}", v.trim_matches('"')))
+                })
+                .collect();
+            if parts.is_empty() {
+                r.id.clone()
+            } else {
+                parts.join(" ")
+            }
+        })
+        .collect()
+}
+
+/// Group completed runs by everything but the λ_e-related keys and the seed, and fit each group.
+fn fast_equilibrium(runs: &[RunInfo]) -> Vec<FitGroup> {
+    let mut groups: Vec<(BTreeMap<String, String>, Vec<&RunInfo>)> = Vec::new();
+    for r in runs.iter().filter(|r| r.status == Status::Completed) {
+        let key: BTreeMap<String, String> =
+            table::flatten(&r.config).into_iter().filter(|(k, _)| !fit_free(k)).collect();
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.push(r),
+            None => groups.push((key, vec![r])),
+        }
+    }
+    let n_groups = groups.len();
+    let keys: Vec<BTreeMap<String, String>> = groups.iter().map(|g| g.0.clone()).collect();
+    groups
+        .into_iter()
+        .map(|(key, rs)| {
+            let label = if n_groups == 1 {
+                "all runs".to_string()
+            } else {
+                key.iter()
+                    .filter(|(k, v)| keys.iter().any(|o| o.get(*k) != Some(v)))
+                    .map(|(k, v)| format!("{k}={}", v.trim_matches('"')))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let mut points = Vec::new();
+            let mut censored = Vec::new();
+            for r in rs {
+                let s = r.summary.as_ref().expect("completed runs have a summary");
+                match s.t_eq_steps {
+                    Some(t) => points.push((r.id.clone(), s.lambda_e, t)),
+                    None => censored.push(r.id.clone()),
+                }
+            }
+            let fit = fit::fit_loglog(&points.iter().map(|p| (p.1, p.2 as f64)).collect::<Vec<_>>());
+            FitGroup { label, points, censored, fit }
+        })
+        .collect()
+}
+
+fn print_table(runs: &[RunInfo]) {
+    println!(
+        "{:<48} {:>9} {:>5} {:>10} {:>8} {:>7} {:>8}",
+        "run", "λ_e", "seed", "status", "test acc", "T_eq", "T_eq·λ_e"
+    );
+    for r in runs {
+        let s = r.summary.as_ref();
+        let acc =
+            s.and_then(|s| s.final_metrics.test_acc).map_or("—".into(), |a| format!("{:.2}%", 100.0 * a));
+        let teq = s.and_then(|s| s.t_eq_steps).map_or("—".into(), |t| t.to_string());
+        let tl = s.and_then(|s| s.t_eq_lambda_e).map_or("—".into(), |t| format!("{t:.2}"));
+        println!(
+            "{:<48} {:>9.2e} {:>5} {:>10} {:>8} {:>7} {:>8}",
+            r.id,
+            r.lambda_e(),
+            r.config.seed,
+            r.status.as_str(),
+            acc,
+            teq,
+            tl
+        );
+    }
+}
+
+fn print_fit(g: &FitGroup) {
+    let n = g.points.len();
+    match &g.fit {
+        Some(f) => {
+            let ci = match (f.slope_ci95, f.slope_se) {
+                (Some([lo, hi]), Some(se)) => format!(", 95% CI [{lo:.3}, {hi:.3}] (SE {se:.3}, t with {} df)", n - 2),
+                _ => " (no confidence interval with 2 points)".into(),
+            };
+            println!("Fast Equilibrium ({}): slope of log T_eq on log(1/λ_e) = {:.3}{ci}, R² = {:.3}, n = {n}", g.label, f.slope, f.r_squared);
+        }
+        None => println!(
+            "Fast Equilibrium ({}): no fit ({n} runs reached equilibrium; a fit needs at least two distinct λ_e)",
+            g.label
+        ),
+    }
+    if n > 0 {
+        let c: Vec<f64> = g.points.iter().map(|p| p.1 * p.2 as f64).collect();
+        let (lo, hi) = c.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        println!(
+            "  T_eq·λ_e: mean {:.2}, range [{lo:.2}, {hi:.2}] (the conjecture: about constant)",
+            c.iter().sum::<f64>() / n as f64
+        );
+    }
+    if !g.censored.is_empty() {
+        println!(
+            "  {} completed run(s) did not reach equilibrium and are left out (the fit is biased low): {}",
+            g.censored.len(),
+            g.censored.join(", ")
+        );
+    }
+}
+
+/// Runs selected by `opts.runs` (all when empty).
+fn select<'a>(runs: &'a [RunInfo], wanted: &[String]) -> Result<Vec<&'a RunInfo>> {
+    if wanted.is_empty() {
+        return Ok(runs.iter().collect());
+    }
+    wanted
+        .iter()
+        .map(|w| {
+            let m: Vec<&RunInfo> =
+                runs.iter().filter(|r| r.id == *w || r.id.starts_with(w.as_str())).collect();
+            match m.len() {
+                1 => Ok(m[0]),
+                0 => bail!("--run {w}: no such run"),
+                k => bail!("--run {w}: matches {k} runs; give more of the id"),
+            }
+        })
+        .collect()
+}
+
+pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
+    let runs = collect::collect(dir)?;
+    if runs.is_empty() {
+        bail!(
+            "no runs in {} (expected run directories with a config.toml in DIR/runs/ or DIR/)",
+            dir.display()
+        );
+    }
+    let out = dir.join("report");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut files = Vec::new();
+
+    let t = table::runs_table(&runs);
+    write_atomic(&out.join("runs.csv"), t.to_csv().as_bytes())?;
+    write_json_atomic(&out.join("runs.json"), &t.to_json())?;
+    files.extend([out.join("runs.csv"), out.join("runs.json")]);
+    print_table(&runs);
+    let by_status = |s: Status| runs.iter().filter(|r| r.status == s).count();
+    println!(
+        "{} runs: {} completed, {} diverged, {} failed, {} unfinished, {} pending",
+        runs.len(),
+        by_status(Status::Completed),
+        by_status(Status::Diverged),
+        by_status(Status::Failed),
+        by_status(Status::Unfinished),
+        by_status(Status::Pending)
+    );
+
+    let fits = fast_equilibrium(&runs);
+    println!();
+    for g in &fits {
+        print_fit(g);
+    }
+    let fit_json: Vec<_> = fits
+        .iter()
+        .map(|g| {
+            json!({
+                "group": g.label,
+                "fit": g.fit,
+                "points": g.points.iter().map(|(id, le, t)| json!({"run_id": id, "lambda_e": le, "t_eq_steps": t, "t_eq_lambda_e": le * *t as f64})).collect::<Vec<_>>(),
+                "censored": g.censored,
+            })
+        })
+        .collect();
+    write_json_atomic(&out.join("fast_equilibrium.json"), &fit_json)?;
+    files.push(out.join("fast_equilibrium.json"));
+
+    // Function space: runs with metrics and predictions.
+    let loaded: Vec<(&RunInfo, Vec<crate::train::MetricsRecord>, Option<crate::train::Predictions>)> = runs
+        .iter()
+        .filter(|r| matches!(r.status, Status::Completed | Status::Unfinished))
+        .map(|r| Ok((r, r.metrics()?, r.predictions()?)))
+        .collect::<Result<_>>()?;
+    let data: Vec<funcspace::RunData> = loaded
+        .iter()
+        .filter_map(|(r, m, p)| Some(funcspace::RunData { info: r, metrics: m, predictions: p.as_ref()? }))
+        .filter(|d| !d.metrics.is_empty())
+        .collect();
+    let fs = funcspace::function_space(&data)?;
+    write_json_atomic(&out.join("function_space.json"), &fs)?;
+    files.push(out.join("function_space.json"));
+    if !fs.is_empty() {
+        println!();
+    }
+    for (k, g) in fs.iter().enumerate() {
+        let reached = match (g.t_fs_since_common, g.t_fs_lambda_e) {
+            (Some(t), Some(tl)) if g.reached_before_reference => {
+                format!("within noise {t} steps after it (·λ_e = {tl:.2})")
+            }
+            (Some(t), Some(tl)) => format!(
+                "within noise only from {t} steps after it (·λ_e = {tl:.2}), inside the reference window: \
+                 not clearly at equilibrium; train longer"
+            ),
+            _ => "not within noise at the end: train longer".into(),
+        };
+        println!(
+            "function space {} ({}): common (η, λ, γ) from step {}; {reached}. Noise levels: |Δ test acc| {:.4}, |Δ test loss| {:.4}, disagreement {:.4} (two runs at equilibrium, steps {}–{})",
+            k + 1,
+            g.label,
+            g.common_from,
+            g.floor.acc_gap,
+            g.floor.loss_gap,
+            g.floor.disagreement,
+            g.reference_window[0],
+            g.reference_window[1]
+        );
+        let mut csv = String::from("step,steps_since_common,steps_since_common_x_lambda_e,acc_gap,loss_gap,disagreement,within_noise\n");
+        for p in &g.points {
+            csv += &format!(
+                "{},{},{},{},{},{},{}\n",
+                p.step,
+                p.steps_since_common,
+                p.steps_since_common as f64 * g.lambda_e,
+                p.gaps.acc_gap,
+                p.gaps.loss_gap,
+                p.gaps.disagreement,
+                p.within_noise
+            );
+        }
+        let path = out.join(format!("function_space_{}.csv", k + 1));
+        write_atomic(&path, csv.as_bytes())?;
+        files.push(path);
+    }
+
+    if opts.plots {
+        let sel = select(&runs, &opts.runs)?;
+        files.extend(write_plots(&out, &runs, &sel, &fits, &fs, &loaded, opts)?);
+    }
+    println!("\nwrote {} files to {}", files.len(), out.display());
+    Ok(ReportOutput { dir: out, runs: runs.len(), fits, function_space: fs, files })
+}
+
+type Loaded<'a> = (&'a RunInfo, Vec<crate::train::MetricsRecord>, Option<crate::train::Predictions>);
+
+fn write_plots(
+    out: &Path,
+    runs: &[RunInfo],
+    sel: &[&RunInfo],
+    fits: &[FitGroup],
+    fs: &[funcspace::GroupResult],
+    loaded: &[Loaded],
+    opts: &ReportOptions,
+) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut save = |fig: &plot::Figure, stem: PathBuf| -> Result<()> {
+        fig.save(&stem)?;
+        files.extend(["png", "svg"].map(|e| PathBuf::from(format!("{}.{e}", stem.display()))));
+        Ok(())
+    };
+    let groups: Vec<figures::FitPoints> = fits
+        .iter()
+        .map(|g| (g.label.clone(), g.points.iter().map(|p| (p.1, p.2 as f64)).collect(), g.fit.clone()))
+        .collect();
+    if groups.iter().any(|g| !g.1.is_empty()) {
+        save(&figures::fast_equilibrium_figure(&groups), out.join("fast_equilibrium"))?;
+    }
+    let metrics = |r: &RunInfo| -> Result<Vec<crate::train::MetricsRecord>> {
+        match loaded.iter().find(|l| std::ptr::eq(l.0, r)) {
+            Some(l) => Ok(l.1.clone()),
+            None => r.metrics(),
+        }
+    };
+    let with_metrics: Vec<(&RunInfo, Vec<crate::train::MetricsRecord>)> = sel
+        .iter()
+        .map(|r| Ok((*r, metrics(r)?)))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|(_, m)| !m.is_empty())
+        .collect();
+    let names = labels(&with_metrics.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+    let overlay: Vec<(String, Vec<crate::train::MetricsRecord>)> =
+        names.iter().cloned().zip(with_metrics.iter().map(|(_, m)| m.clone())).collect();
+    if !overlay.is_empty() {
+        for axis in Axis::BOTH {
+            let title = format!("{} runs", overlay.len());
+            save(
+                &figures::group_figure(&title, &overlay, axis),
+                out.join(format!("overview_{}", axis.file_stem())),
+            )?;
+        }
+    }
+    if with_metrics.len() <= opts.max_run_plots {
+        for ((r, m), label) in with_metrics.iter().zip(&names) {
+            let d = out.join("runs").join(&r.id);
+            std::fs::create_dir_all(&d)?;
+            for axis in Axis::BOTH {
+                save(
+                    &figures::run_figure(&format!("{} ({label})", r.id), m, axis),
+                    d.join(axis.file_stem()),
+                )?;
+            }
+        }
+    } else {
+        println!(
+            "per-run plots skipped for {} runs (more than {}); pick runs with --run ID",
+            with_metrics.len(),
+            opts.max_run_plots
+        );
+    }
+    for (k, g) in fs.iter().enumerate() {
+        save(&funcspace_figure(g), out.join(format!("function_space_{}", k + 1)))?;
+    }
+    let _ = runs;
+    Ok(files)
+}
+
+fn funcspace_figure(g: &funcspace::GroupResult) -> plot::Figure {
+    use plot::{Panel, Series, Style};
+    let xs: Vec<f64> = g.points.iter().map(|p| p.step as f64).collect();
+    let panel = |title: &str, y: &str, f: fn(&funcspace::Gaps) -> f64| {
+        let level = f(&g.threshold);
+        let (x0, x1) = (xs.first().copied().unwrap_or(0.0), xs.last().copied().unwrap_or(1.0));
+        Panel {
+            title: title.into(),
+            x_label: "step".into(),
+            y_label: y.into(),
+            legend: true,
+            series: vec![
+                Series {
+                    label: "between runs".into(),
+                    points: xs.iter().zip(&g.points).map(|(&x, p)| (x, f(&p.gaps))).collect(),
+                    color: 0,
+                    style: Style::Line,
+                },
+                Series {
+                    label: "noise threshold".into(),
+                    points: vec![(x0, level), (x1, level)],
+                    color: 3,
+                    style: Style::Dashed,
+                },
+            ],
+            markers: g.t_fs.map(|t| (t as f64, "T_fs".to_string())).into_iter().collect(),
+            ..Panel::default()
+        }
+    };
+    plot::Figure {
+        title: format!("function-space equilibrium: {}", g.label),
+        panels: vec![
+            panel("|Δ test accuracy|", "mean over pairs", |x| x.acc_gap),
+            panel("|Δ test loss|", "mean over pairs", |x| x.loss_gap),
+            panel("prediction disagreement", "fraction of test samples", |x| x.disagreement),
+        ],
+        cols: 3,
+        panel_size: (560, 420),
+    }
+}

@@ -1,0 +1,361 @@
+//! The worker pool of one `ilr sweep` process: one worker per slot (a CPU thread pool, or a GPU),
+//! each taking the next run of its shard's list. A run is trained only by the worker that holds its
+//! lock, only if it has no summary.json yet, and from its newest usable checkpoint.
+
+use super::lock::RunLock;
+use super::spec::PlannedRun;
+use crate::backend::cpu::Cpu;
+use crate::backend::cuda::Cuda;
+use crate::train::rundir::SUMMARY_FILE;
+use crate::train::{
+    load_datasets, train_with, Datasets, Device, Progress, RunDir, RunStatus, Summary, TrainOptions,
+};
+use crate::util::atomic::write_atomic;
+use anyhow::{bail, Context, Result};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The file a failed run leaves its error in (removed when it is tried again).
+pub const ERROR_FILE: &str = "error.txt";
+
+/// Where one worker trains.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    Cpu {
+        threads: usize,
+    },
+    /// A GPU: its CUDA ordinal among the visible devices, and its CUDA_VISIBLE_DEVICES entry.
+    Gpu {
+        ordinal: usize,
+        name: String,
+        threads: usize,
+    },
+}
+
+impl Slot {
+    fn threads(&self) -> usize {
+        match self {
+            Slot::Cpu { threads } | Slot::Gpu { threads, .. } => *threads,
+        }
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Slot::Cpu { threads } => write!(f, "CPU ({threads} threads)"),
+            Slot::Gpu { name, .. } => write!(f, "GPU {name}"),
+        }
+    }
+}
+
+/// The workers of one process. `workers` gives that many CPU workers; else, with usable `gpus`
+/// (the visible GPUs, e.g. from CUDA_VISIBLE_DEVICES), one worker per GPU; else one CPU worker.
+/// `device` cpu never uses GPUs; cuda requires them. Each worker gets `threads` host threads,
+/// default cores/N.
+pub fn plan_slots(
+    device: Device,
+    workers: Option<usize>,
+    threads: Option<usize>,
+    gpus: &[String],
+    cores: usize,
+) -> Result<Vec<Slot>> {
+    let use_gpus = match device {
+        Device::Cpu => false,
+        Device::Cuda => {
+            if gpus.is_empty() {
+                bail!("--device cuda: no usable GPU is visible");
+            }
+            if workers.is_some() {
+                bail!("--workers sets CPU workers; with --device cuda there is one worker per visible GPU");
+            }
+            true
+        }
+        Device::Auto => workers.is_none() && !gpus.is_empty(),
+    };
+    let n = if use_gpus { gpus.len() } else { workers.unwrap_or(1) };
+    if n == 0 {
+        bail!("--workers must be at least 1");
+    }
+    let threads = threads.unwrap_or((cores / n).max(1));
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    Ok(if use_gpus {
+        gpus.iter()
+            .enumerate()
+            .map(|(ordinal, name)| Slot::Gpu { ordinal, name: name.clone(), threads })
+            .collect()
+    } else {
+        vec![Slot::Cpu { threads }; n]
+    })
+}
+
+/// The GPUs this process may use, named as CUDA_VISIBLE_DEVICES names them (CUDA numbers them 0..n
+/// in that order), each checked by opening it; with the variable unset, GPUs 0, 1, ... up to the
+/// first that does not open. When none opens, the error says why.
+pub fn visible_gpus(cuda_visible: Option<&str>) -> Result<Vec<String>> {
+    let listed: Option<Vec<String>> = cuda_visible.map(|v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .take_while(|s| !s.starts_with('-'))
+            .map(String::from)
+            .collect()
+    });
+    if listed.as_ref().is_some_and(|l| l.is_empty()) {
+        bail!("CUDA_VISIBLE_DEVICES={:?} hides every GPU", cuda_visible.unwrap_or_default());
+    }
+    let max = listed.as_ref().map_or(64, Vec::len);
+    let mut found = Vec::new();
+    for k in 0..max {
+        match Cuda::new(k) {
+            Ok(_) => found.push(listed.as_ref().map_or(k.to_string(), |l| l[k].clone())),
+            Err(e) if k == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(found)
+}
+
+/// What became of one run.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Trained (or finished training) by this process.
+    Trained(Summary),
+    /// Finished before: summary.json was there.
+    AlreadyDone(Summary),
+    /// Another worker holds its lock.
+    Busy,
+    Failed(String),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PoolOptions {
+    /// Steps between checkpoints (default: each run's steps/10, at least 1).
+    pub checkpoint_every: Option<u64>,
+    /// Draw the trainer's progress bar (sensible with one worker on a terminal).
+    pub progress_bar: bool,
+}
+
+/// The summary of a finished run, if it has one.
+pub fn finished(run_dir: &Path) -> Option<Summary> {
+    let text = std::fs::read_to_string(run_dir.join(SUMMARY_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The last dataset a worker loaded, reused while the runs share a data config.
+#[derive(Default)]
+struct DataCache {
+    key: String,
+    data: Option<Arc<Datasets>>,
+}
+
+impl DataCache {
+    fn get(&mut self, cfg: &crate::train::DataConfig) -> Result<Arc<Datasets>> {
+        let key = serde_json::to_string(cfg)?;
+        if self.key != key || self.data.is_none() {
+            self.data = None;
+            let d = load_datasets(cfg)?;
+            if let Some(note) = &d.note {
+                eprintln!("note: {note}");
+            }
+            self.data = Some(Arc::new(d));
+            self.key = key;
+        }
+        Ok(self.data.clone().expect("loaded above"))
+    }
+}
+
+/// A worker's backend, opened on its first run and reused.
+enum WorkerBackend {
+    Cpu(Cpu<f32>),
+    Cuda(Box<Cuda>),
+}
+
+impl WorkerBackend {
+    fn open(slot: &Slot) -> Result<Self> {
+        Ok(match slot {
+            Slot::Cpu { .. } => WorkerBackend::Cpu(Cpu::new()),
+            Slot::Gpu { ordinal, name, .. } => WorkerBackend::Cuda(Box::new(
+                Cuda::new(*ordinal).with_context(|| format!("opening GPU {name}"))?,
+            )),
+        })
+    }
+}
+
+fn train_on(
+    be: &WorkerBackend,
+    cfg: &crate::train::TrainConfig,
+    data: &Datasets,
+    dir: &mut RunDir,
+    progress: Progress,
+    opts: &TrainOptions,
+) -> Result<Summary> {
+    match be {
+        WorkerBackend::Cpu(be) => {
+            if cfg.train.device == Device::Cuda {
+                bail!("the run's config sets train.device = \"cuda\", but this worker trains on the CPU");
+            }
+            train_with(be, cfg, data, Some(dir), progress, opts)
+        }
+        WorkerBackend::Cuda(be) => train_with(be.as_ref(), cfg, data, Some(dir), progress, opts),
+    }
+}
+
+/// What a worker keeps between runs.
+struct Worker<'a> {
+    slot: &'a Slot,
+    backend: Option<WorkerBackend>,
+    cache: DataCache,
+}
+
+/// Lock, check, and train one run.
+fn run_one(runs_root: &Path, run: &PlannedRun, w: &mut Worker, opts: &PoolOptions) -> Result<Outcome> {
+    let run_dir = runs_root.join(&run.id);
+    let Some(_lock) = RunLock::try_acquire(&run_dir)? else {
+        return Ok(Outcome::Busy);
+    };
+    if let Some(s) = finished(&run_dir) {
+        return Ok(Outcome::AlreadyDone(s));
+    }
+    let _ = std::fs::remove_file(run_dir.join(ERROR_FILE));
+    let result = (|| {
+        if w.backend.is_none() {
+            w.backend = Some(WorkerBackend::open(w.slot)?);
+        }
+        let be = w.backend.as_ref().expect("opened above");
+        let data = w.cache.get(&run.config.data)?;
+        let mut dir = RunDir::open(runs_root, &run.config)?;
+        let every = opts.checkpoint_every.unwrap_or((run.config.train.steps / 10).max(1));
+        let progress = if opts.progress_bar { Progress::Bar } else { Progress::Quiet };
+        let topts = TrainOptions { checkpoint_every: every, resume: true };
+        train_on(be, &run.config, &data, &mut dir, progress, &topts)
+    })();
+    match result {
+        Ok(s) => Ok(Outcome::Trained(s)),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            write_atomic(&run_dir.join(ERROR_FILE), format!("{msg}\n").as_bytes())?;
+            Ok(Outcome::Failed(msg))
+        }
+    }
+}
+
+fn describe(s: &Summary) -> String {
+    let acc = s.final_metrics.test_acc.map_or("—".into(), |a| format!("{:.2}%", 100.0 * a));
+    let teq = match (s.t_eq_steps, s.t_eq_lambda_e) {
+        (Some(t), Some(tl)) => format!("T_eq {t} steps (T_eq·λ_e {tl:.2})"),
+        _ => "no equilibrium".into(),
+    };
+    match (&s.status, &s.divergence) {
+        (RunStatus::Diverged, Some(d)) => format!("diverged at step {}: {}", d.step, d.reason),
+        _ => format!("test acc {acc}, {teq}"),
+    }
+}
+
+/// Train `runs` (a shard's list) with one worker per slot; returns each run's outcome, in order.
+pub fn run_pool(
+    runs_root: &Path,
+    runs: &[PlannedRun],
+    slots: &[Slot],
+    opts: &PoolOptions,
+) -> Result<Vec<(String, Outcome)>> {
+    let next = AtomicUsize::new(0);
+    let finished_count = AtomicUsize::new(0);
+    let outcomes: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; runs.len()]);
+    let total = runs.len();
+    std::thread::scope(|scope| -> Result<()> {
+        let mut handles = Vec::new();
+        for slot in slots {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(slot.threads())
+                .build()
+                .context("building a worker's thread pool")?;
+            let (next, finished_count, outcomes) = (&next, &finished_count, &outcomes);
+            handles.push(scope.spawn(move || {
+                let mut worker = Worker { slot, backend: None, cache: DataCache::default() };
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(run) = runs.get(i) else { break };
+                    let t0 = std::time::Instant::now();
+                    let outcome = pool.install(|| {
+                        catch_unwind(AssertUnwindSafe(|| run_one(runs_root, run, &mut worker, opts)))
+                    });
+                    let outcome = match outcome {
+                        Ok(Ok(o)) => o,
+                        Ok(Err(e)) => Outcome::Failed(format!("{e:#}")),
+                        Err(panic) => {
+                            let msg = panic
+                                .downcast_ref::<String>()
+                                .cloned()
+                                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+                            Outcome::Failed(format!("panicked: {}", msg.unwrap_or_default()))
+                        }
+                    };
+                    let k = finished_count.fetch_add(1, Ordering::SeqCst) + 1;
+                    let what = match &outcome {
+                        Outcome::Trained(s) => {
+                            format!("{} in {:.1}s", describe(s), t0.elapsed().as_secs_f64())
+                        }
+                        Outcome::AlreadyDone(s) => format!("already finished: {}", describe(s)),
+                        Outcome::Busy => "in progress in another worker; skipped".into(),
+                        Outcome::Failed(e) => format!("FAILED: {e}"),
+                    };
+                    eprintln!("[{k}/{total}] {} ({}): {what}", run.id, run.label());
+                    outcomes.lock().expect("no worker panics while holding it")[i] = Some(outcome);
+                }
+            }));
+        }
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("a sweep worker panicked"))?;
+        }
+        Ok(())
+    })?;
+    let outcomes = outcomes.into_inner().expect("workers are done");
+    Ok(runs
+        .iter()
+        .zip(outcomes)
+        .map(|(r, o)| (r.id.clone(), o.unwrap_or(Outcome::Failed("not attempted".into()))))
+        .collect())
+}
+
+/// The folder that holds every run of a sweep directory.
+pub fn runs_root(sweep_dir: &Path) -> PathBuf {
+    sweep_dir.join("runs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_flags_and_the_visible_gpus() {
+        let gpus = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(plan_slots(Device::Auto, None, None, &[], 8).unwrap(), vec![Slot::Cpu { threads: 8 }]);
+        assert_eq!(
+            plan_slots(Device::Auto, Some(4), None, &gpus(&["0", "1"]), 8).unwrap(),
+            vec![Slot::Cpu { threads: 2 }; 4]
+        );
+        assert_eq!(
+            plan_slots(Device::Cpu, Some(3), Some(1), &[], 2).unwrap(),
+            vec![Slot::Cpu { threads: 1 }; 3]
+        );
+        assert_eq!(
+            plan_slots(Device::Cpu, Some(3), None, &gpus(&["0"]), 2).unwrap(),
+            vec![Slot::Cpu { threads: 1 }; 3]
+        );
+        assert_eq!(
+            plan_slots(Device::Auto, None, None, &gpus(&["2", "3"]), 8).unwrap(),
+            vec![
+                Slot::Gpu { ordinal: 0, name: "2".into(), threads: 4 },
+                Slot::Gpu { ordinal: 1, name: "3".into(), threads: 4 }
+            ]
+        );
+        assert!(plan_slots(Device::Cuda, None, None, &[], 8).is_err());
+        assert!(plan_slots(Device::Cuda, Some(2), None, &gpus(&["0"]), 8).is_err());
+        assert!(plan_slots(Device::Cpu, Some(0), None, &[], 8).is_err());
+    }
+}

@@ -1,0 +1,175 @@
+//! `ilr report` on run directories made by hand with known answers: T_eq = 4/λ_e (slope 1),
+//! and two seeds whose predictions agree from step 500 on.
+
+use ilr::stats::VectorStats;
+use ilr::train::record::{AngularSummary, FinalMetrics, GroupRecord, MetricsRecord, RunStatus, Summary};
+use ilr::train::{RunDir, TrainConfig};
+use std::path::Path;
+use std::process::Command;
+
+const STEPS: u64 = 1000;
+const TEST: usize = 200;
+
+fn stats(name: &str, step: u64, lambda_e: f64) -> VectorStats {
+    let theory = (2.0 * lambda_e).sqrt();
+    let ratio = 1.0 - 0.8 * (-(step as f64) * lambda_e).exp();
+    VectorStats {
+        name: name.into(),
+        norm: 1.0 + 4.0 * (-(step as f64) * lambda_e).exp(),
+        grad_norm: 1.0,
+        update_norm: 0.1,
+        angular_update: ratio * theory,
+        effective_lr: 0.1,
+        angular_theory: Some(theory),
+        angular_ratio: Some(ratio),
+    }
+}
+
+/// A finished run; `pred(step, i)` is its predicted class of test sample i at an evaluation.
+fn fake_run(dir: &Path, lambda_e: f64, seed: u64, t_eq: u64, pred: impl Fn(u64, usize) -> u8) {
+    let cfg = TrainConfig::from_toml_str(&format!(
+        "seed = {seed}\n[optim]\nlr = 0.1\nlambda_e = {lambda_e}\nmomentum = 0.0\n[train]\nsteps = {STEPS}\neval_every = 50\n"
+    ))
+    .unwrap();
+    let mut d = RunDir::create(&dir.join("runs"), &cfg).unwrap();
+    for step in (10..=STEPS).step_by(10) {
+        let eval = step % 50 == 0;
+        let acc = 0.5 + 0.3 * (1.0 - (-(step as f64) / 300.0).exp());
+        let s = stats("stream", step, lambda_e);
+        d.append_metrics(&MetricsRecord {
+            step,
+            epoch: step as f64 / 100.0,
+            lr: 0.1,
+            wd: lambda_e / 0.1,
+            momentum: 0.0,
+            lambda_e,
+            train_loss: 1.0,
+            train_acc: acc,
+            test_loss: eval.then_some(1.0 - acc / 2.0),
+            test_acc: eval.then_some(acc + if step < 500 { 0.05 * seed as f64 } else { 0.0 }),
+            groups: vec![GroupRecord {
+                stats: s.clone(),
+                members: vec!["conv1.weight".into()],
+                smoothed_ratio: s.angular_ratio,
+            }],
+            layers: vec![stats("conv1.weight", step, lambda_e)],
+        })
+        .unwrap();
+        if eval {
+            let p: Vec<u8> = (0..TEST).map(|i| pred(step, i)).collect();
+            d.append_predictions(step, 10, &p).unwrap();
+        }
+    }
+    let angular = |name: &str| AngularSummary {
+        name: name.into(),
+        members: vec![],
+        angular_update: 0.1,
+        angular_theory: Some(0.1),
+        angular_ratio: Some(1.0),
+        norm: 1.0,
+        effective_lr: 0.1,
+    };
+    d.write_summary(&Summary {
+        run_id: cfg.run_id(),
+        status: RunStatus::Completed,
+        divergence: None,
+        backend: "fake".into(),
+        steps: STEPS,
+        lambda_e,
+        t_eq_steps: Some(t_eq),
+        t_eq_lambda_e: Some(t_eq as f64 * lambda_e),
+        in_equilibrium_at_end: true,
+        averaging_window: [800, 1000],
+        final_metrics: FinalMetrics {
+            train_loss: 1.0,
+            train_acc: 0.8,
+            test_loss: Some(0.6),
+            test_acc: Some(0.8),
+        },
+        wall_time_s: 1.0,
+        steps_per_s: 1000.0,
+        groups: vec![angular("stream")],
+        layers: vec![angular("conv1.weight")],
+    })
+    .unwrap();
+}
+
+fn sweep_dir() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    for le in [8e-3, 4e-3, 2e-3, 1e-3] {
+        fake_run(t.path(), le, 0, (4.0 / le).round() as u64, |_, i| (i % 10) as u8);
+    }
+    // Seed 1 at λ_e = 8e-3 disagrees on 90% of the samples before step 500 and on 10% after.
+    fake_run(t.path(), 8e-3, 1, 500, |step, i| {
+        let differ = if step < 500 { i % 10 != 0 } else { i % 10 == 3 };
+        ((i + differ as usize) % 10) as u8
+    });
+    t
+}
+
+fn report(dir: &Path, font: Option<&str>) -> (String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ilr"));
+    c.arg("report").arg(dir);
+    if let Some(f) = font {
+        c.env("ILR_FONT", f);
+    }
+    let o = c.output().unwrap();
+    let (out, err) =
+        (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
+    assert!(o.status.success(), "ilr report failed:\n{out}\n{err}");
+    (out, err)
+}
+
+#[test]
+fn report_writes_tables_fit_function_space_and_plots() {
+    let t = sweep_dir();
+    let (out, _) = report(t.path(), None);
+    let fit = out.lines().find(|l| l.starts_with("Fast Equilibrium")).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        fit.contains("slope of log T_eq on log(1/λ_e) = 1.00")
+            && fit.contains("95% CI [")
+            && fit.contains("n = 5"),
+        "{fit}"
+    );
+    let r = t.path().join("report");
+    let csv = std::fs::read_to_string(r.join("runs.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    for col in ["run_id", "lambda_e", "seed", "status", "final_test_acc", "t_eq_steps", "t_eq_lambda_e"] {
+        assert!(header.contains(&col), "{col} missing: {header:?}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("runs.json")).unwrap()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 5);
+    assert!(json.as_array().unwrap().iter().all(|row| row["status"] == "completed"));
+    let fe: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("fast_equilibrium.json")).unwrap()).unwrap();
+    let slope = fe[0]["fit"]["slope"].as_f64().unwrap();
+    assert!((slope - 1.0).abs() < 0.01, "{slope}");
+
+    // Function space: one group (the two seeds at λ_e = 8e-3), within noise from step 500.
+    let fs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.join("function_space.json")).unwrap()).unwrap();
+    assert_eq!(fs.as_array().unwrap().len(), 1, "{fs}");
+    assert_eq!(fs[0]["t_fs"], 500, "{fs}");
+    assert!((fs[0]["floor"]["disagreement"].as_f64().unwrap() - 0.1).abs() < 1e-9);
+    assert!(out.contains("function space 1"), "{out}");
+
+    for stem in ["fast_equilibrium", "overview_steps", "overview_steps_x_lambda_e", "function_space_1"] {
+        let png = std::fs::read(r.join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png");
+        let svg = std::fs::read_to_string(r.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.contains("<svg"), "{stem}.svg");
+    }
+    let runs: Vec<_> = std::fs::read_dir(r.join("runs")).unwrap().collect();
+    assert_eq!(runs.len(), 5);
+}
+
+#[test]
+fn plots_without_a_font_have_no_text_but_are_written() {
+    let t = sweep_dir();
+    let (_, err) = report(t.path(), Some("none"));
+    assert!(err.contains("without text"), "{err}");
+    let png = std::fs::read(t.path().join("report/fast_equilibrium.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}
