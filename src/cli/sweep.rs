@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ilr::sweep::{self, Outcome, PoolOptions, Shard, SlurmOptions};
-use ilr::train::{Device, RunStatus};
+use ilr::sweep::{self, ExecOptions, Shard, SlurmOptions};
+use ilr::train::Device;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,53 +82,22 @@ pub fn run(a: SweepArgs) -> Result<ExitCode> {
         Some(s) => Shard::parse(s)?,
         None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let gpus = if a.device == Device::Cpu || a.workers.is_some() {
-        Vec::new()
-    } else {
-        match sweep::pool::visible_gpus(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref()) {
-            Ok(g) => g,
-            Err(e) if a.device == Device::Cuda => return Err(e.context("--device cuda")),
-            Err(e) => {
-                eprintln!("note: training on the CPU: {e:#}");
-                Vec::new()
-            }
-        }
-    };
-    let slots = sweep::plan_slots(a.device, a.workers, a.threads, &gpus, cores)?;
     let mine: Vec<_> = shard.select(runs.len()).map(|i| runs[i].clone()).collect();
-    let slot_desc = slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
-    eprintln!(
-        "sweep {}: {} runs{}; {} worker(s): {slot_desc} → {}",
-        spec.name,
-        mine.len(),
-        if shard.count > 1 { format!(" (shard {shard} of {} runs)", runs.len()) } else { String::new() },
-        slots.len(),
-        sweep::runs_root(&a.out).display()
-    );
-    let opts =
-        PoolOptions { checkpoint_every, progress_bar: slots.len() == 1 && std::io::stderr().is_terminal() };
-    let t0 = std::time::Instant::now();
-    let outcomes = sweep::run_pool(&sweep::runs_root(&a.out), &mine, &slots, &opts)?;
-    let count = |f: &dyn Fn(&Outcome) -> bool| outcomes.iter().filter(|(_, o)| f(o)).count();
-    let diverged = count(
-        &|o| matches!(o, Outcome::Trained(s) | Outcome::AlreadyDone(s) if s.status == RunStatus::Diverged),
-    );
-    let failed = count(&|o| matches!(o, Outcome::Failed(_)));
-    let busy = count(&|o| matches!(o, Outcome::Busy));
-    eprintln!(
-        "sweep {}: {} trained now, {} finished before, {busy} in progress elsewhere, {failed} failed ({diverged} of the finished diverged) in {:.1}s",
-        spec.name,
-        count(&|o| matches!(o, Outcome::Trained(_))),
-        count(&|o| matches!(o, Outcome::AlreadyDone(_))),
-        t0.elapsed().as_secs_f64()
-    );
-    if failed > 0 {
-        for (id, o) in &outcomes {
-            if let Outcome::Failed(e) = o {
-                eprintln!("  failed: {id}: {e}");
-            }
-        }
+    let name = if shard.count > 1 {
+        format!("sweep {} (shard {shard} of {} runs)", spec.name, runs.len())
+    } else {
+        format!("sweep {}", spec.name)
+    };
+    let exec = ExecOptions {
+        device: a.device,
+        workers: a.workers,
+        threads: a.threads,
+        checkpoint_every,
+        progress_bar: std::io::stderr().is_terminal(),
+        name,
+    };
+    let (_, tally) = sweep::execute(&mine, &a.out, &exec)?;
+    if tally.failed > 0 {
         eprintln!("rerun the same command to retry the failed runs (finished runs are not rerun)");
         return Ok(ExitCode::from(1));
     }

@@ -12,12 +12,14 @@
 //! DIR/report/              written by `ilr report`
 //! ```
 
+pub mod execute;
 pub mod lock;
 pub mod pool;
 pub mod shard;
 pub mod slurm;
 pub mod spec;
 
+pub use execute::{execute, ExecOptions, Tally};
 pub use pool::{finished, plan_slots, run_pool, runs_root, Outcome, PoolOptions, Slot};
 pub use shard::Shard;
 pub use slurm::SlurmOptions;

@@ -1,0 +1,95 @@
+//! Train a list of planned runs in this process: choose the workers (GPUs or CPU thread pools),
+//! run the pool, and summarise what became of each run. Shared by `ilr sweep` and `ilr reproduce`.
+
+use super::pool::{plan_slots, run_pool, runs_root, visible_gpus, Outcome, PoolOptions};
+use super::spec::PlannedRun;
+use crate::train::{Device, RunStatus};
+use anyhow::Result;
+use std::path::Path;
+
+/// How to train the runs of one process.
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    pub device: Device,
+    /// CPU workers (default: one per visible GPU, else one).
+    pub workers: Option<usize>,
+    /// Host threads per worker (default: cores/workers).
+    pub threads: Option<usize>,
+    pub checkpoint_every: Option<u64>,
+    pub progress_bar: bool,
+    /// A word for the log lines, e.g. the sweep's name.
+    pub name: String,
+}
+
+/// Counts of what became of the runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub trained: usize,
+    pub already_done: usize,
+    pub busy: usize,
+    pub failed: usize,
+    pub diverged: usize,
+}
+
+impl Tally {
+    pub fn of(outcomes: &[(String, Outcome)]) -> Self {
+        let mut t = Tally::default();
+        for (_, o) in outcomes {
+            match o {
+                Outcome::Trained(s) | Outcome::AlreadyDone(s) if s.status == RunStatus::Diverged => {
+                    t.diverged += 1;
+                }
+                _ => {}
+            }
+            match o {
+                Outcome::Trained(_) => t.trained += 1,
+                Outcome::AlreadyDone(_) => t.already_done += 1,
+                Outcome::Busy => t.busy += 1,
+                Outcome::Failed(_) => t.failed += 1,
+            }
+        }
+        t
+    }
+}
+
+/// Train `runs` into `sweep_dir/runs/`, logging the workers and a closing tally to stderr; failed
+/// runs are listed with their errors.
+pub fn execute(runs: &[PlannedRun], sweep_dir: &Path, o: &ExecOptions) -> Result<(Vec<(String, Outcome)>, Tally)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gpus = if o.device == Device::Cpu || o.workers.is_some() {
+        Vec::new()
+    } else {
+        match visible_gpus(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref()) {
+            Ok(g) => g,
+            Err(e) if o.device == Device::Cuda => return Err(e.context("--device cuda")),
+            Err(e) => {
+                eprintln!("note: training on the CPU: {e:#}");
+                Vec::new()
+            }
+        }
+    };
+    let slots = plan_slots(o.device, o.workers, o.threads, &gpus, cores)?;
+    let slot_desc = slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
+    let root = runs_root(sweep_dir);
+    eprintln!("{}: {} runs; {} worker(s): {slot_desc} → {}", o.name, runs.len(), slots.len(), root.display());
+    let opts = PoolOptions { checkpoint_every: o.checkpoint_every, progress_bar: o.progress_bar && slots.len() == 1 };
+    let t0 = std::time::Instant::now();
+    let outcomes = run_pool(&root, runs, &slots, &opts)?;
+    let t = Tally::of(&outcomes);
+    eprintln!(
+        "{}: {} trained now, {} finished before, {} in progress elsewhere, {} failed ({} of the finished diverged) in {:.1}s",
+        o.name,
+        t.trained,
+        t.already_done,
+        t.busy,
+        t.failed,
+        t.diverged,
+        t0.elapsed().as_secs_f64()
+    );
+    for (id, out) in &outcomes {
+        if let Outcome::Failed(e) = out {
+            eprintln!("  failed: {id}: {e}");
+        }
+    }
+    Ok((outcomes, t))
+}
