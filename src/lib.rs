@@ -10,6 +10,7 @@ pub mod data;
 pub mod model;
 pub mod optim;
 pub mod report;
+pub mod reproduce;
 pub mod stats;
 pub mod sweep;
 pub mod train;

@@ -5,6 +5,7 @@ mod check;
 mod device;
 mod overrides;
 mod report;
+mod reproduce;
 mod sweep;
 mod train;
 
@@ -35,6 +36,9 @@ pub enum Command {
     /// Tabulate a sweep's runs (CSV, JSON), fit T_eq against 1/λ_e, measure function-space
     /// equilibrium across runs, and plot (PNG, SVG) into DIR/report/.
     Report(report::ReportArgs),
+    /// Test one of the paper's claims with a named recipe (a sweep, its report, and an analysis with
+    /// a verdict): angular-update, fast-equilibrium, intrinsic-lr, schedule-independence, small-lr.
+    Reproduce(reproduce::ReproduceArgs),
     /// Time the kernels (GB/s against the copy ceiling) and the training step (images/s), print the
     /// time-to-equilibrium budget, and optionally write JSON for regression tracking.
     Bench(bench::BenchArgs),
@@ -48,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Report(a) => report::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
         Command::Bench(a) => bench::run_bench(a),
         Command::Profile(a) => bench::run_profile(a),
     }

@@ -1,0 +1,132 @@
+//! `ilr reproduce`: the paper's claims as named recipes. Each recipe is a sweep spec
+//! (experiments/<name>.<scale>.toml) trained like `ilr sweep` (resumable, locked runs), reported like
+//! `ilr report`, and then analysed for its claim: DIR/reproduce.json, DIR/reproduce.md and the plots
+//! in DIR/report/.
+
+pub mod analysis;
+pub mod compare;
+pub mod recipes;
+pub mod state;
+
+pub use recipes::{Recipe, Scale};
+
+use crate::report::{self, collect, ReportOptions};
+use crate::sweep::{self, ExecOptions, Spec};
+use crate::util::atomic::{write_atomic, write_json_atomic};
+use analysis::Verdict;
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use toml::Value;
+
+pub struct Reproduction {
+    pub verdict: Verdict,
+    pub table: String,
+    pub files: Vec<PathBuf>,
+    /// Runs that failed or did not finish.
+    pub incomplete: usize,
+}
+
+/// The recipe's spec with `data.dir` set (paper scale needs CIFAR-10).
+fn spec_text(recipe: Recipe, scale: Scale, data: Option<&Path>) -> Result<String> {
+    let text = recipe.spec(scale);
+    let mut doc: toml::Table = text.parse().context("parsing the embedded spec")?;
+    match (scale, data) {
+        (Scale::Paper, None) => bail!(
+            "--scale paper trains on CIFAR-10: pass --data DIR (a directory with data_batch_*.bin and test_batch.bin)"
+        ),
+        (_, Some(dir)) => {
+            let base = doc.entry("base").or_insert_with(|| Value::Table(Default::default()));
+            let Value::Table(base) = base else { bail!("[base] in the embedded spec is not a table") };
+            let data = base.entry("data").or_insert_with(|| Value::Table(Default::default()));
+            let Value::Table(data) = data else { bail!("[base.data] in the embedded spec is not a table") };
+            data.insert("dir".into(), Value::String(dir.to_string_lossy().into_owned()));
+            Ok(format!("# {} at {} scale (from ilr reproduce)\n{}", recipe.name(), scale.name(), toml::to_string(&doc)?))
+        }
+        (Scale::Tiny, None) => Ok(text.to_string()),
+    }
+}
+
+/// Train (or resume) the recipe's runs in `out`, report, analyse, and write the results.
+pub fn reproduce(recipe: Recipe, scale: Scale, out: &Path, data: Option<&Path>, exec: &ExecOptions) -> Result<Reproduction> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let spec_path = out.join(sweep::SPEC_FILE);
+    let text = spec_text(recipe, scale, data)?;
+    Spec::parse(&text, recipe.name())?;
+    write_atomic(&spec_path, text.as_bytes())?;
+    let (_, runs) = sweep::prepare(&spec_path, out)?;
+    let exec = ExecOptions { name: format!("reproduce {} ({})", recipe.name(), scale.name()), ..exec.clone() };
+    let (_, tally) = sweep::execute(&runs, out, &exec)?;
+
+    let rep = report::report(out, &ReportOptions::default())?;
+    let infos = collect::collect(out)?;
+    let finished: Vec<&collect::RunInfo> = infos.iter().filter(|r| r.summary.is_some()).collect();
+    let arms = state::arms(&finished);
+    let mut states = Vec::new();
+    for (r, arm) in finished.iter().zip(&arms) {
+        if let Some(s) = state::eq_state(r, arm, &r.metrics()?) {
+            states.push(s);
+        }
+    }
+    let a = analysis::analyse(recipe, &finished, &states, &rep);
+    let incomplete = tally.failed + tally.busy + (infos.len() - finished.len());
+    let command = format!(
+        "ilr reproduce {} --scale {} --out {}{}",
+        recipe.name(),
+        scale.name(),
+        out.display(),
+        data.map_or(String::new(), |d| format!(" --data {}", d.display()))
+    );
+    let verdict = if incomplete > 0 {
+        Verdict { holds: false, text: format!("incomplete ({incomplete} runs not finished): {}", a.verdict.text) }
+    } else {
+        a.verdict
+    };
+    let json_path = out.join("reproduce.json");
+    write_json_atomic(
+        &json_path,
+        &json!({
+            "recipe": recipe.name(), "scale": scale.name(), "claim": recipe.claim(), "command": command,
+            "verdict": verdict, "equilibrium_states": states, "analysis": a.json,
+            "report_dir": rep.dir,
+        }),
+    )?;
+    let md = format!(
+        "# {} ({} scale)\n\nClaim: {}\n\nCommand: `{command}`\n\n{}\n\nVerdict: {}\n\nEquilibrium states (means over the last quarter of each run's final phase, main group `{}`):\n\n{}",
+        recipe.name(),
+        scale.name(),
+        recipe.claim(),
+        a.table,
+        verdict.text,
+        states.first().map_or("—", |s| s.group.as_str()),
+        states_table(&states)
+    );
+    let md_path = out.join("reproduce.md");
+    write_atomic(&md_path, md.as_bytes())?;
+    let mut files = rep.files.clone();
+    files.extend([json_path, md_path]);
+    Ok(Reproduction { verdict, table: a.table, files, incomplete })
+}
+
+fn states_table(states: &[state::EqState]) -> String {
+    let mut s = String::from(
+        "| arm | seed | λ_e | train acc | test acc | train loss | ‖w‖ | η/‖w‖² | Δ | Δ/Δ* | T_eq |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for e in states {
+        s += &format!(
+            "| {} | {} | {:.1e} | {:.3} | {} | {:.3} | {:.3} | {:.3e} | {:.3e} | {} | {} |\n",
+            e.arm,
+            e.seed,
+            e.lambda_e,
+            e.train_acc,
+            e.test_acc.map_or("—".into(), |v| format!("{v:.3}")),
+            e.train_loss,
+            e.norm,
+            e.effective_lr,
+            e.angular_update,
+            e.angular_ratio.map_or("—".into(), |v| format!("{v:.3}")),
+            e.t_eq_steps.map_or("—".into(), |v| v.to_string()),
+        );
+    }
+    s
+}

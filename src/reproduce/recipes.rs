@@ -1,0 +1,130 @@
+//! The named recipes: the claim each tests and its sweep specs (experiments/<name>.<scale>.toml,
+//! embedded so that `ilr reproduce` works from any directory).
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipe {
+    AngularUpdate,
+    FastEquilibrium,
+    IntrinsicLr,
+    ScheduleIndependence,
+    SmallLr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scale {
+    /// Minutes on 2 CPU cores: PreResNet-8 ×0.5 on small synthetic images, large λ_e.
+    Tiny,
+    /// The paper's setting: PreResNet-32 on CIFAR-10, batch 128, η = 0.1, λ = 5e-4 (a GPU job).
+    Paper,
+}
+
+impl Recipe {
+    pub const ALL: [Recipe; 5] =
+        [Recipe::AngularUpdate, Recipe::FastEquilibrium, Recipe::IntrinsicLr, Recipe::ScheduleIndependence, Recipe::SmallLr];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Recipe::AngularUpdate => "angular-update",
+            Recipe::FastEquilibrium => "fast-equilibrium",
+            Recipe::IntrinsicLr => "intrinsic-lr",
+            Recipe::ScheduleIndependence => "schedule-independence",
+            Recipe::SmallLr => "small-lr",
+        }
+    }
+
+    pub fn claim(self) -> &'static str {
+        match self {
+            Recipe::AngularUpdate => {
+                "At constant (η, λ, γ) the angular update of every scale-invariant group and tensor converges to \
+                 Δ* = sqrt(2ηλ/(1+γ)) (within 10%)."
+            }
+            Recipe::FastEquilibrium => {
+                "The steps to equilibrium scale as 1/λ_e (up to log factors): the slope of log T_eq against \
+                 log(1/λ_e) is about 1, in parameter space and in function space."
+            }
+            Recipe::IntrinsicLr => {
+                "Runs with the same λ_e = ηλ but different (η, λ) reach the same equilibrium in accuracy, effective \
+                 LR and angular update, within noise; a run with a different λ_e does not."
+            }
+            Recipe::ScheduleIndependence => {
+                "Runs with different random LR/WD schedules in a first phase, then a common (η, λ), converge to the \
+                 same train/test accuracy, weight norm and effective LR within O(1/λ_e) steps."
+            }
+            Recipe::SmallLr => {
+                "A small initial LR reaches the same equilibrium as a large one once given O(1/λ_e) steps; so does a \
+                 small LR throughout at the same λ_e."
+            }
+        }
+    }
+
+    /// The sweep spec (TOML) of this recipe at `scale`.
+    pub fn spec(self, scale: Scale) -> &'static str {
+        use Recipe::*;
+        use Scale::*;
+        match (self, scale) {
+            (AngularUpdate, Tiny) => include_str!("../../experiments/angular-update.tiny.toml"),
+            (AngularUpdate, Paper) => include_str!("../../experiments/angular-update.paper.toml"),
+            (FastEquilibrium, Tiny) => include_str!("../../experiments/fast-equilibrium.tiny.toml"),
+            (FastEquilibrium, Paper) => include_str!("../../experiments/fast-equilibrium.paper.toml"),
+            (IntrinsicLr, Tiny) => include_str!("../../experiments/intrinsic-lr.tiny.toml"),
+            (IntrinsicLr, Paper) => include_str!("../../experiments/intrinsic-lr.paper.toml"),
+            (ScheduleIndependence, Tiny) => include_str!("../../experiments/schedule-independence.tiny.toml"),
+            (ScheduleIndependence, Paper) => include_str!("../../experiments/schedule-independence.paper.toml"),
+            (SmallLr, Tiny) => include_str!("../../experiments/small-lr.tiny.toml"),
+            (SmallLr, Paper) => include_str!("../../experiments/small-lr.paper.toml"),
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match Recipe::ALL.into_iter().find(|r| r.name() == name) {
+            Some(r) => Ok(r),
+            None => bail!(
+                "unknown recipe {name:?}; the recipes are {}",
+                Recipe::ALL.map(|r| r.name()).join(", ")
+            ),
+        }
+    }
+}
+
+impl Scale {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scale::Tiny => "tiny",
+            Scale::Paper => "paper",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::Spec;
+
+    #[test]
+    fn every_spec_expands_and_tiny_specs_train_on_synthetic_data() {
+        for r in Recipe::ALL {
+            for scale in [Scale::Tiny, Scale::Paper] {
+                let spec = Spec::parse(r.spec(scale), r.name()).unwrap();
+                let runs = spec.expand().unwrap_or_else(|e| panic!("{} {}: {e:#}", r.name(), scale.name()));
+                assert!(runs.len() >= 2, "{}: a recipe compares runs", r.name());
+                for run in &runs {
+                    let c = &run.config;
+                    match scale {
+                        Scale::Tiny => assert!(c.data.dir.is_none() && c.model.depth == 8),
+                        Scale::Paper => {
+                            assert_eq!((c.model.depth, c.train.batch_size), (32, 128));
+                            assert!(c.model.scale_invariant);
+                        }
+                    }
+                }
+            }
+            assert_eq!(Recipe::parse(r.name()).unwrap(), r);
+        }
+        assert!(Recipe::parse("nope").unwrap_err().to_string().contains("angular-update"));
+    }
+}
