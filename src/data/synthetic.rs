@@ -52,8 +52,8 @@ const PARAMS: Params = Params {
     contrast: (0.5, 1.3),
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SyntheticConfig {
     /// Training images.
     pub train: usize,
@@ -63,11 +63,16 @@ pub struct SyntheticConfig {
     pub size: usize,
     pub classes: usize,
     pub seed: u64,
+    /// Amplitude of the structured noise field Z relative to the level of PARAMS (1.0:
+    /// nearest-class-mean ≈ 0.47, Bayes ceiling ≈ 0.78; smaller is easier). The default 0.3 lets
+    /// the quick PreResNet-8 reach ≈ 80% test accuracy while the 10% label noise keeps train
+    /// accuracy from 100%.
+    pub noise: f32,
 }
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        SyntheticConfig { train: 50_000, test: 10_000, size: 32, classes: 10, seed: 0 }
+        SyntheticConfig { train: 50_000, test: 10_000, size: 32, classes: 10, seed: 0, noise: 0.3 }
     }
 }
 
@@ -215,7 +220,7 @@ fn split(cfg: &SyntheticConfig, p: &Params, protos: &[Prototype], n: usize, trai
 /// (train, test) synthetic datasets; a pure function of `cfg`. With `classes == 0` or `size == 0` the
 /// images are empty/black and all labels 0.
 pub fn synthetic(cfg: &SyntheticConfig) -> (Dataset, Dataset) {
-    synthetic_with(cfg, &PARAMS)
+    synthetic_with(cfg, &Params { noise_rms: PARAMS.noise_rms * cfg.noise.max(0.0), ..PARAMS })
 }
 
 fn synthetic_with(cfg: &SyntheticConfig, p: &Params) -> (Dataset, Dataset) {
@@ -250,7 +255,7 @@ mod tests {
 
     #[test]
     fn other_sizes_and_serde() {
-        let c = SyntheticConfig { train: 20, test: 5, size: 16, classes: 3, seed: 4 };
+        let c = SyntheticConfig { train: 20, test: 5, size: 16, classes: 3, seed: 4, noise: 1.0 };
         let (tr, te) = synthetic(&c);
         assert_eq!((tr.len(), te.len(), tr.image_len()), (20, 5, 768));
         assert!(tr.labels.iter().all(|&l| l < 3));
@@ -327,10 +332,9 @@ mod tests {
     }
 
     /// Template matching with the true prototypes at every shift (correlation after removing the
-    /// image mean): close to the best any classifier can do. Prints the test accuracy.
-    #[test]
-    fn template_matching_ceiling() {
-        let cfg = SyntheticConfig { train: 0, test: 500, ..Default::default() };
+    /// image mean): close to the best any classifier can do, on 500 test images at `noise`.
+    fn template_matching_accuracy(noise: f32) -> f64 {
+        let cfg = SyntheticConfig { train: 0, test: 500, noise, ..Default::default() };
         let (_, te) = synthetic(&cfg);
         let protos = prototypes(&cfg, &PARAMS);
         let s = cfg.size;
@@ -368,8 +372,19 @@ mod tests {
                 best.0 == te.labels[i] as usize
             })
             .count();
-        let acc = correct as f64 / te.len() as f64;
-        println!("synthetic template-matching ceiling: test {acc:.3}");
-        assert!((0.6..0.95).contains(&acc), "{acc}");
+        correct as f64 / te.len() as f64
+    }
+
+    /// At the calibrated noise level the ceiling is well below 1 (the task is hard); the default,
+    /// lower level is easier, so the noise knob moves the ceiling the right way.
+    #[test]
+    fn template_matching_ceiling() {
+        let hard = template_matching_accuracy(1.0);
+        let default = template_matching_accuracy(SyntheticConfig::default().noise);
+        println!(
+            "synthetic template-matching ceiling: test {hard:.3} at noise 1.0, {default:.3} at the default"
+        );
+        assert!((0.6..0.95).contains(&hard), "{hard}");
+        assert!(default > hard, "{default} vs {hard}");
     }
 }

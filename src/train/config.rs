@@ -27,17 +27,29 @@ pub struct DataConfig {
     pub dir: Option<PathBuf>,
     /// The synthetic dataset used when `dir` is absent.
     pub synthetic: SyntheticConfig,
-    /// Random crop (4-px zero padding) and horizontal flip on training batches.
-    pub augment: bool,
+    /// Random crop (4-px zero padding) and horizontal flip; default: on for CIFAR, off for synthetic.
+    pub augment: Option<bool>,
     /// Use only the first N training images (all when absent).
     pub train_limit: Option<usize>,
     /// Evaluate on only the first N test images (all when absent).
     pub test_limit: Option<usize>,
 }
 
+impl DataConfig {
+    pub fn augment_enabled(&self) -> bool {
+        self.augment.unwrap_or(self.dir.is_some())
+    }
+}
+
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { dir: None, synthetic: SyntheticConfig::default(), augment: true, train_limit: None, test_limit: None }
+        Self {
+            dir: None,
+            synthetic: SyntheticConfig::default(),
+            augment: None,
+            train_limit: None,
+            test_limit: None,
+        }
     }
 }
 
@@ -79,12 +91,23 @@ impl Default for TrainConfig {
         Self {
             seed: 0,
             data: DataConfig {
-                synthetic: SyntheticConfig { train: 4096, test: 1024, size: 16, classes: 10, seed: 0 },
+                synthetic: SyntheticConfig {
+                    train: 4096,
+                    test: 1024,
+                    size: 16,
+                    ..SyntheticConfig::default()
+                },
                 ..DataConfig::default()
             },
             model: ModelConfig { depth: 8, width: 0.5, scale_invariant: true, ..ModelConfig::default() },
             optim: OptimConfig { lr: 0.5, wd: Some(5e-3), momentum: 0.0, ..OptimConfig::default() },
-            train: LoopConfig { steps: 2000, batch_size: 64, stats_every: 2, eval_every: 500, device: Device::Auto },
+            train: LoopConfig {
+                steps: 2000,
+                batch_size: 64,
+                stats_every: 2,
+                eval_every: 500,
+                device: Device::Auto,
+            },
             equilibrium: EquilibriumConfig::default(),
         }
     }
@@ -93,7 +116,8 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Read a TOML file; keys it does not set keep their defaults, unknown keys are errors.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
         Self::from_toml_str(&text).with_context(|| format!("in config {}", path.display()))
     }
 
@@ -106,7 +130,9 @@ impl TrainConfig {
     /// one of optim.wd / optim.lambda_e, it replaces the default's other one.
     pub fn from_table(user: toml::Table) -> Result<Self> {
         let mut merged = toml::Table::try_from(TrainConfig::default()).context("serializing the defaults")?;
-        if let (Some(toml::Value::Table(optim)), Some(toml::Value::Table(base))) = (user.get("optim"), merged.get_mut("optim")) {
+        if let (Some(toml::Value::Table(optim)), Some(toml::Value::Table(base))) =
+            (user.get("optim"), merged.get_mut("optim"))
+        {
             for (given, other) in [("wd", "lambda_e"), ("lambda_e", "wd")] {
                 if optim.contains_key(given) && !optim.contains_key(other) {
                     base.remove(other);

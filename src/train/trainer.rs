@@ -72,7 +72,12 @@ struct Angles {
 
 impl Angles {
     fn of(s: &VectorStats) -> Self {
-        Self { angular_update: s.angular_update, angular_theory: s.angular_theory, norm: s.norm, effective_lr: s.effective_lr }
+        Self {
+            angular_update: s.angular_update,
+            angular_theory: s.angular_theory,
+            norm: s.norm,
+            effective_lr: s.effective_lr,
+        }
     }
 
     /// [Δ, Δ* (NaN for none: Δ* itself is always finite), ‖w‖, η/‖w‖²], as checkpoints store it.
@@ -81,7 +86,12 @@ impl Angles {
     }
 
     fn from_row(r: &[f64]) -> Self {
-        Self { angular_update: r[0], angular_theory: (!r[1].is_nan()).then_some(r[1]), norm: r[2], effective_lr: r[3] }
+        Self {
+            angular_update: r[0],
+            angular_theory: (!r[1].is_nan()).then_some(r[1]),
+            norm: r[2],
+            effective_lr: r[3],
+        }
     }
 }
 
@@ -243,12 +253,22 @@ impl LoopState {
             .enumerate()
             .map(|(k, &step)| LoggedAngles {
                 step,
-                groups: t.history_groups[k * groups * w..(k + 1) * groups * w].chunks_exact(w).map(Angles::from_row).collect(),
-                layers: t.history_layers[k * layers * w..(k + 1) * layers * w].chunks_exact(w).map(Angles::from_row).collect(),
+                groups: t.history_groups[k * groups * w..(k + 1) * groups * w]
+                    .chunks_exact(w)
+                    .map(Angles::from_row)
+                    .collect(),
+                layers: t.history_layers[k * layers * w..(k + 1) * layers * w]
+                    .chunks_exact(w)
+                    .map(Angles::from_row)
+                    .collect(),
             })
             .collect();
         Self {
-            accum: TrainAccum { loss: t.accum_loss, correct: t.accum_correct as usize, seen: t.accum_seen as usize },
+            accum: TrainAccum {
+                loss: t.accum_loss,
+                correct: t.accum_correct as usize,
+                seen: t.accum_seen as usize,
+            },
             history,
             ratios: t.ratios.clone(),
             last_train: (t.last_train[0], t.last_train[1]),
@@ -272,12 +292,21 @@ fn upload_f64<B: Backend>(be: &B, src: &[f64], buf: &mut B::Buf) -> Result<()> {
 /// The newest usable checkpoint of `dir`, with metrics.jsonl and predictions.bin cut back to its
 /// step and later checkpoints removed. Unusable ones (incomplete, corrupt, inconsistent with the
 /// records) are reported and skipped; with none left, the directory is rewound to the start.
-fn find_checkpoint(dir: &mut RunDir, layout: &crate::model::Layout, run_id: &str, precision: Precision) -> Result<Option<Checkpoint>> {
+fn find_checkpoint(
+    dir: &mut RunDir,
+    layout: &crate::model::Layout,
+    run_id: &str,
+    precision: Precision,
+) -> Result<Option<Checkpoint>> {
     let cdir = checkpoint::dir_of(&dir.path);
     let found = checkpoint::list(&cdir)?;
     for (i, (_, path)) in found.iter().enumerate() {
         let name = path.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
-        let fallback = if i + 1 < found.len() { "falling back to the previous checkpoint" } else { "starting from scratch" };
+        let fallback = if i + 1 < found.len() {
+            "falling back to the previous checkpoint"
+        } else {
+            "starting from scratch"
+        };
         let ck = match checkpoint::load(path, layout, run_id) {
             Ok(ck) if ck.precision != precision => {
                 eprintln!("warning: {run_id}: checkpoint {name} holds {:?} weights, this backend computes in {precision:?}; {fallback}", ck.precision);
@@ -333,10 +362,11 @@ pub fn train_with<B: Backend>(
     let t0 = Instant::now();
     let (train_set, test_set) = (&data.train, &data.test);
     let batch = cfg.train.batch_size;
-    let mut model = PreResNet::new(be, &cfg.model, train_set.channels, train_set.height, train_set.classes, batch)?;
+    let mut model =
+        PreResNet::new(be, &cfg.model, train_set.channels, train_set.height, train_set.classes, batch)?;
     model.init(be, cfg.seed)?;
     let mut opt = Sgd::new(be, &cfg.optim, &model.layout)?;
-    let batcher = Batcher::new(train_set, data.norm.clone(), batch, cfg.data.augment, cfg.seed)?;
+    let batcher = Batcher::new(train_set, data.norm.clone(), batch, cfg.data.augment_enabled(), cfg.seed)?;
     // Evaluation reads the test set in order through fill_eval; its batch size only bounds the chunk.
     let eval_batcher = Batcher::new(test_set, data.norm.clone(), 1, false, cfg.seed)?;
     let spe = batcher.steps_per_epoch();
@@ -347,13 +377,18 @@ pub fn train_with<B: Backend>(
     let every = cfg.train.stats_every;
     let n_groups = model.layout.groups.len();
     let n_layers = checkpoint::trained_names(&model.layout).len();
-    let group_members: Vec<Vec<String>> =
-        model.layout.groups.iter().map(|g| g.members.iter().map(|&m| model.layout.tensors[m].name.clone()).collect()).collect();
+    let group_members: Vec<Vec<String>> = model
+        .layout
+        .groups
+        .iter()
+        .map(|g| g.members.iter().map(|&m| model.layout.tensors[m].name.clone()).collect())
+        .collect();
     let checkpointing = opts.checkpoint_every > 0 || opts.resume;
     if checkpointing && out.is_none() {
         bail!("checkpoints and resuming need a run directory");
     }
-    let precision = if checkpointing { Precision::of_size(std::mem::size_of::<B::Elem>())? } else { Precision::F32 };
+    let precision =
+        if checkpointing { Precision::of_size(std::mem::size_of::<B::Elem>())? } else { Precision::F32 };
     let mut hyper = opt.hyper_at(0.0);
     let mut detector = Detector::new(&cfg.equilibrium, n_groups, hyper.lambda_e(), every, 0);
     let mut st = LoopState::fresh();
@@ -370,13 +405,20 @@ pub fn train_with<B: Backend>(
                 hyper = opt.hyper_at((start - 1) as f64 / spe as f64);
             }
             // The detector is a pure function of its inputs since its restart: replay them.
-            detector = Detector::new(&cfg.equilibrium, n_groups, hyper.lambda_e(), every, ck.trainer.phase_start);
+            detector =
+                Detector::new(&cfg.equilibrium, n_groups, hyper.lambda_e(), every, ck.trainer.phase_start);
             for (k, &s) in st.ratios.steps.iter().enumerate() {
                 detector.observe(s, &st.ratios.values[k * n_groups..(k + 1) * n_groups]);
             }
         }
     }
-    let save = |model: &PreResNet<B>, opt: &Sgd<B>, st: &LoopState, phase_start: u64, step: u64, dir: &mut RunDir| -> Result<()> {
+    let save = |model: &PreResNet<B>,
+                opt: &Sgd<B>,
+                st: &LoopState,
+                phase_start: u64,
+                step: u64,
+                dir: &mut RunDir|
+     -> Result<()> {
         dir.sync()?;
         let ck = Checkpoint {
             run_id: run_id.clone(),
@@ -397,8 +439,10 @@ pub fn train_with<B: Backend>(
         Progress::Quiet => ProgressBar::hidden(),
     };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("valid template"),
     );
     bar.set_position(start);
     let mut done = start;
@@ -415,7 +459,10 @@ pub fn train_with<B: Backend>(
         model.forward(be, true);
         let loss = model.loss_and_backward(be)?;
         if !loss.loss_sum.is_finite() {
-            divergence = Some(Divergence { step, reason: format!("training loss is {} at step {step}", loss.loss_sum) });
+            divergence = Some(Divergence {
+                step,
+                reason: format!("training loss is {} at step {step}", loss.loss_sum),
+            });
             break;
         }
         st.accum.loss += loss.loss_sum;
@@ -428,8 +475,10 @@ pub fn train_with<B: Backend>(
         if let Some(sums) = sums {
             let (layers, groups) = step_stats(&model, &opt, &h, &sums);
             if let Some(bad) = layers.iter().find(|s| !(s.norm.is_finite() && s.update_norm.is_finite())) {
-                divergence =
-                    Some(Divergence { step: completed, reason: format!("weights of {} became non-finite", bad.name) });
+                divergence = Some(Divergence {
+                    step: completed,
+                    reason: format!("weights of {} became non-finite", bad.name),
+                });
                 break;
             }
             let ratios: Vec<f64> = groups.iter().map(|(g, _)| g.angular_ratio.unwrap_or(f64::NAN)).collect();
@@ -437,7 +486,8 @@ pub fn train_with<B: Backend>(
             st.ratios.steps.push(completed);
             st.ratios.values.extend_from_slice(&ratios);
             st.last_train = st.accum.take();
-            let eval_now = completed == steps || (cfg.train.eval_every > 0 && completed % cfg.train.eval_every == 0);
+            let eval_now =
+                completed == steps || (cfg.train.eval_every > 0 && completed % cfg.train.eval_every == 0);
             let test = if eval_now {
                 let (l, a, classes) = evaluate(be, &mut model, &eval_batcher, &mut host)?;
                 st.last_test = (Some(l), Some(a));
@@ -463,15 +513,21 @@ pub fn train_with<B: Backend>(
                 groups: groups
                     .iter()
                     .zip(&smoothed)
-                    .map(|((s, m), sm)| GroupRecord { stats: s.clone(), members: m.clone(), smoothed_ratio: *sm })
+                    .map(|((s, m), sm)| GroupRecord {
+                        stats: s.clone(),
+                        members: m.clone(),
+                        smoothed_ratio: *sm,
+                    })
                     .collect(),
                 layers: layers.clone(),
             };
             if let Some(dir) = out.as_deref_mut() {
                 dir.append_metrics(&record)?;
             }
-            let (lo, hi) =
-                smoothed.iter().flatten().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = smoothed
+                .iter()
+                .flatten()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
             bar.set_message(format!(
                 "loss {:.3} acc {:.1}% Δ/Δ* {lo:.2}–{hi:.2}{}",
                 st.last_train.0,
@@ -490,7 +546,14 @@ pub fn train_with<B: Backend>(
         }
         bar.inc(1);
         if opts.checkpoint_every > 0 && completed % opts.checkpoint_every == 0 && completed < steps {
-            save(&model, &opt, &st, detector.phase_start(), completed, out.as_deref_mut().expect("checked above"))?;
+            save(
+                &model,
+                &opt,
+                &st,
+                detector.phase_start(),
+                completed,
+                out.as_deref_mut().expect("checked above"),
+            )?;
         }
     }
     bar.finish_and_clear();
@@ -504,14 +567,21 @@ pub fn train_with<B: Backend>(
     let from = done - (done - phase_start) / 5;
     let history = &st.history;
     let window: Vec<&LoggedAngles> = history.iter().filter(|r| r.step >= from.max(phase_start + 1)).collect();
-    let window: Vec<&LoggedAngles> = if window.is_empty() { history.iter().rev().take(1).collect() } else { window };
+    let window: Vec<&LoggedAngles> =
+        if window.is_empty() { history.iter().rev().take(1).collect() } else { window };
     let avg_window = [window.first().map_or(0, |r| r.step), window.last().map_or(0, |r| r.step)];
     let groups = model
         .layout
         .groups
         .iter()
         .enumerate()
-        .map(|(i, g)| mean_summary(&g.name, group_members[i].clone(), &window.iter().map(|r| &r.groups[i]).collect::<Vec<_>>()))
+        .map(|(i, g)| {
+            mean_summary(
+                &g.name,
+                group_members[i].clone(),
+                &window.iter().map(|r| &r.groups[i]).collect::<Vec<_>>(),
+            )
+        })
         .collect();
     let layer_names = checkpoint::trained_names(&model.layout);
     let layers = if window.is_empty() {
@@ -520,7 +590,13 @@ pub fn train_with<B: Backend>(
         layer_names
             .iter()
             .enumerate()
-            .map(|(i, name)| mean_summary(name, vec![name.clone()], &window.iter().map(|r| &r.layers[i]).collect::<Vec<_>>()))
+            .map(|(i, name)| {
+                mean_summary(
+                    name,
+                    vec![name.clone()],
+                    &window.iter().map(|r| &r.layers[i]).collect::<Vec<_>>(),
+                )
+            })
             .collect()
     };
     let t_eq = detector.t_eq();
