@@ -62,7 +62,7 @@ pub fn analyse(recipe: Recipe, runs: &[&RunInfo], states: &[EqState], report: &R
         Recipe::AngularUpdate => angular_update(runs, states),
         Recipe::FastEquilibrium => fast_equilibrium(report),
         Recipe::IntrinsicLr => intrinsic_lr(states),
-        Recipe::ScheduleIndependence => schedule_independence(states, report),
+        Recipe::ScheduleIndependence => schedule_independence(runs, states, report),
         Recipe::SmallLr => small_lr(states),
     }
 }
@@ -233,13 +233,20 @@ fn intrinsic_lr(states: &[EqState]) -> Analysis {
     }
 }
 
-/// Every run its own arm (they differ by schedule and seed); they must agree at the end.
-fn schedule_independence(states: &[EqState], report: &ReportOutput) -> Analysis {
+/// One arm per random schedule (its seeds are the noise); the arms must agree at the end.
+fn schedule_independence(runs: &[&RunInfo], states: &[EqState], report: &ReportOutput) -> Analysis {
+    use crate::optim::ScheduleConfig;
+    let schedule_of = |id: &str| {
+        runs.iter().find(|r| r.id == id).map(|r| match &r.config.optim.schedule {
+            ScheduleConfig::RandomThenCommon { seed, .. } => format!("schedule {seed}"),
+            other => format!("{other:?}"),
+        })
+    };
     let relabelled: Vec<EqState> = states
         .iter()
         .map(|s| {
             let mut c = s.clone();
-            c.arm = format!("seed {}", s.seed);
+            c.arm = schedule_of(&s.run_id).unwrap_or_else(|| s.run_id.clone());
             c
         })
         .collect();
