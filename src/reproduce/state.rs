@@ -1,5 +1,6 @@
 //! What a run's equilibrium looks like: means over the final window of its last (η, λ, γ) phase.
 
+use crate::optim::Schedule;
 use crate::report::collect::RunInfo;
 use crate::report::figures::main_group;
 use crate::report::table::flatten;
@@ -48,22 +49,29 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 }
 
 /// The arm labels of `runs`: the flattened config keys whose values differ between runs, without
-/// the seed and the bookkeeping keys.
+/// the seed and the bookkeeping keys; a differing schedule is named once, by its short description.
 pub fn arms(runs: &[&RunInfo]) -> Vec<String> {
     let flat: Vec<BTreeMap<String, String>> = runs.iter().map(|r| flatten(&r.config)).collect();
     let mut keys: Vec<String> = flat.iter().flat_map(|f| f.keys().cloned()).collect();
     keys.sort();
     keys.dedup();
-    let bookkeeping = |k: &str| {
-        k == "seed" || k == "data.synthetic.seed" || k.starts_with("train.") || k == "optim.schedule.seed"
-    };
+    let bookkeeping = |k: &str| k == "seed" || k == "data.synthetic.seed" || k.starts_with("train.");
     keys.retain(|k| !bookkeeping(k) && flat.iter().any(|f| f.get(k) != flat[0].get(k)));
-    flat.iter()
-        .map(|f| {
-            let parts: Vec<String> = keys
+    let schedule_varies = keys.iter().any(|k| k.starts_with("optim.schedule"));
+    keys.retain(|k| !k.starts_with("optim.schedule"));
+    runs.iter()
+        .zip(&flat)
+        .map(|(r, f)| {
+            let mut parts: Vec<String> = keys
                 .iter()
                 .filter_map(|k| f.get(k).map(|v| format!("{}={}", k.trim_start_matches("optim."), v.trim_matches('"'))))
                 .collect();
+            if schedule_varies {
+                let o = &r.config.optim;
+                let name = Schedule::new(&o.schedule, o.lr, o.base_wd().unwrap_or(0.0))
+                    .map_or_else(|_| format!("{:?}", o.schedule), |s| s.describe());
+                parts.push(format!("schedule={name}"));
+            }
             if parts.is_empty() {
                 "all".into()
             } else {
