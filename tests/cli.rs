@@ -29,7 +29,10 @@ fn a_truncated_test_batch_is_an_error_naming_the_file() {
     let test = dir.path().join("test_batch.bin");
     let bytes = std::fs::read(&test).unwrap();
     std::fs::write(&test, &bytes[..bytes.len() - 100]).unwrap();
-    let o = ilr(&["train", "--data", dir.path().to_str().unwrap(), "--steps", "2", "--quiet", "--device", "cpu"], dir.path());
+    let o = ilr(
+        &["train", "--data", dir.path().to_str().unwrap(), "--steps", "2", "--quiet", "--device", "cpu"],
+        dir.path(),
+    );
     let err = stderr(&o);
     assert!(!o.status.success());
     assert!(err.contains("test_batch.bin") && err.contains("truncated"), "{err}");
@@ -59,14 +62,27 @@ fn trains_on_real_cifar10_files_when_present() {
     }
     let dir = tempfile::tempdir().unwrap();
     let o = ilr(
-        &["train", "--data", data.to_str().unwrap(), "--steps", "20", "--quiet", "--device", "cpu", "--set", "data.test_limit=512"],
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--steps",
+            "20",
+            "--quiet",
+            "--device",
+            "cpu",
+            "--set",
+            "data.test_limit=512",
+        ],
         dir.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("using 1 of 5 training batches"), "{}", stderr(&o));
-    let runs: Vec<_> = std::fs::read_dir(dir.path().join("runs")).unwrap().map(|e| e.unwrap().path()).collect();
+    let runs: Vec<_> =
+        std::fs::read_dir(dir.path().join("runs")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(runs.len(), 1);
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(runs[0].join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs[0].join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["steps"], 20);
     assert!(summary["final"]["test_acc"].as_f64().unwrap() >= 0.0);
 }

@@ -47,11 +47,15 @@ fn whole_net_option_a_with_affine() {
 
 #[test]
 fn whole_net_bn_projection_with_affine() {
-    check(ModelConfig { depth: 8, width: 0.25, shortcut: ShortcutKind::BnProjection, ..ModelConfig::default() });
+    check(ModelConfig {
+        depth: 8,
+        width: 0.25,
+        shortcut: ShortcutKind::BnProjection,
+        ..ModelConfig::default()
+    });
 }
 
 #[test]
 fn whole_net_scale_invariant() {
     check(ModelConfig { depth: 8, width: 0.25, scale_invariant: true, ..ModelConfig::default() });
 }
-

@@ -49,7 +49,14 @@ fn matches_reference_sgd_with_momentum_groups_and_schedule() {
         let h = opt.hyper_at(epoch);
         // The schedule by hand: LR ×0.1 from epoch 2, WD ×0.1 from 1 and again from 3.
         let lr = if epoch >= 2.0 { 0.02 } else { 0.2 };
-        let wd = 1e-3 * if epoch >= 3.0 { 0.01 } else if epoch >= 1.0 { 0.1 } else { 1.0 };
+        let wd = 1e-3
+            * if epoch >= 3.0 {
+                0.01
+            } else if epoch >= 1.0 {
+                0.1
+            } else {
+                1.0
+            };
         assert!((h.lr - lr).abs() < 1e-15 && (h.wd - wd).abs() < 1e-18, "step {step}: {h:?}");
         let sums = opt.step(&be, &h, &mut w, &g, true).unwrap().unwrap();
         for i in 0..n {
@@ -102,7 +109,11 @@ fn step_sums_give_the_statistics_of_the_update() {
         let dd: f64 = old[r.clone()].iter().zip(&w[r.clone()]).map(|(a, b)| (b - a) * (b - a)).sum();
         let wd: f64 = old[r.clone()].iter().zip(&w[r]).map(|(a, b)| a * (b - a)).sum();
         for (got, want) in [(s.ww, ww), (s.gg, gg), (s.dd, dd), (s.wd, wd)] {
-            assert!((got - want).abs() <= 1e-12 * want.abs().max(1e-12), "{}: {got} vs {want}", layout.tensors[t].name);
+            assert!(
+                (got - want).abs() <= 1e-12 * want.abs().max(1e-12),
+                "{}: {got} vs {want}",
+                layout.tensors[t].name
+            );
         }
     }
 }

@@ -34,7 +34,8 @@ fn check_groups(cfg: ModelConfig) {
         let g0 = gather(&m.grads, &m, &g.members);
         let w0 = gather(&m.params, &m, &g.members);
         let dot: f64 = g0.iter().zip(&w0).map(|(a, b)| a * b).sum();
-        let norms = g0.iter().map(|x| x * x).sum::<f64>().sqrt() * w0.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let norms =
+            g0.iter().map(|x| x * x).sum::<f64>().sqrt() * w0.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!(dot.abs() <= 1e-9 * norms, "{}: ⟨∇L, w⟩ = {dot:e} vs ‖∇L‖‖w‖ = {norms:e}", g.name);
         for c in [2.7, 0.3] {
             scale(&mut m, &g.members, c);
@@ -54,7 +55,12 @@ fn check_groups(cfg: ModelConfig) {
             scale(&mut m, &g.members[..1], 2.7);
             let l1 = loss(&be, &mut m);
             scale(&mut m, &g.members[..1], 1.0 / 2.7);
-            assert!((l1 - l0).abs() > 1e-6 * l0.abs(), "{}: scaling {} alone did not change L", g.name, m.layout.tensors[g.members[0]].name);
+            assert!(
+                (l1 - l0).abs() > 1e-6 * l0.abs(),
+                "{}: scaling {} alone did not change L",
+                g.name,
+                m.layout.tensors[g.members[0]].name
+            );
         }
     }
 }
@@ -76,7 +82,9 @@ fn fixed_projection_bn_makes_later_stream_convs_not_invariant() {
     // output of fixed scale: scaling those conv2s together changes the loss, which is why the
     // layout declares no group for them.
     let (be, mut m) = net(&cfg(ShortcutKind::BnProjection, true), 3);
-    let orphans: Vec<usize> = (0..m.layout.tensors.len()).filter(|&t| m.layout.tensors[t].trainable && m.layout.tensors[t].group.is_none()).collect();
+    let orphans: Vec<usize> = (0..m.layout.tensors.len())
+        .filter(|&t| m.layout.tensors[t].trainable && m.layout.tensors[t].group.is_none())
+        .collect();
     assert!(!orphans.is_empty());
     let l0 = loss(&be, &mut m);
     scale(&mut m, &orphans, 2.7);

@@ -50,11 +50,18 @@ fn assert_equilibrium(cfg: &TrainConfig) {
     assert!(invariant_alone >= 3, "each block's conv1 is invariant on its own");
     for v in s.groups.iter().chain(&s.layers) {
         if let Some(r) = v.angular_ratio {
-            assert!((r - 1.0).abs() <= 0.1, "{}: Δ/Δ* = {r} (Δ = {}, Δ* = {:?})", v.name, v.angular_update, v.angular_theory);
+            assert!(
+                (r - 1.0).abs() <= 0.1,
+                "{}: Δ/Δ* = {r} (Δ = {}, Δ* = {:?})",
+                v.name,
+                v.angular_update,
+                v.angular_theory
+            );
         }
     }
     // The outputs the README promises.
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(path.join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path.join("summary.json")).unwrap()).unwrap();
     for key in ["t_eq_steps", "t_eq_lambda_e", "groups", "layers", "wall_time_s", "steps_per_s", "final"] {
         assert!(summary.get(key).is_some(), "summary.json lacks {key}");
     }

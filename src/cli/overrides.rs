@@ -15,8 +15,9 @@ fn parse_value(value: &str) -> Value {
 
 /// Set `path` (dot-separated) to `value` in `root`, creating tables on the way.
 pub fn apply(root: &mut Table, assignment: &str) -> Result<()> {
-    let (path, value) =
-        assignment.split_once('=').ok_or_else(|| anyhow!("--set {assignment:?}: expected KEY=VALUE, e.g. optim.lr=0.2"))?;
+    let (path, value) = assignment
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--set {assignment:?}: expected KEY=VALUE, e.g. optim.lr=0.2"))?;
     let keys: Vec<&str> = path.trim().split('.').collect();
     if keys.iter().any(|k| k.is_empty()) {
         bail!("--set {assignment:?}: empty key in {path:?}");

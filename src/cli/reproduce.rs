@@ -48,6 +48,10 @@ pub fn run(a: ReproduceArgs) -> Result<ExitCode> {
     let r = reproduce::reproduce(a.recipe, a.scale, &a.out, a.data.as_deref(), &exec)?;
     println!("\n{} ({} scale)\n\n{}", a.recipe.name(), a.scale.name(), r.table);
     println!("verdict: {}", r.verdict.text);
-    println!("wrote {} and the report in {}", a.out.join("reproduce.json").display(), a.out.join("report").display());
+    println!(
+        "wrote {} and the report in {}",
+        a.out.join("reproduce.json").display(),
+        a.out.join("report").display()
+    );
     Ok(if r.incomplete > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

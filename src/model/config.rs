@@ -68,7 +68,10 @@ impl ModelConfig {
             bail!("model.depth = {} is not of the form 6n+2 with n ≥ 1 (try 8, 20, 32 or 56)", self.depth);
         }
         if !(self.width.is_finite() && self.width > 0.0) {
-            bail!("model.width = {} must be a positive number (the stages get 16k, 32k, 64k channels)", self.width);
+            bail!(
+                "model.width = {} must be a positive number (the stages get 16k, 32k, 64k channels)",
+                self.width
+            );
         }
         if !(self.bn_eps.is_finite() && self.bn_eps >= 0.0) {
             bail!("model.bn_eps = {} must be ≥ 0", self.bn_eps);

@@ -67,7 +67,10 @@ pub enum ShortcutLayout {
     Identity,
     OptionA,
     /// conv tensor index and the BN after it; both read the block's pre-activation.
-    Projection { conv: usize, bn: BnLayout },
+    Projection {
+        conv: usize,
+        bn: BnLayout,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -157,7 +160,8 @@ impl Layout {
     /// Lay out a PreResNet for `in_channels`×`image_size`² inputs and `classes` outputs.
     pub fn new(cfg: &ModelConfig, in_channels: usize, image_size: usize, classes: usize) -> Self {
         let widths = cfg.stage_widths();
-        let mut b = Builder { tensors: Vec::new(), offset: 0, bn_state: 0, affine_trained: cfg.affine_trained() };
+        let mut b =
+            Builder { tensors: Vec::new(), offset: 0, bn_state: 0, affine_trained: cfg.affine_trained() };
         let stem = b.conv("conv1", widths[0], in_channels, 3);
         let mut segments = vec![Segment { members: vec![stem], scalable: true }];
         let mut blocks = Vec::new();
@@ -187,7 +191,17 @@ impl Layout {
                     }
                 };
                 segments.last_mut().expect("at least the stem's segment").members.push(conv2);
-                blocks.push(BlockLayout { c_in, c_out, stride, size_in: size, bn1, conv1, bn2, conv2, shortcut });
+                blocks.push(BlockLayout {
+                    c_in,
+                    c_out,
+                    stride,
+                    size_in: size,
+                    bn1,
+                    conv1,
+                    bn2,
+                    conv2,
+                    shortcut,
+                });
                 size = size.div_ceil(stride);
                 c_in = c_out;
             }
@@ -217,12 +231,14 @@ impl Layout {
 
     /// Each tensor invariant alone is its own group; each scalable stream segment is a joint group.
     fn declare_groups(&mut self, segments: Vec<Segment>) {
-        let singles: Vec<usize> = (0..self.tensors.len()).filter(|&t| self.tensors[t].invariant_alone).collect();
+        let singles: Vec<usize> =
+            (0..self.tensors.len()).filter(|&t| self.tensors[t].invariant_alone).collect();
         for t in singles {
             self.add_group(self.tensors[t].name.trim_end_matches(".weight").to_string(), vec![t]);
         }
         let n_segments = segments.len();
-        for (i, seg) in segments.into_iter().enumerate().filter(|(_, s)| s.scalable && !s.members.is_empty()) {
+        for (i, seg) in segments.into_iter().enumerate().filter(|(_, s)| s.scalable && !s.members.is_empty())
+        {
             let name = if n_segments == 1 { "stream".to_string() } else { format!("stream{i}") };
             self.add_group(name, seg.members);
         }

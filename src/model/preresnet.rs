@@ -226,7 +226,14 @@ impl<B: Backend> PreResNet<B> {
         y: &mut B::Buf,
     ) {
         if train {
-            be.batchnorm_forward_train(s, all(be, x), affine, be.view_mut(state, state_range), all_mut(be, saved), all_mut(be, y));
+            be.batchnorm_forward_train(
+                s,
+                all(be, x),
+                affine,
+                be.view_mut(state, state_range),
+                all_mut(be, saved),
+                all_mut(be, y),
+            );
         } else {
             be.batchnorm_forward_eval(s, all(be, x), affine, be.view(state, state_range), all_mut(be, y));
         }
@@ -237,7 +244,12 @@ impl<B: Backend> PreResNet<B> {
     pub fn forward(&mut self, be: &B, train: bool) {
         let l = &self.layout;
         let s = self.conv_shape(l.in_channels, self.cfg.stage_widths()[0], l.image_size, 3, 1);
-        be.conv2d_forward(&s, all(be, &self.input), be.view(&self.params, self.tensor_range(l.stem)), all_mut(be, &mut self.stem_out));
+        be.conv2d_forward(
+            &s,
+            all(be, &self.input),
+            be.view(&self.params, self.tensor_range(l.stem)),
+            all_mut(be, &mut self.stem_out),
+        );
         for i in 0..self.blocks.len() {
             let bl = self.layout.blocks[i];
             self.block_forward(be, i, &bl, train);
@@ -247,11 +259,28 @@ impl<B: Backend> PreResNet<B> {
         let bn = self.layout.bn_final;
         let s = self.bn_shape(&bn, size, true);
         let affine = be.view(&self.params, self.layout.bn_affine_range(&bn));
-        Self::bn_forward(be, &s, train, last, affine, &mut self.bn_state, Self::state_range(&bn), &mut self.head_saved, &mut self.head);
+        Self::bn_forward(
+            be,
+            &s,
+            train,
+            last,
+            affine,
+            &mut self.bn_state,
+            Self::state_range(&bn),
+            &mut self.head_saved,
+            &mut self.head,
+        );
         let ps = PoolShape { n: self.batch, c: self.layout.features, hw: size * size };
         be.avgpool_forward(&ps, all(be, &self.head), all_mut(be, &mut self.pooled));
         let fc = be.view(&self.params, self.layout.fc_range());
-        be.linear_forward(self.batch, self.layout.features, self.layout.classes, all(be, &self.pooled), fc, all_mut(be, &mut self.logits));
+        be.linear_forward(
+            self.batch,
+            self.layout.features,
+            self.layout.classes,
+            all(be, &self.pooled),
+            fc,
+            all_mut(be, &mut self.logits),
+        );
     }
 
     fn block_forward(&mut self, be: &B, i: usize, bl: &BlockLayout, train: bool) {
@@ -268,9 +297,29 @@ impl<B: Backend> PreResNet<B> {
         let act = &mut rest[0];
         let p = &self.params;
         let aff = |bn: &BnLayout| be.view(p, self.layout.bn_affine_range(bn));
-        Self::bn_forward(be, &s_bn1, train, x, aff(&bl.bn1), &mut self.bn_state, Self::state_range(&bl.bn1), &mut act.saved1, &mut act.a);
+        Self::bn_forward(
+            be,
+            &s_bn1,
+            train,
+            x,
+            aff(&bl.bn1),
+            &mut self.bn_state,
+            Self::state_range(&bl.bn1),
+            &mut act.saved1,
+            &mut act.a,
+        );
         be.conv2d_forward(&s_c1, all(be, &act.a), be.view(p, r_c1), all_mut(be, &mut act.h));
-        Self::bn_forward(be, &s_bn2, train, &act.h, aff(&bl.bn2), &mut self.bn_state, Self::state_range(&bl.bn2), &mut act.saved2, &mut act.h2);
+        Self::bn_forward(
+            be,
+            &s_bn2,
+            train,
+            &act.h,
+            aff(&bl.bn2),
+            &mut self.bn_state,
+            Self::state_range(&bl.bn2),
+            &mut act.saved2,
+            &mut act.h2,
+        );
         be.conv2d_forward(&s_c2, all(be, &act.h2), be.view(p, r_c2), all_mut(be, &mut act.out));
         match bl.shortcut {
             ShortcutLayout::Identity => be.add_assign(all_mut(be, &mut act.out), all(be, x)),
@@ -282,8 +331,23 @@ impl<B: Backend> PreResNet<B> {
             ShortcutLayout::Projection { conv, bn } => {
                 let (pc, saved) = act.projection.as_mut().expect("allocated for projection");
                 let sc = act.shortcut_out.as_mut().expect("allocated for projection");
-                be.conv2d_forward(&s_proj, all(be, &act.a), be.view(p, self.layout.tensors[conv].range()), all_mut(be, pc));
-                Self::bn_forward(be, &s_bn_proj, train, pc, aff(&bn), &mut self.bn_state, Self::state_range(&bn), saved, sc);
+                be.conv2d_forward(
+                    &s_proj,
+                    all(be, &act.a),
+                    be.view(p, self.layout.tensors[conv].range()),
+                    all_mut(be, pc),
+                );
+                Self::bn_forward(
+                    be,
+                    &s_bn_proj,
+                    train,
+                    pc,
+                    aff(&bn),
+                    &mut self.bn_state,
+                    Self::state_range(&bn),
+                    saved,
+                    sc,
+                );
                 be.add_assign(all_mut(be, &mut act.out), all(be, sc));
             }
         }
@@ -295,11 +359,21 @@ impl<B: Backend> PreResNet<B> {
             ShortcutLayout::Projection { bn, .. } => bn,
             _ => bl.bn2,
         };
-        (self.conv_shape(bl.c_in, bl.c_out, bl.size_in, 1, bl.stride), self.bn_shape(&bn, bl.size_out(), false))
+        (
+            self.conv_shape(bl.c_in, bl.c_out, bl.size_in, 1, bl.stride),
+            self.bn_shape(&bn, bl.size_out(), false),
+        )
     }
 
     fn option_a_shape(&self, bl: &BlockLayout) -> ShortcutShape {
-        ShortcutShape { n: self.batch, c_in: bl.c_in, h: bl.size_in, w: bl.size_in, c_out: bl.c_out, stride: bl.stride }
+        ShortcutShape {
+            n: self.batch,
+            c_in: bl.c_in,
+            h: bl.size_in,
+            w: bl.size_in,
+            c_out: bl.c_out,
+            stride: bl.stride,
+        }
     }
 
     /// Mean cross-entropy of the last forward pass and, through the whole net, ∇L into `grads`.
@@ -307,18 +381,46 @@ impl<B: Backend> PreResNet<B> {
     pub fn loss_and_backward(&mut self, be: &B) -> Result<LossSums> {
         let l = &self.layout;
         let (n, classes, feat) = (self.batch, l.classes, l.features);
-        let sums = be.softmax_cross_entropy(n, classes, all(be, &self.logits), &self.labels, all_mut(be, &mut self.g.logits))?;
+        let sums = be.softmax_cross_entropy(
+            n,
+            classes,
+            all(be, &self.logits),
+            &self.labels,
+            all_mut(be, &mut self.g.logits),
+        )?;
         let size = l.blocks.last().map_or(l.image_size, |b| b.size_out());
         let bn = l.bn_final;
         let s = self.bn_shape(&bn, size, true);
         let p = &self.params;
         let gr = &mut self.grads;
-        be.linear_backward(n, feat, classes, all(be, &self.pooled), be.view(p, l.fc_range()), all(be, &self.g.logits), all_mut(be, &mut self.g.pooled), be.view_mut(gr, l.fc_range()));
+        be.linear_backward(
+            n,
+            feat,
+            classes,
+            all(be, &self.pooled),
+            be.view(p, l.fc_range()),
+            all(be, &self.g.logits),
+            all_mut(be, &mut self.g.pooled),
+            be.view_mut(gr, l.fc_range()),
+        );
         let hw = size * size;
-        be.avgpool_backward(&PoolShape { n, c: feat, hw }, all(be, &self.g.pooled), all_mut(be, &mut self.g.head));
+        be.avgpool_backward(
+            &PoolShape { n, c: feat, hw },
+            all(be, &self.g.pooled),
+            all_mut(be, &mut self.g.head),
+        );
         let last = self.blocks.last().map_or(&self.stem_out, |b| &b.out);
         let len = n * feat * hw;
-        be.batchnorm_backward(&s, all(be, last), all(be, &self.head), all(be, &self.g.head), be.view(p, l.bn_affine_range(&bn)), all(be, &self.head_saved), be.view_mut(&mut self.g.stream[0], 0..len), be.view_mut(gr, l.bn_affine_range(&bn)));
+        be.batchnorm_backward(
+            &s,
+            all(be, last),
+            all(be, &self.head),
+            all(be, &self.g.head),
+            be.view(p, l.bn_affine_range(&bn)),
+            all(be, &self.head_saved),
+            be.view_mut(&mut self.g.stream[0], 0..len),
+            be.view_mut(gr, l.bn_affine_range(&bn)),
+        );
         let mut cur = 0;
         for i in (0..self.blocks.len()).rev() {
             let bl = self.layout.blocks[i];
@@ -327,7 +429,12 @@ impl<B: Backend> PreResNet<B> {
         }
         let l = &self.layout;
         let s = self.conv_shape(l.in_channels, self.cfg.stage_widths()[0], l.image_size, 3, 1);
-        be.conv2d_backward_filter(&s, all(be, &self.input), be.view(&self.g.stream[cur], 0..s.y_len()), be.view_mut(&mut self.grads, l.tensors[l.stem].range()));
+        be.conv2d_backward_filter(
+            &s,
+            all(be, &self.input),
+            be.view(&self.g.stream[cur], 0..s.y_len()),
+            be.view_mut(&mut self.grads, l.tensors[l.stem].range()),
+        );
         Ok(sums)
     }
 
@@ -352,21 +459,78 @@ impl<B: Backend> PreResNet<B> {
         let dout = be.view(dout, 0..out_len);
         let aff = |bn: &BnLayout| l.bn_affine_range(bn);
 
-        be.conv2d_backward_filter(&s_c2, all(be, &act.h2), dout, be.view_mut(gr, l.tensors[bl.conv2].range()));
-        be.conv2d_backward_data(&s_c2, dout, be.view(p, l.tensors[bl.conv2].range()), be.view_mut(&mut g.h2, 0..out_len));
-        be.batchnorm_backward(&s_bn2, all(be, &act.h), all(be, &act.h2), be.view(&g.h2, 0..out_len), be.view(p, aff(&bl.bn2)), all(be, &act.saved2), be.view_mut(&mut g.h, 0..out_len), be.view_mut(gr, aff(&bl.bn2)));
-        be.conv2d_backward_filter(&s_c1, all(be, &act.a), be.view(&g.h, 0..out_len), be.view_mut(gr, l.tensors[bl.conv1].range()));
-        be.conv2d_backward_data(&s_c1, be.view(&g.h, 0..out_len), be.view(p, l.tensors[bl.conv1].range()), be.view_mut(&mut g.a, 0..in_len));
+        be.conv2d_backward_filter(
+            &s_c2,
+            all(be, &act.h2),
+            dout,
+            be.view_mut(gr, l.tensors[bl.conv2].range()),
+        );
+        be.conv2d_backward_data(
+            &s_c2,
+            dout,
+            be.view(p, l.tensors[bl.conv2].range()),
+            be.view_mut(&mut g.h2, 0..out_len),
+        );
+        be.batchnorm_backward(
+            &s_bn2,
+            all(be, &act.h),
+            all(be, &act.h2),
+            be.view(&g.h2, 0..out_len),
+            be.view(p, aff(&bl.bn2)),
+            all(be, &act.saved2),
+            be.view_mut(&mut g.h, 0..out_len),
+            be.view_mut(gr, aff(&bl.bn2)),
+        );
+        be.conv2d_backward_filter(
+            &s_c1,
+            all(be, &act.a),
+            be.view(&g.h, 0..out_len),
+            be.view_mut(gr, l.tensors[bl.conv1].range()),
+        );
+        be.conv2d_backward_data(
+            &s_c1,
+            be.view(&g.h, 0..out_len),
+            be.view(p, l.tensors[bl.conv1].range()),
+            be.view_mut(&mut g.a, 0..in_len),
+        );
         if let ShortcutLayout::Projection { conv, bn } = bl.shortcut {
             // dL/da gains the projection's share: BN backward into g.h, conv backward into g.h2.
             let (pc, saved) = act.projection.as_ref().expect("allocated for projection");
             let sc = act.shortcut_out.as_ref().expect("allocated for projection");
-            be.batchnorm_backward(&s_bn_proj, all(be, pc), all(be, sc), dout, be.view(p, aff(&bn)), all(be, saved), be.view_mut(&mut g.h, 0..out_len), be.view_mut(gr, aff(&bn)));
-            be.conv2d_backward_filter(&s_proj, all(be, &act.a), be.view(&g.h, 0..out_len), be.view_mut(gr, l.tensors[conv].range()));
-            be.conv2d_backward_data(&s_proj, be.view(&g.h, 0..out_len), be.view(p, l.tensors[conv].range()), be.view_mut(&mut g.h2, 0..in_len));
+            be.batchnorm_backward(
+                &s_bn_proj,
+                all(be, pc),
+                all(be, sc),
+                dout,
+                be.view(p, aff(&bn)),
+                all(be, saved),
+                be.view_mut(&mut g.h, 0..out_len),
+                be.view_mut(gr, aff(&bn)),
+            );
+            be.conv2d_backward_filter(
+                &s_proj,
+                all(be, &act.a),
+                be.view(&g.h, 0..out_len),
+                be.view_mut(gr, l.tensors[conv].range()),
+            );
+            be.conv2d_backward_data(
+                &s_proj,
+                be.view(&g.h, 0..out_len),
+                be.view(p, l.tensors[conv].range()),
+                be.view_mut(&mut g.h2, 0..in_len),
+            );
             be.add_assign(be.view_mut(&mut g.a, 0..in_len), be.view(&g.h2, 0..in_len));
         }
-        be.batchnorm_backward(&s_bn1, all(be, x), all(be, &act.a), be.view(&g.a, 0..in_len), be.view(p, aff(&bl.bn1)), all(be, &act.saved1), be.view_mut(dx, 0..in_len), be.view_mut(gr, aff(&bl.bn1)));
+        be.batchnorm_backward(
+            &s_bn1,
+            all(be, x),
+            all(be, &act.a),
+            be.view(&g.a, 0..in_len),
+            be.view(p, aff(&bl.bn1)),
+            all(be, &act.saved1),
+            be.view_mut(dx, 0..in_len),
+            be.view_mut(gr, aff(&bl.bn1)),
+        );
         match bl.shortcut {
             ShortcutLayout::Identity => be.add_assign(be.view_mut(dx, 0..in_len), dout),
             ShortcutLayout::OptionA => be.shortcut_backward_acc(&s_a, dout, be.view_mut(dx, 0..in_len)),
@@ -377,7 +541,13 @@ impl<B: Backend> PreResNet<B> {
     /// Loss and predictions of the last eval-mode forward pass, over the first `count` samples.
     pub fn eval_loss(&self, be: &B, count: usize, predictions: &mut [u32]) -> Result<LossSums> {
         let classes = self.layout.classes;
-        be.softmax_cross_entropy_eval(count, classes, be.view(&self.logits, 0..count * classes), &self.labels, predictions)
+        be.softmax_cross_entropy_eval(
+            count,
+            classes,
+            be.view(&self.logits, 0..count * classes),
+            &self.labels,
+            predictions,
+        )
     }
 
     /// Copy of the logits of the last forward pass.

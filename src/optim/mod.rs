@@ -77,7 +77,12 @@ impl OptimConfig {
         if !(0.0..1.0).contains(&self.momentum) {
             bail!("optim.momentum = {} must lie in [0, 1)", self.momentum);
         }
-        for (name, v) in self.wd_other.iter().map(|v| ("wd_other".to_string(), v)).chain(self.group_wd.iter().map(|(k, v)| (format!("group_wd.{k}"), v))) {
+        for (name, v) in self
+            .wd_other
+            .iter()
+            .map(|v| ("wd_other".to_string(), v))
+            .chain(self.group_wd.iter().map(|(k, v)| (format!("group_wd.{k}"), v)))
+        {
             if !(v.is_finite() && *v >= 0.0) {
                 bail!("optim.{name} = {v} must be ≥ 0");
             }
@@ -177,7 +182,13 @@ impl<B: Backend> Sgd<B> {
         let segments: Vec<Segment> = self
             .trained
             .iter()
-            .map(|&(_, offset, len, rel)| Segment { offset, len, lr: h.lr, wd: h.wd * rel, momentum: h.momentum })
+            .map(|&(_, offset, len, rel)| Segment {
+                offset,
+                len,
+                lr: h.lr,
+                wd: h.wd * rel,
+                momentum: h.momentum,
+            })
             .collect();
         if want_sums {
             let mut sums = vec![StepSums::default(); segments.len()];

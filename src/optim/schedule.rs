@@ -101,14 +101,9 @@ impl Schedule {
             Ok(())
         };
         Ok(match cfg {
-            ScheduleConfig::Constant => Self {
-                base_lr,
-                base_wd,
-                factor: 1.0,
-                lr_epochs: vec![],
-                wd_epochs: vec![],
-                common: None,
-            },
+            ScheduleConfig::Constant => {
+                Self { base_lr, base_wd, factor: 1.0, lr_epochs: vec![], wd_epochs: vec![], common: None }
+            }
             ScheduleConfig::Step { lr_epochs, wd_epochs, factor } => {
                 check_epochs("lr_epochs", lr_epochs)?;
                 check_epochs("wd_epochs", wd_epochs)?;

@@ -42,7 +42,11 @@ fn comparison_table(cs: &[MetricComparison]) -> String {
         .map(|c| {
             vec![
                 c.metric.clone(),
-                c.arms.iter().map(|a| format!("{}: {:.4} (n={})", a.arm, a.mean, a.seeds)).collect::<Vec<_>>().join("; "),
+                c.arms
+                    .iter()
+                    .map(|a| format!("{}: {:.4} (n={})", a.arm, a.mean, a.seeds))
+                    .collect::<Vec<_>>()
+                    .join("; "),
                 format!("{:.4}", c.noise),
                 format!("{:.4}", c.max_gap),
                 format!("{:.4}", c.tolerance),
@@ -126,7 +130,9 @@ fn fit_text(f: &Option<LogLogFit>) -> String {
 
 /// About 1: the CI contains 1, or the slope lies within [0.7, 1.3].
 fn about_one(f: &Option<LogLogFit>) -> bool {
-    f.as_ref().is_some_and(|f| f.slope_ci95.is_some_and(|[lo, hi]| lo <= 1.0 && 1.0 <= hi) || (0.7..=1.3).contains(&f.slope))
+    f.as_ref().is_some_and(|f| {
+        f.slope_ci95.is_some_and(|[lo, hi]| lo <= 1.0 && 1.0 <= hi) || (0.7..=1.3).contains(&f.slope)
+    })
 }
 
 /// T_eq against 1/λ_e, in parameter space (the detector) and in function space (seeds agree).
@@ -144,7 +150,15 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
         .map(|g| {
             g.points
                 .iter()
-                .map(|(id, le, t)| vec!["parameter".into(), format!("{le:.2e}"), id.clone(), t.to_string(), format!("{:.2}", le * *t as f64)])
+                .map(|(id, le, t)| {
+                    vec![
+                        "parameter".into(),
+                        format!("{le:.2e}"),
+                        id.clone(),
+                        t.to_string(),
+                        format!("{:.2}", le * *t as f64),
+                    ]
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -180,7 +194,8 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
     }
 }
 
-const EQUILIBRIUM_METRICS: [&str; 5] = ["train_acc", "test_acc", "train_loss", "effective_lr", "angular_update"];
+const EQUILIBRIUM_METRICS: [&str; 5] =
+    ["train_acc", "test_acc", "train_loss", "effective_lr", "angular_update"];
 
 /// Same λ_e arms agree; other λ_e arms differ in effective LR and angular update.
 fn intrinsic_lr(states: &[EqState]) -> Analysis {
@@ -211,7 +226,8 @@ fn intrinsic_lr(states: &[EqState]) -> Analysis {
                 c
             })
             .collect();
-        differ_cmp.extend(compare_all(&relabelled.iter().collect::<Vec<_>>(), &["effective_lr", "angular_update"]));
+        differ_cmp
+            .extend(compare_all(&relabelled.iter().collect::<Vec<_>>(), &["effective_lr", "angular_update"]));
     }
     let same_ok = !same_cmp.is_empty() && same_cmp.iter().all(|c| c.agree);
     let differ_ok = !differ_cmp.is_empty() && differ_cmp.iter().all(|c| !c.agree);
@@ -219,7 +235,11 @@ fn intrinsic_lr(states: &[EqState]) -> Analysis {
     let text = format!(
         "{}: the arms at λ_e = {ref_le:.1e} {}; the other λ_e {} in effective LR and angular update.",
         if same_ok && differ_ok { "holds" } else { "does not fully hold" },
-        if same_ok { "agree on every metric".to_string() } else { format!("differ in {}", disagreeing.join(", ")) },
+        if same_ok {
+            "agree on every metric".to_string()
+        } else {
+            format!("differ in {}", disagreeing.join(", "))
+        },
         if differ_ok { "differs" } else { "does not clearly differ" }
     );
     Analysis {
@@ -255,7 +275,10 @@ fn schedule_independence(runs: &[&RunInfo], states: &[EqState], report: &ReportO
     let fs = report.function_space.first();
     let fs_text = match fs {
         Some(g) => match (g.t_fs_since_common, g.reached_before_reference) {
-            (Some(t), true) => format!("in function space they agree within noise {t} steps after the switch (·λ_e = {:.2})", t as f64 * g.lambda_e),
+            (Some(t), true) => format!(
+                "in function space they agree within noise {t} steps after the switch (·λ_e = {:.2})",
+                t as f64 * g.lambda_e
+            ),
             _ => "in function space they do not clearly agree within noise before the end".into(),
         },
         None => "no function-space comparison (runs lack predictions)".into(),
@@ -269,8 +292,17 @@ fn schedule_independence(runs: &[&RunInfo], states: &[EqState], report: &ReportO
             text: format!(
                 "{}: after the common phase the runs {}; {fs_text}.",
                 if holds { "holds" } else { "does not fully hold" },
-                if holds { "agree on accuracy, norm, effective LR and angular update".to_string() } else {
-                    format!("differ in {}", cmp.iter().filter(|c| !c.agree).map(|c| c.metric.as_str()).collect::<Vec<_>>().join(", "))
+                if holds {
+                    "agree on accuracy, norm, effective LR and angular update".to_string()
+                } else {
+                    format!(
+                        "differ in {}",
+                        cmp.iter()
+                            .filter(|c| !c.agree)
+                            .map(|c| c.metric.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
             ),
         },
@@ -281,7 +313,8 @@ fn schedule_independence(runs: &[&RunInfo], states: &[EqState], report: &ReportO
 /// compared only between arms that end at the same (η, λ).
 fn small_lr(states: &[EqState]) -> Analysis {
     let refs: Vec<&EqState> = states.iter().collect();
-    let mut cmp = compare_all(&refs, &["train_acc", "test_acc", "train_loss", "effective_lr", "angular_update"]);
+    let mut cmp =
+        compare_all(&refs, &["train_acc", "test_acc", "train_loss", "effective_lr", "angular_update"]);
     // The final (η, λ) most runs share.
     let count = |lr: f64, wd: f64| states.iter().filter(|s| (s.lr, s.wd) == (lr, wd)).count();
     let common = states.iter().map(|s| (s.lr, s.wd)).max_by_key(|&(lr, wd)| count(lr, wd));

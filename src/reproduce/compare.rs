@@ -67,7 +67,11 @@ pub fn compare(states: &[&EqState], name: &str) -> Option<MetricComparison> {
     };
     let means: Vec<ArmMean> = arms
         .iter()
-        .map(|(arm, v, _)| ArmMean { arm: arm.clone(), seeds: v.len(), mean: v.iter().sum::<f64>() / v.len() as f64 })
+        .map(|(arm, v, _)| ArmMean {
+            arm: arm.clone(),
+            seeds: v.len(),
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+        })
         .collect();
     let scale = means.iter().map(|m| m.mean.abs()).sum::<f64>() / means.len() as f64;
     let (mut max_gap, mut tolerance) = (0.0f64, f64::INFINITY);
@@ -82,7 +86,14 @@ pub fn compare(states: &[&EqState], name: &str) -> Option<MetricComparison> {
             }
         }
     }
-    Some(MetricComparison { metric: name.to_string(), arms: means, noise, max_gap, tolerance, agree: max_gap <= tolerance })
+    Some(MetricComparison {
+        metric: name.to_string(),
+        arms: means,
+        noise,
+        max_gap,
+        tolerance,
+        agree: max_gap <= tolerance,
+    })
 }
 
 #[cfg(test)]

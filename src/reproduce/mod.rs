@@ -48,14 +48,21 @@ fn spec_text(recipe: Recipe, scale: Scale, data: Option<&Path>) -> Result<String
 }
 
 /// Train (or resume) the recipe's runs in `out`, report, analyse, and write the results.
-pub fn reproduce(recipe: Recipe, scale: Scale, out: &Path, data: Option<&Path>, exec: &ExecOptions) -> Result<Reproduction> {
+pub fn reproduce(
+    recipe: Recipe,
+    scale: Scale,
+    out: &Path,
+    data: Option<&Path>,
+    exec: &ExecOptions,
+) -> Result<Reproduction> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let spec_path = out.join(sweep::SPEC_FILE);
     let text = spec_text(recipe, scale, data)?;
     Spec::parse(&text, recipe.name())?;
     write_atomic(&spec_path, text.as_bytes())?;
     let (_, runs) = sweep::prepare(&spec_path, out)?;
-    let exec = ExecOptions { name: format!("reproduce {} ({})", recipe.name(), scale.name()), ..exec.clone() };
+    let exec =
+        ExecOptions { name: format!("reproduce {} ({})", recipe.name(), scale.name()), ..exec.clone() };
     let (_, tally) = sweep::execute(&runs, out, &exec)?;
 
     let rep = report::report(out, &ReportOptions::default())?;
@@ -78,7 +85,10 @@ pub fn reproduce(recipe: Recipe, scale: Scale, out: &Path, data: Option<&Path>, 
         data.map_or(String::new(), |d| format!(" --data {}", d.display()))
     );
     let verdict = if incomplete > 0 {
-        Verdict { holds: false, text: format!("incomplete ({incomplete} runs not finished): {}", a.verdict.text) }
+        Verdict {
+            holds: false,
+            text: format!("incomplete ({incomplete} runs not finished): {}", a.verdict.text),
+        }
     } else {
         a.verdict
     };

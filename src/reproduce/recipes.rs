@@ -24,8 +24,13 @@ pub enum Scale {
 }
 
 impl Recipe {
-    pub const ALL: [Recipe; 5] =
-        [Recipe::AngularUpdate, Recipe::FastEquilibrium, Recipe::IntrinsicLr, Recipe::ScheduleIndependence, Recipe::SmallLr];
+    pub const ALL: [Recipe; 5] = [
+        Recipe::AngularUpdate,
+        Recipe::FastEquilibrium,
+        Recipe::IntrinsicLr,
+        Recipe::ScheduleIndependence,
+        Recipe::SmallLr,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -74,7 +79,9 @@ impl Recipe {
             (IntrinsicLr, Tiny) => include_str!("../../experiments/intrinsic-lr.tiny.toml"),
             (IntrinsicLr, Paper) => include_str!("../../experiments/intrinsic-lr.paper.toml"),
             (ScheduleIndependence, Tiny) => include_str!("../../experiments/schedule-independence.tiny.toml"),
-            (ScheduleIndependence, Paper) => include_str!("../../experiments/schedule-independence.paper.toml"),
+            (ScheduleIndependence, Paper) => {
+                include_str!("../../experiments/schedule-independence.paper.toml")
+            }
             (SmallLr, Tiny) => include_str!("../../experiments/small-lr.tiny.toml"),
             (SmallLr, Paper) => include_str!("../../experiments/small-lr.paper.toml"),
         }
@@ -83,10 +90,9 @@ impl Recipe {
     pub fn parse(name: &str) -> Result<Self> {
         match Recipe::ALL.into_iter().find(|r| r.name() == name) {
             Some(r) => Ok(r),
-            None => bail!(
-                "unknown recipe {name:?}; the recipes are {}",
-                Recipe::ALL.map(|r| r.name()).join(", ")
-            ),
+            None => {
+                bail!("unknown recipe {name:?}; the recipes are {}", Recipe::ALL.map(|r| r.name()).join(", "))
+            }
         }
     }
 }

@@ -64,7 +64,9 @@ pub fn arms(runs: &[&RunInfo]) -> Vec<String> {
         .map(|(r, f)| {
             let mut parts: Vec<String> = keys
                 .iter()
-                .filter_map(|k| f.get(k).map(|v| format!("{}={}", k.trim_start_matches("optim."), v.trim_matches('"'))))
+                .filter_map(|k| {
+                    f.get(k).map(|v| format!("{}={}", k.trim_start_matches("optim."), v.trim_matches('"')))
+                })
                 .collect();
             if schedule_varies {
                 let o = &r.config.optim;

@@ -50,7 +50,10 @@ mod tests {
         for &theta in &[1.0, 0.3, 1e-2, 1e-4, 1e-6, 1e-7, 1e-9] {
             // Radial shrinks as SGD + WD makes them (ηλ ≤ θ²/2 at equilibrium), and larger ones
             // where the ε·(radial/tangential)² bound still allows 1e-7.
-            for shrink in [1.0, 1.0 - theta * theta / 2.0, 1.0 - theta, 1.0 - 1e3 * theta].into_iter().filter(|s| *s > 0.1) {
+            for shrink in [1.0, 1.0 - theta * theta / 2.0, 1.0 - theta, 1.0 - 1e3 * theta]
+                .into_iter()
+                .filter(|s| *s > 0.1)
+            {
                 let (a, b) = rotated(theta, shrink, 5);
                 let got = angle_between_steps(&a, &b);
                 let rel = (got - theta).abs() / theta;

@@ -54,7 +54,11 @@ impl Tally {
 
 /// Train `runs` into `sweep_dir/runs/`, logging the workers and a closing tally to stderr; failed
 /// runs are listed with their errors.
-pub fn execute(runs: &[PlannedRun], sweep_dir: &Path, o: &ExecOptions) -> Result<(Vec<(String, Outcome)>, Tally)> {
+pub fn execute(
+    runs: &[PlannedRun],
+    sweep_dir: &Path,
+    o: &ExecOptions,
+) -> Result<(Vec<(String, Outcome)>, Tally)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let gpus = if o.device == Device::Cpu || o.workers.is_some() {
         Vec::new()
@@ -72,7 +76,10 @@ pub fn execute(runs: &[PlannedRun], sweep_dir: &Path, o: &ExecOptions) -> Result
     let slot_desc = slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
     let root = runs_root(sweep_dir);
     eprintln!("{}: {} runs; {} worker(s): {slot_desc} → {}", o.name, runs.len(), slots.len(), root.display());
-    let opts = PoolOptions { checkpoint_every: o.checkpoint_every, progress_bar: o.progress_bar && slots.len() == 1 };
+    let opts = PoolOptions {
+        checkpoint_every: o.checkpoint_every,
+        progress_bar: o.progress_bar && slots.len() == 1,
+    };
     let t0 = std::time::Instant::now();
     let outcomes = run_pool(&root, runs, &slots, &opts)?;
     let t = Tally::of(&outcomes);
