@@ -22,8 +22,46 @@ pub mod shapes;
 pub use real::Real;
 pub use shapes::{BnShape, ConvShape, PoolShape, ShortcutShape};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use std::ops::Range;
+
+/// The arithmetic of the convolutions (`train.precision`). Master weights, gradients, BatchNorm and
+/// its statistics, the loss, the optimizer and the statistics sums stay in the backend's `Elem`
+/// whatever this says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+pub enum ComputePrecision {
+    /// Convolutions in `Elem` (on the GPU: strict FP32, no TF32).
+    #[default]
+    #[serde(rename = "f32")]
+    #[value(name = "f32")]
+    F32,
+    /// Convolutions with bf16 inputs, weights and outputs and f32 accumulation (cuDNN's
+    /// PSEUDO_BFLOAT16 configuration); CUDA only. Not the default until validated on hardware
+    /// (`ilr check` has rows for it).
+    #[serde(rename = "bf16-conv")]
+    #[value(name = "bf16-conv")]
+    Bf16Conv,
+}
+
+impl ComputePrecision {
+    pub fn label(self) -> &'static str {
+        match self {
+            ComputePrecision::F32 => "f32",
+            ComputePrecision::Bf16Conv => "bf16-conv",
+        }
+    }
+}
+
+/// The host-visible results of a training step that the backend deferred (captured or replayed
+/// as a CUDA graph): what `softmax_cross_entropy` and `sgd_step` would have returned, read once the
+/// step has run. See [`Backend::step_begin`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeferredStep {
+    pub loss: LossSums,
+    /// One entry per segment of the step's `sgd_step`, when it was given a `sums` slice.
+    pub sums: Option<Vec<StepSums>>,
+}
 
 /// Hyperparameters of one contiguous run of trained parameters in the flat buffer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -224,4 +262,36 @@ pub trait Backend: Sync {
         momenta: &mut Self::Buf,
         sums: Option<&mut [StepSums]>,
     ) -> Result<()>;
+
+    // ---- precision and step capture (defaults: a backend without either) -----------------------
+    /// Selects the arithmetic of the convolutions from now on. Returns whether this backend
+    /// computes as asked: the default (the CPU) always computes in `Elem`, so it honours only
+    /// [`ComputePrecision::F32`] and ignores (returns false for) anything else; the trainer then
+    /// refuses to train rather than record full-precision results as bf16 ones.
+    fn set_conv_precision(&self, p: ComputePrecision) -> bool {
+        p == ComputePrecision::F32
+    }
+
+    /// Announces one training step: from this call to [`Self::step_end`] the caller issues exactly
+    /// a training-mode forward pass, the loss and backward pass, and one `sgd_step`, on the same
+    /// buffers every step, with the batch already uploaded, and no upload, download or evaluation.
+    ///
+    /// Returns false when the step runs eagerly as usual (always, by default; and a CUDA backend's
+    /// warm-up step); then `step_end` must not be called. Returns true when the backend defers the
+    /// step (captures it as a CUDA graph, or replays the graph captured earlier): the `LossSums`
+    /// that `softmax_cross_entropy` returns and the sums that `sgd_step` writes are then
+    /// placeholders (NaN), and [`Self::step_end`] runs the step and returns the real values.
+    fn step_begin(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Ends a step for which [`Self::step_begin`] returned true: runs it and reads back its loss
+    /// and (when `sgd_step` was asked for them) its statistics sums.
+    fn step_end(&self) -> Result<DeferredStep> {
+        bail!("{}: step_end without a deferred step_begin", self.name())
+    }
+
+    /// Forgets any captured step (its buffers are about to change or be freed) and ends a capture
+    /// in progress. The next `step_begin` starts over with a warm-up step. No-op by default.
+    fn step_reset(&self) {}
 }

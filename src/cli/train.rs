@@ -4,6 +4,7 @@ use super::device::Chosen;
 use super::overrides;
 use anyhow::{Context, Result};
 use clap::Args;
+use ilr::backend::ComputePrecision;
 use ilr::model::ShortcutKind;
 use ilr::train::{self, Device, Progress, RunDir, RunStatus, Summary, TrainConfig};
 use std::path::PathBuf;
@@ -26,6 +27,15 @@ pub struct TrainArgs {
     /// Where to compute: auto picks the GPU when one works, else the CPU.
     #[arg(long, value_enum)]
     pub device: Option<Device>,
+    /// CUDA: capture each training step as one CUDA graph and replay it (true/false; default
+    /// true). Results are bitwise the same either way. Ignored on the CPU.
+    #[arg(long, value_name = "BOOL")]
+    pub cuda_graphs: Option<bool>,
+    /// Arithmetic of the convolutions: f32 (default), or bf16-conv (CUDA only: bf16 operands,
+    /// f32 accumulation; weights, BatchNorm and the optimizer stay f32; not yet validated on
+    /// hardware, see `ilr check`).
+    #[arg(long, value_enum)]
+    pub precision: Option<ComputePrecision>,
     /// Seed of the weights, the data order, the augmentation and the synthetic data.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -109,7 +119,8 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     set!(steps => t.train.steps, seed => t.seed, lr => t.optim.lr, momentum => t.optim.momentum,
         batch_size => t.train.batch_size, depth => t.model.depth, width => t.model.width,
         scale_invariant => t.model.scale_invariant, stats_every => t.train.stats_every,
-        eval_every => t.train.eval_every, device => t.train.device);
+        eval_every => t.train.eval_every, device => t.train.device, cuda_graphs => t.train.cuda_graphs,
+        precision => t.train.precision);
     if let Some(wd) = a.wd {
         t.optim.wd = Some(wd);
         t.optim.lambda_e = None;

@@ -1,5 +1,6 @@
 //! A training run's full configuration: TOML file, then CLI overrides, then validation.
 
+use crate::backend::ComputePrecision;
 use crate::data::SyntheticConfig;
 use crate::model::ModelConfig;
 use crate::optim::OptimConfig;
@@ -20,14 +21,16 @@ pub enum Device {
     Cuda,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// A CIFAR-10 or CIFAR-100 binary directory; synthetic data when absent.
     pub dir: Option<PathBuf>,
     /// The synthetic dataset used when `dir` is absent.
     pub synthetic: SyntheticConfig,
-    /// Random crop (4-px zero padding) and horizontal flip; default: on for CIFAR, off for synthetic.
+    /// Random crop (4-px zero padding) and horizontal flip on training batches. Default: on for
+    /// CIFAR, off for the synthetic set (its samples are already randomly shifted, and crops with
+    /// black borders and mirror images of its periodic prototypes only make it harder).
     pub augment: Option<bool>,
     /// Use only the first N training images (all when absent).
     pub train_limit: Option<usize>,
@@ -36,22 +39,12 @@ pub struct DataConfig {
 }
 
 impl DataConfig {
+    /// Whether training batches are augmented (see `augment`).
     pub fn augment_enabled(&self) -> bool {
         self.augment.unwrap_or(self.dir.is_some())
     }
 }
 
-impl Default for DataConfig {
-    fn default() -> Self {
-        Self {
-            dir: None,
-            synthetic: SyntheticConfig::default(),
-            augment: None,
-            train_limit: None,
-            test_limit: None,
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,11 +57,38 @@ pub struct LoopConfig {
     /// Evaluate on the test set every this many steps (0: only at the end).
     pub eval_every: u64,
     pub device: Device,
+    /// CUDA backend: capture one training step as a CUDA graph (after one eager warm-up step) and
+    /// replay it every step; the results are bitwise those of eager steps. Ignored on the CPU.
+    /// Written to config files only when turned off, and never part of the run id.
+    #[serde(skip_serializing_if = "is_true")]
+    pub cuda_graphs: bool,
+    /// Arithmetic of the convolutions: "f32", or "bf16-conv" (CUDA only, the CPU refuses it: bf16
+    /// operands and outputs, f32 accumulation; master weights, BatchNorm, the optimizer and the
+    /// statistics stay f32). The default stays "f32" until bf16-conv is validated on hardware.
+    /// Written to config files (and so part of the run id) only when not "f32".
+    #[serde(skip_serializing_if = "is_f32")]
+    pub precision: ComputePrecision,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_f32(p: &ComputePrecision) -> bool {
+    *p == ComputePrecision::F32
 }
 
 impl Default for LoopConfig {
     fn default() -> Self {
-        Self { steps: 1000, batch_size: 128, stats_every: 10, eval_every: 500, device: Device::Auto }
+        Self {
+            steps: 1000,
+            batch_size: 128,
+            stats_every: 10,
+            eval_every: 500,
+            device: Device::Auto,
+            cuda_graphs: true,
+            precision: ComputePrecision::F32,
+        }
     }
 }
 
@@ -107,6 +127,7 @@ impl Default for TrainConfig {
                 stats_every: 2,
                 eval_every: 500,
                 device: Device::Auto,
+                ..LoopConfig::default()
             },
             equilibrium: EquilibriumConfig::default(),
         }
@@ -160,6 +181,13 @@ impl TrainConfig {
         if t.stats_every == 0 {
             bail!("train.stats_every must be at least 1");
         }
+        if t.device == Device::Cpu && t.precision != ComputePrecision::F32 {
+            bail!(
+                "train.precision = \"{}\" needs the CUDA backend, but train.device = \"cpu\" (the CPU computes \
+                 convolutions in f32): set train.precision = \"f32\" (--precision f32), or use --device cuda",
+                t.precision.label()
+            );
+        }
         let e = &self.equilibrium;
         if !(e.tolerance > 0.0 && e.window > 0.0 && e.smoothing > 0.0) {
             bail!("equilibrium.tolerance, window and smoothing must all be positive");
@@ -182,11 +210,14 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// A stable id from everything that determines the results (not the device): readable prefix
-    /// plus the first 10 hex digits of the SHA-256 of the canonical JSON of the config.
+    /// A stable id from everything that determines the results (not the device, nor whether CUDA
+    /// graphs are used: they change no result): readable prefix plus the first 10 hex digits of the
+    /// SHA-256 of the canonical JSON of the config. The precision counts when it is not f32 (at
+    /// f32 it is left out of the JSON, so ids from before the key existed stay valid).
     pub fn run_id(&self) -> String {
         let mut canonical = self.clone();
         canonical.train.device = Device::Auto;
+        canonical.train.cuda_graphs = true;
         let json = serde_json::to_vec(&canonical).expect("config serializes");
         let hash = hex::encode(Sha256::digest(&json));
         let data = match &self.data.dir {
@@ -251,5 +282,34 @@ mod tests {
         assert!((cfg.optim.base_wd().unwrap() - 5e-4).abs() < 1e-18);
         let cfg = TrainConfig::from_toml_str("[model]\ndepth = 9\n").unwrap();
         assert!(cfg.validate().unwrap_err().to_string().contains("6n+2"));
+    }
+
+    #[test]
+    fn graphs_and_precision_keys() {
+        let d = TrainConfig::default();
+        assert!(d.train.cuda_graphs && d.train.precision == ComputePrecision::F32);
+        // At their defaults the keys stay out of config files and run ids (ids made before they
+        // existed stay valid).
+        let text = d.to_toml().unwrap();
+        assert!(!text.contains("cuda_graphs") && !text.contains("precision"), "{text}");
+        let cfg =
+            TrainConfig::from_toml_str("[train]\ncuda_graphs = false\nprecision = \"bf16-conv\"\n").unwrap();
+        assert!(!cfg.train.cuda_graphs);
+        assert_eq!(cfg.train.precision, ComputePrecision::Bf16Conv);
+        assert_eq!(TrainConfig::from_toml_str(&cfg.to_toml().unwrap()).unwrap(), cfg, "round trip");
+        let mut graphs_off = d.clone();
+        graphs_off.train.cuda_graphs = false;
+        assert_eq!(graphs_off.run_id(), d.run_id(), "graphs change no result, so not the id");
+        let mut bf16 = d.clone();
+        bf16.train.precision = ComputePrecision::Bf16Conv;
+        assert_ne!(bf16.run_id(), d.run_id(), "bf16 convolutions change the results");
+        assert!(TrainConfig::from_toml_str("[train]\nprecision = \"bf16\"\n").is_err());
+
+        // bf16 on the CPU: a clear error when the CPU is asked for, fine where the GPU may be used.
+        bf16.train.device = Device::Cpu;
+        let e = bf16.validate().unwrap_err().to_string();
+        assert!(e.contains("bf16-conv") && e.contains("CUDA") && e.contains("--precision f32"), "{e}");
+        bf16.train.device = Device::Auto;
+        bf16.validate().unwrap();
     }
 }

@@ -15,7 +15,7 @@ use super::config::TrainConfig;
 use super::data::Datasets;
 use super::record::*;
 use super::rundir::RunDir;
-use crate::backend::{Backend, Real, StepSums};
+use crate::backend::{Backend, DeferredStep, Real, StepSums};
 use crate::checkpoint::{self, Checkpoint, Precision, Rows, TrainerState, HISTORY_WIDTH};
 use crate::data::Batcher;
 use crate::model::PreResNet;
@@ -337,6 +337,46 @@ fn find_checkpoint(
     Ok(None)
 }
 
+/// Forgets the backend's captured training step (CUDA graphs) when created and when dropped, so
+/// that no graph outlives the buffers of the run that captured it, whichever way the run ends
+/// (a capture cut short by an error is ended too). A no-op on the CPU.
+struct StepGraphGuard<'a, B: Backend>(&'a B);
+
+impl<'a, B: Backend> StepGraphGuard<'a, B> {
+    fn new(be: &'a B) -> Self {
+        be.step_reset();
+        StepGraphGuard(be)
+    }
+}
+
+impl<B: Backend> Drop for StepGraphGuard<'_, B> {
+    fn drop(&mut self) {
+        self.0.step_reset();
+    }
+}
+
+/// The optimizer's per-tensor sums of a deferred step with the placeholders replaced by the sums
+/// the backend read back after running the step.
+fn with_deferred_sums(
+    sums: Option<Vec<(usize, StepSums)>>,
+    deferred: Option<Vec<StepSums>>,
+) -> Result<Option<Vec<(usize, StepSums)>>> {
+    match (sums, deferred) {
+        (None, _) => Ok(None),
+        (Some(mut s), Some(d)) if s.len() == d.len() => {
+            for ((_, x), v) in s.iter_mut().zip(d) {
+                *x = v;
+            }
+            Ok(Some(s))
+        }
+        (Some(s), d) => bail!(
+            "the backend returned {} statistics sums for a step with {} trained tensors",
+            d.map_or(0, |d| d.len()),
+            s.len()
+        ),
+    }
+}
+
 /// Train `cfg` on `be`, writing records to `out` when given. A diverged run returns Ok with
 /// `status: diverged`; errors are reserved for things that stop the run from being measured.
 pub fn train<B: Backend>(
@@ -359,6 +399,19 @@ pub fn train_with<B: Backend>(
     opts: &TrainOptions,
 ) -> Result<Summary> {
     cfg.validate()?;
+    if !be.set_conv_precision(cfg.train.precision) {
+        // Training anyway would record full-precision results under a bf16 run id.
+        bail!(
+            "train.precision = \"{}\" is not available on {}, which computes convolutions in full precision: \
+             use a CUDA GPU (--device cuda), or set train.precision = \"f32\" (--precision f32)",
+            cfg.train.precision.label(),
+            be.name()
+        );
+    }
+    // CUDA graphs (where the backend has them): see Backend::step_begin.
+    let graphs = cfg.train.cuda_graphs;
+    let _graph_guard = StepGraphGuard::new(be);
+    let mut graph_steps = 0u64;
     let t0 = Instant::now();
     let (train_set, test_set) = (&data.train, &data.test);
     let batch = cfg.train.batch_size;
@@ -456,8 +509,23 @@ pub fn train_with<B: Backend>(
         }
         batcher.fill(step, &mut host.images, &mut host.labels);
         host.upload(be, &mut model)?;
+        let completed = step + 1;
+        let log_now = completed % every == 0 || completed == steps;
+        // A deferred step (captured or replayed as a CUDA graph) returns placeholders for the loss
+        // and the sums; step_end runs it and returns the real ones. Its optimizer step is then
+        // already taken when a non-finite loss is seen, which changes nothing recorded: the run
+        // stops there either way, and a diverged run writes no final checkpoint.
+        let deferred = graphs && be.step_begin()?;
         model.forward(be, true);
-        let loss = model.loss_and_backward(be)?;
+        let mut loss = model.loss_and_backward(be)?;
+        let mut sums = None;
+        if deferred {
+            let placeholders = opt.step(be, &h, &mut model.params, &model.grads, log_now)?;
+            let DeferredStep { loss: l, sums: s } = be.step_end()?;
+            loss = l;
+            sums = with_deferred_sums(placeholders, s)?;
+            graph_steps += 1;
+        }
         if !loss.loss_sum.is_finite() {
             divergence = Some(Divergence {
                 step,
@@ -468,9 +536,9 @@ pub fn train_with<B: Backend>(
         st.accum.loss += loss.loss_sum;
         st.accum.correct += loss.correct;
         st.accum.seen += batch;
-        let completed = step + 1;
-        let log_now = completed % every == 0 || completed == steps;
-        let sums = opt.step(be, &h, &mut model.params, &model.grads, log_now)?;
+        if !deferred {
+            sums = opt.step(be, &h, &mut model.params, &model.grads, log_now)?;
+        }
         done = completed;
         if let Some(sums) = sums {
             let (layers, groups) = step_stats(&model, &opt, &h, &sums);
@@ -604,7 +672,7 @@ pub fn train_with<B: Backend>(
         run_id,
         status: if divergence.is_some() { RunStatus::Diverged } else { RunStatus::Completed },
         divergence,
-        backend: be.name(),
+        backend: if graph_steps > 0 { format!("{} + CUDA graphs", be.name()) } else { be.name() },
         steps: done,
         lambda_e: hyper.lambda_e(),
         t_eq_steps: t_eq,
@@ -626,4 +694,22 @@ pub fn train_with<B: Backend>(
         dir.write_summary(&summary)?;
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod graph_tests {
+    use super::*;
+
+    #[test]
+    fn deferred_sums_replace_the_placeholders_in_order() {
+        let nan = StepSums { ww: f64::NAN, gg: f64::NAN, dd: f64::NAN, wd: f64::NAN };
+        let real = |k: f64| StepSums { ww: k, gg: 2.0 * k, dd: 3.0 * k, wd: 4.0 * k };
+        let got =
+            with_deferred_sums(Some(vec![(3, nan), (7, nan)]), Some(vec![real(1.0), real(2.0)])).unwrap();
+        assert_eq!(got, Some(vec![(3, real(1.0)), (7, real(2.0))]));
+        assert_eq!(with_deferred_sums(None, None).unwrap(), None, "no statistics asked, none read");
+        assert_eq!(with_deferred_sums(None, Some(vec![real(1.0)])).unwrap(), None);
+        assert!(with_deferred_sums(Some(vec![(3, nan)]), None).is_err(), "asked for but not read back");
+        assert!(with_deferred_sums(Some(vec![(3, nan)]), Some(vec![])).is_err());
+    }
 }

@@ -13,6 +13,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Every kernel the backend launches; opening fails if the PTX lacks one (a stale build).
@@ -31,6 +32,8 @@ pub(crate) const REQUIRED_KERNELS: &[&str] = &[
     "avgpool_bwd",
     "softmax_xent",
     "sgd_step_multi",
+    "cast_f32_to_bf16",
+    "cast_bf16_to_f32",
 ];
 
 /// Whether the NVIDIA driver library (libcuda.so.1) can be loaded. Never panics.
@@ -93,6 +96,14 @@ pub(crate) struct Gpu {
     pub device_name: String,
     pub compute_capability: (i32, i32),
     pub driver_version: (i32, i32),
+    /// True while `stream` is capturing a CUDA graph: allocating or freeing device memory then
+    /// would break the capture (or end up inside the graph), so [`Gpu::alloc_zeros`] and
+    /// [`Grow::ensure`] refuse.
+    capturing: AtomicBool,
+    /// Bumped whenever something a captured graph depends on changes outside it: a workspace is
+    /// reallocated (its address changes), or the BatchNorm variant or the convolution precision
+    /// is switched. A graph captured at another epoch is stale and is captured again.
+    epoch: AtomicU64,
 }
 
 impl Gpu {
@@ -178,7 +189,17 @@ impl Gpu {
         if let Some(missing) = REQUIRED_KERNELS.iter().find(|k| !funcs.contains_key(**k)) {
             bail!("kernel {missing} is missing from this build's PTX: rebuild (touch build.rs)");
         }
-        Ok(Gpu { ctx, stream, funcs, sms, device_name, compute_capability, driver_version })
+        Ok(Gpu {
+            ctx,
+            stream,
+            funcs,
+            sms,
+            device_name,
+            compute_capability,
+            driver_version,
+            capturing: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+        })
     }
 
     /// A kernel by name (all were loaded at open).
@@ -186,8 +207,39 @@ impl Gpu {
         self.funcs.get(name).ok_or_else(|| anyhow!("kernel {name} is not loaded"))
     }
 
+    pub fn is_capturing(&self) -> bool {
+        self.capturing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_capturing(&self, on: bool) {
+        self.capturing.store(on, Ordering::Release);
+    }
+
+    /// See the field. Read when a graph is captured and before each replay.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Marks every captured graph stale (see the field).
+    pub fn bump_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Errors when a CUDA graph is being captured (an allocation would break it).
+    fn refuse_while_capturing(&self, what: &str) -> Result<()> {
+        if self.is_capturing() {
+            bail!(
+                "{what} while a CUDA graph is being captured: the step needs memory that its warm-up step did \
+                 not allocate (a bug; run with --cuda-graphs false to train without graphs)"
+            );
+        }
+        Ok(())
+    }
+
     /// A zero-filled device buffer; out of memory becomes "out of GPU memory allocating N MiB".
+    /// Refused while a CUDA graph is being captured.
     pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, len: usize) -> Result<CudaSlice<T>> {
+        self.refuse_while_capturing("allocating device memory")?;
         let r = if len == 0 { self.stream.null::<T>() } else { self.stream.alloc_zeros::<T>(len) };
         r.map_err(|e| {
             let mib = (len * std::mem::size_of::<T>()) as f64 / (1024.0 * 1024.0);
@@ -212,7 +264,9 @@ impl Gpu {
 
 /// A device buffer that only grows: `ensure` reallocates (zero-filled) when asked for more than it
 /// holds. The backend grows its workspaces the first time it meets a shape, i.e. during the first
-/// step; later steps reuse them, so a step captured after a warm-up step allocates nothing.
+/// step; later steps reuse them, so a step captured after a warm-up step allocates nothing. A
+/// reallocation bumps the GPU's epoch (a captured graph holds the old address), and is refused
+/// during a capture (before the old buffer is freed).
 pub(crate) struct Grow<T> {
     buf: Option<CudaSlice<T>>,
 }
@@ -227,6 +281,8 @@ impl<T: DeviceRepr + ValidAsZeroBits> Grow<T> {
         let len = len.max(1);
         let big_enough = matches!(&self.buf, Some(b) if b.len() >= len);
         if !big_enough {
+            gpu.refuse_while_capturing("growing a workspace")?;
+            gpu.bump_epoch();
             // The old buffer is freed in stream order, after the work already queued that uses it.
             self.buf = None;
             self.buf = Some(gpu.alloc_zeros::<T>(len)?);

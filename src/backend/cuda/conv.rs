@@ -1,18 +1,37 @@
-//! Convolutions through cuDNN: NCHW f32, cross-correlation (as the CPU's im2col), no bias.
+//! Convolutions through cuDNN: NCHW, cross-correlation (as the CPU's im2col), no bias, in f32 or
+//! (with `train.precision = "bf16-conv"`) in bf16.
 //!
-//! Per distinct [`ConvShape`] a plan holds the descriptors and the three algorithms (forward,
-//! backward-data, backward-filter), chosen once from cuDNN's heuristics
-//! (`cudnnGet*Algorithm_v7`): the first result that succeeded, uses strict FP32 FMA math (no TF32:
-//! the results are compared with the CPU in f32) and is deterministic, within a workspace limit.
-//! One workspace, shared by every call on the stream, grows when a new plan needs more, which
-//! happens when a shape is first seen (the first training step). All outputs are overwritten
-//! (β = 0, so cuDNN never reads them).
+//! Per distinct ([`ConvShape`], precision) a plan holds the descriptors and the three algorithms
+//! (forward, backward-data, backward-filter), chosen once from cuDNN's heuristics
+//! (`cudnnGet*Algorithm_v7`): the first result that succeeded, uses an allowed math type and is
+//! deterministic, within a workspace limit. Each direction has its own convolution descriptor, set
+//! to the math type of its algorithm (as PyTorch does). One workspace, shared by every call on the
+//! stream, grows when a new plan needs more, which happens when a shape is first seen (the first
+//! training step). All outputs are overwritten (β = 0, so cuDNN never reads them).
+//!
+//! - **f32**: f32 tensors, f32 compute, strict FP32 FMA math only (no TF32: the results are
+//!   compared with the CPU in f32).
+//! - **bf16** (cuDNN's PSEUDO_BFLOAT16 configuration: bf16 x, w and y descriptors, f32 compute
+//!   type, tensor-core math allowed): the f32 operands are rounded to bf16 (round to nearest even,
+//!   `cast_f32_to_bf16`) into staging buffers, cuDNN convolves them accumulating in f32 and writes
+//!   a bf16 result, which is widened exactly into the f32 output view. So every convolution output
+//!   (y, dx and dw) is bf16-rounded; the master weights, the gradients' f32 buffers, BatchNorm, the
+//!   loss and the optimizer are untouched. The legacy API has no "bf16 in, f32 out" configuration.
+//!   Three staging buffers (grown on first use, like the workspace) serve every call: the stream
+//!   orders their reuse. If cuDNN offers no bf16 algorithm for a shape, that shape falls back to
+//!   the f32 plan with a warning.
+//!
+//! Unverified on hardware (no GPU was available when this was written): that cuDNN 9's legacy
+//! API offers deterministic PSEUDO_BFLOAT16 algorithms for every shape of the CIFAR PreResNets
+//! (including the 3-channel stem and the 1×1 stride-2 projection) in NCHW; if not, the fallback
+//! above keeps training correct (in f32 for that shape).
 //!
 //! cuDNN is used through cudarc's `result` layer with raw handles: its `safe` wrappers are neither
 //! `Send` nor `Sync`, and the backend must be `Sync`. Every handle lives behind the backend's
 //! mutex and is only used with the context bound to the calling thread.
 
 use super::context::{addr_mut, Grow};
+use super::ops::{cast_bf16_to_f32, cast_f32_to_bf16};
 use super::{expect_len, lock, Cuda, DevView, DevViewMut, Gpu};
 use crate::backend::ConvShape;
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
@@ -80,27 +99,45 @@ impl Drop for ConvDesc {
     }
 }
 
-fn tensor4d(dims: [c_int; 4]) -> Result<TensorDesc> {
+/// The element type of a plan's tensors.
+fn data_type(bf16: bool) -> sys::cudnnDataType_t {
+    if bf16 {
+        sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16
+    } else {
+        sys::cudnnDataType_t::CUDNN_DATA_FLOAT
+    }
+}
+
+/// The math types a plan may use: strict FMA for f32; for bf16 tensors also tensor cores (which
+/// change nothing about the data: it is bf16 already). Never `..._ALLOW_CONVERSION`.
+fn allowed_math(bf16: bool) -> &'static [sys::cudnnMathType_t] {
+    use sys::cudnnMathType_t as M;
+    if bf16 {
+        &[M::CUDNN_TENSOR_OP_MATH, M::CUDNN_DEFAULT_MATH, M::CUDNN_FMA_MATH]
+    } else {
+        &[M::CUDNN_FMA_MATH]
+    }
+}
+
+fn tensor4d(dims: [c_int; 4], dt: sys::cudnnDataType_t) -> Result<TensorDesc> {
     let d = TensorDesc(dnn::create_tensor_descriptor().map_err(dnn_err("creating a tensor descriptor"))?);
     // SAFETY: a freshly created descriptor.
-    unsafe {
-        dnn::set_tensor4d_descriptor(
-            d.0,
-            sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-            sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
-            dims,
-        )
-    }
-    .map_err(dnn_err("setting a tensor descriptor"))?;
+    unsafe { dnn::set_tensor4d_descriptor(d.0, sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW, dt, dims) }
+        .map_err(dnn_err("setting a tensor descriptor"))?;
     Ok(d)
 }
 
-/// The descriptors and algorithms of one convolution shape.
+/// The descriptors and algorithms of one convolution shape at one precision.
 struct Plan {
     x: TensorDesc,
     y: TensorDesc,
     w: FilterDesc,
-    conv: ConvDesc,
+    /// One convolution descriptor per direction, each with its algorithm's math type.
+    conv_fwd: ConvDesc,
+    conv_bwd_data: ConvDesc,
+    conv_bwd_filter: ConvDesc,
+    /// bf16 tensors: the operands must be cast to bf16 and the result back to f32.
+    bf16: bool,
     fwd: sys::cudnnConvolutionFwdAlgo_t,
     fwd_ws: usize,
     bwd_data: sys::cudnnConvolutionBwdDataAlgo_t,
@@ -118,15 +155,18 @@ struct Candidate<A> {
     math: sys::cudnnMathType_t,
 }
 
-/// The first successful strict-FP32 candidate within the workspace limit, deterministic if any is.
+/// The first successful candidate with an allowed math type within the workspace limit,
+/// deterministic if any is.
 fn pick<A: Copy + std::fmt::Debug>(
     what: &str,
     s: &ConvShape,
+    bf16: bool,
     c: &[Candidate<A>],
 ) -> Result<(A, sys::cudnnMathType_t)> {
+    let allowed = allowed_math(bf16);
     let ok = |x: &&Candidate<A>| {
         x.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
-            && x.math == sys::cudnnMathType_t::CUDNN_FMA_MATH
+            && allowed.contains(&x.math)
             && x.memory <= WORKSPACE_LIMIT
     };
     if let Some(x) = c.iter().filter(ok).find(|x| x.deterministic) {
@@ -140,7 +180,8 @@ fn pick<A: Copy + std::fmt::Debug>(
         return Ok((x.algo, x.math));
     }
     let seen: Vec<String> = c.iter().map(|x| format!("{:?}/{:?}/{:?}", x.algo, x.status, x.math)).collect();
-    bail!("cuDNN has no FP32 {what} algorithm for {s:?} (heuristics returned: {})", seen.join(", "))
+    let kind = if bf16 { "bf16" } else { "FP32" };
+    bail!("cuDNN has no {kind} {what} algorithm for {s:?} (heuristics returned: {})", seen.join(", "))
 }
 
 fn dims_i32(s: &ConvShape) -> Result<[c_int; 8]> {
@@ -153,52 +194,55 @@ fn dims_i32(s: &ConvShape) -> Result<[c_int; 8]> {
     Ok(out)
 }
 
+/// A convolution descriptor for `s` with compute type f32 and math type `math`.
+fn conv_desc(s: &ConvShape, math: sys::cudnnMathType_t) -> Result<ConvDesc> {
+    let [_, _, _, _, _, _, st, pad] = dims_i32(s)?;
+    let conv =
+        ConvDesc(dnn::create_convolution_descriptor().map_err(dnn_err("creating a convolution descriptor"))?);
+    // SAFETY: a fresh descriptor; plain integer arguments.
+    unsafe {
+        dnn::set_convolution2d_descriptor(
+            conv.0,
+            pad,
+            pad,
+            st,
+            st,
+            1,
+            1,
+            sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+            sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+        )
+    }
+    .map_err(dnn_err("setting the convolution descriptor"))?;
+    // SAFETY: as above.
+    unsafe { dnn::set_convolution_math_type(conv.0, math) }.map_err(dnn_err("setting the math type"))?;
+    Ok(conv)
+}
+
 impl Plan {
-    fn new(h: sys::cudnnHandle_t, s: &ConvShape) -> Result<Plan> {
-        let [n, ci, hh, ww, co, k, st, pad] = dims_i32(s)?;
+    fn new(h: sys::cudnnHandle_t, s: &ConvShape, bf16: bool) -> Result<Plan> {
+        let [n, ci, hh, ww, co, k, _, _] = dims_i32(s)?;
         let (oh, ow) = (c_int::try_from(s.out_h())?, c_int::try_from(s.out_w())?);
-        let x = tensor4d([n, ci, hh, ww])?;
-        let y = tensor4d([n, co, oh, ow])?;
+        let dt = data_type(bf16);
+        let x = tensor4d([n, ci, hh, ww], dt)?;
+        let y = tensor4d([n, co, oh, ow], dt)?;
         let w = FilterDesc(dnn::create_filter_descriptor().map_err(dnn_err("creating a filter descriptor"))?);
         // SAFETY: fresh descriptors; plain integer arguments.
         unsafe {
-            dnn::set_filter4d_descriptor(
-                w.0,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
-                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-                [co, ci, k, k],
-            )
+            dnn::set_filter4d_descriptor(w.0, dt, sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW, [co, ci, k, k])
         }
         .map_err(dnn_err("setting the filter descriptor"))?;
-        let conv = ConvDesc(
-            dnn::create_convolution_descriptor().map_err(dnn_err("creating a convolution descriptor"))?,
-        );
-        // SAFETY: as above.
-        unsafe {
-            dnn::set_convolution2d_descriptor(
-                conv.0,
-                pad,
-                pad,
-                st,
-                st,
-                1,
-                1,
-                sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
-            )
-        }
-        .map_err(dnn_err("setting the convolution descriptor"))?;
-        // Strict FP32: no TF32 tensor cores (their 10-bit mantissa would fail the CPU comparison).
-        // SAFETY: as above.
-        unsafe { dnn::set_convolution_math_type(conv.0, sys::cudnnMathType_t::CUDNN_FMA_MATH) }
-            .map_err(dnn_err("setting the math type"))?;
+        // The heuristics are asked with the widest allowed math type (f32: strict FMA, no TF32,
+        // whose 10-bit mantissa would fail the CPU comparison; bf16: tensor cores); each result
+        // says which math type its algorithm uses, and that is what its direction's descriptor gets.
+        let query = conv_desc(s, allowed_math(bf16)[0])?;
 
         // cuDNN must agree with ConvShape about the output size.
         let mut od = [0 as c_int; 4];
         // SAFETY: four out-parameters; descriptors set above.
         unsafe {
             sys::cudnnGetConvolution2dForwardOutputDim(
-                conv.0, x.0, w.0, &mut od[0], &mut od[1], &mut od[2], &mut od[3],
+                query.0, x.0, w.0, &mut od[0], &mut od[1], &mut od[2], &mut od[3],
             )
         }
         .result()
@@ -218,7 +262,7 @@ impl Plan {
                     h,
                     x.0,
                     w.0,
-                    conv.0,
+                    query.0,
                     y.0,
                     N as c_int,
                     &mut got,
@@ -236,7 +280,7 @@ impl Plan {
                     math: p.mathType,
                 })
                 .collect();
-            pick("forward", s, &c)?
+            pick("forward", s, bf16, &c)?
         };
         let bwd_data = {
             const N: usize = 8;
@@ -247,7 +291,7 @@ impl Plan {
                     h,
                     w.0,
                     y.0,
-                    conv.0,
+                    query.0,
                     x.0,
                     N as c_int,
                     &mut got,
@@ -265,7 +309,7 @@ impl Plan {
                     math: p.mathType,
                 })
                 .collect();
-            pick("backward-data", s, &c)?
+            pick("backward-data", s, bf16, &c)?
         };
         let bwd_filter = {
             const N: usize = 8;
@@ -276,7 +320,7 @@ impl Plan {
                     h,
                     x.0,
                     y.0,
-                    conv.0,
+                    query.0,
                     w.0,
                     N as c_int,
                     &mut got,
@@ -294,29 +338,39 @@ impl Plan {
                     math: p.mathType,
                 })
                 .collect();
-            pick("backward-filter", s, &c)?
+            pick("backward-filter", s, bf16, &c)?
         };
-        // All three chose FMA math, which the descriptor already has.
-        debug_assert!([fwd.1, bwd_data.1, bwd_filter.1]
-            .iter()
-            .all(|m| *m == sys::cudnnMathType_t::CUDNN_FMA_MATH));
+        drop(query);
+        let (conv_fwd, conv_bwd_data, conv_bwd_filter) =
+            (conv_desc(s, fwd.1)?, conv_desc(s, bwd_data.1)?, conv_desc(s, bwd_filter.1)?);
 
         // SAFETY: valid handle, descriptors and algorithms.
-        let fwd_ws = unsafe { dnn::get_convolution_forward_workspace_size(h, x.0, w.0, conv.0, y.0, fwd.0) }
-            .map_err(dnn_err("sizing the forward workspace"))?;
+        let fwd_ws =
+            unsafe { dnn::get_convolution_forward_workspace_size(h, x.0, w.0, conv_fwd.0, y.0, fwd.0) }
+                .map_err(dnn_err("sizing the forward workspace"))?;
         let bwd_data_ws = unsafe {
-            dnn::get_convolution_backward_data_workspace_size(h, w.0, y.0, conv.0, x.0, bwd_data.0)
+            dnn::get_convolution_backward_data_workspace_size(h, w.0, y.0, conv_bwd_data.0, x.0, bwd_data.0)
         }
         .map_err(dnn_err("sizing the backward-data workspace"))?;
         let bwd_filter_ws = unsafe {
-            dnn::get_convolution_backward_filter_workspace_size(h, x.0, y.0, conv.0, w.0, bwd_filter.0)
+            dnn::get_convolution_backward_filter_workspace_size(
+                h,
+                x.0,
+                y.0,
+                conv_bwd_filter.0,
+                w.0,
+                bwd_filter.0,
+            )
         }
         .map_err(dnn_err("sizing the backward-filter workspace"))?;
         Ok(Plan {
             x,
             y,
             w,
-            conv,
+            conv_fwd,
+            conv_bwd_data,
+            conv_bwd_filter,
+            bf16,
             fwd: fwd.0,
             fwd_ws,
             bwd_data: bwd_data.0,
@@ -331,11 +385,17 @@ impl Plan {
     }
 }
 
-/// The cuDNN state of the backend: handle, plans by shape, shared workspace.
+/// A plan's key: the shape and whether bf16 was asked for.
+type PlanKey = ([usize; 8], bool);
+
+/// The cuDNN state of the backend: handle, plans by shape and precision, shared workspace, bf16
+/// staging buffers.
 pub(crate) struct Convs {
-    plans: HashMap<[usize; 8], Plan>,
+    plans: HashMap<PlanKey, Plan>,
     workspace: Grow<u8>,
     workspace_len: usize,
+    /// bf16 copies of a call's two operands and its result.
+    stage: [Grow<u16>; 3],
     /// Declared last: dropped after the plans' descriptors.
     handle: Handle,
 }
@@ -357,20 +417,53 @@ impl Convs {
         // SAFETY: a fresh handle and the backend's live stream.
         unsafe { dnn::set_stream(handle.raw, gpu.stream.cu_stream() as _) }
             .map_err(dnn_err("setting the stream"))?;
-        Ok(Convs { plans: HashMap::new(), workspace: Grow::new(), workspace_len: 0, handle })
+        Ok(Convs {
+            plans: HashMap::new(),
+            workspace: Grow::new(),
+            workspace_len: 0,
+            stage: [Grow::new(), Grow::new(), Grow::new()],
+            handle,
+        })
     }
 
-    /// The plan of `s` (made on first use) and the workspace (grown if the plan needs more).
-    fn plan(&mut self, gpu: &Gpu, s: &ConvShape) -> Result<(&Plan, u64)> {
-        let key = [s.n, s.c_in, s.h, s.w, s.c_out, s.kernel, s.stride, s.pad];
+    /// Makes the plan of `s` at the asked precision (on first use; a bf16 plan that cuDNN cannot
+    /// make falls back to f32, with a warning), grows the workspace if the plan needs more, and,
+    /// for a bf16 plan, the staging buffers to `stage_lens` elements. Returns the plan's key, the
+    /// workspace address and the staging addresses (None for an f32 plan).
+    fn prepare(
+        &mut self,
+        gpu: &Gpu,
+        s: &ConvShape,
+        bf16: bool,
+        stage_lens: [usize; 3],
+    ) -> Result<(PlanKey, u64, Option<[u64; 3]>)> {
+        let key = ([s.n, s.c_in, s.h, s.w, s.c_out, s.kernel, s.stride, s.pad], bf16);
         if !self.plans.contains_key(&key) {
-            let p = Plan::new(self.handle.raw, s)?;
+            let p = match Plan::new(self.handle.raw, s, bf16) {
+                Ok(p) => p,
+                Err(e) if bf16 => {
+                    eprintln!("warning: no bf16 convolution for {s:?} ({e:#}); this shape runs in f32");
+                    Plan::new(self.handle.raw, s, false)?
+                }
+                Err(e) => return Err(e),
+            };
             self.plans.insert(key, p);
         }
-        let need = self.plans[&key].max_workspace();
+        let p = &self.plans[&key];
+        let need = p.max_workspace();
+        let staged = p.bf16;
         self.workspace_len = self.workspace_len.max(need);
         let ws = addr_mut(gpu, self.workspace.ensure(gpu, self.workspace_len)?);
-        Ok((&self.plans[&key], ws))
+        let stage = if staged {
+            let mut a = [0u64; 3];
+            for (i, (g, len)) in self.stage.iter_mut().zip(stage_lens).enumerate() {
+                a[i] = addr_mut(gpu, g.ensure(gpu, len)?);
+            }
+            Some(a)
+        } else {
+            None
+        };
+        Ok((key, ws, stage))
     }
 }
 
@@ -420,27 +513,50 @@ pub(crate) fn forward(
     gpu.bind()?;
     let mut convs = lock(&be.convs);
     let h = convs.handle.raw;
-    let (p, ws) = convs.plan(gpu, s)?;
-    // SAFETY: descriptors match the validated view lengths; the workspace holds at least fwd_ws
-    // bytes; β = 0 so y is only written.
+    let (key, ws, stage) = convs.prepare(gpu, s, be.bf16_conv(), [xl, wl, yl])?;
+    let p = &convs.plans[&key];
+    // The operands cuDNN reads and the buffer it writes: the views, or their bf16 copies.
+    let (xs, wsrc, ys) = match stage {
+        Some([xb, wb, yb]) => {
+            cast_f32_to_bf16(be, x.ptr, xb, xl)?;
+            cast_f32_to_bf16(be, w.ptr, wb, wl)?;
+            (xb, wb, yb)
+        }
+        None => (x.ptr, w.ptr, y.ptr),
+    };
+    // SAFETY: descriptors match the validated view lengths (and the staging buffers hold at least
+    // as many bf16 elements); the workspace holds at least fwd_ws bytes; β = 0 so the output is
+    // only written.
     unsafe {
         dnn::convolution_forward(
             h,
             scalar(&ONE),
             p.x.0,
-            x.ptr as *const c_void,
+            xs as *const c_void,
             p.w.0,
-            w.ptr as *const c_void,
-            p.conv.0,
+            wsrc as *const c_void,
+            p.conv_fwd.0,
             p.fwd,
             ws_ptr(ws, p.fwd_ws),
             p.fwd_ws,
             scalar(&ZERO),
             p.y.0,
-            y.ptr as *mut c_void,
+            ys as *mut c_void,
         )
     }
-    .map_err(|e| anyhow!("cuDNN convolution forward ({:?}) for {s:?}: {e:?}", p.fwd))
+    .map_err(|e| anyhow!("cuDNN convolution forward ({:?}, {}) for {s:?}: {e:?}", p.fwd, precision(p)))?;
+    if stage.is_some() {
+        cast_bf16_to_f32(be, ys, y.ptr, yl)?;
+    }
+    Ok(())
+}
+
+fn precision(p: &Plan) -> &'static str {
+    if p.bf16 {
+        "bf16"
+    } else {
+        "f32"
+    }
 }
 
 /// dx = conv_transpose(dy, w), overwritten.
@@ -463,26 +579,41 @@ pub(crate) fn backward_data(
     gpu.bind()?;
     let mut convs = lock(&be.convs);
     let h = convs.handle.raw;
-    let (p, ws) = convs.plan(gpu, s)?;
+    let (key, ws, stage) = convs.prepare(gpu, s, be.bf16_conv(), [yl, wl, xl])?;
+    let p = &convs.plans[&key];
+    let (dys, wsrc, dxs) = match stage {
+        Some([dyb, wb, dxb]) => {
+            cast_f32_to_bf16(be, dy.ptr, dyb, yl)?;
+            cast_f32_to_bf16(be, w.ptr, wb, wl)?;
+            (dyb, wb, dxb)
+        }
+        None => (dy.ptr, w.ptr, dx.ptr),
+    };
     // SAFETY: as in `forward`.
     unsafe {
         dnn::convolution_backward_data(
             h,
             scalar(&ONE),
             p.w.0,
-            w.ptr as *const c_void,
+            wsrc as *const c_void,
             p.y.0,
-            dy.ptr as *const c_void,
-            p.conv.0,
+            dys as *const c_void,
+            p.conv_bwd_data.0,
             p.bwd_data,
             ws_ptr(ws, p.bwd_data_ws),
             p.bwd_data_ws,
             scalar(&ZERO),
             p.x.0,
-            dx.ptr as *mut c_void,
+            dxs as *mut c_void,
         )
     }
-    .map_err(|e| anyhow!("cuDNN convolution backward-data ({:?}) for {s:?}: {e:?}", p.bwd_data))
+    .map_err(|e| {
+        anyhow!("cuDNN convolution backward-data ({:?}, {}) for {s:?}: {e:?}", p.bwd_data, precision(p))
+    })?;
+    if stage.is_some() {
+        cast_bf16_to_f32(be, dxs, dx.ptr, xl)?;
+    }
+    Ok(())
 }
 
 /// dw = Σ_n dy ⋆ x, overwritten.
@@ -505,24 +636,39 @@ pub(crate) fn backward_filter(
     gpu.bind()?;
     let mut convs = lock(&be.convs);
     let h = convs.handle.raw;
-    let (p, ws) = convs.plan(gpu, s)?;
+    let (key, ws, stage) = convs.prepare(gpu, s, be.bf16_conv(), [xl, yl, wl])?;
+    let p = &convs.plans[&key];
+    let (xs, dys, dws) = match stage {
+        Some([xb, dyb, dwb]) => {
+            cast_f32_to_bf16(be, x.ptr, xb, xl)?;
+            cast_f32_to_bf16(be, dy.ptr, dyb, yl)?;
+            (xb, dyb, dwb)
+        }
+        None => (x.ptr, dy.ptr, dw.ptr),
+    };
     // SAFETY: as in `forward`.
     unsafe {
         dnn::convolution_backward_filter(
             h,
             scalar(&ONE),
             p.x.0,
-            x.ptr as *const c_void,
+            xs as *const c_void,
             p.y.0,
-            dy.ptr as *const c_void,
-            p.conv.0,
+            dys as *const c_void,
+            p.conv_bwd_filter.0,
             p.bwd_filter,
             ws_ptr(ws, p.bwd_filter_ws),
             p.bwd_filter_ws,
             scalar(&ZERO),
             p.w.0,
-            dw.ptr as *mut c_void,
+            dws as *mut c_void,
         )
     }
-    .map_err(|e| anyhow!("cuDNN convolution backward-filter ({:?}) for {s:?}: {e:?}", p.bwd_filter))
+    .map_err(|e| {
+        anyhow!("cuDNN convolution backward-filter ({:?}, {}) for {s:?}: {e:?}", p.bwd_filter, precision(p))
+    })?;
+    if stage.is_some() {
+        cast_bf16_to_f32(be, dws, dw.ptr, wl)?;
+    }
+    Ok(())
 }

@@ -10,8 +10,13 @@
 //!
 //! Math mode CUBLAS_DEFAULT_MATH: FP32 without TF32. Every output is overwritten with β = 0
 //! except the forward's second GEMM, which adds onto the bias it just wrote.
+//!
+//! CUDA graphs: cuBLAS is given its own workspace (`cublasSetWorkspace`, 32 MiB as NVIDIA
+//! recommends for Hopper) right after its stream, so that a captured GEMM never makes cuBLAS
+//! allocate; α and β are host scalars (pointer mode host), which a capture records by value
+//! (they never change here). The linear layer stays in f32 in every precision mode.
 
-use super::context::{addr, Grow};
+use super::context::{addr, addr_mut, Grow};
 use super::{expect_len, lock, Cuda, DevView, DevViewMut, Gpu};
 use anyhow::{anyhow, ensure, Context as _, Result};
 use cudarc::cublas::{result as blas, sys};
@@ -36,11 +41,17 @@ impl Drop for Handle {
     }
 }
 
+/// cuBLAS's workspace (NVIDIA's recommendation for Hopper; more than enough for these GEMMs).
+const CUBLAS_WORKSPACE: usize = 32 << 20;
+
 /// The cuBLAS state: handle and a device vector of ones (for the bias broadcast and db).
 pub(crate) struct Blas {
     ones: Grow<f32>,
     ones_len: usize,
     handle: Handle,
+    /// Declared after the handle: freed after it is destroyed. None if its address was not
+    /// 256-byte aligned (cuBLAS's requirement; device allocations are), leaving cuBLAS's own pool.
+    _workspace: Option<cudarc::driver::CudaSlice<u8>>,
 }
 
 impl Blas {
@@ -55,7 +66,20 @@ impl Blas {
         unsafe { sys::cublasSetMathMode(handle.raw, sys::cublasMath_t::CUBLAS_DEFAULT_MATH) }
             .result()
             .map_err(|e| anyhow!("cuBLAS: setting the math mode: {e:?}"))?;
-        Ok(Blas { ones: Grow::new(), ones_len: 0, handle })
+        // After set_stream, which resets the workspace to cuBLAS's default pool.
+        let mut ws = gpu.alloc_zeros::<u8>(CUBLAS_WORKSPACE)?;
+        let ptr = addr_mut(gpu, &mut ws);
+        let workspace = if ptr % 256 == 0 {
+            // SAFETY: a valid handle and a live device buffer of CUBLAS_WORKSPACE bytes that
+            // outlives the handle (field order).
+            unsafe { sys::cublasSetWorkspace_v2(handle.raw, ptr as *mut std::ffi::c_void, CUBLAS_WORKSPACE) }
+                .result()
+                .map_err(|e| anyhow!("cuBLAS: setting the workspace: {e:?}"))?;
+            Some(ws)
+        } else {
+            None
+        };
+        Ok(Blas { ones: Grow::new(), ones_len: 0, handle, _workspace: workspace })
     }
 
     /// The address of at least `n` ones.

@@ -1,7 +1,8 @@
 //! The CUDA backend: cudarc for memory and launches, the PTX kernels of `kernels/*.cu` for
 //! BatchNorm, the elementwise ops, the loss and the optimizer step, cuDNN for the convolutions and
-//! cuBLAS for the linear layer. f32 throughout; the CPU backend ([`super::cpu::Cpu`]) is the spec,
-//! and `ilr check` ([`check::run_checks`]) compares every op with it.
+//! cuBLAS for the linear layer. f32 throughout, except the convolutions in bf16-conv mode; the CPU
+//! backend ([`super::cpu::Cpu`]) is the spec, and `ilr check` ([`check::run_checks`]) compares
+//! every op with it.
 //!
 //! # Design
 //! - **One stream.** Every copy, kernel, cuDNN and cuBLAS call goes to one non-default stream, so
@@ -14,48 +15,86 @@
 //! - **Errors.** Trait methods that return `()` cannot fail loudly. When one fails (a CUDA, cuDNN or
 //!   cuBLAS error, or a shape that does not match its views), the first error is recorded, every
 //!   later op is skipped, and the next method that returns a `Result` (`download`, `upload`,
-//!   `softmax_cross_entropy*`, `sgd_step`, `alloc`) returns it. Kernel faults are asynchronous: the
-//!   driver reports them at the next synchronisation, which may name a later op. Nothing panics on
-//!   a GPU failure; out-of-range views are recorded as errors (the CPU backend panics there).
-//! - **Workspaces** (cuDNN's, BN partial sums, the loss and SGD reduction buffers) grow when a shape
-//!   first needs more, i.e. during the first training step, and are reused afterwards. cuDNN
-//!   algorithms are chosen once per convolution shape (heuristics, deterministic algorithms, strict
-//!   FP32 math: no TF32) and cached.
+//!   `softmax_cross_entropy*`, `sgd_step`, `alloc`, `step_end`) returns it. Kernel faults are
+//!   asynchronous: the driver reports them at the next synchronisation, which may name a later
+//!   op. Nothing panics on a GPU failure; out-of-range views are recorded as errors (the CPU
+//!   backend panics there).
+//! - **Workspaces** (cuDNN's, the bf16 staging buffers, BN partial sums, the loss and SGD
+//!   reduction buffers) grow when a shape first needs more, i.e. during the first training step,
+//!   and are reused afterwards. cuDNN algorithms are chosen once per convolution shape and
+//!   precision (heuristics, deterministic algorithms; f32: strict FP32 math, no TF32) and cached.
 //! - **Numerics.** The kernels follow the CPU reference operation by operation (see
 //!   docs/KERNELS.md): SGD is bitwise equal, BatchNorm and the loss agree to an ulp or two, and
 //!   convolutions/GEMMs differ by f32 reassociation.
 //!
+//! # CUDA graphs (`train.cuda_graphs`, default on; see graph.rs for the life cycle)
+//! The trainer brackets each training step with [`Backend::step_begin`]/[`Backend::step_end`].
+//! The first step after a reset runs eagerly (the warm-up: every plan, workspace and kernel comes
+//! into being); the second is captured on the backend's stream and launched; every later one is
+//! replayed: the trainer's calls are checked against the captured sequence (a fingerprint of op
+//! names, device addresses and lengths) but not executed, and `step_end` copies the step's SGD
+//! segment table (its lr/wd) to the device, launches the graph, and reads back the loss totals and
+//! (when asked) the statistics sums with one synchronisation. A step is deferred only between
+//! `step_begin` and `step_end`; evaluation, checkpoints and `ilr check`'s op tests stay eager.
+//! A replayed step runs the same kernels with the same arguments in the same order as an eager
+//! one, so its results are bitwise equal (`ilr check` compares them); the captured SGD launch
+//! always computes the statistics sums (the parameters do not depend on that).
+//!
+//! Unverified assumptions (no GPU was available when this was written; `ilr check` and a short
+//! `ilr train` on hardware settle them):
+//! - cuDNN 9's legacy convolution calls and cuBLAS's sgemm (with its workspace set) are
+//!   capturable after a warm-up call, and neither allocates or synchronises inside a capture
+//!   (PyTorch relies on the same for its graphs). If one does, the capture fails and `step_end`
+//!   returns an error that says to run with `--cuda-graphs false`.
+//! - The instantiated graph reads the device segment table at launch time (it holds its address,
+//!   not its contents), so a table written before `cuGraphLaunch` on the same stream is seen.
+//! - Kernel modules are loaded eagerly at open and every kernel ran during the warm-up step, so
+//!   lazy module loading (CUDA_MODULE_LOADING=LAZY) cannot happen inside the capture (cuDNN's and
+//!   cuBLAS's own kernels are likewise loaded by their warm-up calls).
+//! - Kernels, and any memset cuDNN issues on its workspace, may be captured on memory from
+//!   cudarc's stream-ordered pool (`cuMemAllocAsync`), allocated before the capture.
+//! - After an op fails inside a capture, `cuStreamEndCapture` takes the stream out of capture
+//!   mode (returning an error, or a graph that is then dropped), so the backend can report the
+//!   op's error; the backend stays failed afterwards, like after any recorded GPU error.
+//! - The captured step holds raw addresses: the trainer keeps the model's buffers for the whole
+//!   run and resets the captured step at its start and end; a workspace that grows afterwards
+//!   bumps an epoch that makes the next step warm up and capture again; any other mismatch is
+//!   caught by the fingerprint before a replay is launched.
+//!
+//! # bf16 convolutions (`train.precision = "bf16-conv"`, default "f32" until validated on hardware)
+//! See conv.rs: operands rounded to bf16, cuDNN accumulates in f32 (PSEUDO_BFLOAT16), the result
+//! is bf16-rounded and widened into the f32 output. Master weights, BatchNorm and its statistics,
+//! the loss, the optimizer and the statistics sums stay f32.
+//!
 //! # Not done yet
-//! - **CUDA graphs.** The pieces are graph-ready (non-default stream, no event tracking, workspaces
-//!   fixed after the first step, device-resident segment table, self-resetting reduction counters),
-//!   but a whole step cannot be captured through the current trait: `softmax_cross_entropy` returns
-//!   the loss to the host inside the step (a sync), `sgd_step` uploads its segment table from
-//!   pageable host memory (not capturable), and cuBLAS would need `cublasSetWorkspace` with memory
-//!   allocated up front. Capture needs (1) the loss sums kept on the device and read after replay,
-//!   (2) the segment table written from pinned memory outside the graph (the table is read from
-//!   device memory by the kernel, so new lr/wd values reach a replayed graph), (3) a cuBLAS
-//!   workspace, (4) a warm-up step before capture so every workspace and cuDNN plan exists.
-//! - **bf16 convolutions** (the `cast_*` kernels exist; the cuDNN path is f32 only).
 //! - **Tuning.** The BatchNorm fused/split choice and split counts are reasoned, not measured; the
-//!   fused kernels use at most 47 KiB of dynamic shared memory (no opt-in to 227 KiB).
+//!   fused kernels use at most 47 KiB of dynamic shared memory (no opt-in to 227 KiB). In bf16
+//!   mode each convolution re-casts its operands (weights included) on every call.
 
+pub mod bf16emu;
 pub mod check;
 mod context;
 mod conv;
+mod graph;
 mod linear;
 mod ops;
 mod sgd;
 
+pub use bf16emu::Bf16Cpu;
 pub use check::{print_table, run_checks, CheckRow};
 pub use context::{cublas_present, cudnn_present, driver_present};
 
-use super::{Backend, BnShape, ConvShape, LossSums, PoolShape, Segment, ShortcutShape, StepSums};
-use anyhow::{anyhow, bail, ensure, Result};
-use context::{addr, addr_mut, Gpu};
-use cudarc::driver::CudaSlice;
+use super::{
+    Backend, BnShape, ComputePrecision, ConvShape, DeferredStep, LossSums, PoolShape, Segment, ShortcutShape,
+    StepSums,
+};
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use context::{addr, addr_mut, driver_error, Gpu};
+use cudarc::driver::{sys as drv_sys, CudaGraph, CudaSlice};
+use graph::{Begin, Mode, PendingSgd, StepState};
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// How BatchNorm is launched (see kernels/batchnorm.cu). `Auto` picks per shape; the others force
@@ -128,13 +167,45 @@ fn expect_len(op: &str, what: &str, got: usize, want: usize) -> Result<()> {
     Ok(())
 }
 
+/// An instantiated CUDA graph of one training step.
+struct StepGraph(CudaGraph);
+
+// SAFETY: cudarc's CudaGraph is not Send because graph objects are not internally synchronised;
+// this one is only ever touched under the backend's `graph` mutex, one thread at a time.
+unsafe impl Send for StepGraph {}
+
+/// The captured step: the host-side state (graph.rs) and the graph itself.
+#[derive(Default)]
+struct GraphSlot {
+    state: StepState,
+    exec: Option<StepGraph>,
+}
+
+impl GraphSlot {
+    fn reset(&mut self) {
+        self.state.reset();
+        self.exec = None;
+    }
+}
+
+/// Labels the loss of a deferred step before `step_end` has read it.
+const PLACEHOLDER_LOSS: LossSums = LossSums { loss_sum: f64::NAN, correct: 0 };
+const PLACEHOLDER_SUMS: StepSums = StepSums { ww: f64::NAN, gg: f64::NAN, dd: f64::NAN, wd: f64::NAN };
+
 /// The CUDA backend on one GPU. See the module docs.
 pub struct Cuda {
+    /// The captured step. First, so that its graph is destroyed before the handles and workspaces
+    /// it refers to are.
+    graph: Mutex<GraphSlot>,
     convs: Mutex<conv::Convs>,
     blas: Mutex<linear::Blas>,
     ws: Mutex<ops::Workspaces>,
     sgd: Mutex<sgd::SgdWorkspace>,
     bn_mode: Mutex<BnMode>,
+    /// Convolutions in bf16 (`ComputePrecision::Bf16Conv`).
+    bf16: AtomicBool,
+    /// How ops execute now ([`Mode`] as u8): eagerly, into a capture, or skipped for a replay.
+    mode: AtomicU8,
     first_error: Mutex<Option<String>>,
     failed: AtomicBool,
     /// Last, so that it is dropped after the cuDNN/cuBLAS handles and the workspaces.
@@ -166,11 +237,14 @@ impl Cuda {
         let sgd = sgd::SgdWorkspace::new(&gpu)?;
         gpu.sync()?;
         Ok(Cuda {
+            graph: Mutex::new(GraphSlot::default()),
             convs: Mutex::new(convs),
             blas: Mutex::new(blas),
             ws: Mutex::new(ws),
             sgd: Mutex::new(sgd),
             bn_mode: Mutex::new(BnMode::Auto),
+            bf16: AtomicBool::new(false),
+            mode: AtomicU8::new(Mode::Eager as u8),
             first_error: Mutex::new(None),
             failed: AtomicBool::new(false),
             gpu,
@@ -193,13 +267,44 @@ impl Cuda {
         *lock(&self.bn_mode)
     }
 
-    /// Forces a BatchNorm variant (for checks and benchmarks); `BnMode::Auto` is the default.
+    /// Forces a BatchNorm variant (for checks and benchmarks); `BnMode::Auto` is the default. A
+    /// captured training step is then captured again (after a warm-up step).
     pub fn set_bn_mode(&self, mode: BnMode) {
-        *lock(&self.bn_mode) = mode;
+        let mut m = lock(&self.bn_mode);
+        if *m != mode {
+            *m = mode;
+            self.gpu.bump_epoch();
+        }
+    }
+
+    /// Whether convolutions run in bf16.
+    fn bf16_conv(&self) -> bool {
+        self.bf16.load(Ordering::Acquire)
+    }
+
+    fn mode(&self) -> Mode {
+        Mode::from_u8(self.mode.load(Ordering::Acquire))
+    }
+
+    fn set_mode(&self, m: Mode) {
+        self.mode.store(m as u8, Ordering::Release);
+    }
+
+    /// Errors inside a deferred (captured or replayed) step, where `what` cannot run.
+    fn eager_only(&self, what: &str) -> Result<()> {
+        if self.mode() != Mode::Eager {
+            bail!(
+                "{what} inside a training step that is being captured or replayed as a CUDA graph (between \
+                 step_begin and step_end); {}",
+                graph::hint()
+            );
+        }
+        Ok(())
     }
 
     /// Waits for all queued work and returns the first recorded or pending error.
     pub fn synchronize(&self) -> Result<()> {
+        self.eager_only("synchronising")?;
         self.status()?;
         self.gpu.sync()
     }
@@ -229,10 +334,19 @@ impl Cuda {
         self.failed.store(true, Ordering::Release);
     }
 
-    /// Runs one op of a `()` trait method: skipped after a failure, its error recorded.
-    fn run(&self, op: &str, f: impl FnOnce() -> Result<()>) {
+    /// Runs one op of a `()` trait method: skipped after a failure, its error recorded. Inside a
+    /// deferred step the op is first folded into the step's fingerprint with `words` (its operands'
+    /// addresses and lengths), and in a replay it is skipped (the graph runs it).
+    fn run(&self, op: &str, words: &[u64], f: impl FnOnce() -> Result<()>) {
         if self.failed.load(Ordering::Acquire) {
             return;
+        }
+        let mode = self.mode();
+        if mode != Mode::Eager {
+            lock(&self.graph).state.record_op(op, words);
+            if mode == Mode::Replay {
+                return;
+            }
         }
         if let Err(e) = f() {
             self.record(op, e);
@@ -251,9 +365,62 @@ impl Cuda {
     }
 }
 
+impl Drop for Cuda {
+    /// A capture left open (a caller that never ended its step) is ended before the stream's
+    /// handles are destroyed.
+    fn drop(&mut self) {
+        if self.mode() == Mode::Capture {
+            self.step_reset();
+        }
+    }
+}
+
 fn check_range(r: &Range<usize>, len: usize) -> Result<()> {
     ensure!(r.start <= r.end && r.end <= len, "view {r:?} is out of range for a buffer of {len} elements");
     Ok(())
+}
+
+/// (address, length) words of views, for the step fingerprint.
+macro_rules! words {
+    ($($v:expr),* $(,)?) => { [$($v.ptr, $v.len as u64),*] };
+}
+
+impl Cuda {
+    /// The launch half of `step_end`: the step's segment table to the device, the graph, and the
+    /// read-back of the loss totals and (when asked) the statistics sums, with one sync.
+    fn launch_step(&self, exec: &StepGraph, sgd: &PendingSgd) -> Result<DeferredStep> {
+        // This step's hyperparameters: the captured SGD kernel reads the table from device memory.
+        sgd::upload_table(self, &sgd.table)?;
+        exec.0.launch().map_err(|e| driver_error(e, "launching the training step's CUDA graph"))?;
+        let mut totals = [0f64; 2];
+        ops::queue_totals_readback(self, &mut totals)?;
+        let n = sgd.table.len();
+        let mut host = vec![0f64; if sgd.want_sums { 4 * n } else { 0 }];
+        if sgd.want_sums && sgd.total_chunks > 0 {
+            sgd::queue_sums_readback(self, n, &mut host)?;
+        }
+        self.gpu.sync()?;
+        Ok(DeferredStep {
+            loss: ops::loss_sums(&totals),
+            sums: sgd.want_sums.then(|| sgd::unpack_sums(&host)),
+        })
+    }
+
+    /// `step_end` of a capture: ends it and instantiates the graph; on failure the capture's
+    /// first recorded error (clearer than the driver's "capture invalidated") or the driver's.
+    fn end_capture(&self, slot: &mut GraphSlot) -> Result<PendingSgd> {
+        let ended = self.gpu.stream.end_capture(drv_sys::CUgraphInstantiate_flags(0));
+        self.gpu.set_capturing(false);
+        let graph = match (self.status(), ended) {
+            (Err(e), _) => return Err(e),
+            (Ok(()), Err(e)) => return Err(driver_error(e, "ending the capture of the training step")),
+            (Ok(()), Ok(None)) => bail!("the capture of the training step produced no graph"),
+            (Ok(()), Ok(Some(g))) => g,
+        };
+        let pending = slot.state.end_capture(self.gpu.epoch())?;
+        slot.exec = Some(StepGraph(graph));
+        Ok(pending)
+    }
 }
 
 impl Backend for Cuda {
@@ -264,15 +431,18 @@ impl Backend for Cuda {
     type ViewMut<'a> = DevViewMut<'a>;
 
     fn name(&self) -> String {
-        format!("cuda-f32 ({})", self.gpu.device_name)
+        let p = if self.bf16_conv() { "f32/bf16-conv" } else { "f32" };
+        format!("cuda-{p} ({})", self.gpu.device_name)
     }
 
     // ---- memory ---------------------------------------------------------------------------------
     fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
+        self.eager_only("allocating")?;
         self.status()?;
         self.gpu.alloc_zeros::<f32>(len)
     }
     fn alloc_labels(&self, len: usize) -> Result<CudaSlice<u32>> {
+        self.eager_only("allocating")?;
         self.status()?;
         self.gpu.alloc_zeros::<u32>(len)
     }
@@ -294,6 +464,7 @@ impl Backend for Cuda {
         DevViewMut { ptr: addr_mut(&self.gpu, b) + (r.start * 4) as u64, len: r.len(), _buf: PhantomData }
     }
     fn upload(&self, src: &[f32], dst: &mut CudaSlice<f32>) -> Result<()> {
+        self.eager_only("uploading")?;
         self.status()?;
         ensure!(src.len() == dst.len(), "upload: {} elements into a buffer of {}", src.len(), dst.len());
         if src.is_empty() {
@@ -302,6 +473,7 @@ impl Backend for Cuda {
         self.gpu.stream.memcpy_htod(src, dst).map_err(|e| context::driver_error(e, "upload"))
     }
     fn upload_labels(&self, src: &[u32], dst: &mut CudaSlice<u32>) -> Result<()> {
+        self.eager_only("uploading labels")?;
         self.status()?;
         ensure!(src.len() == dst.len(), "upload_labels: {} labels into a buffer of {}", src.len(), dst.len());
         if src.is_empty() {
@@ -310,6 +482,7 @@ impl Backend for Cuda {
         self.gpu.stream.memcpy_htod(src, dst).map_err(|e| context::driver_error(e, "upload_labels"))
     }
     fn download(&self, src: &CudaSlice<f32>, dst: &mut [f32]) -> Result<()> {
+        self.eager_only("downloading")?;
         self.status()?;
         ensure!(src.len() == dst.len(), "download: a buffer of {} into {} elements", src.len(), dst.len());
         if dst.is_empty() {
@@ -319,18 +492,18 @@ impl Backend for Cuda {
         self.gpu.sync()
     }
     fn zero(&self, x: DevViewMut<'_>) {
-        self.run("zero", || ops::zero(self, &x));
+        self.run("zero", &words!(x), || ops::zero(self, &x));
     }
 
     // ---- convolution ----------------------------------------------------------------------------
     fn conv2d_forward(&self, s: &ConvShape, x: DevView<'_>, w: DevView<'_>, y: DevViewMut<'_>) {
-        self.run("conv2d_forward", || conv::forward(self, s, x, w, y));
+        self.run("conv2d_forward", &words!(x, w, y), || conv::forward(self, s, x, w, y));
     }
     fn conv2d_backward_data(&self, s: &ConvShape, dy: DevView<'_>, w: DevView<'_>, dx: DevViewMut<'_>) {
-        self.run("conv2d_backward_data", || conv::backward_data(self, s, dy, w, dx));
+        self.run("conv2d_backward_data", &words!(dy, w, dx), || conv::backward_data(self, s, dy, w, dx));
     }
     fn conv2d_backward_filter(&self, s: &ConvShape, x: DevView<'_>, dy: DevView<'_>, dw: DevViewMut<'_>) {
-        self.run("conv2d_backward_filter", || conv::backward_filter(self, s, x, dy, dw));
+        self.run("conv2d_backward_filter", &words!(x, dy, dw), || conv::backward_filter(self, s, x, dy, dw));
     }
 
     // ---- BatchNorm ------------------------------------------------------------------------------
@@ -343,7 +516,9 @@ impl Backend for Cuda {
         saved: DevViewMut<'_>,
         y: DevViewMut<'_>,
     ) {
-        self.run("batchnorm_forward_train", || ops::bn_forward_train(self, s, x, affine, running, saved, y));
+        self.run("batchnorm_forward_train", &words!(x, affine, running, saved, y), || {
+            ops::bn_forward_train(self, s, x, affine, running, saved, y)
+        });
     }
     fn batchnorm_forward_eval(
         &self,
@@ -353,7 +528,9 @@ impl Backend for Cuda {
         running: DevView<'_>,
         y: DevViewMut<'_>,
     ) {
-        self.run("batchnorm_forward_eval", || ops::bn_forward_eval(self, s, x, affine, running, y));
+        self.run("batchnorm_forward_eval", &words!(x, affine, running, y), || {
+            ops::bn_forward_eval(self, s, x, affine, running, y)
+        });
     }
     fn batchnorm_backward(
         &self,
@@ -366,24 +543,26 @@ impl Backend for Cuda {
         dx: DevViewMut<'_>,
         d_affine: DevViewMut<'_>,
     ) {
-        self.run("batchnorm_backward", || ops::bn_backward(self, s, x, y, dy, affine, saved, dx, d_affine));
+        self.run("batchnorm_backward", &words!(x, y, dy, affine, saved, dx, d_affine), || {
+            ops::bn_backward(self, s, x, y, dy, affine, saved, dx, d_affine)
+        });
     }
 
     // ---- elementwise and shape ops --------------------------------------------------------------
     fn add_assign(&self, y: DevViewMut<'_>, x: DevView<'_>) {
-        self.run("add_assign", || ops::add_assign(self, y, x));
+        self.run("add_assign", &words!(y, x), || ops::add_assign(self, y, x));
     }
     fn shortcut_forward(&self, s: &ShortcutShape, x: DevView<'_>, y: DevViewMut<'_>) {
-        self.run("shortcut_forward", || ops::shortcut_forward(self, s, x, y));
+        self.run("shortcut_forward", &words!(x, y), || ops::shortcut_forward(self, s, x, y));
     }
     fn shortcut_backward_acc(&self, s: &ShortcutShape, dy: DevView<'_>, dx: DevViewMut<'_>) {
-        self.run("shortcut_backward_acc", || ops::shortcut_backward_acc(self, s, dy, dx));
+        self.run("shortcut_backward_acc", &words!(dy, dx), || ops::shortcut_backward_acc(self, s, dy, dx));
     }
     fn avgpool_forward(&self, s: &PoolShape, x: DevView<'_>, y: DevViewMut<'_>) {
-        self.run("avgpool_forward", || ops::avgpool_forward(self, s, x, y));
+        self.run("avgpool_forward", &words!(x, y), || ops::avgpool_forward(self, s, x, y));
     }
     fn avgpool_backward(&self, s: &PoolShape, dy: DevView<'_>, dx: DevViewMut<'_>) {
-        self.run("avgpool_backward", || ops::avgpool_backward(self, s, dy, dx));
+        self.run("avgpool_backward", &words!(dy, dx), || ops::avgpool_backward(self, s, dy, dx));
     }
 
     // ---- linear + loss --------------------------------------------------------------------------
@@ -396,7 +575,9 @@ impl Backend for Cuda {
         params: DevView<'_>,
         y: DevViewMut<'_>,
     ) {
-        self.run("linear_forward", || linear::forward(self, n, inp, out, x, params, y));
+        self.run("linear_forward", &words!(x, params, y), || {
+            linear::forward(self, n, inp, out, x, params, y)
+        });
     }
     fn linear_backward(
         &self,
@@ -409,7 +590,9 @@ impl Backend for Cuda {
         dx: DevViewMut<'_>,
         d_params: DevViewMut<'_>,
     ) {
-        self.run("linear_backward", || linear::backward(self, n, inp, out, x, params, dy, dx, d_params));
+        self.run("linear_backward", &words!(x, params, dy, dx, d_params), || {
+            linear::backward(self, n, inp, out, x, params, dy, dx, d_params)
+        });
     }
     fn softmax_cross_entropy(
         &self,
@@ -420,7 +603,23 @@ impl Backend for Cuda {
         dlogits: DevViewMut<'_>,
     ) -> Result<LossSums> {
         self.status()?;
-        ops::softmax_xent(self, n, classes, logits, labels, Some(dlogits), None)
+        let mode = self.mode();
+        if mode == Mode::Eager {
+            return ops::softmax_xent(self, n, classes, logits, labels, Some(dlogits), None);
+        }
+        // Deferred: the totals stay on the device; step_end reads them after the graph ran.
+        let w = words!(logits, dlogits);
+        let words =
+            [w[0], w[1], w[2], w[3], addr(&self.gpu, labels), labels.len() as u64, n as u64, classes as u64];
+        {
+            let mut g = lock(&self.graph);
+            g.state.record_op("softmax_cross_entropy", &words);
+            g.state.record_loss();
+        }
+        if mode == Mode::Capture {
+            ops::softmax_xent_captured(self, n, classes, logits, labels, dlogits)?;
+        }
+        Ok(PLACEHOLDER_LOSS)
     }
     fn softmax_cross_entropy_eval(
         &self,
@@ -430,6 +629,7 @@ impl Backend for Cuda {
         labels: &CudaSlice<u32>,
         predictions: &mut [u32],
     ) -> Result<LossSums> {
+        self.eager_only("evaluating")?;
         self.status()?;
         ops::softmax_xent(self, n, classes, logits, labels, None, Some(predictions))
     }
@@ -444,6 +644,112 @@ impl Backend for Cuda {
         sums: Option<&mut [StepSums]>,
     ) -> Result<()> {
         self.status()?;
-        sgd::step(self, segments, params, grads, momenta, sums)
+        let mode = self.mode();
+        if mode == Mode::Eager {
+            return sgd::step(self, segments, params, grads, momenta, sums);
+        }
+        // Deferred: the table goes to the device in step_end (before the launch); the statistics
+        // are always computed by the captured kernel and read back when `sums` asks for them.
+        let p = sgd::prepare(
+            segments,
+            params.len(),
+            grads.len(),
+            momenta.len(),
+            sums.as_deref().map(<[StepSums]>::len),
+        )?;
+        let words = [
+            addr(&self.gpu, params),
+            params.len() as u64,
+            addr(&self.gpu, grads),
+            grads.len() as u64,
+            addr(&self.gpu, momenta),
+            momenta.len() as u64,
+            p.table.len() as u64,
+            p.total as u64,
+        ];
+        lock(&self.graph).state.record_op("sgd_step", &words);
+        if mode == Mode::Capture {
+            sgd::launch_captured(self, &p, params, grads, momenta)?;
+        }
+        let want_sums = sums.is_some();
+        if let Some(s) = sums {
+            s.fill(PLACEHOLDER_SUMS);
+        }
+        lock(&self.graph).state.record_sgd(PendingSgd { table: p.table, total_chunks: p.total, want_sums });
+        Ok(())
+    }
+
+    // ---- precision and step capture -------------------------------------------------------------
+    fn set_conv_precision(&self, p: ComputePrecision) -> bool {
+        let want = p == ComputePrecision::Bf16Conv;
+        if self.bf16.swap(want, Ordering::AcqRel) != want {
+            self.gpu.bump_epoch();
+        }
+        true
+    }
+
+    fn step_begin(&self) -> Result<bool> {
+        self.eager_only("step_begin")?;
+        self.status()?;
+        let mut slot = lock(&self.graph);
+        match slot.state.begin(self.gpu.epoch())? {
+            Begin::WarmUp => {
+                slot.exec = None;
+                Ok(false)
+            }
+            Begin::Capture => {
+                slot.exec = None;
+                // Surface any pending asynchronous error before capturing.
+                let started = self.gpu.sync().and_then(|()| {
+                    self.gpu.set_capturing(true);
+                    self.gpu
+                        .stream
+                        .begin_capture(drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+                        .map_err(|e| driver_error(e, "beginning the capture of the training step"))
+                });
+                if let Err(e) = started {
+                    self.gpu.set_capturing(false);
+                    slot.reset();
+                    return Err(e.context(graph::hint()));
+                }
+                self.set_mode(Mode::Capture);
+                Ok(true)
+            }
+            Begin::Replay => {
+                self.set_mode(Mode::Replay);
+                Ok(true)
+            }
+        }
+    }
+
+    fn step_end(&self) -> Result<DeferredStep> {
+        let mut slot = lock(&self.graph);
+        let mode = self.mode();
+        self.set_mode(Mode::Eager);
+        let pending = match mode {
+            Mode::Eager => bail!("step_end without a deferred step_begin"),
+            Mode::Capture => self.end_capture(&mut slot),
+            Mode::Replay => self.status().and_then(|()| slot.state.end_replay()),
+        };
+        let result = pending.and_then(|p| {
+            let exec = slot.exec.as_ref().context("no captured graph to launch")?;
+            self.launch_step(exec, &p)
+        });
+        if result.is_err() {
+            slot.reset();
+        }
+        result
+            .map_err(|e| e.context(format!("a training step run as a CUDA graph failed; {}", graph::hint())))
+    }
+
+    fn step_reset(&self) {
+        let mut slot = lock(&self.graph);
+        if self.mode() == Mode::Capture {
+            // Discard the partial capture (the driver ends it even when it was invalidated).
+            let _ = self.gpu.stream.end_capture(drv_sys::CUgraphInstantiate_flags(0));
+            self.gpu.set_capturing(false);
+        }
+        self.set_mode(Mode::Eager);
+        slot.reset();
     }
 }

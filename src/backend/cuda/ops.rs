@@ -1,7 +1,9 @@
 //! Launchers of the hand-written kernels (kernels/batchnorm.cu, kernels/elementwise.cu): BatchNorm,
-//! the residual add, the option-A shortcut, global average pooling and the softmax cross-entropy.
-//! Signatures and launch limits are those of docs/KERNELS.md; each launcher validates its views
-//! against the shape first, as the CPU reference asserts.
+//! the residual add, the option-A shortcut, global average pooling, the softmax cross-entropy (in
+//! an eager form that reads its totals back, and a captured form that leaves them on the device
+//! for `step_end`), and the f32 ⇄ bf16 casts of the bf16 convolutions. Signatures and launch
+//! limits are those of docs/KERNELS.md; each launcher validates its views against the shape first,
+//! as the CPU reference asserts.
 
 use super::context::{addr, addr_mut, driver_error, Grow};
 use super::{expect_len, lock, BnMode, Cuda, DevView, DevViewMut};
@@ -482,42 +484,43 @@ pub(crate) fn avgpool_backward(be: &Cuda, s: &PoolShape, dy: DevView<'_>, dx: De
 
 // ---- loss ---------------------------------------------------------------------------------------
 
-/// Softmax cross-entropy over `n` rows of `classes` logits: with `dlogits`, the training form;
-/// with `predictions`, the evaluation form. Returns the loss sum and the correct count, which
-/// costs one synchronisation.
-pub(crate) fn softmax_xent(
-    be: &Cuda,
+/// The checks every form of the loss makes on its arguments (the CPU reference's).
+fn check_xent(
     n: usize,
     classes: usize,
-    logits: DevView<'_>,
+    logits: &DevView<'_>,
     labels: &CudaSlice<u32>,
-    dlogits: Option<DevViewMut<'_>>,
-    predictions: Option<&mut [u32]>,
-) -> Result<LossSums> {
+    dlogits: Option<&DevViewMut<'_>>,
+    predictions: Option<usize>,
+) -> Result<()> {
     ensure!(
         logits.len == n * classes,
         "cross-entropy: {} logits for {n} samples × {classes} classes",
         logits.len
     );
     ensure!(labels.len() >= n, "cross-entropy: {} labels for {n} samples", labels.len());
-    if let Some(d) = &dlogits {
+    if let Some(d) = dlogits {
         ensure!(d.len == logits.len, "cross-entropy: dlogits length {} ≠ {}", d.len, logits.len);
     }
-    if let Some(p) = &predictions {
-        ensure!(p.len() == n, "cross-entropy: {} predictions for {n} samples", p.len());
+    if let Some(p) = predictions {
+        ensure!(p == n, "cross-entropy: {p} predictions for {n} samples");
     }
-    if n == 0 {
-        return Ok(LossSums::default());
-    }
+    Ok(())
+}
+
+/// Launches `softmax_xent` (n > 0, classes > 0): per-sample loss and arg-max into the workspace,
+/// dlogits when given, and the totals [Σ loss, #correct] into the device buffer `ws.totals`.
+fn launch_xent(
+    be: &Cuda,
+    n: usize,
+    classes: usize,
+    logits: &DevView<'_>,
+    labels: &CudaSlice<u32>,
+    dlogits: Option<&DevViewMut<'_>>,
+) -> Result<()> {
     let gpu = &be.gpu;
-    if classes == 0 {
-        // Every label is out of range; say which, as the CPU does.
-        let first =
-            gpu.stream.clone_dtoh(&labels.slice(0..1)).map_err(|e| driver_error(e, "reading labels"))?;
-        bail!("cross-entropy: label {} of sample 0 is out of range for 0 classes", first[0]);
-    }
     let (n_i, classes_i) = (to_i32("n", n)?, to_i32("classes", classes)?);
-    let dl_ptr: u64 = dlogits.as_ref().map_or(0, |d| d.ptr);
+    let dl_ptr: u64 = dlogits.map_or(0, |d| d.ptr);
     let mut ws = lock(&be.ws);
     let loss_ptr = addr_mut(gpu, ws.loss.ensure(gpu, n)?);
     let pred_ptr = addr_mut(gpu, ws.pred.ensure(gpu, n)?);
@@ -544,10 +547,49 @@ pub(crate) fn softmax_xent(
             .launch(cfg((blocks, 1, 1), BLOCK, 0))
     }
     .map(drop)
-    .map_err(|e| driver_error(e, "launching softmax_xent"))?;
+    .map_err(|e| driver_error(e, "launching softmax_xent"))
+}
+
+/// Queues the copy of the loss totals [Σ loss, #correct] of the last `softmax_xent` into `host`;
+/// the caller synchronises before reading it.
+pub(crate) fn queue_totals_readback(be: &Cuda, host: &mut [f64; 2]) -> Result<()> {
+    let ws = lock(&be.ws);
+    be.gpu.stream.memcpy_dtoh(&ws.totals, &mut host[..]).map_err(|e| driver_error(e, "reading the loss"))
+}
+
+/// The totals as [`LossSums`].
+pub(crate) fn loss_sums(totals: &[f64; 2]) -> LossSums {
+    LossSums { loss_sum: totals[0], correct: totals[1] as usize }
+}
+
+/// Softmax cross-entropy over `n` rows of `classes` logits: with `dlogits`, the training form;
+/// with `predictions`, the evaluation form. Returns the loss sum and the correct count, which
+/// costs one synchronisation.
+pub(crate) fn softmax_xent(
+    be: &Cuda,
+    n: usize,
+    classes: usize,
+    logits: DevView<'_>,
+    labels: &CudaSlice<u32>,
+    dlogits: Option<DevViewMut<'_>>,
+    predictions: Option<&mut [u32]>,
+) -> Result<LossSums> {
+    check_xent(n, classes, &logits, labels, dlogits.as_ref(), predictions.as_deref().map(<[u32]>::len))?;
+    if n == 0 {
+        return Ok(LossSums::default());
+    }
+    let gpu = &be.gpu;
+    if classes == 0 {
+        // Every label is out of range; say which, as the CPU does.
+        let first =
+            gpu.stream.clone_dtoh(&labels.slice(0..1)).map_err(|e| driver_error(e, "reading labels"))?;
+        bail!("cross-entropy: label {} of sample 0 is out of range for 0 classes", first[0]);
+    }
+    launch_xent(be, n, classes, &logits, labels, dlogits.as_ref())?;
     let mut totals = [0f64; 2];
-    gpu.stream.memcpy_dtoh(&ws.totals, &mut totals[..]).map_err(|e| driver_error(e, "reading the loss"))?;
+    queue_totals_readback(be, &mut totals)?;
     if let Some(p) = predictions {
+        let mut ws = lock(&be.ws);
         let pred = ws.pred.ensure(gpu, n)?;
         gpu.stream.memcpy_dtoh(&pred.slice(0..n), p).map_err(|e| driver_error(e, "reading predictions"))?;
     }
@@ -560,5 +602,56 @@ pub(crate) fn softmax_xent(
             bail!("cross-entropy: label {l} of sample {i} is out of range for {classes} classes");
         }
     }
-    Ok(LossSums { loss_sum: totals[0], correct: totals[1] as usize })
+    Ok(loss_sums(&totals))
+}
+
+/// The training form inside a CUDA-graph capture: the launch only; the totals stay on the device
+/// until `step_end` reads them after the graph ran. A label ≥ classes then shows up as a NaN loss
+/// (reported as a divergence) rather than as a label error: the datasets check their labels when
+/// loaded, and the eager warm-up step and every evaluation still check them.
+pub(crate) fn softmax_xent_captured(
+    be: &Cuda,
+    n: usize,
+    classes: usize,
+    logits: DevView<'_>,
+    labels: &CudaSlice<u32>,
+    dlogits: DevViewMut<'_>,
+) -> Result<()> {
+    check_xent(n, classes, &logits, labels, Some(&dlogits), None)?;
+    ensure!(
+        n > 0 && classes > 0,
+        "cross-entropy: a captured step needs samples and classes (n {n}, classes {classes})"
+    );
+    launch_xent(be, n, classes, &logits, labels, Some(&dlogits))
+}
+
+// ---- bf16 casts (kernels/elementwise.cu) ----------------------------------------------------------
+
+fn launch_cast(be: &Cuda, kernel: &str, src: u64, dst: u64, n: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let gpu = &be.gpu;
+    let len = i64::try_from(n).context("cast: too many elements")?;
+    // SAFETY: (const T* x, U* y, long long n): the callers pass buffers of at least n elements of the
+    // kernel's source and destination types (f32 and bf16 = 2 bytes), which do not overlap.
+    unsafe {
+        gpu.stream.launch_builder(gpu.func(kernel)?).arg(&src).arg(&dst).arg(&len).launch(cfg(
+            (be.blocks_for(n, BLOCK), 1, 1),
+            BLOCK,
+            0,
+        ))
+    }
+    .map(drop)
+    .map_err(|e| driver_error(e, &format!("launching {kernel}")))
+}
+
+/// dst (n bf16) = round-to-nearest-even(src (n f32)).
+pub(crate) fn cast_f32_to_bf16(be: &Cuda, src: u64, dst: u64, n: usize) -> Result<()> {
+    launch_cast(be, "cast_f32_to_bf16", src, dst, n)
+}
+
+/// dst (n f32) = src (n bf16), exactly.
+pub(crate) fn cast_bf16_to_f32(be: &Cuda, src: u64, dst: u64, n: usize) -> Result<()> {
+    launch_cast(be, "cast_bf16_to_f32", src, dst, n)
 }

@@ -1,11 +1,14 @@
 //! The optimizer step: one `sgd_step_multi` launch over every segment (kernels/sgd.cu).
 //!
 //! The segment table is built on the host (f32-rounded hyperparameters, as the CPU reference uses)
-//! and copied into a device buffer before the launch; the kernel reads it from device memory.
-//! With statistics, the kernel also reduces [Σw², Σg², Σd², Σw·d] per segment, deterministically,
-//! into a device array that is then downloaded (the only synchronisation of a step's optimizer
-//! part). The reduction workspace (one f64×4 per chunk) and the last-block counter (one u32,
-//! zeroed once, reset by the kernel) persist across steps.
+//! and copied into a device buffer before the launch; the kernel reads it from device memory, so a
+//! CUDA graph that captured the launch picks up each step's lr/wd when the table is rewritten
+//! before the replay (see graph.rs). With statistics, the kernel also reduces [Σw², Σg², Σd², Σw·d]
+//! per segment, deterministically, into a device array that is then downloaded (the only
+//! synchronisation of a step's optimizer part). The reduction workspace (one f64×4 per chunk) and
+//! the last-block counter (one u32, zeroed once, reset by the kernel) persist across steps; the
+//! workspaces are allocated on the first step even without statistics (a captured step always
+//! computes them).
 
 use super::context::{addr, addr_mut, driver_error, Grow};
 use super::{lock, Cuda, Gpu};
@@ -94,41 +97,62 @@ impl SgdWorkspace {
     }
 }
 
-pub(crate) fn step(
-    be: &Cuda,
+/// A validated step: its segment table and grid size.
+pub(crate) struct Prepared {
+    pub table: Vec<MtSegment>,
+    pub total: u32,
+}
+
+/// Validates the buffers and segments (and the length of `sums`), and builds the table.
+pub(crate) fn prepare(
     segments: &[Segment],
-    params: &mut CudaSlice<f32>,
-    grads: &CudaSlice<f32>,
-    momenta: &mut CudaSlice<f32>,
-    sums: Option<&mut [StepSums]>,
-) -> Result<()> {
-    validate(segments, params.len(), grads.len(), momenta.len())?;
-    if let Some(s) = sums.as_deref() {
-        ensure!(s.len() == segments.len(), "sgd: {} sums for {} segments", s.len(), segments.len());
+    params: usize,
+    grads: usize,
+    momenta: usize,
+    sums: Option<usize>,
+) -> Result<Prepared> {
+    validate(segments, params, grads, momenta)?;
+    if let Some(n) = sums {
+        ensure!(n == segments.len(), "sgd: {n} sums for {} segments", segments.len());
     }
-    let (tab, total) = table(segments)?;
-    if total == 0 {
-        // Nothing to update (no segments, or all empty): the sums are zero.
-        if let Some(s) = sums {
-            s.fill(StepSums::default());
-        }
+    let (table, total) = table(segments)?;
+    Ok(Prepared { table, total })
+}
+
+/// Copies `table` into the device table that the kernel (eager, or inside a graph) reads.
+pub(crate) fn upload_table(be: &Cuda, table: &[MtSegment]) -> Result<()> {
+    if table.is_empty() {
         return Ok(());
     }
     let gpu = &be.gpu;
     let mut ws = lock(&be.sgd);
-    let segs = ws.segs.ensure(gpu, tab.len())?;
-    gpu.stream.memcpy_htod(&tab, segs).map_err(|e| driver_error(e, "uploading the segment table"))?;
-    let segs_ptr = addr(gpu, segs);
-    let (num_segs, chunk) = (i32::try_from(tab.len()).context("sgd: too many segments")?, CHUNK as i32);
+    let segs = ws.segs.ensure(gpu, table.len())?;
+    gpu.stream.memcpy_htod(table, segs).map_err(|e| driver_error(e, "uploading the segment table"))
+}
+
+/// Launches `sgd_step_multi` over `p` (whose table must be on the device by the time it runs),
+/// with the statistics when `stats`. The statistics workspaces are allocated on the first launch
+/// whether or not it computes statistics, so that a step captured later (which always does)
+/// allocates nothing.
+fn launch(
+    be: &Cuda,
+    p: &Prepared,
+    params: &mut CudaSlice<f32>,
+    grads: &CudaSlice<f32>,
+    momenta: &mut CudaSlice<f32>,
+    stats: bool,
+) -> Result<()> {
+    let gpu = &be.gpu;
+    let mut ws = lock(&be.sgd);
+    let segs_ptr = addr(gpu, ws.segs.ensure(gpu, p.table.len())?);
+    let partials = addr_mut(gpu, ws.partials.ensure(gpu, p.total as usize * 4)?);
+    let sums_dev = addr_mut(gpu, ws.sums.ensure(gpu, p.table.len() * 4)?);
+    let counter = addr_mut(gpu, &mut ws.counter);
+    let (partials, sums_dev, counter) =
+        if stats { (partials, sums_dev, counter) } else { (0u64, 0u64, 0u64) };
+    let (num_segs, chunk) = (i32::try_from(p.table.len()).context("sgd: too many segments")?, CHUNK as i32);
     let (w, g, v) = (addr_mut(gpu, params), addr(gpu, grads), addr_mut(gpu, momenta));
-    let (partials, sums_dev, counter) = if sums.is_some() {
-        let p = addr_mut(gpu, ws.partials.ensure(gpu, total as usize * 4)?);
-        let s = addr_mut(gpu, ws.sums.ensure(gpu, tab.len() * 4)?);
-        (p, s, addr_mut(gpu, &mut ws.counter))
-    } else {
-        (0u64, 0u64, 0u64)
-    };
-    let cfg = LaunchConfig { grid_dim: (total, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (p.total, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
     // SAFETY: (float* w, const float* g, float* v, const MtSegment* segs, int num_segs, int chunk,
     // double* partials, double* sums, unsigned* counter): the buffers hold every segment (validated),
     // the table `num_segs` entries, partials grid·4 and sums num_segs·4 doubles, counter one u32
@@ -148,19 +172,73 @@ pub(crate) fn step(
             .launch(cfg)
     }
     .map(drop)
-    .map_err(|e| driver_error(e, "launching sgd_step_multi"))?;
+    .map_err(|e| driver_error(e, "launching sgd_step_multi"))
+}
+
+/// Queues the copy of the first `num_segs` statistics sums into `host` (num_segs·4 doubles); the
+/// caller synchronises before reading it.
+pub(crate) fn queue_sums_readback(be: &Cuda, num_segs: usize, host: &mut [f64]) -> Result<()> {
+    ensure!(host.len() == num_segs * 4, "sgd: {} doubles for {num_segs} segments", host.len());
+    if num_segs == 0 {
+        return Ok(());
+    }
+    let gpu = &be.gpu;
+    let mut ws = lock(&be.sgd);
+    let dev = ws.sums.ensure(gpu, num_segs * 4)?;
+    gpu.stream
+        .memcpy_dtoh(&dev.slice(0..num_segs * 4), host)
+        .map_err(|e| driver_error(e, "reading the step sums"))
+}
+
+/// The sums as [`StepSums`], one per segment.
+pub(crate) fn unpack_sums(host: &[f64]) -> Vec<StepSums> {
+    host.chunks_exact(4).map(|q| StepSums { ww: q[0], gg: q[1], dd: q[2], wd: q[3] }).collect()
+}
+
+/// The eager step: upload the table, launch, and read the sums back when asked (one sync).
+pub(crate) fn step(
+    be: &Cuda,
+    segments: &[Segment],
+    params: &mut CudaSlice<f32>,
+    grads: &CudaSlice<f32>,
+    momenta: &mut CudaSlice<f32>,
+    sums: Option<&mut [StepSums]>,
+) -> Result<()> {
+    let p = prepare(segments, params.len(), grads.len(), momenta.len(), sums.as_deref().map(<[_]>::len))?;
+    if p.total == 0 {
+        // Nothing to update (no segments, or all empty): the sums are zero.
+        if let Some(s) = sums {
+            s.fill(StepSums::default());
+        }
+        return Ok(());
+    }
+    upload_table(be, &p.table)?;
+    launch(be, &p, params, grads, momenta, sums.is_some())?;
     if let Some(out) = sums {
-        let mut host = vec![0f64; tab.len() * 4];
-        let dev = ws.sums.ensure(gpu, tab.len() * 4)?;
-        gpu.stream
-            .memcpy_dtoh(&dev.slice(0..tab.len() * 4), &mut host[..])
-            .map_err(|e| driver_error(e, "reading the step sums"))?;
-        gpu.sync()?;
-        for (o, q) in out.iter_mut().zip(host.chunks_exact(4)) {
-            *o = StepSums { ww: q[0], gg: q[1], dd: q[2], wd: q[3] };
+        let mut host = vec![0f64; p.table.len() * 4];
+        queue_sums_readback(be, p.table.len(), &mut host)?;
+        be.gpu.sync()?;
+        for (o, s) in out.iter_mut().zip(unpack_sums(&host)) {
+            *o = s;
         }
     }
     Ok(())
+}
+
+/// The step inside a CUDA-graph capture: the launch, always with the statistics, and no table
+/// upload (the host copy would be captured too; `step_end` uploads the table before each launch
+/// of the graph instead).
+pub(crate) fn launch_captured(
+    be: &Cuda,
+    p: &Prepared,
+    params: &mut CudaSlice<f32>,
+    grads: &CudaSlice<f32>,
+    momenta: &mut CudaSlice<f32>,
+) -> Result<()> {
+    if p.total == 0 {
+        return Ok(());
+    }
+    launch(be, p, params, grads, momenta, true)
 }
 
 #[cfg(test)]
