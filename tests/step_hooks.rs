@@ -14,12 +14,8 @@ use anyhow::Result;
 use ilr::backend::cpu::Cpu;
 use ilr::backend::cuda::check::{print_table, run_checks_on};
 use ilr::backend::cuda::Bf16Cpu;
-use ilr::backend::{
-    Backend, BnShape, ComputePrecision, ConvShape, DeferredStep, LossSums, PoolShape, Segment, ShortcutShape,
-    StepSums,
-};
+use ilr::backend::{Backend, ComputePrecision, ConvShape, DeferredStep, LossSums, Segment, StepSums};
 use ilr::train::{self, Progress, RunDir, RunStatus, TrainConfig};
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -102,11 +98,7 @@ impl Emu {
 }
 
 impl Backend for Emu {
-    type Elem = f32;
-    type Buf = Vec<f32>;
-    type Labels = Vec<u32>;
-    type View<'a> = &'a [f32];
-    type ViewMut<'a> = &'a mut [f32];
+    ilr::cpu_f32_passthrough!(cpu);
 
     fn name(&self) -> String {
         "emu".into()
@@ -114,18 +106,6 @@ impl Backend for Emu {
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
         assert!(!self.in_step(), "alloc inside a deferred step");
         self.cpu.alloc(len)
-    }
-    fn alloc_labels(&self, len: usize) -> Result<Vec<u32>> {
-        self.cpu.alloc_labels(len)
-    }
-    fn len(&self, b: &Vec<f32>) -> usize {
-        b.len()
-    }
-    fn view<'a>(&'a self, b: &'a Vec<f32>, r: Range<usize>) -> &'a [f32] {
-        &b[r]
-    }
-    fn view_mut<'a>(&'a self, b: &'a mut Vec<f32>, r: Range<usize>) -> &'a mut [f32] {
-        &mut b[r]
     }
     fn upload(&self, src: &[f32], dst: &mut Vec<f32>) -> Result<()> {
         assert!(!self.in_step(), "upload inside a deferred step");
@@ -138,9 +118,6 @@ impl Backend for Emu {
     fn download(&self, src: &Vec<f32>, dst: &mut [f32]) -> Result<()> {
         assert!(!self.in_step(), "download inside a deferred step");
         self.cpu.download(src, dst)
-    }
-    fn zero(&self, x: &mut [f32]) {
-        self.cpu.zero(x)
     }
     fn conv2d_forward(&self, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
         match (self.bf16(), self.kind) {
@@ -162,64 +139,6 @@ impl Backend for Emu {
             (true, Bf16Kind::Exact) => Bf16Cpu::new().conv2d_backward_filter(s, x, dy, dw),
             (true, k) => conv_other(k, x, dy, dw, |c, a, b, o| c.conv2d_backward_filter(s, a, b, o)),
         }
-    }
-    fn batchnorm_forward_train(
-        &self,
-        s: &BnShape,
-        x: &[f32],
-        affine: &[f32],
-        running: &mut [f32],
-        saved: &mut [f32],
-        y: &mut [f32],
-    ) {
-        self.cpu.batchnorm_forward_train(s, x, affine, running, saved, y)
-    }
-    fn batchnorm_forward_eval(&self, s: &BnShape, x: &[f32], affine: &[f32], running: &[f32], y: &mut [f32]) {
-        self.cpu.batchnorm_forward_eval(s, x, affine, running, y)
-    }
-    fn batchnorm_backward(
-        &self,
-        s: &BnShape,
-        x: &[f32],
-        y: &[f32],
-        dy: &[f32],
-        affine: &[f32],
-        saved: &[f32],
-        dx: &mut [f32],
-        d_affine: &mut [f32],
-    ) {
-        self.cpu.batchnorm_backward(s, x, y, dy, affine, saved, dx, d_affine)
-    }
-    fn add_assign(&self, y: &mut [f32], x: &[f32]) {
-        self.cpu.add_assign(y, x)
-    }
-    fn shortcut_forward(&self, s: &ShortcutShape, x: &[f32], y: &mut [f32]) {
-        self.cpu.shortcut_forward(s, x, y)
-    }
-    fn shortcut_backward_acc(&self, s: &ShortcutShape, dy: &[f32], dx: &mut [f32]) {
-        self.cpu.shortcut_backward_acc(s, dy, dx)
-    }
-    fn avgpool_forward(&self, s: &PoolShape, x: &[f32], y: &mut [f32]) {
-        self.cpu.avgpool_forward(s, x, y)
-    }
-    fn avgpool_backward(&self, s: &PoolShape, dy: &[f32], dx: &mut [f32]) {
-        self.cpu.avgpool_backward(s, dy, dx)
-    }
-    fn linear_forward(&self, n: usize, inp: usize, out: usize, x: &[f32], params: &[f32], y: &mut [f32]) {
-        self.cpu.linear_forward(n, inp, out, x, params, y)
-    }
-    fn linear_backward(
-        &self,
-        n: usize,
-        inp: usize,
-        out: usize,
-        x: &[f32],
-        params: &[f32],
-        dy: &[f32],
-        dx: &mut [f32],
-        d_params: &mut [f32],
-    ) {
-        self.cpu.linear_backward(n, inp, out, x, params, dy, dx, d_params)
     }
     fn softmax_cross_entropy(
         &self,

@@ -22,7 +22,7 @@ pub mod shapes;
 pub use real::Real;
 pub use shapes::{BnShape, ConvShape, PoolShape, ShortcutShape};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
@@ -101,6 +101,36 @@ pub struct LossSums {
     pub loss_sum: f64,
     /// Number of samples whose arg-max logit equals the label (ties go to the lowest index).
     pub correct: usize,
+}
+
+/// Checks the arguments of [`Backend::sgd_step`], as every backend does: the three buffers have
+/// one length `len`, every segment lies inside it, no two segments overlap, and `sums` (its length,
+/// when given) has one entry per segment.
+pub(crate) fn check_sgd_args(
+    segments: &[Segment],
+    len: usize,
+    grads: usize,
+    momenta: usize,
+    sums: Option<usize>,
+) -> Result<()> {
+    ensure!(
+        grads == len && momenta == len,
+        "sgd: buffer lengths differ: params {len}, grads {grads}, momenta {momenta}"
+    );
+    let mut ranges = Vec::with_capacity(segments.len());
+    for (i, s) in segments.iter().enumerate() {
+        let end = s.offset.checked_add(s.len).with_context(|| format!("sgd: segment {i} overflows"))?;
+        ensure!(end <= len, "sgd: segment {i} ({}..{end}) exceeds the buffer of {len}", s.offset);
+        ranges.push((s.offset, end));
+    }
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        ensure!(pair[0].1 <= pair[1].0, "sgd: segments {:?} and {:?} overlap", pair[0], pair[1]);
+    }
+    if let Some(n) = sums {
+        ensure!(n == segments.len(), "sgd: {n} sums for {} segments", segments.len());
+    }
+    Ok(())
 }
 
 /// The operations a training step needs. `View`/`ViewMut` borrow a range of a buffer.

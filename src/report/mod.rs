@@ -63,26 +63,15 @@ pub struct ReportOutput {
 
 /// Keys that vary between the λ_e points of one Fast Equilibrium group.
 fn fit_free(key: &str) -> bool {
-    matches!(
-        key,
-        "seed"
-            | "optim.lr"
-            | "optim.wd"
-            | "optim.lambda_e"
-            | "train.steps"
-            | "train.eval_every"
-            | "train.stats_every"
-            | "train.device"
-    ) || key.starts_with("optim.schedule")
+    table::is_sweep_key(key)
+        || matches!(key, "train.steps" | "train.eval_every" | "train.stats_every" | "train.device")
 }
 
 /// Short legend labels: the config keys that vary across `runs` (seed, λ_e, ...).
 pub fn labels(runs: &[&RunInfo]) -> Vec<String> {
     let flat: Vec<BTreeMap<String, String>> = runs.iter().map(|r| table::flatten(&r.config)).collect();
-    let mut keys: Vec<String> = flat.iter().flat_map(|f| f.keys().cloned()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.retain(|k| !k.starts_with("train.") && flat.iter().any(|f| f.get(k) != flat[0].get(k)));
+    let mut keys = table::differing_keys(&flat);
+    keys.retain(|k| !k.starts_with("train."));
     runs.iter()
         .zip(&flat)
         .map(|(r, f)| {

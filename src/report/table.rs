@@ -98,37 +98,44 @@ pub fn flatten(cfg: &crate::train::TrainConfig) -> BTreeMap<String, String> {
     out
 }
 
+/// The keys of the hyperparameters that a sweep typically varies: the seed, η, λ, λ_e and the
+/// schedule.
+pub(crate) fn is_sweep_key(key: &str) -> bool {
+    matches!(key, "seed" | "optim.lr" | "optim.wd" | "optim.lambda_e") || key.starts_with("optim.schedule")
+}
+
 /// Keys that the fixed columns already show.
 fn covered(key: &str) -> bool {
-    matches!(
-        key,
-        "seed"
-            | "optim.lr"
-            | "optim.wd"
-            | "optim.lambda_e"
-            | "optim.momentum"
-            | "train.batch_size"
-            | "train.steps"
-            | "train.device"
-            | "model.depth"
-            | "model.width"
-            | "data.dir"
-    ) || key.starts_with("optim.schedule")
+    is_sweep_key(key)
+        || matches!(
+            key,
+            "optim.momentum"
+                | "train.batch_size"
+                | "train.steps"
+                | "train.device"
+                | "model.depth"
+                | "model.width"
+                | "data.dir"
+        )
+}
+
+/// The keys of flattened configs whose values differ between them (a key missing in some counts),
+/// sorted.
+pub(crate) fn differing_keys(flat: &[BTreeMap<String, String>]) -> Vec<String> {
+    let mut keys: Vec<String> = flat.iter().flat_map(|f| f.keys().cloned()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|k| {
+        let first = flat.first().and_then(|f| f.get(k));
+        flat.iter().any(|f| f.get(k) != first)
+    });
+    keys
 }
 
 /// Config keys whose values differ between the runs (a key missing in some runs counts).
 pub fn varying_keys(runs: &[RunInfo]) -> Vec<String> {
     let flat: Vec<BTreeMap<String, String>> = runs.iter().map(|r| flatten(&r.config)).collect();
-    let mut keys: Vec<String> = flat.iter().flat_map(|f| f.keys().cloned()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| !covered(k))
-        .filter(|k| {
-            let first = flat.first().and_then(|f| f.get(k));
-            flat.iter().any(|f| f.get(k) != first)
-        })
-        .collect()
+    differing_keys(&flat).into_iter().filter(|k| !covered(k)).collect()
 }
 
 pub fn runs_table(runs: &[RunInfo]) -> Table {

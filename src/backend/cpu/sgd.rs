@@ -5,31 +5,12 @@
 //! sums are added in chunk order, so the sums are deterministic.
 
 use super::wide;
-use crate::backend::{Real, Segment, StepSums};
-use anyhow::{ensure, Context, Result};
+use crate::backend::{check_sgd_args, Real, Segment, StepSums};
+use anyhow::Result;
 use rayon::prelude::*;
 
 /// Elements per parallel chunk (PyTorch's multi-tensor apply uses the same).
 const CHUNK: usize = 1 << 16;
-
-/// Checks that every segment lies inside all three buffers and that no two overlap.
-fn check(segments: &[Segment], len: usize, grads: usize, momenta: usize) -> Result<()> {
-    ensure!(
-        grads == len && momenta == len,
-        "sgd: buffer lengths differ: params {len}, grads {grads}, momenta {momenta}"
-    );
-    let mut ranges = Vec::with_capacity(segments.len());
-    for (i, s) in segments.iter().enumerate() {
-        let end = s.offset.checked_add(s.len).with_context(|| format!("sgd: segment {i} overflows"))?;
-        ensure!(end <= len, "sgd: segment {i} ({}..{end}) exceeds the buffer of {len}", s.offset);
-        ranges.push((s.offset, end));
-    }
-    ranges.sort_unstable();
-    for pair in ranges.windows(2) {
-        ensure!(pair[0].1 <= pair[1].0, "sgd: segments {:?} and {:?} overlap", pair[0], pair[1]);
-    }
-    Ok(())
-}
 
 /// Updates one chunk of a segment in place and returns its sums.
 fn update<T: Real>(seg: &Segment, w: &mut [T], g: &[T], v: &mut [T]) -> StepSums {
@@ -57,10 +38,7 @@ pub(crate) fn step<T: Real>(
     momenta: &mut [T],
     mut sums: Option<&mut [StepSums]>,
 ) -> Result<()> {
-    check(segments, params.len(), grads.len(), momenta.len())?;
-    if let Some(sums) = sums.as_deref() {
-        ensure!(sums.len() == segments.len(), "sgd: {} sums for {} segments", sums.len(), segments.len());
-    }
+    check_sgd_args(segments, params.len(), grads.len(), momenta.len(), sums.as_deref().map(<[_]>::len))?;
     for (i, seg) in segments.iter().enumerate() {
         let r = seg.offset..seg.offset + seg.len;
         let partials: Vec<StepSums> = params[r.clone()]

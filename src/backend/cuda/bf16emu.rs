@@ -6,10 +6,9 @@
 //! rounds at the same points, on the same inputs, as the GPU.
 
 use crate::backend::cpu::Cpu;
-use crate::backend::{Backend, BnShape, ConvShape, LossSums, PoolShape, Segment, ShortcutShape, StepSums};
+use crate::backend::{Backend, ConvShape, LossSums, Segment, StepSums};
 use anyhow::Result;
 use half::bf16;
-use std::ops::Range;
 
 /// See the module docs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -38,30 +37,111 @@ fn round_in_place(v: &mut [f32]) {
     }
 }
 
+/// The `Backend` items of a wrapper around a `Cpu<f32>` (in the field `$cpu`) that it passes
+/// through unchanged: the associated types, `alloc_labels`, the views, `zero`, BatchNorm, the
+/// elementwise and shape ops and the linear layer. [`Bf16Cpu`] and the emulator of
+/// tests/step_hooks.rs (the CUDA backend's hooks on the CPU) write only the methods they change.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! cpu_f32_passthrough {
+    ($cpu:ident) => {
+        type Elem = f32;
+        type Buf = Vec<f32>;
+        type Labels = Vec<u32>;
+        type View<'a> = &'a [f32];
+        type ViewMut<'a> = &'a mut [f32];
+
+        fn alloc_labels(&self, len: usize) -> ::anyhow::Result<Vec<u32>> {
+            self.$cpu.alloc_labels(len)
+        }
+        fn len(&self, b: &Vec<f32>) -> usize {
+            b.len()
+        }
+        fn view<'a>(&'a self, b: &'a Vec<f32>, r: ::std::ops::Range<usize>) -> &'a [f32] {
+            &b[r]
+        }
+        fn view_mut<'a>(&'a self, b: &'a mut Vec<f32>, r: ::std::ops::Range<usize>) -> &'a mut [f32] {
+            &mut b[r]
+        }
+        fn zero(&self, x: &mut [f32]) {
+            self.$cpu.zero(x)
+        }
+        fn batchnorm_forward_train(
+            &self,
+            s: &$crate::backend::BnShape,
+            x: &[f32],
+            affine: &[f32],
+            running: &mut [f32],
+            saved: &mut [f32],
+            y: &mut [f32],
+        ) {
+            self.$cpu.batchnorm_forward_train(s, x, affine, running, saved, y)
+        }
+        fn batchnorm_forward_eval(
+            &self,
+            s: &$crate::backend::BnShape,
+            x: &[f32],
+            affine: &[f32],
+            running: &[f32],
+            y: &mut [f32],
+        ) {
+            self.$cpu.batchnorm_forward_eval(s, x, affine, running, y)
+        }
+        fn batchnorm_backward(
+            &self,
+            s: &$crate::backend::BnShape,
+            x: &[f32],
+            y: &[f32],
+            dy: &[f32],
+            affine: &[f32],
+            saved: &[f32],
+            dx: &mut [f32],
+            d_affine: &mut [f32],
+        ) {
+            self.$cpu.batchnorm_backward(s, x, y, dy, affine, saved, dx, d_affine)
+        }
+        fn add_assign(&self, y: &mut [f32], x: &[f32]) {
+            self.$cpu.add_assign(y, x)
+        }
+        fn shortcut_forward(&self, s: &$crate::backend::ShortcutShape, x: &[f32], y: &mut [f32]) {
+            self.$cpu.shortcut_forward(s, x, y)
+        }
+        fn shortcut_backward_acc(&self, s: &$crate::backend::ShortcutShape, dy: &[f32], dx: &mut [f32]) {
+            self.$cpu.shortcut_backward_acc(s, dy, dx)
+        }
+        fn avgpool_forward(&self, s: &$crate::backend::PoolShape, x: &[f32], y: &mut [f32]) {
+            self.$cpu.avgpool_forward(s, x, y)
+        }
+        fn avgpool_backward(&self, s: &$crate::backend::PoolShape, dy: &[f32], dx: &mut [f32]) {
+            self.$cpu.avgpool_backward(s, dy, dx)
+        }
+        fn linear_forward(&self, n: usize, inp: usize, out: usize, x: &[f32], params: &[f32], y: &mut [f32]) {
+            self.$cpu.linear_forward(n, inp, out, x, params, y)
+        }
+        fn linear_backward(
+            &self,
+            n: usize,
+            inp: usize,
+            out: usize,
+            x: &[f32],
+            params: &[f32],
+            dy: &[f32],
+            dx: &mut [f32],
+            d_params: &mut [f32],
+        ) {
+            self.$cpu.linear_backward(n, inp, out, x, params, dy, dx, d_params)
+        }
+    };
+}
+
 impl Backend for Bf16Cpu {
-    type Elem = f32;
-    type Buf = Vec<f32>;
-    type Labels = Vec<u32>;
-    type View<'a> = &'a [f32];
-    type ViewMut<'a> = &'a mut [f32];
+    crate::cpu_f32_passthrough!(cpu);
 
     fn name(&self) -> String {
         "cpu-f32/bf16-conv-emulated".into()
     }
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
         self.cpu.alloc(len)
-    }
-    fn alloc_labels(&self, len: usize) -> Result<Vec<u32>> {
-        self.cpu.alloc_labels(len)
-    }
-    fn len(&self, b: &Vec<f32>) -> usize {
-        b.len()
-    }
-    fn view<'a>(&'a self, b: &'a Vec<f32>, r: Range<usize>) -> &'a [f32] {
-        &b[r]
-    }
-    fn view_mut<'a>(&'a self, b: &'a mut Vec<f32>, r: Range<usize>) -> &'a mut [f32] {
-        &mut b[r]
     }
     fn upload(&self, src: &[f32], dst: &mut Vec<f32>) -> Result<()> {
         self.cpu.upload(src, dst)
@@ -71,9 +151,6 @@ impl Backend for Bf16Cpu {
     }
     fn download(&self, src: &Vec<f32>, dst: &mut [f32]) -> Result<()> {
         self.cpu.download(src, dst)
-    }
-    fn zero(&self, x: &mut [f32]) {
-        self.cpu.zero(x)
     }
     fn conv2d_forward(&self, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
         self.cpu.conv2d_forward(s, &rounded(x), &rounded(w), y);
@@ -86,64 +163,6 @@ impl Backend for Bf16Cpu {
     fn conv2d_backward_filter(&self, s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         self.cpu.conv2d_backward_filter(s, &rounded(x), &rounded(dy), dw);
         round_in_place(dw);
-    }
-    fn batchnorm_forward_train(
-        &self,
-        s: &BnShape,
-        x: &[f32],
-        affine: &[f32],
-        running: &mut [f32],
-        saved: &mut [f32],
-        y: &mut [f32],
-    ) {
-        self.cpu.batchnorm_forward_train(s, x, affine, running, saved, y)
-    }
-    fn batchnorm_forward_eval(&self, s: &BnShape, x: &[f32], affine: &[f32], running: &[f32], y: &mut [f32]) {
-        self.cpu.batchnorm_forward_eval(s, x, affine, running, y)
-    }
-    fn batchnorm_backward(
-        &self,
-        s: &BnShape,
-        x: &[f32],
-        y: &[f32],
-        dy: &[f32],
-        affine: &[f32],
-        saved: &[f32],
-        dx: &mut [f32],
-        d_affine: &mut [f32],
-    ) {
-        self.cpu.batchnorm_backward(s, x, y, dy, affine, saved, dx, d_affine)
-    }
-    fn add_assign(&self, y: &mut [f32], x: &[f32]) {
-        self.cpu.add_assign(y, x)
-    }
-    fn shortcut_forward(&self, s: &ShortcutShape, x: &[f32], y: &mut [f32]) {
-        self.cpu.shortcut_forward(s, x, y)
-    }
-    fn shortcut_backward_acc(&self, s: &ShortcutShape, dy: &[f32], dx: &mut [f32]) {
-        self.cpu.shortcut_backward_acc(s, dy, dx)
-    }
-    fn avgpool_forward(&self, s: &PoolShape, x: &[f32], y: &mut [f32]) {
-        self.cpu.avgpool_forward(s, x, y)
-    }
-    fn avgpool_backward(&self, s: &PoolShape, dy: &[f32], dx: &mut [f32]) {
-        self.cpu.avgpool_backward(s, dy, dx)
-    }
-    fn linear_forward(&self, n: usize, inp: usize, out: usize, x: &[f32], params: &[f32], y: &mut [f32]) {
-        self.cpu.linear_forward(n, inp, out, x, params, y)
-    }
-    fn linear_backward(
-        &self,
-        n: usize,
-        inp: usize,
-        out: usize,
-        x: &[f32],
-        params: &[f32],
-        dy: &[f32],
-        dx: &mut [f32],
-        d_params: &mut [f32],
-    ) {
-        self.cpu.linear_backward(n, inp, out, x, params, dy, dx, d_params)
     }
     fn softmax_cross_entropy(
         &self,

@@ -27,7 +27,7 @@ use super::bf16emu::Bf16Cpu;
 use super::{BnMode, Cuda};
 use crate::backend::cpu::Cpu;
 use crate::backend::{
-    Backend, BnShape, ComputePrecision, ConvShape, PoolShape, Segment, ShortcutShape, StepSums,
+    Backend, BnShape, ComputePrecision, ConvShape, PoolShape, Real, Segment, ShortcutShape, StepSums,
 };
 use crate::model::{init_params, ModelConfig, PreResNet, ShortcutKind};
 use crate::optim::{Hyper, OptimConfig, Sgd};
@@ -292,7 +292,7 @@ impl<B: Backend<Elem = f32>> Placed<B> {
     }
     /// An output: NaN everywhere in the view.
     fn poisoned(be: &B, len: usize, off: usize) -> Result<Self> {
-        Self::new(be, &vec![f32::NAN; len], off)
+        Self::new(be, &poison(len), off)
     }
     fn v<'a>(&'a self, be: &'a B) -> B::View<'a> {
         be.view(&self.buf, self.off..self.off + self.len)
@@ -310,6 +310,26 @@ impl<B: Backend<Elem = f32>> Placed<B> {
             .all(|g| g.to_bits() == GUARD.to_bits());
         Ok((host[self.off..self.off + self.len].to_vec(), guards_ok))
     }
+}
+
+/// The contents of a poisoned output: NaN, so that an element the op fails to write shows.
+fn poison(len: usize) -> Vec<f32> {
+    vec![f32::NAN; len]
+}
+
+/// A one-input op on the backend: places `x`, then the output with the contents `out`, at `off`;
+/// runs `op` on their views; returns the output and whether its guards are intact.
+fn one_input<B: Backend<Elem = f32>>(
+    be: &B,
+    off: usize,
+    x: &[f32],
+    out: &[f32],
+    op: impl FnOnce(B::View<'_>, B::ViewMut<'_>),
+) -> Result<(Vec<f32>, bool)> {
+    let px = Placed::new(be, x, off)?;
+    let mut py = Placed::new(be, out, off)?;
+    op(px.v(be), py.m(be));
+    py.read(be)
 }
 
 // ---- the checks -------------------------------------------------------------------------------------
@@ -334,6 +354,32 @@ fn off_tag(off: usize) -> &'static str {
     } else {
         "odd"
     }
+}
+
+/// The three convolution ops: (name, output, the operands of its sums Σ|a·b|).
+const CONV_OPS: [(&str, &str, &str); 3] = [
+    ("conv2d_forward", "y", "x·w"),
+    ("conv2d_backward_data", "dx", "dy·w"),
+    ("conv2d_backward_filter", "dw", "x·dy"),
+];
+
+/// The inputs of a convolution check, its label, and Σ|a·b| of each output ([`CONV_OPS`] order).
+struct ConvCase {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    dy: Vec<f32>,
+    shape: String,
+    mag: [Vec<f64>; 3],
+}
+
+/// y, dx and dw of the convolution `s` on a CPU backend.
+fn conv_on_cpu<T: Real>(cpu: &Cpu<T>, s: &ConvShape, x: &[T], w: &[T], dy: &[T]) -> [Vec<T>; 3] {
+    let zeros = |n| vec![T::from_f64(0.0); n];
+    let (mut y, mut dx, mut dw) = (zeros(s.y_len()), zeros(s.x_len()), zeros(s.w_len()));
+    cpu.conv2d_forward(s, x, w, &mut y);
+    cpu.conv2d_backward_data(s, dy, w, &mut dx);
+    cpu.conv2d_backward_filter(s, x, dy, &mut dw);
+    [y, dx, dw]
 }
 
 const WHY_GEMM: &str = "f32 sums of K products in another order (cuDNN may use Winograd/FFT)";
@@ -493,8 +539,8 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         });
     }
 
-    fn conv(&mut self, s: &ConvShape, off: usize) -> Result<()> {
-        let be = self.be;
+    /// A convolution case: random x, w and dy for `s`, its label, and Σ|a·b| of y, dx and dw.
+    fn conv_case(&mut self, s: &ConvShape, off: usize) -> ConvCase {
         let k_fwd = s.c_in * s.kernel * s.kernel;
         let x = self.randn(s.x_len(), 1.0, 0.0);
         let w = self.randn(s.w_len(), 1.0 / (k_fwd as f32).sqrt(), 0.0);
@@ -511,122 +557,61 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
             s.pad,
             off_tag(off)
         );
-        let (mut y, mut dx, mut dw) = (vec![0f32; s.y_len()], vec![0f32; s.x_len()], vec![0f32; s.w_len()]);
-        self.cpu.conv2d_forward(s, &x, &w, &mut y);
-        self.cpu.conv2d_backward_data(s, &dy, &w, &mut dx);
-        self.cpu.conv2d_backward_filter(s, &x, &dy, &mut dw);
-        let (ax, aw, ady) = (abs64(&x), abs64(&w), abs64(&dy));
-        let (mut my, mut mdx, mut mdw) =
-            (vec![0f64; s.y_len()], vec![0f64; s.x_len()], vec![0f64; s.w_len()]);
-        self.cpu64.conv2d_forward(s, &ax, &aw, &mut my);
-        self.cpu64.conv2d_backward_data(s, &ady, &aw, &mut mdx);
-        self.cpu64.conv2d_backward_filter(s, &ax, &ady, &mut mdw);
+        let mag = conv_on_cpu(&self.cpu64, s, &abs64(&x), &abs64(&w), &abs64(&dy));
+        ConvCase { x, w, dy, shape, mag }
+    }
 
+    /// Runs the three convolutions of `c` on the backend ([`CONV_OPS`] order), each into a
+    /// poisoned output, and hands each result to `judge` with its direction's index, the K of its
+    /// sums and whether the guards are intact.
+    fn conv_on_backend(
+        &mut self,
+        s: &ConvShape,
+        off: usize,
+        c: &ConvCase,
+        mut judge: impl FnMut(&mut Self, usize, usize, Vec<f32>, bool),
+    ) -> Result<()> {
+        let be = self.be;
         let (px, pw, pdy) =
-            (Placed::new(be, &x, off)?, Placed::new(be, &w, off)?, Placed::new(be, &dy, off)?);
-        let mut py = Placed::poisoned(be, s.y_len(), off)?;
-        be.conv2d_forward(s, px.v(be), pw.v(be), py.m(be));
-        let (gy, ok) = py.read(be)?;
-        let k = k_fwd;
-        let st = compare(&wide(&gy), &wide(&y), &Tol::Sum { k, mag: &my });
-        self.push(
-            "conv2d_forward",
-            shape.clone(),
-            &[("y", st)],
-            ok,
-            &format!("4·max(K,16)·ε·Σ|x·w| K={k}"),
-            WHY_GEMM,
-        );
-
-        let mut pdx = Placed::poisoned(be, s.x_len(), off)?;
-        be.conv2d_backward_data(s, pdy.v(be), pw.v(be), pdx.m(be));
-        let (gdx, ok) = pdx.read(be)?;
-        let k = s.c_out * s.kernel * s.kernel;
-        let st = compare(&wide(&gdx), &wide(&dx), &Tol::Sum { k, mag: &mdx });
-        self.push(
-            "conv2d_backward_data",
-            shape.clone(),
-            &[("dx", st)],
-            ok,
-            &format!("4·max(K,16)·ε·Σ|dy·w| K={k}"),
-            WHY_GEMM,
-        );
-
-        let mut pdw = Placed::poisoned(be, s.w_len(), off)?;
-        be.conv2d_backward_filter(s, px.v(be), pdy.v(be), pdw.m(be));
-        let (gdw, ok) = pdw.read(be)?;
-        let k = s.n * s.out_h() * s.out_w();
-        let st = compare(&wide(&gdw), &wide(&dw), &Tol::Sum { k, mag: &mdw });
-        self.push(
-            "conv2d_backward_filter",
-            shape,
-            &[("dw", st)],
-            ok,
-            &format!("4·max(K,16)·ε·Σ|x·dy| K={k}"),
-            WHY_GEMM,
-        );
+            (Placed::new(be, &c.x, off)?, Placed::new(be, &c.w, off)?, Placed::new(be, &c.dy, off)?);
+        let ks = [s.c_in * s.kernel * s.kernel, s.c_out * s.kernel * s.kernel, s.n * s.out_h() * s.out_w()];
+        let lens = [s.y_len(), s.x_len(), s.w_len()];
+        for (d, (k, len)) in ks.into_iter().zip(lens).enumerate() {
+            let mut out = Placed::poisoned(be, len, off)?;
+            match d {
+                0 => be.conv2d_forward(s, px.v(be), pw.v(be), out.m(be)),
+                1 => be.conv2d_backward_data(s, pdy.v(be), pw.v(be), out.m(be)),
+                _ => be.conv2d_backward_filter(s, px.v(be), pdy.v(be), out.m(be)),
+            }
+            let (got, ok) = out.read(be)?;
+            judge(self, d, k, got, ok);
+        }
         Ok(())
+    }
+
+    fn conv(&mut self, s: &ConvShape, off: usize) -> Result<()> {
+        let c = self.conv_case(s, off);
+        let want = conv_on_cpu(&self.cpu, s, &c.x, &c.w, &c.dy);
+        self.conv_on_backend(s, off, &c, |h, d, k, got, ok| {
+            let (op, out, operands) = CONV_OPS[d];
+            let st = compare(&wide(&got), &wide(&want[d]), &Tol::Sum { k, mag: &c.mag[d] });
+            let tol = format!("4·max(K,16)·ε·Σ|{operands}| K={k}");
+            h.push(op, c.shape.clone(), &[(out, st)], ok, &tol, WHY_GEMM);
+        })
     }
 
     /// The convolution case in bf16-conv mode (the backend is set to it), against the exact result
     /// of the f32 inputs, with [`Tol::Bf16`].
     fn conv_bf16(&mut self, s: &ConvShape, off: usize) -> Result<()> {
-        let be = self.be;
-        let k_fwd = s.c_in * s.kernel * s.kernel;
-        let x = self.randn(s.x_len(), 1.0, 0.0);
-        let w = self.randn(s.w_len(), 1.0 / (k_fwd as f32).sqrt(), 0.0);
-        let dy = self.randn(s.y_len(), 1.0, 0.0);
-        let shape = format!(
-            "n{} ci{} {}x{} co{} k{} s{} p{} {}",
-            s.n,
-            s.c_in,
-            s.h,
-            s.w,
-            s.c_out,
-            s.kernel,
-            s.stride,
-            s.pad,
-            off_tag(off)
-        );
-        let (x64, w64, dy64) = (wide(&x), wide(&w), wide(&dy));
-        let (mut y, mut dx, mut dw) = (vec![0f64; s.y_len()], vec![0f64; s.x_len()], vec![0f64; s.w_len()]);
-        self.cpu64.conv2d_forward(s, &x64, &w64, &mut y);
-        self.cpu64.conv2d_backward_data(s, &dy64, &w64, &mut dx);
-        self.cpu64.conv2d_backward_filter(s, &x64, &dy64, &mut dw);
-        let (ax, aw, ady) = (abs64(&x), abs64(&w), abs64(&dy));
-        let (mut my, mut mdx, mut mdw) =
-            (vec![0f64; s.y_len()], vec![0f64; s.x_len()], vec![0f64; s.w_len()]);
-        self.cpu64.conv2d_forward(s, &ax, &aw, &mut my);
-        self.cpu64.conv2d_backward_data(s, &ady, &aw, &mut mdx);
-        self.cpu64.conv2d_backward_filter(s, &ax, &ady, &mut mdw);
         const WHY: &str = "bf16 operands and output (≤ u each), f32 sums; against the exact result";
-
-        let (px, pw, pdy) =
-            (Placed::new(be, &x, off)?, Placed::new(be, &w, off)?, Placed::new(be, &dy, off)?);
-        let mut py = Placed::poisoned(be, s.y_len(), off)?;
-        be.conv2d_forward(s, px.v(be), pw.v(be), py.m(be));
-        let (gy, ok) = py.read(be)?;
-        let k = k_fwd;
-        let st = compare(&wide(&gy), &y, &Tol::Bf16 { k, mag: &my });
-        let tol = format!("(3u+4·max(K,16)·ε)·Σ|x·w| K={k}");
-        self.push("conv2d_forward bf16", shape.clone(), &[("y", st)], ok, &tol, WHY);
-
-        let mut pdx = Placed::poisoned(be, s.x_len(), off)?;
-        be.conv2d_backward_data(s, pdy.v(be), pw.v(be), pdx.m(be));
-        let (gdx, ok) = pdx.read(be)?;
-        let k = s.c_out * s.kernel * s.kernel;
-        let st = compare(&wide(&gdx), &dx, &Tol::Bf16 { k, mag: &mdx });
-        let tol = format!("(3u+4·max(K,16)·ε)·Σ|dy·w| K={k}");
-        self.push("conv2d_backward_data bf16", shape.clone(), &[("dx", st)], ok, &tol, WHY);
-
-        let mut pdw = Placed::poisoned(be, s.w_len(), off)?;
-        be.conv2d_backward_filter(s, px.v(be), pdy.v(be), pdw.m(be));
-        let (gdw, ok) = pdw.read(be)?;
-        let k = s.n * s.out_h() * s.out_w();
-        let st = compare(&wide(&gdw), &dw, &Tol::Bf16 { k, mag: &mdw });
-        let tol = format!("(3u+4·max(K,16)·ε)·Σ|x·dy| K={k}");
-        self.push("conv2d_backward_filter bf16", shape, &[("dw", st)], ok, &tol, WHY);
-        Ok(())
+        let c = self.conv_case(s, off);
+        let want = conv_on_cpu(&self.cpu64, s, &wide(&c.x), &wide(&c.w), &wide(&c.dy));
+        self.conv_on_backend(s, off, &c, |h, d, k, got, ok| {
+            let (op, out, operands) = CONV_OPS[d];
+            let st = compare(&wide(&got), &want[d], &Tol::Bf16 { k, mag: &c.mag[d] });
+            let tol = format!("(3u+4·max(K,16)·ε)·Σ|{operands}| K={k}");
+            h.push(&format!("{op} bf16"), c.shape.clone(), &[(out, st)], ok, &tol, WHY);
+        })
     }
 
     fn linear(&mut self, n: usize, inp: usize, out: usize, off: usize) -> Result<()> {
@@ -770,10 +755,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let (y0, x) = (self.randn(len, 1.0, 0.0), self.randn(len, 1.0, 0.0));
         let mut y = y0.clone();
         self.cpu.add_assign(&mut y, &x);
-        let px = Placed::new(be, &x, off)?;
-        let mut py = Placed::new(be, &y0, off)?;
-        be.add_assign(py.m(be), px.v(be));
-        let (gy, ok) = py.read(be)?;
+        let (gy, ok) = one_input(be, off, &x, &y0, |x, y| be.add_assign(y, x))?;
         let st = compare(&wide(&gy), &wide(&y), &Tol::Exact);
         self.push("add_assign", format!("len{len} {}", off_tag(off)), &[("y", st)], ok, "bitwise", WHY_EXACT);
         Ok(())
@@ -787,20 +769,14 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let x = self.randn(x_len, 1.0, 0.0);
         let mut y = vec![0f32; y_len];
         self.cpu.shortcut_forward(s, &x, &mut y);
-        let px = Placed::new(be, &x, off)?;
-        let mut py = Placed::poisoned(be, y_len, off)?;
-        be.shortcut_forward(s, px.v(be), py.m(be));
-        let (gy, ok) = py.read(be)?;
+        let (gy, ok) = one_input(be, off, &x, &poison(y_len), |x, y| be.shortcut_forward(s, x, y))?;
         let st = compare(&wide(&gy), &wide(&y), &Tol::Exact);
         self.push("shortcut_forward", shape.clone(), &[("y", st)], ok, "bitwise", "copies and zeros");
 
         let (dy, dx0) = (self.randn(y_len, 1.0, 0.0), self.randn(x_len, 1.0, 0.0));
         let mut dx = dx0.clone();
         self.cpu.shortcut_backward_acc(s, &dy, &mut dx);
-        let pdy = Placed::new(be, &dy, off)?;
-        let mut pdx = Placed::new(be, &dx0, off)?;
-        be.shortcut_backward_acc(s, pdy.v(be), pdx.m(be));
-        let (gdx, ok) = pdx.read(be)?;
+        let (gdx, ok) = one_input(be, off, &dy, &dx0, |dy, dx| be.shortcut_backward_acc(s, dy, dx))?;
         let st = compare(&wide(&gdx), &wide(&dx), &Tol::Exact);
         self.push("shortcut_backward_acc", shape, &[("dx", st)], ok, "bitwise", "one f32 add per element");
         Ok(())
@@ -813,10 +789,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let x = self.randn(x_len, 1.0, 0.3);
         let mut y = vec![0f32; y_len];
         self.cpu.avgpool_forward(s, &x, &mut y);
-        let px = Placed::new(be, &x, off)?;
-        let mut py = Placed::poisoned(be, y_len, off)?;
-        be.avgpool_forward(s, px.v(be), py.m(be));
-        let (gy, ok) = py.read(be)?;
+        let (gy, ok) = one_input(be, off, &x, &poison(y_len), |x, y| be.avgpool_forward(s, x, y))?;
         let st = compare(&wide(&gy), &wide(&y), &Tol::Rel { rel: EPS, abs: 1e-12 });
         self.push(
             "avgpool_forward",
@@ -830,10 +803,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let dy = self.randn(y_len, 1.0, 0.0);
         let mut dx = vec![0f32; x_len];
         self.cpu.avgpool_backward(s, &dy, &mut dx);
-        let pdy = Placed::new(be, &dy, off)?;
-        let mut pdx = Placed::poisoned(be, x_len, off)?;
-        be.avgpool_backward(s, pdy.v(be), pdx.m(be));
-        let (gdx, ok) = pdx.read(be)?;
+        let (gdx, ok) = one_input(be, off, &dy, &poison(x_len), |dy, dx| be.avgpool_backward(s, dy, dx))?;
         let st = compare(&wide(&gdx), &wide(&dx), &Tol::Exact);
         self.push("avgpool_backward", shape, &[("dx", st)], ok, "bitwise", "one correctly rounded division");
         Ok(())

@@ -184,6 +184,57 @@ fn pick<A: Copy + std::fmt::Debug>(
     bail!("cuDNN has no {kind} {what} algorithm for {s:?} (heuristics returned: {})", seen.join(", "))
 }
 
+/// A heuristic result of `cudnnGet*Algorithm_v7`, whatever the direction.
+///
+/// # Safety
+/// All-zero bits must be a valid value (the plain C structs of cuDNN's perf results).
+unsafe trait AlgoPerf: Copy {
+    type Algo: Copy + std::fmt::Debug;
+    fn candidate(&self) -> Candidate<Self::Algo>;
+}
+
+macro_rules! algo_perf {
+    ($($perf:ty => $algo:ty),* $(,)?) => {$(
+        // SAFETY: a plain C struct of enums and integers, all of which accept zero.
+        unsafe impl AlgoPerf for $perf {
+            type Algo = $algo;
+            fn candidate(&self) -> Candidate<$algo> {
+                Candidate {
+                    algo: self.algo,
+                    status: self.status,
+                    memory: self.memory,
+                    deterministic: self.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC,
+                    math: self.mathType,
+                }
+            }
+        }
+    )*};
+}
+
+algo_perf!(
+    sys::cudnnConvolutionFwdAlgoPerf_t => sys::cudnnConvolutionFwdAlgo_t,
+    sys::cudnnConvolutionBwdDataAlgoPerf_t => sys::cudnnConvolutionBwdDataAlgo_t,
+    sys::cudnnConvolutionBwdFilterAlgoPerf_t => sys::cudnnConvolutionBwdFilterAlgo_t,
+);
+
+/// Asks cuDNN's heuristics for up to 8 algorithms of one direction (`query(requested, &mut
+/// returned, results)`) and [`pick`]s one.
+fn choose<P: AlgoPerf>(
+    what: &str,
+    s: &ConvShape,
+    bf16: bool,
+    query: impl FnOnce(c_int, &mut c_int, *mut P) -> Result<(), dnn::CudnnError>,
+) -> Result<(P::Algo, sys::cudnnMathType_t)> {
+    const N: usize = 8;
+    // SAFETY: all-zero bits are a valid `P` (the trait's contract).
+    let mut r = [unsafe { std::mem::zeroed::<P>() }; N];
+    let mut got = 0;
+    query(N as c_int, &mut got, r.as_mut_ptr())
+        .map_err(|e| anyhow!("cuDNN choosing the {what} algorithm: {e:?}"))?;
+    let c: Vec<_> = r[..(got.max(0) as usize).min(N)].iter().map(P::candidate).collect();
+    pick(what, s, bf16, &c)
+}
+
 fn dims_i32(s: &ConvShape) -> Result<[c_int; 8]> {
     let v = [s.n, s.c_in, s.h, s.w, s.c_out, s.kernel, s.stride, s.pad];
     let mut out = [0; 8];
@@ -252,94 +303,17 @@ impl Plan {
             "cuDNN computes output {od:?} for {s:?}, expected [{n}, {co}, {oh}, {ow}]"
         );
 
-        // SAFETY (the three queries): valid handle and descriptors; the out arrays hold `N` entries.
-        let fwd = {
-            const N: usize = 8;
-            let mut r = [unsafe { std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>() }; N];
-            let mut got = 0;
-            unsafe {
-                dnn::get_convolution_forward_algorithm(
-                    h,
-                    x.0,
-                    w.0,
-                    query.0,
-                    y.0,
-                    N as c_int,
-                    &mut got,
-                    r.as_mut_ptr(),
-                )
-            }
-            .map_err(dnn_err("choosing the forward algorithm"))?;
-            let c: Vec<_> = r[..(got.max(0) as usize).min(N)]
-                .iter()
-                .map(|p| Candidate {
-                    algo: p.algo,
-                    status: p.status,
-                    memory: p.memory,
-                    deterministic: p.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC,
-                    math: p.mathType,
-                })
-                .collect();
-            pick("forward", s, bf16, &c)?
-        };
-        let bwd_data = {
-            const N: usize = 8;
-            let mut r = [unsafe { std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>() }; N];
-            let mut got = 0;
-            unsafe {
-                dnn::get_convolution_backward_data_algorithm(
-                    h,
-                    w.0,
-                    y.0,
-                    query.0,
-                    x.0,
-                    N as c_int,
-                    &mut got,
-                    r.as_mut_ptr(),
-                )
-            }
-            .map_err(dnn_err("choosing the backward-data algorithm"))?;
-            let c: Vec<_> = r[..(got.max(0) as usize).min(N)]
-                .iter()
-                .map(|p| Candidate {
-                    algo: p.algo,
-                    status: p.status,
-                    memory: p.memory,
-                    deterministic: p.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC,
-                    math: p.mathType,
-                })
-                .collect();
-            pick("backward-data", s, bf16, &c)?
-        };
-        let bwd_filter = {
-            const N: usize = 8;
-            let mut r = [unsafe { std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>() }; N];
-            let mut got = 0;
-            unsafe {
-                dnn::get_convolution_backward_filter_algorithm(
-                    h,
-                    x.0,
-                    y.0,
-                    query.0,
-                    w.0,
-                    N as c_int,
-                    &mut got,
-                    r.as_mut_ptr(),
-                )
-            }
-            .map_err(dnn_err("choosing the backward-filter algorithm"))?;
-            let c: Vec<_> = r[..(got.max(0) as usize).min(N)]
-                .iter()
-                .map(|p| Candidate {
-                    algo: p.algo,
-                    status: p.status,
-                    memory: p.memory,
-                    deterministic: p.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC,
-                    math: p.mathType,
-                })
-                .collect();
-            pick("backward-filter", s, bf16, &c)?
-        };
+        // SAFETY (the three queries): valid handle and descriptors; cuDNN writes at most the
+        // requested number of results.
+        let fwd = choose("forward", s, bf16, |n, got, r| unsafe {
+            dnn::get_convolution_forward_algorithm(h, x.0, w.0, query.0, y.0, n, got, r)
+        })?;
+        let bwd_data = choose("backward-data", s, bf16, |n, got, r| unsafe {
+            dnn::get_convolution_backward_data_algorithm(h, w.0, y.0, query.0, x.0, n, got, r)
+        })?;
+        let bwd_filter = choose("backward-filter", s, bf16, |n, got, r| unsafe {
+            dnn::get_convolution_backward_filter_algorithm(h, x.0, y.0, query.0, w.0, n, got, r)
+        })?;
         drop(query);
         let (conv_fwd, conv_bwd_data, conv_bwd_filter) =
             (conv_desc(s, fwd.1)?, conv_desc(s, bwd_data.1)?, conv_desc(s, bwd_filter.1)?);
@@ -467,14 +441,17 @@ impl Convs {
     }
 }
 
-/// Validates a shape as the CPU reference does and returns (x, w, y) lengths.
-fn check(op: &str, s: &ConvShape) -> Result<(usize, usize, usize)> {
+/// Validates a shape as the CPU reference does, and the lengths of its x, w and y views, each
+/// named as the caller names it.
+fn check(op: &str, s: &ConvShape, [x, w, y]: [(&str, usize); 3]) -> Result<()> {
     ensure!(s.stride > 0 && s.kernel > 0, "{op}: kernel and stride must be positive: {s:?}");
     ensure!(
         s.h + 2 * s.pad >= s.kernel && s.w + 2 * s.pad >= s.kernel,
         "{op}: kernel larger than padded input: {s:?}"
     );
-    Ok((s.x_len(), s.w_len(), s.y_len()))
+    expect_len(op, x.0, x.1, s.x_len())?;
+    expect_len(op, w.0, w.1, s.w_len())?;
+    expect_len(op, y.0, y.1, s.y_len())
 }
 
 const ONE: f32 = 1.0;
@@ -493,6 +470,49 @@ fn ws_ptr(ws: u64, bytes: usize) -> *mut c_void {
     }
 }
 
+fn precision(p: &Plan) -> &'static str {
+    if p.bf16 {
+        "bf16"
+    } else {
+        "f32"
+    }
+}
+
+/// One convolution call, after [`check`]: reads the inputs `ins` and overwrites `out` (zeroed when
+/// any of the three is empty). `call(handle, plan, [in0, in1], out, workspace)` makes the cuDNN
+/// call on the addresses it is given: the views, or for a bf16 plan their bf16 copies in the
+/// staging buffers (the inputs cast before the call, the output widened into `out` after it).
+fn convolve(
+    be: &Cuda,
+    s: &ConvShape,
+    ins: [DevView<'_>; 2],
+    out: DevViewMut<'_>,
+    call: impl FnOnce(sys::cudnnHandle_t, &Plan, [*const c_void; 2], *mut c_void, u64) -> Result<()>,
+) -> Result<()> {
+    if ins[0].len == 0 || ins[1].len == 0 || out.len == 0 {
+        return super::ops::zero(be, &out);
+    }
+    let gpu = &be.gpu;
+    gpu.bind()?;
+    let mut convs = lock(&be.convs);
+    let h = convs.handle.raw;
+    let (key, ws, stage) = convs.prepare(gpu, s, be.bf16_conv(), [ins[0].len, ins[1].len, out.len])?;
+    let p = &convs.plans[&key];
+    let (srcs, dst) = match stage {
+        Some([a, b, o]) => {
+            cast_f32_to_bf16(be, ins[0].ptr, a, ins[0].len)?;
+            cast_f32_to_bf16(be, ins[1].ptr, b, ins[1].len)?;
+            ([a, b], o)
+        }
+        None => ([ins[0].ptr, ins[1].ptr], out.ptr),
+    };
+    call(h, p, srcs.map(|a| a as *const c_void), dst as *mut c_void, ws)?;
+    if stage.is_some() {
+        cast_bf16_to_f32(be, dst, out.ptr, out.len)?;
+    }
+    Ok(())
+}
+
 /// y = conv(x, w), overwritten.
 pub(crate) fn forward(
     be: &Cuda,
@@ -501,62 +521,30 @@ pub(crate) fn forward(
     w: DevView<'_>,
     y: DevViewMut<'_>,
 ) -> Result<()> {
-    const OP: &str = "conv2d_forward";
-    let (xl, wl, yl) = check(OP, s)?;
-    expect_len(OP, "x", x.len, xl)?;
-    expect_len(OP, "w", w.len, wl)?;
-    expect_len(OP, "y", y.len, yl)?;
-    if xl == 0 || wl == 0 || yl == 0 {
-        return super::ops::zero(be, &y);
-    }
-    let gpu = &be.gpu;
-    gpu.bind()?;
-    let mut convs = lock(&be.convs);
-    let h = convs.handle.raw;
-    let (key, ws, stage) = convs.prepare(gpu, s, be.bf16_conv(), [xl, wl, yl])?;
-    let p = &convs.plans[&key];
-    // The operands cuDNN reads and the buffer it writes: the views, or their bf16 copies.
-    let (xs, wsrc, ys) = match stage {
-        Some([xb, wb, yb]) => {
-            cast_f32_to_bf16(be, x.ptr, xb, xl)?;
-            cast_f32_to_bf16(be, w.ptr, wb, wl)?;
-            (xb, wb, yb)
+    check("conv2d_forward", s, [("x", x.len), ("w", w.len), ("y", y.len)])?;
+    convolve(be, s, [x, w], y, |h, p, [x, w], y, ws| {
+        // SAFETY: descriptors match the validated view lengths (and the staging buffers hold at
+        // least as many bf16 elements); the workspace holds at least fwd_ws bytes; β = 0 so the
+        // output is only written.
+        unsafe {
+            dnn::convolution_forward(
+                h,
+                scalar(&ONE),
+                p.x.0,
+                x,
+                p.w.0,
+                w,
+                p.conv_fwd.0,
+                p.fwd,
+                ws_ptr(ws, p.fwd_ws),
+                p.fwd_ws,
+                scalar(&ZERO),
+                p.y.0,
+                y,
+            )
         }
-        None => (x.ptr, w.ptr, y.ptr),
-    };
-    // SAFETY: descriptors match the validated view lengths (and the staging buffers hold at least
-    // as many bf16 elements); the workspace holds at least fwd_ws bytes; β = 0 so the output is
-    // only written.
-    unsafe {
-        dnn::convolution_forward(
-            h,
-            scalar(&ONE),
-            p.x.0,
-            xs as *const c_void,
-            p.w.0,
-            wsrc as *const c_void,
-            p.conv_fwd.0,
-            p.fwd,
-            ws_ptr(ws, p.fwd_ws),
-            p.fwd_ws,
-            scalar(&ZERO),
-            p.y.0,
-            ys as *mut c_void,
-        )
-    }
-    .map_err(|e| anyhow!("cuDNN convolution forward ({:?}, {}) for {s:?}: {e:?}", p.fwd, precision(p)))?;
-    if stage.is_some() {
-        cast_bf16_to_f32(be, ys, y.ptr, yl)?;
-    }
-    Ok(())
-}
-
-fn precision(p: &Plan) -> &'static str {
-    if p.bf16 {
-        "bf16"
-    } else {
-        "f32"
-    }
+        .map_err(|e| anyhow!("cuDNN convolution forward ({:?}, {}) for {s:?}: {e:?}", p.fwd, precision(p)))
+    })
 }
 
 /// dx = conv_transpose(dy, w), overwritten.
@@ -567,53 +555,30 @@ pub(crate) fn backward_data(
     w: DevView<'_>,
     dx: DevViewMut<'_>,
 ) -> Result<()> {
-    const OP: &str = "conv2d_backward_data";
-    let (xl, wl, yl) = check(OP, s)?;
-    expect_len(OP, "dx", dx.len, xl)?;
-    expect_len(OP, "w", w.len, wl)?;
-    expect_len(OP, "dy", dy.len, yl)?;
-    if xl == 0 || wl == 0 || yl == 0 {
-        return super::ops::zero(be, &dx);
-    }
-    let gpu = &be.gpu;
-    gpu.bind()?;
-    let mut convs = lock(&be.convs);
-    let h = convs.handle.raw;
-    let (key, ws, stage) = convs.prepare(gpu, s, be.bf16_conv(), [yl, wl, xl])?;
-    let p = &convs.plans[&key];
-    let (dys, wsrc, dxs) = match stage {
-        Some([dyb, wb, dxb]) => {
-            cast_f32_to_bf16(be, dy.ptr, dyb, yl)?;
-            cast_f32_to_bf16(be, w.ptr, wb, wl)?;
-            (dyb, wb, dxb)
+    check("conv2d_backward_data", s, [("dx", dx.len), ("w", w.len), ("dy", dy.len)])?;
+    convolve(be, s, [dy, w], dx, |h, p, [dy, w], dx, ws| {
+        // SAFETY: as in `forward`.
+        unsafe {
+            dnn::convolution_backward_data(
+                h,
+                scalar(&ONE),
+                p.w.0,
+                w,
+                p.y.0,
+                dy,
+                p.conv_bwd_data.0,
+                p.bwd_data,
+                ws_ptr(ws, p.bwd_data_ws),
+                p.bwd_data_ws,
+                scalar(&ZERO),
+                p.x.0,
+                dx,
+            )
         }
-        None => (dy.ptr, w.ptr, dx.ptr),
-    };
-    // SAFETY: as in `forward`.
-    unsafe {
-        dnn::convolution_backward_data(
-            h,
-            scalar(&ONE),
-            p.w.0,
-            wsrc as *const c_void,
-            p.y.0,
-            dys as *const c_void,
-            p.conv_bwd_data.0,
-            p.bwd_data,
-            ws_ptr(ws, p.bwd_data_ws),
-            p.bwd_data_ws,
-            scalar(&ZERO),
-            p.x.0,
-            dxs as *mut c_void,
-        )
-    }
-    .map_err(|e| {
-        anyhow!("cuDNN convolution backward-data ({:?}, {}) for {s:?}: {e:?}", p.bwd_data, precision(p))
-    })?;
-    if stage.is_some() {
-        cast_bf16_to_f32(be, dxs, dx.ptr, xl)?;
-    }
-    Ok(())
+        .map_err(|e| {
+            anyhow!("cuDNN convolution backward-data ({:?}, {}) for {s:?}: {e:?}", p.bwd_data, precision(p))
+        })
+    })
 }
 
 /// dw = Σ_n dy ⋆ x, overwritten.
@@ -624,51 +589,32 @@ pub(crate) fn backward_filter(
     dy: DevView<'_>,
     dw: DevViewMut<'_>,
 ) -> Result<()> {
-    const OP: &str = "conv2d_backward_filter";
-    let (xl, wl, yl) = check(OP, s)?;
-    expect_len(OP, "x", x.len, xl)?;
-    expect_len(OP, "dw", dw.len, wl)?;
-    expect_len(OP, "dy", dy.len, yl)?;
-    if xl == 0 || wl == 0 || yl == 0 {
-        return super::ops::zero(be, &dw);
-    }
-    let gpu = &be.gpu;
-    gpu.bind()?;
-    let mut convs = lock(&be.convs);
-    let h = convs.handle.raw;
-    let (key, ws, stage) = convs.prepare(gpu, s, be.bf16_conv(), [xl, yl, wl])?;
-    let p = &convs.plans[&key];
-    let (xs, dys, dws) = match stage {
-        Some([xb, dyb, dwb]) => {
-            cast_f32_to_bf16(be, x.ptr, xb, xl)?;
-            cast_f32_to_bf16(be, dy.ptr, dyb, yl)?;
-            (xb, dyb, dwb)
+    check("conv2d_backward_filter", s, [("x", x.len), ("dw", dw.len), ("dy", dy.len)])?;
+    convolve(be, s, [x, dy], dw, |h, p, [x, dy], dw, ws| {
+        // SAFETY: as in `forward`.
+        unsafe {
+            dnn::convolution_backward_filter(
+                h,
+                scalar(&ONE),
+                p.x.0,
+                x,
+                p.y.0,
+                dy,
+                p.conv_bwd_filter.0,
+                p.bwd_filter,
+                ws_ptr(ws, p.bwd_filter_ws),
+                p.bwd_filter_ws,
+                scalar(&ZERO),
+                p.w.0,
+                dw,
+            )
         }
-        None => (x.ptr, dy.ptr, dw.ptr),
-    };
-    // SAFETY: as in `forward`.
-    unsafe {
-        dnn::convolution_backward_filter(
-            h,
-            scalar(&ONE),
-            p.x.0,
-            xs as *const c_void,
-            p.y.0,
-            dys as *const c_void,
-            p.conv_bwd_filter.0,
-            p.bwd_filter,
-            ws_ptr(ws, p.bwd_filter_ws),
-            p.bwd_filter_ws,
-            scalar(&ZERO),
-            p.w.0,
-            dws as *mut c_void,
-        )
-    }
-    .map_err(|e| {
-        anyhow!("cuDNN convolution backward-filter ({:?}, {}) for {s:?}: {e:?}", p.bwd_filter, precision(p))
-    })?;
-    if stage.is_some() {
-        cast_bf16_to_f32(be, dws, dw.ptr, wl)?;
-    }
-    Ok(())
+        .map_err(|e| {
+            anyhow!(
+                "cuDNN convolution backward-filter ({:?}, {}) for {s:?}: {e:?}",
+                p.bwd_filter,
+                precision(p)
+            )
+        })
+    })
 }

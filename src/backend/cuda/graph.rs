@@ -361,13 +361,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stale_graph_is_warmed_up_and_captured_again() {
+    /// A state that warmed up and captured one step (1000 chunks, no statistics) at epoch 0.
+    fn captured() -> StepState {
         let mut st = StepState::default();
         st.begin(0).unwrap();
         st.begin(0).unwrap();
         step(&mut st, 1000, false);
         st.end_capture(0).unwrap();
+        st
+    }
+
+    #[test]
+    fn a_stale_graph_is_warmed_up_and_captured_again() {
+        let mut st = captured();
         // A workspace grew (or the BN variant / precision changed) between steps.
         assert_eq!(st.begin(1).unwrap(), Begin::WarmUp);
         assert_eq!(st.begin(2).unwrap(), Begin::Capture);
@@ -378,11 +384,7 @@ mod tests {
 
     #[test]
     fn a_different_step_is_refused_and_resets() {
-        let mut st = StepState::default();
-        st.begin(0).unwrap();
-        st.begin(0).unwrap();
-        step(&mut st, 1000, false);
-        st.end_capture(0).unwrap();
+        let mut st = captured();
         st.begin(0).unwrap();
         step(&mut st, 2000, false); // other buffers: another model
         let e = st.end_replay().unwrap_err().to_string();

@@ -22,7 +22,7 @@ use anyhow::{anyhow, ensure, Context as _, Result};
 use cudarc::cublas::{result as blas, sys};
 use cudarc::driver::CudaContext;
 use std::ffi::c_int;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 /// A cuBLAS handle bound to the backend's stream.
 struct Handle {
@@ -96,8 +96,46 @@ impl Blas {
     }
 }
 
-fn int(what: &str, v: usize) -> Result<c_int> {
-    c_int::try_from(v).with_context(|| format!("linear: {what} = {v} exceeds cuBLAS's int dimensions"))
+/// The layer's sizes: `n` samples of `inp` inputs and `out` outputs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dims {
+    pub n: usize,
+    pub inp: usize,
+    pub out: usize,
+}
+
+impl Dims {
+    /// Checks the views that both directions read: x (n×inp) and params (out×inp + out).
+    fn check(self, x: &DevView<'_>, params: &DevView<'_>) -> Result<()> {
+        expect_len("linear", "x", x.len, self.n * self.inp)?;
+        expect_len("linear", "params", params.len, self.out * self.inp + self.out)
+    }
+
+    /// (n, inp, out) as cuBLAS ints.
+    fn ints(self) -> Result<(c_int, c_int, c_int)> {
+        let int = |what: &str, v: usize| {
+            c_int::try_from(v)
+                .with_context(|| format!("linear: {what} = {v} exceeds cuBLAS's int dimensions"))
+        };
+        Ok((int("n", self.n)?, int("inp", self.inp)?, int("out", self.out)?))
+    }
+}
+
+/// What the GEMMs of one call need: cuBLAS locked (its handle), the address of at least n ones,
+/// and (n, inp, out) as cuBLAS ints.
+struct Gemms<'a> {
+    blas: MutexGuard<'a, Blas>,
+    ones: u64,
+    dims: (c_int, c_int, c_int),
+}
+
+/// Binds the context and prepares the GEMMs of `d`.
+fn begin(be: &Cuda, d: Dims) -> Result<Gemms<'_>> {
+    let gpu = &be.gpu;
+    gpu.bind()?;
+    let mut blas = lock(&be.blas);
+    let ones = blas.ones(gpu, d.n)?;
+    Ok(Gemms { blas, ones, dims: d.ints()? })
 }
 
 /// C (m×n, ldc) = α op(A) op(B) + β C, column-major, device pointers.
@@ -141,33 +179,22 @@ fn sgemm(
     .map_err(|e| anyhow!("cuBLAS sgemm (m={m}, n={n}, k={k}): {e:?}"))
 }
 
-fn check(n: usize, inp: usize, out: usize, x: usize, params: usize) -> Result<()> {
-    expect_len("linear", "x", x, n * inp)?;
-    expect_len("linear", "params", params, out * inp + out)?;
-    Ok(())
-}
-
 /// y = x Wᵀ + b, overwritten.
 pub(crate) fn forward(
     be: &Cuda,
-    n: usize,
-    inp: usize,
-    out: usize,
+    d: Dims,
     x: DevView<'_>,
     params: DevView<'_>,
     y: DevViewMut<'_>,
 ) -> Result<()> {
-    check(n, inp, out, x.len, params.len)?;
+    let Dims { n, inp, out } = d;
+    d.check(&x, &params)?;
     expect_len("linear", "y", y.len, n * out)?;
     if n == 0 || out == 0 {
         return Ok(());
     }
-    let gpu = &be.gpu;
-    gpu.bind()?;
-    let mut b = lock(&be.blas);
-    let ones = b.ones(gpu, n)?;
-    let h = b.handle.raw;
-    let (ni, ii, oi) = (int("n", n)?, int("inp", inp)?, int("out", out)?);
+    let Gemms { blas, ones, dims: (ni, ii, oi) } = begin(be, d)?;
+    let h = blas.handle.raw;
     let bias = params.at(out * inp);
     // y' (out×n) = b (out×1) · onesᵀ (1×n), β = 0.
     sgemm(h, false, false, (oi, ni, 1), bias, oi, ones, 1, 0.0, y.ptr, oi)?;
@@ -179,19 +206,17 @@ pub(crate) fn forward(
 }
 
 /// dx = dy W and d_params = [dyᵀ x | Σ_n dy], all overwritten.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward(
     be: &Cuda,
-    n: usize,
-    inp: usize,
-    out: usize,
+    d: Dims,
     x: DevView<'_>,
     params: DevView<'_>,
     dy: DevView<'_>,
     dx: DevViewMut<'_>,
     d_params: DevViewMut<'_>,
 ) -> Result<()> {
-    check(n, inp, out, x.len, params.len)?;
+    let Dims { n, inp, out } = d;
+    d.check(&x, &params)?;
     expect_len("linear", "dy", dy.len, n * out)?;
     expect_len("linear", "dx", dx.len, n * inp)?;
     ensure!(
@@ -200,17 +225,13 @@ pub(crate) fn backward(
         d_params.len,
         params.len
     );
-    let gpu = &be.gpu;
     // Degenerate sizes: a sum over nothing is zero.
     if n == 0 || out == 0 {
         super::ops::zero(be, &dx)?;
         return super::ops::zero(be, &d_params);
     }
-    gpu.bind()?;
-    let mut b = lock(&be.blas);
-    let ones = b.ones(gpu, n)?;
-    let h = b.handle.raw;
-    let (ni, ii, oi) = (int("n", n)?, int("inp", inp)?, int("out", out)?);
+    let Gemms { blas, ones, dims: (ni, ii, oi) } = begin(be, d)?;
+    let h = blas.handle.raw;
     if inp > 0 {
         // dx' (inp×n) = W' (inp×out) · dy' (out×n).
         sgemm(h, false, false, (ii, ni, oi), params.ptr, ii, dy.ptr, oi, 0.0, dx.ptr, ii)?;

@@ -90,7 +90,7 @@ use super::{
 };
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use context::{addr, addr_mut, driver_error, Gpu};
-use cudarc::driver::{sys as drv_sys, CudaGraph, CudaSlice};
+use cudarc::driver::{sys as drv_sys, CudaGraph, CudaSlice, DeviceRepr};
 use graph::{Begin, Mode, PendingSgd, StepState};
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -128,32 +128,26 @@ pub struct DevViewMut<'a> {
     _buf: PhantomData<&'a mut CudaSlice<f32>>,
 }
 
-impl DevView<'_> {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    /// Device address of element `i` (i ≤ len).
-    fn at(&self, i: usize) -> u64 {
-        debug_assert!(i <= self.len);
-        self.ptr + (i * 4) as u64
-    }
+/// The accessors both view types share.
+macro_rules! view_accessors {
+    ($($view:ident),*) => {$(
+        impl $view<'_> {
+            pub fn len(&self) -> usize {
+                self.len
+            }
+            pub fn is_empty(&self) -> bool {
+                self.len == 0
+            }
+            /// Device address of element `i` (i ≤ len).
+            fn at(&self, i: usize) -> u64 {
+                debug_assert!(i <= self.len);
+                self.ptr + (i * 4) as u64
+            }
+        }
+    )*};
 }
 
-impl DevViewMut<'_> {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    fn at(&self, i: usize) -> u64 {
-        debug_assert!(i <= self.len);
-        self.ptr + (i * 4) as u64
-    }
-}
+view_accessors!(DevView, DevViewMut);
 
 /// Locks a mutex, ignoring poisoning (the guarded state stays consistent: every update is a
 /// whole-value assignment).
@@ -290,7 +284,8 @@ impl Cuda {
         self.mode.store(m as u8, Ordering::Release);
     }
 
-    /// Errors inside a deferred (captured or replayed) step, where `what` cannot run.
+    /// Errors inside a deferred (captured or replayed) step, where `what` cannot run; otherwise
+    /// returns [`Self::status`].
     fn eager_only(&self, what: &str) -> Result<()> {
         if self.mode() != Mode::Eager {
             bail!(
@@ -299,13 +294,12 @@ impl Cuda {
                 graph::hint()
             );
         }
-        Ok(())
+        self.status()
     }
 
     /// Waits for all queued work and returns the first recorded or pending error.
     pub fn synchronize(&self) -> Result<()> {
         self.eager_only("synchronising")?;
-        self.status()?;
         self.gpu.sync()
     }
 
@@ -362,6 +356,24 @@ impl Cuda {
     fn blocks_for(&self, work: usize, block: u32) -> u32 {
         let want = work.div_ceil(block as usize).max(1);
         want.min(8 * self.gpu.sms as usize) as u32
+    }
+}
+
+impl Cuda {
+    /// `upload` and `upload_labels`: `src` into `dst` (of the same length). `doing`, `op` and
+    /// `unit` name the call in its errors.
+    fn copy_to_device<T: DeviceRepr>(
+        &self,
+        [doing, op, unit]: [&str; 3],
+        src: &[T],
+        dst: &mut CudaSlice<T>,
+    ) -> Result<()> {
+        self.eager_only(doing)?;
+        ensure!(src.len() == dst.len(), "{op}: {} {unit} into a buffer of {}", src.len(), dst.len());
+        if src.is_empty() {
+            return Ok(());
+        }
+        self.gpu.stream.memcpy_htod(src, dst).map_err(|e| context::driver_error(e, op))
     }
 }
 
@@ -437,14 +449,10 @@ impl Backend for Cuda {
 
     // ---- memory ---------------------------------------------------------------------------------
     fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
-        self.eager_only("allocating")?;
-        self.status()?;
-        self.gpu.alloc_zeros::<f32>(len)
+        self.eager_only("allocating").and_then(|()| self.gpu.alloc_zeros::<f32>(len))
     }
     fn alloc_labels(&self, len: usize) -> Result<CudaSlice<u32>> {
-        self.eager_only("allocating")?;
-        self.status()?;
-        self.gpu.alloc_zeros::<u32>(len)
+        self.eager_only("allocating").and_then(|()| self.gpu.alloc_zeros::<u32>(len))
     }
     fn len(&self, b: &CudaSlice<f32>) -> usize {
         b.len()
@@ -464,26 +472,13 @@ impl Backend for Cuda {
         DevViewMut { ptr: addr_mut(&self.gpu, b) + (r.start * 4) as u64, len: r.len(), _buf: PhantomData }
     }
     fn upload(&self, src: &[f32], dst: &mut CudaSlice<f32>) -> Result<()> {
-        self.eager_only("uploading")?;
-        self.status()?;
-        ensure!(src.len() == dst.len(), "upload: {} elements into a buffer of {}", src.len(), dst.len());
-        if src.is_empty() {
-            return Ok(());
-        }
-        self.gpu.stream.memcpy_htod(src, dst).map_err(|e| context::driver_error(e, "upload"))
+        self.copy_to_device(["uploading", "upload", "elements"], src, dst)
     }
     fn upload_labels(&self, src: &[u32], dst: &mut CudaSlice<u32>) -> Result<()> {
-        self.eager_only("uploading labels")?;
-        self.status()?;
-        ensure!(src.len() == dst.len(), "upload_labels: {} labels into a buffer of {}", src.len(), dst.len());
-        if src.is_empty() {
-            return Ok(());
-        }
-        self.gpu.stream.memcpy_htod(src, dst).map_err(|e| context::driver_error(e, "upload_labels"))
+        self.copy_to_device(["uploading labels", "upload_labels", "labels"], src, dst)
     }
     fn download(&self, src: &CudaSlice<f32>, dst: &mut [f32]) -> Result<()> {
         self.eager_only("downloading")?;
-        self.status()?;
         ensure!(src.len() == dst.len(), "download: a buffer of {} into {} elements", src.len(), dst.len());
         if dst.is_empty() {
             return Ok(());
@@ -576,7 +571,7 @@ impl Backend for Cuda {
         y: DevViewMut<'_>,
     ) {
         self.run("linear_forward", &words!(x, params, y), || {
-            linear::forward(self, n, inp, out, x, params, y)
+            linear::forward(self, linear::Dims { n, inp, out }, x, params, y)
         });
     }
     fn linear_backward(
@@ -591,7 +586,7 @@ impl Backend for Cuda {
         d_params: DevViewMut<'_>,
     ) {
         self.run("linear_backward", &words!(x, params, dy, dx, d_params), || {
-            linear::backward(self, n, inp, out, x, params, dy, dx, d_params)
+            linear::backward(self, linear::Dims { n, inp, out }, x, params, dy, dx, d_params)
         });
     }
     fn softmax_cross_entropy(
@@ -630,7 +625,6 @@ impl Backend for Cuda {
         predictions: &mut [u32],
     ) -> Result<LossSums> {
         self.eager_only("evaluating")?;
-        self.status()?;
         ops::softmax_xent(self, n, classes, logits, labels, None, Some(predictions))
     }
 
@@ -644,12 +638,6 @@ impl Backend for Cuda {
         sums: Option<&mut [StepSums]>,
     ) -> Result<()> {
         self.status()?;
-        let mode = self.mode();
-        if mode == Mode::Eager {
-            return sgd::step(self, segments, params, grads, momenta, sums);
-        }
-        // Deferred: the table goes to the device in step_end (before the launch); the statistics
-        // are always computed by the captured kernel and read back when `sums` asks for them.
         let p = sgd::prepare(
             segments,
             params.len(),
@@ -657,6 +645,12 @@ impl Backend for Cuda {
             momenta.len(),
             sums.as_deref().map(<[StepSums]>::len),
         )?;
+        let mode = self.mode();
+        if mode == Mode::Eager {
+            return sgd::step(self, &p, params, grads, momenta, sums);
+        }
+        // Deferred: the table goes to the device in step_end (before the launch); the statistics
+        // are always computed by the captured kernel and read back when `sums` asks for them.
         let words = [
             addr(&self.gpu, params),
             params.len() as u64,
@@ -690,7 +684,6 @@ impl Backend for Cuda {
 
     fn step_begin(&self) -> Result<bool> {
         self.eager_only("step_begin")?;
-        self.status()?;
         let mut slot = lock(&self.graph);
         match slot.state.begin(self.gpu.epoch())? {
             Begin::WarmUp => {

@@ -9,7 +9,8 @@ use super::context::{addr, addr_mut, driver_error, Grow};
 use super::{expect_len, lock, BnMode, Cuda, DevView, DevViewMut};
 use crate::backend::{BnShape, LossSums, PoolShape, ShortcutShape};
 use anyhow::{bail, ensure, Context as _, Result};
-use cudarc::driver::{result as drv, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{result as drv, CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
+use std::sync::MutexGuard;
 
 /// Threads per block of the grid-stride, split and eval kernels.
 const BLOCK: u32 = 256;
@@ -50,6 +51,29 @@ fn cfg(grid: (u32, u32, u32), block: u32, smem: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem as u32 }
 }
 
+/// A grid-stride launch of `BLOCK`-thread blocks over `work` items.
+fn grid_stride(be: &Cuda, work: usize) -> LaunchConfig {
+    cfg((be.blocks_for(work, BLOCK), 1, 1), BLOCK, 0)
+}
+
+/// Launches `kernel` with `cfg`, after `args` pushed its arguments in the order of its C signature.
+///
+/// # Safety
+/// The arguments must have the types of the kernel's C parameters, and every pointer must cover
+/// what the kernel accesses on this grid.
+pub(super) unsafe fn launch<'a>(
+    be: &'a Cuda,
+    kernel: &str,
+    cfg: LaunchConfig,
+    args: impl FnOnce(&mut LaunchArgs<'a>),
+) -> Result<()> {
+    let gpu = &be.gpu;
+    let mut b = gpu.stream.launch_builder(gpu.func(kernel)?);
+    args(&mut b);
+    // SAFETY: the caller's contract.
+    unsafe { b.launch(cfg) }.map(drop).map_err(|e| driver_error(e, &format!("launching {kernel}")))
+}
+
 fn to_i32(what: &str, v: usize) -> Result<i32> {
     i32::try_from(v).with_context(|| format!("{what} = {v} exceeds the kernels' 32-bit index range"))
 }
@@ -67,13 +91,45 @@ pub(crate) fn zero(be: &Cuda, x: &DevViewMut<'_>) -> Result<()> {
 
 // ---- BatchNorm ----------------------------------------------------------------------------------
 
-/// (N, C, HW, M) as kernel ints, after checking M = N·HW < 2^31 and M > 0 when C > 0.
-fn bn_dims(op: &str, s: &BnShape) -> Result<(i32, i32, i32, usize)> {
+/// Checks the views of a BatchNorm op, `full` (N·C·HW elements each) and `per_channel` (2·C each),
+/// then M = N·HW < 2^31 and M > 0 when C > 0. Returns (N, C, HW) as kernel ints and M, or None when
+/// there are no channels (nothing to do).
+fn bn_check(
+    op: &str,
+    s: &BnShape,
+    full: &[(&str, usize)],
+    per_channel: &[(&str, usize)],
+) -> Result<Option<(i32, i32, i32, usize)>> {
+    for &(what, len) in full {
+        expect_len(op, what, len, s.len())?;
+    }
+    for &(what, len) in per_channel {
+        expect_len(op, what, len, 2 * s.c)?;
+    }
     let m = s.n.checked_mul(s.hw).with_context(|| format!("{op}: N·HW overflows"))?;
     ensure!(m <= I32_MAX, "{op}: N·HW = {m} values per channel exceeds the kernels' limit of 2^31 − 1");
     ensure!(s.c == 0 || m > 0, "{op}: a channel has no values (N·HW = 0)");
     ensure!(s.c <= 65535, "{op}: {} channels exceed the grid's y limit of 65535", s.c);
-    Ok((to_i32("N", s.n)?, to_i32("C", s.c)?, to_i32("HW", s.hw)?, m))
+    let dims = (to_i32("N", s.n)?, to_i32("C", s.c)?, to_i32("HW", s.hw)?, m);
+    Ok((s.c > 0).then_some(dims))
+}
+
+/// The split kernels' launch: S blocks per channel on an (S, C) grid, and the partial sums
+/// (C·S·2 doubles) in the workspace, which stays locked while this lives.
+struct Split<'a> {
+    grid: (u32, u32, u32),
+    /// S as a kernel int.
+    s_arg: i32,
+    partials: u64,
+    _ws: MutexGuard<'a, Workspaces>,
+}
+
+fn split<'a>(be: &'a Cuda, s: &BnShape, m: usize) -> Result<Split<'a>> {
+    let gpu = &be.gpu;
+    let splits = split_count(be, s.c, m);
+    let mut ws = lock(&be.ws);
+    let partials = addr_mut(gpu, ws.bn_partials.ensure(gpu, s.c * splits as usize * 2)?);
+    Ok(Split { grid: (splits, s.c as u32, 1), s_arg: splits as i32, partials, _ws: ws })
 }
 
 /// Blocks per channel for the split and eval kernels: about 4 blocks per SM over all channels,
@@ -104,85 +160,41 @@ pub(crate) fn bn_forward_train(
     saved: DevViewMut<'_>,
     y: DevViewMut<'_>,
 ) -> Result<()> {
-    const OP: &str = "batchnorm_forward_train";
-    expect_len(OP, "x", x.len, s.len())?;
-    expect_len(OP, "y", y.len, s.len())?;
-    expect_len(OP, "affine", affine.len, 2 * s.c)?;
-    expect_len(OP, "running", running.len, 2 * s.c)?;
-    expect_len(OP, "saved", saved.len, 2 * s.c)?;
-    let (n, c, hw, m) = bn_dims(OP, s)?;
-    if s.c == 0 {
+    let full = [("x", x.len), ("y", y.len)];
+    let per_channel = [("affine", affine.len), ("running", running.len), ("saved", saved.len)];
+    let Some((n, c, hw, m)) = bn_check("batchnorm_forward_train", s, &full, &per_channel)? else {
         return Ok(());
-    }
+    };
     let (eps, mom, relu) = (s.eps, s.momentum, i32::from(s.relu));
-    let gpu = &be.gpu;
     match bn_variant(be.bn_mode(), m, 4) {
         Some(cache) => {
-            let f = gpu.func("bn_fwd_train_fused")?;
             let use_cache = i32::from(cache);
             let smem = if cache { m * 4 } else { 0 };
             // SAFETY: argument types follow the kernel's C signature (docs/KERNELS.md); every
             // pointer covers the length validated above; the grid is one block per channel.
             unsafe {
-                gpu.stream
-                    .launch_builder(f)
-                    .arg(&x.ptr)
-                    .arg(&affine.ptr)
-                    .arg(&running.ptr)
-                    .arg(&saved.ptr)
-                    .arg(&y.ptr)
-                    .arg(&n)
-                    .arg(&c)
-                    .arg(&hw)
-                    .arg(&eps)
-                    .arg(&mom)
-                    .arg(&relu)
-                    .arg(&use_cache)
-                    .launch(cfg((c as u32, 1, 1), FUSED_BLOCK, smem))
-            }
-            .map(drop)
-            .map_err(|e| driver_error(e, "launching bn_fwd_train_fused"))?;
+                launch(be, "bn_fwd_train_fused", cfg((c as u32, 1, 1), FUSED_BLOCK, smem), |b| {
+                    b.arg(&x.ptr).arg(&affine.ptr).arg(&running.ptr).arg(&saved.ptr).arg(&y.ptr);
+                    b.arg(&n).arg(&c).arg(&hw).arg(&eps).arg(&mom).arg(&relu).arg(&use_cache);
+                })
+            }?;
         }
         None => {
-            let splits = split_count(be, s.c, m);
-            let s_arg = splits as i32;
-            let mut ws = lock(&be.ws);
-            let partials = addr_mut(gpu, ws.bn_partials.ensure(gpu, s.c * splits as usize * 2)?);
-            let grid = (splits, c as u32, 1);
+            let Split { grid, s_arg, partials, _ws } = split(be, s, m)?;
             // SAFETY: as above; `partials` holds C·S·2 doubles.
             unsafe {
-                gpu.stream
-                    .launch_builder(gpu.func("bn_fwd_stats_partial")?)
-                    .arg(&x.ptr)
-                    .arg(&partials)
-                    .arg(&n)
-                    .arg(&c)
-                    .arg(&hw)
-                    .launch(cfg(grid, BLOCK, 0))
-            }
-            .map(drop)
-            .map_err(|e| driver_error(e, "launching bn_fwd_stats_partial"))?;
+                launch(be, "bn_fwd_stats_partial", cfg(grid, BLOCK, 0), |b| {
+                    b.arg(&x.ptr).arg(&partials).arg(&n).arg(&c).arg(&hw);
+                })
+            }?;
             // SAFETY: as above; the apply grid reads the S partials written by the stats grid.
             unsafe {
-                gpu.stream
-                    .launch_builder(gpu.func("bn_fwd_apply")?)
-                    .arg(&x.ptr)
-                    .arg(&affine.ptr)
-                    .arg(&partials)
-                    .arg(&s_arg)
-                    .arg(&running.ptr)
-                    .arg(&saved.ptr)
-                    .arg(&y.ptr)
-                    .arg(&n)
-                    .arg(&c)
-                    .arg(&hw)
-                    .arg(&eps)
-                    .arg(&mom)
-                    .arg(&relu)
-                    .launch(cfg(grid, BLOCK, 0))
-            }
-            .map(drop)
-            .map_err(|e| driver_error(e, "launching bn_fwd_apply"))?;
+                launch(be, "bn_fwd_apply", cfg(grid, BLOCK, 0), |b| {
+                    b.arg(&x.ptr).arg(&affine.ptr).arg(&partials).arg(&s_arg);
+                    b.arg(&running.ptr).arg(&saved.ptr).arg(&y.ptr);
+                    b.arg(&n).arg(&c).arg(&hw).arg(&eps).arg(&mom).arg(&relu);
+                })
+            }?;
         }
     }
     Ok(())
@@ -196,35 +208,20 @@ pub(crate) fn bn_forward_eval(
     running: DevView<'_>,
     y: DevViewMut<'_>,
 ) -> Result<()> {
-    const OP: &str = "batchnorm_forward_eval";
-    expect_len(OP, "x", x.len, s.len())?;
-    expect_len(OP, "y", y.len, s.len())?;
-    expect_len(OP, "affine", affine.len, 2 * s.c)?;
-    expect_len(OP, "running", running.len, 2 * s.c)?;
-    let (n, c, hw, m) = bn_dims(OP, s)?;
-    if s.c == 0 {
+    let full = [("x", x.len), ("y", y.len)];
+    let per_channel = [("affine", affine.len), ("running", running.len)];
+    let Some((n, c, hw, m)) = bn_check("batchnorm_forward_eval", s, &full, &per_channel)? else {
         return Ok(());
-    }
+    };
     let (eps, relu) = (s.eps, i32::from(s.relu));
-    let gpu = &be.gpu;
     let grid = (split_count(be, s.c, m), c as u32, 1);
     // SAFETY: argument types follow the kernel's C signature; pointers cover the validated lengths.
     unsafe {
-        gpu.stream
-            .launch_builder(gpu.func("bn_fwd_eval")?)
-            .arg(&x.ptr)
-            .arg(&affine.ptr)
-            .arg(&running.ptr)
-            .arg(&y.ptr)
-            .arg(&n)
-            .arg(&c)
-            .arg(&hw)
-            .arg(&eps)
-            .arg(&relu)
-            .launch(cfg(grid, BLOCK, 0))
+        launch(be, "bn_fwd_eval", cfg(grid, BLOCK, 0), |b| {
+            b.arg(&x.ptr).arg(&affine.ptr).arg(&running.ptr).arg(&y.ptr);
+            b.arg(&n).arg(&c).arg(&hw).arg(&eps).arg(&relu);
+        })
     }
-    .map(drop)
-    .map_err(|e| driver_error(e, "launching bn_fwd_eval"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -239,21 +236,13 @@ pub(crate) fn bn_backward(
     dx: DevViewMut<'_>,
     d_affine: DevViewMut<'_>,
 ) -> Result<()> {
-    const OP: &str = "batchnorm_backward";
-    expect_len(OP, "x", x.len, s.len())?;
-    expect_len(OP, "y", y.len, s.len())?;
-    expect_len(OP, "dy", dy.len, s.len())?;
-    expect_len(OP, "dx", dx.len, s.len())?;
-    expect_len(OP, "affine", affine.len, 2 * s.c)?;
-    expect_len(OP, "saved", saved.len, 2 * s.c)?;
-    expect_len(OP, "d_affine", d_affine.len, 2 * s.c)?;
-    let (n, c, hw, m) = bn_dims(OP, s)?;
-    if s.c == 0 {
+    let full = [("x", x.len), ("y", y.len), ("dy", dy.len), ("dx", dx.len)];
+    let per_channel = [("affine", affine.len), ("saved", saved.len), ("d_affine", d_affine.len)];
+    let Some((n, c, hw, m)) = bn_check("batchnorm_backward", s, &full, &per_channel)? else {
         return Ok(());
-    }
+    };
     // The forward output is read only for the ReLU mask; 0 switches the mask off.
     let y_ptr: u64 = if s.relu { y.ptr } else { 0 };
-    let gpu = &be.gpu;
     match bn_variant(be.bn_mode(), m, 8) {
         Some(cache) => {
             let use_cache = i32::from(cache);
@@ -261,66 +250,31 @@ pub(crate) fn bn_backward(
             // SAFETY: argument types follow the kernel's C signature; pointers cover the validated
             // lengths; one block per channel.
             unsafe {
-                gpu.stream
-                    .launch_builder(gpu.func("bn_bwd_fused")?)
-                    .arg(&x.ptr)
-                    .arg(&y_ptr)
-                    .arg(&dy.ptr)
-                    .arg(&affine.ptr)
-                    .arg(&saved.ptr)
-                    .arg(&dx.ptr)
-                    .arg(&d_affine.ptr)
-                    .arg(&n)
-                    .arg(&c)
-                    .arg(&hw)
-                    .arg(&use_cache)
-                    .launch(cfg((c as u32, 1, 1), FUSED_BLOCK, smem))
-            }
-            .map(drop)
-            .map_err(|e| driver_error(e, "launching bn_bwd_fused"))?;
+                launch(be, "bn_bwd_fused", cfg((c as u32, 1, 1), FUSED_BLOCK, smem), |b| {
+                    b.arg(&x.ptr).arg(&y_ptr).arg(&dy.ptr).arg(&affine.ptr).arg(&saved.ptr);
+                    b.arg(&dx.ptr).arg(&d_affine.ptr);
+                    b.arg(&n).arg(&c).arg(&hw).arg(&use_cache);
+                })
+            }?;
         }
         None => {
-            let splits = split_count(be, s.c, m);
-            let s_arg = splits as i32;
-            let mut ws = lock(&be.ws);
-            let partials = addr_mut(gpu, ws.bn_partials.ensure(gpu, s.c * splits as usize * 2)?);
-            let grid = (splits, c as u32, 1);
+            let Split { grid, s_arg, partials, _ws } = split(be, s, m)?;
             // SAFETY: as above; block 256 respects the kernel's bound; `partials` holds C·S·2 doubles.
             unsafe {
-                gpu.stream
-                    .launch_builder(gpu.func("bn_bwd_partial")?)
-                    .arg(&x.ptr)
-                    .arg(&y_ptr)
-                    .arg(&dy.ptr)
-                    .arg(&saved.ptr)
-                    .arg(&partials)
-                    .arg(&n)
-                    .arg(&c)
-                    .arg(&hw)
-                    .launch(cfg(grid, BLOCK, 0))
-            }
-            .map(drop)
-            .map_err(|e| driver_error(e, "launching bn_bwd_partial"))?;
+                launch(be, "bn_bwd_partial", cfg(grid, BLOCK, 0), |b| {
+                    b.arg(&x.ptr).arg(&y_ptr).arg(&dy.ptr).arg(&saved.ptr).arg(&partials);
+                    b.arg(&n).arg(&c).arg(&hw);
+                })
+            }?;
             // SAFETY: as above.
             unsafe {
-                gpu.stream
-                    .launch_builder(gpu.func("bn_bwd_apply")?)
-                    .arg(&x.ptr)
-                    .arg(&y_ptr)
-                    .arg(&dy.ptr)
-                    .arg(&affine.ptr)
-                    .arg(&saved.ptr)
-                    .arg(&partials)
-                    .arg(&s_arg)
-                    .arg(&dx.ptr)
-                    .arg(&d_affine.ptr)
-                    .arg(&n)
-                    .arg(&c)
-                    .arg(&hw)
-                    .launch(cfg(grid, BLOCK, 0))
-            }
-            .map(drop)
-            .map_err(|e| driver_error(e, "launching bn_bwd_apply"))?;
+                launch(be, "bn_bwd_apply", cfg(grid, BLOCK, 0), |b| {
+                    b.arg(&x.ptr).arg(&y_ptr).arg(&dy.ptr).arg(&affine.ptr).arg(&saved.ptr);
+                    b.arg(&partials).arg(&s_arg);
+                    b.arg(&dx.ptr).arg(&d_affine.ptr);
+                    b.arg(&n).arg(&c).arg(&hw);
+                })
+            }?;
         }
     }
     Ok(())
@@ -334,17 +288,12 @@ pub(crate) fn add_assign(be: &Cuda, y: DevViewMut<'_>, x: DevView<'_>) -> Result
         return Ok(());
     }
     let n = y.len as i64;
-    let gpu = &be.gpu;
     // SAFETY: (float* y, const float* x, long long n); both views hold n elements.
     unsafe {
-        gpu.stream.launch_builder(gpu.func("add_assign_f32")?).arg(&y.ptr).arg(&x.ptr).arg(&n).launch(cfg(
-            (be.blocks_for(y.len, BLOCK), 1, 1),
-            BLOCK,
-            0,
-        ))
+        launch(be, "add_assign_f32", grid_stride(be, y.len), |b| {
+            b.arg(&y.ptr).arg(&x.ptr).arg(&n);
+        })
     }
-    .map(drop)
-    .map_err(|e| driver_error(e, "launching add_assign_f32"))
 }
 
 /// Validates a shortcut and returns (N, C_in, H, W, C_out, stride) as kernel ints and the sizes of
@@ -375,23 +324,13 @@ pub(crate) fn shortcut_forward(
     if y_len == 0 {
         return Ok(());
     }
-    let gpu = &be.gpu;
     // SAFETY: (const float* x, float* y, int N, int C_in, int H, int W, int C_out, int stride).
     unsafe {
-        gpu.stream
-            .launch_builder(gpu.func("shortcut_fwd")?)
-            .arg(&x.ptr)
-            .arg(&y.ptr)
-            .arg(&d[0])
-            .arg(&d[1])
-            .arg(&d[2])
-            .arg(&d[3])
-            .arg(&d[4])
-            .arg(&d[5])
-            .launch(cfg((be.blocks_for(y_len, BLOCK), 1, 1), BLOCK, 0))
+        launch(be, "shortcut_fwd", grid_stride(be, y_len), |b| {
+            b.arg(&x.ptr).arg(&y.ptr);
+            b.arg(&d[0]).arg(&d[1]).arg(&d[2]).arg(&d[3]).arg(&d[4]).arg(&d[5]);
+        })
     }
-    .map(drop)
-    .map_err(|e| driver_error(e, "launching shortcut_fwd"))
 }
 
 pub(crate) fn shortcut_backward_acc(
@@ -408,23 +347,13 @@ pub(crate) fn shortcut_backward_acc(
     if copied == 0 {
         return Ok(());
     }
-    let gpu = &be.gpu;
     // SAFETY: (const float* dy, float* dx, int N, int C_in, int H, int W, int C_out, int stride).
     unsafe {
-        gpu.stream
-            .launch_builder(gpu.func("shortcut_bwd_acc")?)
-            .arg(&dy.ptr)
-            .arg(&dx.ptr)
-            .arg(&d[0])
-            .arg(&d[1])
-            .arg(&d[2])
-            .arg(&d[3])
-            .arg(&d[4])
-            .arg(&d[5])
-            .launch(cfg((be.blocks_for(copied, BLOCK), 1, 1), BLOCK, 0))
+        launch(be, "shortcut_bwd_acc", grid_stride(be, copied), |b| {
+            b.arg(&dy.ptr).arg(&dx.ptr);
+            b.arg(&d[0]).arg(&d[1]).arg(&d[2]).arg(&d[3]).arg(&d[4]).arg(&d[5]);
+        })
     }
-    .map(drop)
-    .map_err(|e| driver_error(e, "launching shortcut_bwd_acc"))
 }
 
 fn pool_dims(op: &str, s: &PoolShape) -> Result<(i32, i32, usize)> {
@@ -447,16 +376,10 @@ pub(crate) fn avgpool_forward(be: &Cuda, s: &PoolShape, x: DevView<'_>, y: DevVi
     let blocks = (rows as usize).div_ceil(rows_per_block).min(8 * gpu.sms as usize).max(1) as u32;
     // SAFETY: (const float* x, float* y, int rows, int hw).
     unsafe {
-        gpu.stream
-            .launch_builder(gpu.func("avgpool_fwd")?)
-            .arg(&x.ptr)
-            .arg(&y.ptr)
-            .arg(&rows)
-            .arg(&hw)
-            .launch(cfg((blocks, 1, 1), BLOCK, 0))
+        launch(be, "avgpool_fwd", cfg((blocks, 1, 1), BLOCK, 0), |b| {
+            b.arg(&x.ptr).arg(&y.ptr).arg(&rows).arg(&hw);
+        })
     }
-    .map(drop)
-    .map_err(|e| driver_error(e, "launching avgpool_fwd"))
 }
 
 pub(crate) fn avgpool_backward(be: &Cuda, s: &PoolShape, dy: DevView<'_>, dx: DevViewMut<'_>) -> Result<()> {
@@ -467,19 +390,12 @@ pub(crate) fn avgpool_backward(be: &Cuda, s: &PoolShape, dy: DevView<'_>, dx: De
     if total == 0 {
         return Ok(());
     }
-    let gpu = &be.gpu;
     // SAFETY: (const float* dy, float* dx, int rows, int hw).
     unsafe {
-        gpu.stream
-            .launch_builder(gpu.func("avgpool_bwd")?)
-            .arg(&dy.ptr)
-            .arg(&dx.ptr)
-            .arg(&rows)
-            .arg(&hw)
-            .launch(cfg((be.blocks_for(total, BLOCK), 1, 1), BLOCK, 0))
+        launch(be, "avgpool_bwd", grid_stride(be, total), |b| {
+            b.arg(&dy.ptr).arg(&dx.ptr).arg(&rows).arg(&hw);
+        })
     }
-    .map(drop)
-    .map_err(|e| driver_error(e, "launching avgpool_bwd"))
 }
 
 // ---- loss ---------------------------------------------------------------------------------------
@@ -533,21 +449,11 @@ fn launch_xent(
     // double* loss, unsigned* pred, double* totals, unsigned* counter): logits and dlogits hold
     // n·classes floats, labels ≥ n, loss/pred ≥ n, totals 2, counter 1 (zero between launches).
     unsafe {
-        gpu.stream
-            .launch_builder(gpu.func("softmax_xent")?)
-            .arg(&logits.ptr)
-            .arg(&labels_ptr)
-            .arg(&n_i)
-            .arg(&classes_i)
-            .arg(&dl_ptr)
-            .arg(&loss_ptr)
-            .arg(&pred_ptr)
-            .arg(&totals_ptr)
-            .arg(&counter_ptr)
-            .launch(cfg((blocks, 1, 1), BLOCK, 0))
+        launch(be, "softmax_xent", cfg((blocks, 1, 1), BLOCK, 0), |b| {
+            b.arg(&logits.ptr).arg(&labels_ptr).arg(&n_i).arg(&classes_i);
+            b.arg(&dl_ptr).arg(&loss_ptr).arg(&pred_ptr).arg(&totals_ptr).arg(&counter_ptr);
+        })
     }
-    .map(drop)
-    .map_err(|e| driver_error(e, "launching softmax_xent"))
 }
 
 /// Queues the copy of the loss totals [Σ loss, #correct] of the last `softmax_xent` into `host`;
@@ -631,19 +537,14 @@ fn launch_cast(be: &Cuda, kernel: &str, src: u64, dst: u64, n: usize) -> Result<
     if n == 0 {
         return Ok(());
     }
-    let gpu = &be.gpu;
     let len = i64::try_from(n).context("cast: too many elements")?;
     // SAFETY: (const T* x, U* y, long long n): the callers pass buffers of at least n elements of the
     // kernel's source and destination types (f32 and bf16 = 2 bytes), which do not overlap.
     unsafe {
-        gpu.stream.launch_builder(gpu.func(kernel)?).arg(&src).arg(&dst).arg(&len).launch(cfg(
-            (be.blocks_for(n, BLOCK), 1, 1),
-            BLOCK,
-            0,
-        ))
+        launch(be, kernel, grid_stride(be, n), |b| {
+            b.arg(&src).arg(&dst).arg(&len);
+        })
     }
-    .map(drop)
-    .map_err(|e| driver_error(e, &format!("launching {kernel}")))
 }
 
 /// dst (n bf16) = round-to-nearest-even(src (n f32)).

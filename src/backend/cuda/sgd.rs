@@ -12,7 +12,7 @@
 
 use super::context::{addr, addr_mut, driver_error, Grow};
 use super::{lock, Cuda, Gpu};
-use crate::backend::{Segment, StepSums};
+use crate::backend::{check_sgd_args, Segment, StepSums};
 use anyhow::{ensure, Context as _, Result};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 
@@ -37,25 +37,6 @@ pub(crate) struct MtSegment {
 unsafe impl DeviceRepr for MtSegment {}
 // SAFETY: all-zero bits are a valid MtSegment.
 unsafe impl ValidAsZeroBits for MtSegment {}
-
-/// Checks that every segment lies inside all three buffers and that no two overlap (as the CPU).
-pub(crate) fn validate(segments: &[Segment], len: usize, grads: usize, momenta: usize) -> Result<()> {
-    ensure!(
-        grads == len && momenta == len,
-        "sgd: buffer lengths differ: params {len}, grads {grads}, momenta {momenta}"
-    );
-    let mut ranges = Vec::with_capacity(segments.len());
-    for (i, s) in segments.iter().enumerate() {
-        let end = s.offset.checked_add(s.len).with_context(|| format!("sgd: segment {i} overflows"))?;
-        ensure!(end <= len, "sgd: segment {i} ({}..{end}) exceeds the buffer of {len}", s.offset);
-        ranges.push((s.offset, end));
-    }
-    ranges.sort_unstable();
-    for pair in ranges.windows(2) {
-        ensure!(pair[0].1 <= pair[1].0, "sgd: segments {:?} and {:?} overlap", pair[0], pair[1]);
-    }
-    Ok(())
-}
 
 /// The device table for `segments` and the grid size (total chunks).
 pub(crate) fn table(segments: &[Segment]) -> Result<(Vec<MtSegment>, u32)> {
@@ -111,10 +92,7 @@ pub(crate) fn prepare(
     momenta: usize,
     sums: Option<usize>,
 ) -> Result<Prepared> {
-    validate(segments, params, grads, momenta)?;
-    if let Some(n) = sums {
-        ensure!(n == segments.len(), "sgd: {n} sums for {} segments", segments.len());
-    }
+    check_sgd_args(segments, params, grads, momenta, sums)?;
     let (table, total) = table(segments)?;
     Ok(Prepared { table, total })
 }
@@ -158,21 +136,11 @@ fn launch(
     // the table `num_segs` entries, partials grid·4 and sums num_segs·4 doubles, counter one u32
     // that is zero between launches.
     unsafe {
-        gpu.stream
-            .launch_builder(gpu.func("sgd_step_multi")?)
-            .arg(&w)
-            .arg(&g)
-            .arg(&v)
-            .arg(&segs_ptr)
-            .arg(&num_segs)
-            .arg(&chunk)
-            .arg(&partials)
-            .arg(&sums_dev)
-            .arg(&counter)
-            .launch(cfg)
+        super::ops::launch(be, "sgd_step_multi", cfg, |b| {
+            b.arg(&w).arg(&g).arg(&v).arg(&segs_ptr).arg(&num_segs).arg(&chunk);
+            b.arg(&partials).arg(&sums_dev).arg(&counter);
+        })
     }
-    .map(drop)
-    .map_err(|e| driver_error(e, "launching sgd_step_multi"))
 }
 
 /// Queues the copy of the first `num_segs` statistics sums into `host` (num_segs·4 doubles); the
@@ -195,16 +163,16 @@ pub(crate) fn unpack_sums(host: &[f64]) -> Vec<StepSums> {
     host.chunks_exact(4).map(|q| StepSums { ww: q[0], gg: q[1], dd: q[2], wd: q[3] }).collect()
 }
 
-/// The eager step: upload the table, launch, and read the sums back when asked (one sync).
+/// The eager step of `p` (prepared with the lengths of these buffers and of `sums`): upload the
+/// table, launch, and read the sums back when asked (one sync).
 pub(crate) fn step(
     be: &Cuda,
-    segments: &[Segment],
+    p: &Prepared,
     params: &mut CudaSlice<f32>,
     grads: &CudaSlice<f32>,
     momenta: &mut CudaSlice<f32>,
     sums: Option<&mut [StepSums]>,
 ) -> Result<()> {
-    let p = prepare(segments, params.len(), grads.len(), momenta.len(), sums.as_deref().map(<[_]>::len))?;
     if p.total == 0 {
         // Nothing to update (no segments, or all empty): the sums are zero.
         if let Some(s) = sums {
@@ -213,7 +181,7 @@ pub(crate) fn step(
         return Ok(());
     }
     upload_table(be, &p.table)?;
-    launch(be, &p, params, grads, momenta, sums.is_some())?;
+    launch(be, p, params, grads, momenta, sums.is_some())?;
     if let Some(out) = sums {
         let mut host = vec![0f64; p.table.len() * 4];
         queue_sums_readback(be, p.table.len(), &mut host)?;
@@ -269,10 +237,13 @@ mod tests {
     }
 
     #[test]
-    fn validate_rejects_overlap_and_overflow() {
-        assert!(validate(&[seg(0, 4), seg(4, 4)], 8, 8, 8).is_ok());
-        assert!(validate(&[seg(0, 5), seg(4, 4)], 8, 8, 8).is_err());
-        assert!(validate(&[seg(6, 4)], 8, 8, 8).is_err());
-        assert!(validate(&[seg(0, 4)], 8, 7, 8).is_err());
+    fn check_sgd_args_rejects_overlap_overflow_and_bad_lengths() {
+        assert!(check_sgd_args(&[seg(0, 4), seg(4, 4)], 8, 8, 8, None).is_ok());
+        assert!(check_sgd_args(&[seg(0, 5), seg(4, 4)], 8, 8, 8, None).is_err());
+        assert!(check_sgd_args(&[seg(6, 4)], 8, 8, 8, None).is_err());
+        assert!(check_sgd_args(&[seg(usize::MAX, 2)], 8, 8, 8, None).is_err());
+        assert!(check_sgd_args(&[seg(0, 4)], 8, 7, 8, None).is_err());
+        assert!(check_sgd_args(&[seg(0, 4)], 8, 8, 8, Some(1)).is_ok());
+        assert!(check_sgd_args(&[seg(0, 4)], 8, 8, 8, Some(2)).is_err());
     }
 }
