@@ -121,7 +121,7 @@ fn covered(key: &str) -> bool {
 
 /// The keys of flattened configs whose values differ between them (a key missing in some counts),
 /// sorted.
-pub(crate) fn differing_keys(flat: &[BTreeMap<String, String>]) -> Vec<String> {
+pub fn differing_keys(flat: &[BTreeMap<String, String>]) -> Vec<String> {
     let mut keys: Vec<String> = flat.iter().flat_map(|f| f.keys().cloned()).collect();
     keys.sort();
     keys.dedup();

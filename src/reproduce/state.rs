@@ -3,7 +3,7 @@
 use crate::optim::Schedule;
 use crate::report::collect::RunInfo;
 use crate::report::figures::main_group;
-use crate::report::table::flatten;
+use crate::report::table::{differing_keys, flatten};
 use crate::train::MetricsRecord;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -52,11 +52,9 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 /// the seed and the bookkeeping keys; a differing schedule is named once, by its short description.
 pub fn arms(runs: &[&RunInfo]) -> Vec<String> {
     let flat: Vec<BTreeMap<String, String>> = runs.iter().map(|r| flatten(&r.config)).collect();
-    let mut keys: Vec<String> = flat.iter().flat_map(|f| f.keys().cloned()).collect();
-    keys.sort();
-    keys.dedup();
     let bookkeeping = |k: &str| k == "seed" || k == "data.synthetic.seed" || k.starts_with("train.");
-    keys.retain(|k| !bookkeeping(k) && flat.iter().any(|f| f.get(k) != flat[0].get(k)));
+    let mut keys = differing_keys(&flat);
+    keys.retain(|k| !bookkeeping(k));
     let schedule_varies = keys.iter().any(|k| k.starts_with("optim.schedule"));
     keys.retain(|k| !k.starts_with("optim.schedule"));
     runs.iter()
