@@ -4,7 +4,7 @@
 //! (src/bench/cost.rs). Always on the CPU; on the GPU too when the CUDA backend opens one (CUDA
 //! events; BatchNorm under each launch variant).
 //!
-//!     cargo bench --bench kernels                 # a few minutes on 2 cores
+//!     cargo bench --bench kernels                 # about 45 s on 2 idle cores
 //!     cargo bench --bench kernels -- bn_bwd       # a subset
 
 mod common;
@@ -12,47 +12,48 @@ mod common;
 use criterion::{criterion_group, criterion_main, Criterion};
 use ilr::backend::cpu::Cpu;
 use ilr::backend::cuda::{BnMode, Cuda};
-use ilr::bench::{gpu, BenchOps, BenchResult, Clock, Suite, WallClock, Work};
+use ilr::backend::Backend;
+use ilr::bench::{gpu, BenchOps, BenchResult, Clock, Suite, Target, WallClock, Work};
 use std::time::Duration;
 
 fn report(rows: &[BenchResult]) {
     for r in rows {
         eprintln!(
-            "{} {:<14} {:<32} {:<24} {:>9.2} GB/s {:>5.0}% of copy",
+            "{} {:<14} {:<32} {:<24} {:>9.2} GB/s {:>6} of copy",
             r.device,
             r.name,
             r.implementation,
             r.shape,
             r.gbps.unwrap_or(f64::NAN),
-            r.pct_of_copy.unwrap_or(100.0)
+            r.pct_of_copy.map_or("-".into(), |p| format!("{p:.0}%"))
         );
     }
 }
 
 /// Benchmarks `works` in order (the copy first), each case's bandwidth as a share of the copy's.
-#[allow(clippy::too_many_arguments)]
 fn run<B: BenchOps, C: Clock<B>>(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     be: &B,
     clock: &C,
     works: &[Work],
     variant: &str,
-    implementation: &str,
-    device: &str,
+    target: &Target,
     rows: &mut Vec<BenchResult>,
 ) {
     for w in works {
         let copy = rows.iter().find(|r| r.name == "copy").and_then(|r| r.gbps);
-        rows.push(common::bench_work(g, be, clock, w, variant, implementation, device, copy));
+        rows.extend(common::bench_work(g, be, clock, w, variant, target, copy));
     }
 }
 
 fn cpu(c: &mut Criterion) {
     let be = Cpu::<f32>::new();
+    let suite = Suite::cpu();
     let mut g = c.benchmark_group("cpu");
     common::configure(&mut g, Duration::from_millis(300), Duration::from_secs(1));
+    let target = Target { implementation: "ilr cpu-f32", device: "cpu", cold_bytes: suite.cold_bytes };
     let mut rows = Vec::new();
-    run(&mut g, &be, &WallClock, &Suite::cpu().kernels(), "", "ilr cpu-f32", "cpu", &mut rows);
+    run(&mut g, &be, &WallClock, &suite.kernels(), "", &target, &mut rows);
     g.finish();
     report(&rows);
 }
@@ -63,20 +64,23 @@ fn cuda(c: &mut Criterion) {
         Err(why) => return eprintln!("gpu kernels: skipped ({why})"),
     };
     let clock = gpu::EventClock::new(&be).expect("CUDA event clock");
+    let suite = Suite::gpu();
     let mut g = c.benchmark_group("cuda");
     common::configure(&mut g, Duration::from_millis(300), Duration::from_secs(1));
     let kernels: Vec<Work> =
-        Suite::gpu().kernels().into_iter().filter(|w| !matches!(w, Work::Reduce { .. })).collect();
+        suite.kernels().into_iter().filter(|w| !matches!(w, Work::Reduce { .. })).collect();
     let is_bn = |w: &&Work| matches!(w, Work::BnForward(_) | Work::BnBackward(_));
     let bn: Vec<Work> = kernels.iter().filter(is_bn).copied().collect();
     let rest: Vec<Work> = kernels.iter().filter(|w| !is_bn(w)).copied().collect();
-    let label = "ilr cuda-f32";
+    let label = format!("ilr {}", be.name());
+    let target = |implementation| Target { implementation, device: "cuda", cold_bytes: suite.cold_bytes };
+    let labels: Vec<String> =
+        gpu::BN_MODES.iter().map(|&m| format!("{label} bn={}", gpu::bn_mode_label(m))).collect();
     let mut rows = Vec::new();
-    run(&mut g, &be, &clock, &rest, "", label, "cuda", &mut rows);
-    for mode in gpu::BN_MODES {
+    run(&mut g, &be, &clock, &rest, "", &target(&label), &mut rows);
+    for (mode, l) in gpu::BN_MODES.into_iter().zip(&labels) {
         be.set_bn_mode(mode);
-        let m = gpu::bn_mode_label(mode);
-        run(&mut g, &be, &clock, &bn, &format!("/{m}"), &format!("{label} bn={m}"), "cuda", &mut rows);
+        run(&mut g, &be, &clock, &bn, &format!("/{}", gpu::bn_mode_label(mode)), &target(l), &mut rows);
     }
     be.set_bn_mode(BnMode::Auto);
     g.finish();

@@ -1,9 +1,10 @@
 //! One full training step (upload, forward, loss, backward, SGD) of PreResNet-20/32/56, reported as
 //! images/s, then the equilibrium-time budget: c/λ_e steps × the measured step time (c = T_eq·λ_e,
 //! from `ILR_BENCH_C`, default 2.0: the quick default run's value). CPU at batch 128; the GPU at 128
-//! and 512 when the CUDA backend opens one (CUDA graphs: pending in the backend).
+//! and 512 when the CUDA backend opens one: eager, as CUDA graphs, and as graphs with bf16
+//! convolutions.
 //!
-//!     cargo bench --bench train_step              # about two minutes on 2 cores
+//!     cargo bench --bench train_step              # about 35 s on 2 idle cores
 //!     ILR_BENCH_C=1.0 cargo bench --bench train_step -- preresnet20
 
 mod common;
@@ -11,7 +12,7 @@ mod common;
 use criterion::{criterion_group, criterion_main, Criterion};
 use ilr::backend::cpu::Cpu;
 use ilr::backend::cuda::Cuda;
-use ilr::bench::{gpu, BenchOps, BenchResult, Clock, EqBudget, Suite, WallClock};
+use ilr::bench::{gpu, BenchOps, BenchResult, Clock, EqBudget, Suite, Target, WallClock};
 use std::time::Duration;
 
 fn steps<B: BenchOps, C: Clock<B>>(
@@ -24,10 +25,11 @@ fn steps<B: BenchOps, C: Clock<B>>(
     let mut g = c.benchmark_group(device);
     common::configure(&mut g, Duration::from_secs(1), Duration::from_secs(5));
     let label = format!("ilr {}", be.name());
+    let target = Target { implementation: &label, device, cold_bytes: 0 };
     let rows = suite
         .train_steps()
         .iter()
-        .map(|w| common::bench_work(&mut g, be, clock, w, "", &label, device, None))
+        .filter_map(|w| common::bench_work(&mut g, be, clock, w, "", &target, None))
         .collect();
     g.finish();
     rows
@@ -48,7 +50,6 @@ fn cuda(c: &mut Criterion) {
         Ok(be) => {
             let clock = gpu::EventClock::new(&be).expect("CUDA event clock");
             budget(&steps(c, &be, &clock, Suite::gpu(), "cuda"));
-            eprintln!("{}", gpu::GRAPHS_PENDING);
         }
         Err(why) => eprintln!("gpu train step: skipped ({why})"),
     }

@@ -16,8 +16,9 @@ Cases (names and shape labels match src/bench/work.rs exactly):
   train_step      zero_grad, forward, cross-entropy, backward, SGD step, for each variant:
                   eager fp32; eager channels_last (CPU) or channels_last+AMP bf16 (GPU);
                   torch.compile (GPU; --variants to choose)
-Timing: one calibration call, calls batched to at least --min-sample-ms, warmup, then samples
-(median and min), as ilr's src/bench/timing.rs; CUDA events on a GPU.
+Timing, as ilr's src/bench/timing.rs: one calibration call, calls batched so that a sample lasts at
+least 2 ms (--quick) or 5 ms, warmup, then samples (median and min); CUDA events on a GPU. Kernels
+cycle through copies of their buffers filling --cold-mib, so each call runs from DRAM (as ilr).
 """
 
 import argparse
@@ -34,12 +35,24 @@ import time
 import torch
 import torch.nn.functional as F
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from preresnet import PreResNet, bn_input_shapes  # noqa: E402
 
 SCHEMA = "ilr-bench/1"
 # Bytes per element (per parameter) as ilr counts them (src/bench/cost.rs).
 BYTES = {"bn_fwd_train": (12, 8), "bn_bwd": (28, 16), "sgd_step": (20, 20), "reduce_sqnorm": (4, 4)}
+
+
+def cycle(fns):
+    """One callable that calls fns[0], fns[1], ... in turn."""
+    state = [0]
+
+    def call():
+        fns[state[0]]()
+        state[0] = (state[0] + 1) % len(fns)
+
+    return call
 
 
 def measure(fn, device, reps, min_sample_s, budget_s, warmup):
@@ -103,43 +116,58 @@ class Runner:
         src, dst = torch.rand(n, device=self.dev), torch.empty(n, device=self.dev)
         self.add("copy", "torch copy_", f"{mib} MiB", lambda: dst.copy_(src), 2 * n * 4, 2 * n * 4)
 
+    def sets(self, footprint):
+        """Independent copies of a kernel's buffers that fill --cold-mib (as ilr's Work::build), so
+        each call streams from DRAM instead of a cache warmed by the previous call."""
+        return max(1, -(-(self.a.cold_mib << 20) // footprint))
+
     def batchnorm(self, shape):
         n, c, h, w = shape
         label = f"n{n} c{c} {h}x{w} relu"
         elems = n * c * h * w
-        x = torch.randn(shape, device=self.dev, requires_grad=True)
-        g = torch.rand(c, device=self.dev, requires_grad=True)
-        b = torch.randn(c, device=self.dev, requires_grad=True)
-        rm, rv = torch.zeros(c, device=self.dev), torch.ones(c, device=self.dev)
-
-        def fwd():
-            with torch.no_grad():
-                F.relu_(F.batch_norm(x, rm, rv, g, b, True, 0.1, 1e-5))
-
         impl = "torch cudnn bn+relu" if self.a.device == "cuda" else "torch bn+relu"
+        fwds, bwds = [], []
+        for _ in range(self.sets(16 * elems)):  # the backward's x, y, dy, dx
+            x = torch.randn(shape, device=self.dev, requires_grad=True)
+            g = torch.rand(c, device=self.dev, requires_grad=True)
+            b = torch.randn(c, device=self.dev, requires_grad=True)
+            rm, rv = torch.zeros(c, device=self.dev), torch.ones(c, device=self.dev)
+
+            def fwd(x=x, g=g, b=b, rm=rm, rv=rv):
+                with torch.no_grad():
+                    F.relu_(F.batch_norm(x, rm, rv, g, b, True, 0.1, 1e-5))
+
+            y = F.relu(F.batch_norm(x, rm, rv, g, b, True, 0.1, 1e-5))
+            dy = torch.randn_like(y)
+            fwds.append(fwd)
+            bwds.append(lambda y=y, x=x, g=g, b=b, dy=dy: torch.autograd.grad(y, (x, g, b), dy, retain_graph=True))
         fb, fm = BYTES["bn_fwd_train"]
-        self.add("bn_fwd_train", impl, label, fwd, fb * elems, fm * elems)
-        y = F.relu(F.batch_norm(x, rm, rv, g, b, True, 0.1, 1e-5))
-        dy = torch.randn_like(y)
+        self.add("bn_fwd_train", impl, label, cycle(fwds), fb * elems, fm * elems)
         bb, bm = BYTES["bn_bwd"]
-        self.add("bn_bwd", impl, label, lambda: torch.autograd.grad(y, (x, g, b), dy, retain_graph=True),
-                 bb * elems, bm * elems)
+        self.add("bn_bwd", impl, label, cycle(bwds), bb * elems, bm * elems)
 
     def optimizer(self, depth):
-        params = [p.detach().to(self.dev).clone().requires_grad_(True) for p in PreResNet(depth).parameters()]
-        count = sum(p.numel() for p in params)
-        for p in params:
-            p.grad = torch.randn_like(p) * 1e-3
+        count = sum(p.numel() for p in PreResNet(depth).parameters())
         label = f"preresnet{depth} p{count}"
-        try:
-            opt, impl = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True), "torch SGD(fused=True)"
-            opt.step()
-        except (RuntimeError, TypeError):
-            opt, impl = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=True), "torch SGD(foreach=True)"
-        self.add("sgd_step", impl, label, opt.step, BYTES["sgd_step"][0] * count, BYTES["sgd_step"][1] * count)
-        ws = [p.detach() for p in params]
-        self.add("reduce_sqnorm", "torch _foreach_norm", label, lambda: torch._foreach_norm(ws),
-                 4 * count, 4 * count)
+        steps, norms, impl = [], [], None
+        for _ in range(self.sets(12 * count)):  # w, g, v
+            params = [p.detach().to(self.dev).clone().requires_grad_(True) for p in PreResNet(depth).parameters()]
+            for p in params:
+                p.grad = torch.randn_like(p) * 1e-3
+            try:
+                opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True)
+                opt.step()
+                impl = "torch SGD(fused=True)"
+            except (RuntimeError, TypeError):
+                opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=True)
+                impl = "torch SGD(foreach=True)"
+            steps.append(opt.step)
+            ws = [p.detach() for p in params]
+            norms.append(lambda ws=ws: torch._foreach_norm(ws))
+        self.add("sgd_step", impl, label, cycle(steps), BYTES["sgd_step"][0] * count, BYTES["sgd_step"][1] * count)
+        # _foreach_norm reads only w: the sets' w fill a third of --cold-mib, still several times the
+        # last-level cache.
+        self.add("reduce_sqnorm", "torch _foreach_norm", label, cycle(norms), 4 * count, 4 * count)
 
     # ---- training step -------------------------------------------------------------------------
     def train_step(self, depth, batch, variant):
@@ -229,6 +257,8 @@ def main():
                         "compile-channels_last+amp, compile-reduce-overhead (default: CPU eager,eager-channels_last; "
                         "GPU eager,eager-channels_last+amp,compile,compile-channels_last+amp)")
     p.add_argument("--copy-mib", type=int)
+    p.add_argument("--cold-mib", type=int, help="kernels cycle through buffer copies filling this many MiB "
+                   "(default: 256 CPU, 1024 GPU, as ilr; 0: warm)")
     p.add_argument("--filter", help="only cases whose name or shape contains this")
     a = p.parse_args()
     cuda = a.device == "cuda"
@@ -237,6 +267,7 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     a.train_batches = a.train_batches or ([128, 512] if cuda else [128])
+    a.cold_mib = (1024 if cuda else 256) if a.cold_mib is None else a.cold_mib
     a.variants = a.variants or (["eager", "eager-channels_last+amp", "compile", "compile-channels_last+amp"] if cuda
                                 else ["eager", "eager-channels_last"])
     if cuda:

@@ -1,16 +1,17 @@
 //! The GPU side of the benches: finding a GPU, a [`Clock`] of CUDA events, [`BenchOps`] for the CUDA
-//! backend, and the GPU suite (every BatchNorm case under each launch variant of kernels/batchnorm.cu).
+//! backend, and the GPU suite (every BatchNorm case under each launch variant of kernels/batchnorm.cu;
+//! training steps eager, as CUDA graphs, and as graphs with bf16 convolutions).
 //!
-//! Pending in the CUDA backend, and so here:
-//! - the standalone reductions (reduce.cu's `multi_sums4`/`multi_sqnorm`): the backend does not
-//!   expose them, so [`BenchOps::segment_sums`] fails on it and the GPU suite skips those cases (the
-//!   statistics fused into the optimizer step, `sgd_step_sums`, are timed);
-//! - training steps captured as CUDA graphs (see the "Not done yet" notes of `backend::cuda`).
+//! Pending in the CUDA backend, and so here: the standalone reductions (reduce.cu's
+//! `multi_sums4`/`multi_sqnorm`). The backend does not expose them, so [`BenchOps::segment_sums`]
+//! fails on it and the GPU suite skips those cases; the statistics fused into the optimizer step
+//! (`sgd_step_sums`) are timed.
 
 use super::ops::BenchOps;
 use super::report::{BenchFile, BenchResult};
 use super::timing::{Clock, Plan};
 use super::work::Work;
+use super::{run_cases, Target};
 use crate::backend::cuda::{BnMode, Cuda};
 use crate::backend::{Backend, Segment, StepSums};
 use anyhow::{anyhow, bail, Result};
@@ -21,11 +22,6 @@ use std::sync::Arc;
 pub const REDUCTIONS_PENDING: &str =
     "GPU reduce_sqnorm/reduce_sums4 pending: the CUDA backend does not expose \
      reduce.cu's multi_sqnorm/multi_sums4 yet (the fused statistics are timed as sgd_step_sums)";
-/// Why training steps have no CUDA-graph rows.
-pub const GRAPHS_PENDING: &str =
-    "GPU train_step with CUDA graphs pending: the CUDA backend cannot capture a \
-     whole step yet (the loss is read back inside the step; see backend::cuda's notes)";
-
 /// The name of GPU 0, or why there is none. Never panics when the driver library is missing.
 pub fn detect() -> Result<String, String> {
     // SAFETY: only tries to dlopen libcuda.
@@ -110,16 +106,20 @@ pub fn bn_mode_label(m: BnMode) -> &'static str {
 
 /// Runs the GPU cases: `kernels` (BatchNorm under every [`BN_MODES`] variant, the reductions skipped
 /// with a note) and then `steps`, appending to `file`.
+#[allow(clippy::too_many_arguments)]
 pub fn run_suite(
     be: &Cuda,
     clock: &EventClock,
     plan: &Plan,
     kernels: &[Work],
     steps: &[Work],
+    cold_bytes: usize,
     file: &mut BenchFile,
     done: &mut dyn FnMut(&BenchResult),
 ) -> Result<()> {
     let label = format!("ilr {}", be.name());
+    let target = |implementation| Target { implementation, device: "cuda", cold_bytes };
+    let labels: Vec<String> = BN_MODES.iter().map(|&m| format!("{label} bn={}", bn_mode_label(m))).collect();
     let is_bn = |w: &Work| matches!(w, Work::BnForward(_) | Work::BnBackward(_));
     let (bn, rest): (Vec<Work>, Vec<Work>) =
         kernels.iter().copied().filter(|w| !matches!(w, Work::Reduce { .. })).partition(is_bn);
@@ -127,18 +127,13 @@ pub fn run_suite(
         file.notes.push(REDUCTIONS_PENDING.into());
     }
     let (copy, rest): (Vec<Work>, Vec<Work>) = rest.into_iter().partition(|w| matches!(w, Work::Copy { .. }));
-    super::run_cases(be, clock, plan, &copy, &label, "cuda", file, done)?;
-    for mode in BN_MODES {
+    run_cases(be, clock, plan, &copy, &target(&label), file, done)?;
+    for (mode, l) in BN_MODES.into_iter().zip(&labels) {
         be.set_bn_mode(mode);
-        let l = format!("{label} bn={}", bn_mode_label(mode));
-        let r = super::run_cases(be, clock, plan, &bn, &l, "cuda", file, done);
+        let r = run_cases(be, clock, plan, &bn, &target(l), file, done);
         be.set_bn_mode(BnMode::Auto);
         r?;
     }
-    super::run_cases(be, clock, plan, &rest, &label, "cuda", file, done)?;
-    super::run_cases(be, clock, plan, steps, &label, "cuda", file, done)?;
-    if !steps.is_empty() {
-        file.notes.push(GRAPHS_PENDING.into());
-    }
-    Ok(())
+    run_cases(be, clock, plan, &rest, &target(&label), file, done)?;
+    run_cases(be, clock, plan, steps, &target(&label), file, done)
 }

@@ -27,31 +27,41 @@ pub use ops::BenchOps;
 pub use report::{BenchFile, BenchResult, EqBudget, Machine};
 pub use timed::{profile_train_step, Profile, Timed};
 pub use timing::{measure, Clock, Plan, Timing, WallClock};
-pub use work::{Suite, Work};
+pub use work::{StepMode, Suite, Work};
 
 use anyhow::{Context, Result};
 
+/// Who and where a set of cases runs: the labels of its results and the cold-cache setting.
+#[derive(Clone, Copy, Debug)]
+pub struct Target<'s> {
+    /// e.g. "ilr cpu-f32".
+    pub implementation: &'s str,
+    /// "cpu" or "cuda".
+    pub device: &'s str,
+    /// See [`Work::build`].
+    pub cold_bytes: usize,
+}
+
 /// Measures each case of `works` on `be` under `plan`, appending to `file.results`; `done` sees each
 /// result as it lands. Put the copy first: later cases report their bandwidth as a share of it.
-#[allow(clippy::too_many_arguments)]
 pub fn run_cases<B: BenchOps, C: Clock<B>>(
     be: &B,
     clock: &C,
     plan: &Plan,
     works: &[Work],
-    implementation: &str,
-    device: &str,
+    target: &Target,
     file: &mut BenchFile,
     done: &mut dyn FnMut(&BenchResult),
 ) -> Result<()> {
     for w in works {
+        let what = || format!("{} {}", w.name(), w.shape());
         let timing = {
-            let mut run = w.build(be).with_context(|| format!("setting up {} {}", w.name(), w.shape()))?;
+            let mut run = w.build(be, target.cold_bytes).with_context(|| format!("setting up {}", what()))?;
             let t = measure(be, clock, plan, &mut run);
-            t.and_then(|t| be.finish().map(|_| t))
-                .with_context(|| format!("running {} {}", w.name(), w.shape()))?
+            t.and_then(|t| be.finish().map(|_| t)).with_context(|| format!("running {}", what()))?
         };
-        let r = BenchResult::new(w, implementation, device, &timing, file.copy_gbps(device));
+        let r =
+            BenchResult::new(w, target.implementation, target.device, &timing, file.copy_gbps(target.device));
         done(&r);
         file.results.push(r);
     }

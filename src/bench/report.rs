@@ -86,11 +86,12 @@ impl BenchResult {
     /// `copy_gbps`: the measured copy bandwidth of the device, for `pct_of_copy`.
     pub fn new(work: &Work, implementation: &str, device: &str, t: &Timing, copy_gbps: Option<f64>) -> Self {
         let Cost { bytes, min_bytes, flops } = work.cost();
+        let implementation = format!("{implementation}{}", work.variant());
         let nz = |v: u64| (v > 0).then_some(v);
         let gbps = nz(bytes).map(|b| b as f64 / t.median_s / 1e9);
         BenchResult {
             name: work.name().into(),
-            implementation: implementation.into(),
+            implementation,
             device: device.into(),
             shape: work.shape(),
             bytes: nz(bytes),
@@ -112,6 +113,8 @@ impl BenchResult {
 pub struct EqRow {
     /// The train_step shape, e.g. "preresnet32 b128 32x32".
     pub step: String,
+    /// Who ran it, e.g. "ilr cpu-f32" or "ilr cuda-f32 (...) graphs".
+    pub implementation: String,
     pub device: String,
     pub lambda_e: f64,
     pub steps: f64,
@@ -141,6 +144,7 @@ impl EqBudget {
         let steps: Vec<&BenchResult> = results.iter().filter(|r| r.name == "train_step").collect();
         let row = |r: &BenchResult, lambda_e: f64, steps: f64| EqRow {
             step: r.shape.clone(),
+            implementation: r.implementation.clone(),
             device: r.device.clone(),
             lambda_e,
             steps,
@@ -158,36 +162,28 @@ impl EqBudget {
         EqBudget { c, rows, paper }
     }
 
-    /// λ_e down the side, one column per measured step.
+    /// One row per measured step, one column per λ_e of the grid.
     pub fn table(&self) -> String {
-        let mut cols: Vec<(String, String)> = Vec::new();
-        for r in &self.rows {
-            let k = (r.step.clone(), r.device.clone());
-            if !cols.contains(&k) {
-                cols.push(k);
-            }
-        }
         let mut s = String::new();
         let _ = writeln!(
             s,
             "time to equilibrium ≈ (c/λ_e steps) × measured step time, c = T_eq·λ_e = {}",
             self.c
         );
-        let _ = write!(s, "{:>8} {:>10}", "λ_e", "steps");
-        for (step, dev) in &cols {
-            let short = step.trim_end_matches(" 32x32").replace("preresnet", "PreResNet-");
-            let _ = write!(s, " {:>22}", format!("{short} {dev}"));
+        let _ = write!(s, "{:<46}", "λ_e:");
+        for le in LAMBDA_E_GRID {
+            let _ = write!(s, " {le:>9.0e}");
+        }
+        let _ = write!(s, "\n{:<46}", "steps:");
+        for le in LAMBDA_E_GRID {
+            let _ = write!(s, " {:>9.0}", self.c / le);
         }
         s.push('\n');
-        for &le in &LAMBDA_E_GRID {
-            let _ = write!(s, "{le:>8.0e} {:>10.0}", self.c / le);
-            for k in &cols {
-                let wall = self
-                    .rows
-                    .iter()
-                    .find(|r| r.lambda_e == le && (&r.step, &r.device) == (&k.0, &k.1))
-                    .map(|r| r.wall_s);
-                let _ = write!(s, " {:>22}", wall.map_or("-".into(), fmt_duration));
+        for (i, r) in self.rows.iter().enumerate().step_by(LAMBDA_E_GRID.len()) {
+            let step = r.step.trim_end_matches(" 32x32").replace("preresnet", "PreResNet-");
+            let _ = write!(s, "{:<46}", format!("{step} {}", r.implementation));
+            for q in &self.rows[i..i + LAMBDA_E_GRID.len()] {
+                let _ = write!(s, " {:>9}", fmt_duration(q.wall_s));
             }
             s.push('\n');
         }
@@ -195,11 +191,11 @@ impl EqBudget {
             let _ = writeln!(
                 s,
                 "paper setting (PreResNet-32, batch 128, η = 0.1, λ = 5e-4, λ_e = 5e-5): ~1/λ_e = {:.0} steps × {} \
-                 = {} on {} (target: < 1 min on an H200)",
+                 = {} with {} (target: < 1 min on an H200)",
                 p.steps,
                 fmt_duration(p.step_s),
                 fmt_duration(p.wall_s),
-                p.device
+                p.implementation
             );
         }
         s
@@ -340,9 +336,13 @@ pub fn fmt_duration(s: f64) -> String {
     }
 }
 
-/// The commit of the working tree and whether it has uncommitted changes (None outside a git
-/// checkout or without git).
+/// The commit the binary was built from when the build recorded it (`ILR_GIT_COMMIT`, e.g. from
+/// build.rs), else the commit of the working directory and whether it has uncommitted changes (None
+/// outside a git checkout or without git).
 pub fn git_state() -> (Option<String>, Option<bool>) {
+    if let Some(c) = option_env!("ILR_GIT_COMMIT").filter(|c| !c.is_empty()) {
+        return (Some(c.to_string()), option_env!("ILR_GIT_DIRTY").map(|d| d == "1" || d == "true"));
+    }
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
@@ -399,8 +399,13 @@ mod tests {
         let t = Timing { median_s: 0.5, min_s: 0.4, reps: 3, calls_per_rep: 1 };
         let copy = BenchResult::new(&Work::Copy { bytes: 1 << 30 }, "ilr cpu-f32", "cpu", &t, None);
         assert!((copy.gbps.unwrap() - 2.0 * (1u64 << 30) as f64 / 0.5e9).abs() < 1e-9);
-        let step =
-            BenchResult::new(&Work::TrainStep { depth: 32, batch: 128 }, "ilr cpu-f32", "cpu", &t, copy.gbps);
+        let step = BenchResult::new(
+            &Work::TrainStep { depth: 32, batch: 128, mode: Default::default() },
+            "ilr cpu-f32",
+            "cpu",
+            &t,
+            copy.gbps,
+        );
         assert_eq!(step.images_per_s, Some(256.0));
         assert_eq!(step.bytes, None);
         let budget = EqBudget::new(2.0, &[copy.clone(), step.clone()]);

@@ -1,12 +1,15 @@
 //! [`Timed`]: a backend adapter that forwards every op to an inner backend and records how long each
 //! one took (through a [`Clock`]: wall time on the CPU, CUDA events on a GPU), with an NVTX range
 //! around each. Any model code runs on it unchanged, which gives `ilr profile` its per-op tables.
+//! Steps always run eagerly on it (no CUDA-graph replay), so that each op runs where it is called.
 
 use super::nvtx::nvtx_range;
 use super::ops::BenchOps;
 use super::timing::Clock;
 use super::work::TrainStep;
-use crate::backend::{Backend, BnShape, ConvShape, LossSums, PoolShape, Segment, ShortcutShape, StepSums};
+use crate::backend::{
+    Backend, BnShape, ComputePrecision, ConvShape, LossSums, PoolShape, Segment, ShortcutShape, StepSums,
+};
 use anyhow::Result;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -282,6 +285,15 @@ impl<'b, B: Backend, C: Clock<B>> Backend for Timed<'b, B, C> {
             format!("p{} segs{}{with_sums}", segments.iter().map(|s| s.len).sum::<usize>(), segments.len())
         };
         self.timed("sgd_step", label, |be| be.sgd_step(segments, params, grads, momenta, sums))
+    }
+
+    fn set_conv_precision(&self, p: ComputePrecision) -> bool {
+        self.inner.set_conv_precision(p)
+    }
+    // `step_begin` keeps its default (false): every step runs eagerly, op by op, so each op can be
+    // timed. A deferred (graph-replayed) step would not run the ops where they are called.
+    fn step_reset(&self) {
+        self.inner.step_reset()
     }
 }
 

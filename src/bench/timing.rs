@@ -69,12 +69,14 @@ pub struct Timing {
     pub calls_per_rep: usize,
 }
 
-/// Median of a non-empty slice (the mean of the middle two for an even length).
+/// Median (the mean of the middle two for an even length; NaN for an empty slice).
 pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let m = s.len() / 2;
-    if s.len() % 2 == 1 {
+    if s.is_empty() {
+        f64::NAN
+    } else if s.len() % 2 == 1 {
         s[m]
     } else {
         0.5 * (s[m - 1] + s[m])

@@ -4,7 +4,7 @@
 
 use super::cost::{self, Cost, Reduction};
 use super::ops::BenchOps;
-use crate::backend::{BnShape, Real, Segment, StepSums};
+use crate::backend::{Backend, BnShape, ComputePrecision, Real, Segment, StepSums};
 use crate::model::PreResNet;
 use crate::optim::{OptimConfig, Sgd};
 use anyhow::Result;
@@ -35,11 +35,28 @@ pub enum Work {
         kind: Reduction,
     },
     /// One training step of PreResNet-`depth` on 32×32 images: upload the batch, forward, loss,
-    /// backward, SGD step (without statistics).
+    /// backward, SGD step (without statistics), as `mode` says.
     TrainStep {
         depth: usize,
         batch: usize,
+        mode: StepMode,
     },
+}
+
+/// How a training step runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepMode {
+    /// Bracket the step with `Backend::step_begin`/`step_end` as the trainer does: captured and
+    /// replayed as a CUDA graph where the backend can.
+    pub graphs: bool,
+    /// The arithmetic of the convolutions.
+    pub precision: ComputePrecision,
+}
+
+impl StepMode {
+    /// As the trainer runs on a GPU by default: graphs, f32.
+    pub const GRAPHS: StepMode = StepMode { graphs: true, precision: ComputePrecision::F32 };
+    pub const GRAPHS_BF16: StepMode = StepMode { graphs: true, precision: ComputePrecision::Bf16Conv };
 }
 
 /// Values uniform in [−1, 1), reproducible from `seed`.
@@ -90,7 +107,7 @@ impl Work {
             Work::Sgd { depth, .. } | Work::Reduce { depth, .. } => {
                 format!("preresnet{depth} p{}", cost::net_layout(*depth).num_params)
             }
-            Work::TrainStep { depth, batch } => format!("preresnet{depth} b{batch} 32x32"),
+            Work::TrainStep { depth, batch, .. } => format!("preresnet{depth} b{batch} 32x32"),
         }
     }
 
@@ -102,11 +119,26 @@ impl Work {
             Work::BnBackward(s) => cost::bn_backward(s),
             Work::Sgd { depth, sums } => cost::sgd_step(cost::net_layout(*depth).num_params, *sums),
             Work::Reduce { depth, kind } => cost::reduction(*kind, cost::net_layout(*depth).num_params),
-            Work::TrainStep { depth, batch } => Cost {
+            Work::TrainStep { depth, batch, .. } => Cost {
                 bytes: 0,
                 min_bytes: 0,
                 flops: cost::train_step_flops(&cost::net_layout(*depth), *batch),
             },
+        }
+    }
+
+    /// How this case differs from the plain one of the same name and shape, appended to the
+    /// implementation label: "", " graphs" or " graphs bf16-conv".
+    pub fn variant(&self) -> String {
+        match self {
+            Work::TrainStep { mode, .. } => {
+                let graphs = if mode.graphs { " graphs" } else { "" };
+                match mode.precision {
+                    ComputePrecision::F32 => graphs.to_string(),
+                    p => format!("{graphs} {}", p.label()),
+                }
+            }
+            _ => String::new(),
         }
     }
 
@@ -118,91 +150,168 @@ impl Work {
         }
     }
 
+    /// Bytes of the distinct buffers one call touches.
+    pub fn footprint(&self) -> usize {
+        let params = |d: usize| cost::net_layout(d).num_params;
+        match *self {
+            Work::Copy { bytes } => 2 * bytes,
+            Work::BnForward(s) => 8 * s.len(),
+            Work::BnBackward(s) => 16 * s.len(),
+            Work::Sgd { depth, .. } => 12 * params(depth),
+            Work::Reduce { depth, kind } => cost::reduction(kind, params(depth)).min_bytes as usize,
+            Work::TrainStep { .. } => usize::MAX,
+        }
+    }
+
     /// Allocates and fills the buffers on `be`, and returns one call.
-    pub fn build<'a, B: BenchOps>(&self, be: &'a B) -> Result<Runner<'a>> {
-        Ok(match *self {
+    ///
+    /// A kernel whose buffers are smaller than `cold_bytes` gets enough independent copies of them to
+    /// fill `cold_bytes` (each run once here), and the calls cycle through the copies: each call then
+    /// streams its data from DRAM, as in training (where a whole forward and backward pass runs
+    /// between two optimizer steps), instead of finding it in a cache warmed by the previous call.
+    /// Make `cold_bytes` a few times the last-level cache (0: warm).
+    pub fn build<'a, B: BenchOps>(&self, be: &'a B, cold_bytes: usize) -> Result<Runner<'a>> {
+        let sets = match self {
+            Work::Copy { .. } | Work::TrainStep { .. } => 1,
+            _ => cold_bytes.div_ceil(self.footprint().max(1)).clamp(1, 1 << 16),
+        };
+        let mut runners: Vec<Runner<'a>> = Vec::with_capacity(sets);
+        match *self {
             Work::Copy { bytes } => {
                 let n = bytes / std::mem::size_of::<B::Elem>();
                 // Written, not just allocated: untouched zero pages would make a CPU copy look fast.
                 let src = upload(be, &vec![B::Elem::from_f64(1.0); n])?;
                 let mut dst = be.alloc(n)?;
-                Box::new(move || be.copy(&src, &mut dst))
+                runners.push(Box::new(move || be.copy(&src, &mut dst)));
             }
             Work::BnForward(s) => {
-                let x = upload(be, &random::<B::Elem>(s.len(), 2))?;
-                let affine = upload(be, &random::<B::Elem>(2 * s.c, 3))?;
-                let (mut running, mut saved, mut y) =
-                    (be.alloc(2 * s.c)?, be.alloc(2 * s.c)?, be.alloc(s.len())?);
-                Box::new(move || {
+                let (hx, ha) = (random::<B::Elem>(s.len(), 2), random::<B::Elem>(2 * s.c, 3));
+                for _ in 0..sets {
+                    let (x, affine) = (upload(be, &hx)?, upload(be, &ha)?);
+                    let (mut running, mut saved, mut y) =
+                        (be.alloc(2 * s.c)?, be.alloc(2 * s.c)?, be.alloc(s.len())?);
+                    runners.push(Box::new(move || {
+                        let (ra, rs, ry) = (all(be, &running), all(be, &saved), all(be, &y));
+                        be.batchnorm_forward_train(
+                            &s,
+                            be.view(&x, all(be, &x)),
+                            be.view(&affine, 0..2 * s.c),
+                            be.view_mut(&mut running, ra),
+                            be.view_mut(&mut saved, rs),
+                            be.view_mut(&mut y, ry),
+                        );
+                        Ok(())
+                    }));
+                }
+            }
+            Work::BnBackward(s) => {
+                let (hx, hdy) = (random::<B::Elem>(s.len(), 2), random::<B::Elem>(s.len(), 4));
+                let ha = random::<B::Elem>(2 * s.c, 3);
+                for _ in 0..sets {
+                    let (x, dy, affine) = (upload(be, &hx)?, upload(be, &hdy)?, upload(be, &ha)?);
+                    let (mut running, mut saved, mut y) =
+                        (be.alloc(2 * s.c)?, be.alloc(2 * s.c)?, be.alloc(s.len())?);
                     let (ra, rs, ry) = (all(be, &running), all(be, &saved), all(be, &y));
+                    // A real forward gives y (the ReLU mask) and the saved statistics.
                     be.batchnorm_forward_train(
                         &s,
                         be.view(&x, all(be, &x)),
                         be.view(&affine, 0..2 * s.c),
                         be.view_mut(&mut running, ra),
                         be.view_mut(&mut saved, rs),
-                        be.view_mut(&mut y, ry),
+                        be.view_mut(&mut y, ry.clone()),
                     );
-                    Ok(())
-                })
-            }
-            Work::BnBackward(s) => {
-                let x = upload(be, &random::<B::Elem>(s.len(), 2))?;
-                let dy = upload(be, &random::<B::Elem>(s.len(), 4))?;
-                let affine = upload(be, &random::<B::Elem>(2 * s.c, 3))?;
-                let (mut running, mut saved, mut y) =
-                    (be.alloc(2 * s.c)?, be.alloc(2 * s.c)?, be.alloc(s.len())?);
-                let (ra, rs, ry) = (all(be, &running), all(be, &saved), all(be, &y));
-                // A real forward gives y (the ReLU mask) and the saved statistics.
-                be.batchnorm_forward_train(
-                    &s,
-                    be.view(&x, all(be, &x)),
-                    be.view(&affine, 0..2 * s.c),
-                    be.view_mut(&mut running, ra),
-                    be.view_mut(&mut saved, rs),
-                    be.view_mut(&mut y, ry.clone()),
-                );
-                let (mut dx, mut d_affine) = (be.alloc(s.len())?, be.alloc(2 * s.c)?);
-                Box::new(move || {
-                    be.batchnorm_backward(
-                        &s,
-                        be.view(&x, ry.clone()),
-                        be.view(&y, ry.clone()),
-                        be.view(&dy, ry.clone()),
-                        be.view(&affine, 0..2 * s.c),
-                        be.view(&saved, 0..2 * s.c),
-                        be.view_mut(&mut dx, ry.clone()),
-                        be.view_mut(&mut d_affine, 0..2 * s.c),
-                    );
-                    Ok(())
-                })
+                    let (mut dx, mut d_affine) = (be.alloc(s.len())?, be.alloc(2 * s.c)?);
+                    runners.push(Box::new(move || {
+                        be.batchnorm_backward(
+                            &s,
+                            be.view(&x, ry.clone()),
+                            be.view(&y, ry.clone()),
+                            be.view(&dy, ry.clone()),
+                            be.view(&affine, 0..2 * s.c),
+                            be.view(&saved, 0..2 * s.c),
+                            be.view_mut(&mut dx, ry.clone()),
+                            be.view_mut(&mut d_affine, 0..2 * s.c),
+                        );
+                        Ok(())
+                    }));
+                }
             }
             Work::Sgd { depth, sums } => {
                 let layout = cost::net_layout(depth);
-                let host: Vec<B::Elem> =
+                let hw: Vec<B::Elem> =
                     crate::model::init_params(&layout, 0).into_iter().map(B::Elem::from_f64).collect();
-                let mut params = upload(be, &host)?;
-                let grads = upload(be, &random::<B::Elem>(layout.num_params, 5))?;
-                let mut opt = Sgd::new(be, &OptimConfig::default(), &layout)?;
-                let h = opt.hyper_at(0.0);
-                Box::new(move || opt.step(be, &h, &mut params, &grads, sums).map(|_| ()))
+                let hg = random::<B::Elem>(layout.num_params, 5);
+                for _ in 0..sets {
+                    let (mut params, grads) = (upload(be, &hw)?, upload(be, &hg)?);
+                    let mut opt = Sgd::new(be, &OptimConfig::default(), &layout)?;
+                    let h = opt.hyper_at(0.0);
+                    runners.push(Box::new(move || opt.step(be, &h, &mut params, &grads, sums).map(|_| ())));
+                }
             }
             Work::Reduce { depth, kind } => {
                 let (n, segs) = tensor_segments(depth);
-                let w = upload(be, &random::<B::Elem>(n, 6))?;
-                let g = upload(be, &random::<B::Elem>(n, 7))?;
-                let wn = upload(be, &random::<B::Elem>(n, 8))?;
-                let mut out = vec![StepSums::default(); segs.len()];
-                Box::new(move || match kind {
-                    Reduction::SqNorm => be.segment_sums(&segs, &w, None, None, &mut out),
-                    Reduction::Sums4 => be.segment_sums(&segs, &w, Some(&g), Some(&wn), &mut out),
-                })
+                let host: Vec<Vec<B::Elem>> = (6..9).map(|seed| random(n, seed)).collect();
+                for _ in 0..sets {
+                    let (w, g, wn) = (upload(be, &host[0])?, upload(be, &host[1])?, upload(be, &host[2])?);
+                    let (segs, mut out) = (segs.clone(), vec![StepSums::default(); segs.len()]);
+                    runners.push(Box::new(move || match kind {
+                        Reduction::SqNorm => be.segment_sums(&segs, &w, None, None, &mut out),
+                        Reduction::Sums4 => be.segment_sums(&segs, &w, Some(&g), Some(&wn), &mut out),
+                    }));
+                }
             }
-            Work::TrainStep { depth, batch } => {
+            Work::TrainStep { depth, batch, mode } => {
+                let guard = StepGuard::new(be, mode.precision)?;
                 let mut step = TrainStep::new(be, depth, batch)?;
-                Box::new(move || step.run(be))
+                step.graphs = mode.graphs;
+                if mode.graphs {
+                    // Warm-up and capture, so that the timed calls replay the graph.
+                    step.run(be)?;
+                    step.run(be)?;
+                }
+                runners.push(Box::new(move || {
+                    let _ = &guard;
+                    step.run(be)
+                }));
             }
-        })
+        }
+        if runners.len() == 1 {
+            return Ok(runners.pop().expect("one runner"));
+        }
+        // One call per copy now, so that no timed call pays for first-touch page faults (buffers
+        // the backend allocated zeroed, such as the momenta, are not mapped until first written).
+        for r in &mut runners {
+            r()?;
+        }
+        let mut next = 0;
+        Ok(Box::new(move || {
+            let r = runners[next]();
+            next = (next + 1) % runners.len();
+            r
+        }))
+    }
+}
+
+/// Sets the convolution precision and forgets any captured step; when dropped, forgets the step
+/// (its buffers are about to be freed) and restores f32.
+struct StepGuard<'a, B: Backend>(&'a B);
+
+impl<'a, B: Backend> StepGuard<'a, B> {
+    fn new(be: &'a B, precision: ComputePrecision) -> Result<Self> {
+        be.step_reset();
+        if !be.set_conv_precision(precision) {
+            be.set_conv_precision(ComputePrecision::F32);
+            anyhow::bail!("{} cannot compute convolutions in {}", be.name(), precision.label());
+        }
+        Ok(StepGuard(be))
+    }
+}
+
+impl<B: Backend> Drop for StepGuard<'_, B> {
+    fn drop(&mut self) {
+        self.0.step_reset();
+        self.0.set_conv_precision(ComputePrecision::F32);
     }
 }
 
@@ -212,6 +321,8 @@ pub struct TrainStep<B: BenchOps> {
     opt: Sgd<B>,
     images: Vec<B::Elem>,
     labels: Vec<u32>,
+    /// Bracket the step with `step_begin`/`step_end` (CUDA graphs where the backend has them).
+    pub graphs: bool,
 }
 
 impl<B: BenchOps> TrainStep<B> {
@@ -224,15 +335,20 @@ impl<B: BenchOps> TrainStep<B> {
         let images = random(batch * cost::IN_CHANNELS * cost::IMAGE_SIZE * cost::IMAGE_SIZE, 9);
         let mut rng = ChaCha8Rng::seed_from_u64(10);
         let labels = (0..batch).map(|_| rng.gen_range(0..cost::CLASSES as u32)).collect();
-        Ok(Self { model, opt, images, labels })
+        Ok(Self { model, opt, images, labels, graphs: false })
     }
 
+    /// One step, as the trainer runs it (the batch upload stays outside a deferred step).
     pub fn run(&mut self, be: &B) -> Result<()> {
         self.model.set_batch(be, &self.images, &self.labels)?;
+        let deferred = self.graphs && be.step_begin()?;
         self.model.forward(be, true);
         self.model.loss_and_backward(be)?;
         let h = self.opt.hyper_at(0.0);
         self.opt.step(be, &h, &mut self.model.params, &self.model.grads, false)?;
+        if deferred {
+            be.step_end()?;
+        }
         Ok(())
     }
 }
@@ -246,6 +362,11 @@ pub struct Suite {
     /// Batch sizes of the training steps.
     pub train_batches: Vec<usize>,
     pub copy_bytes: usize,
+    /// How the training steps run (one case per mode).
+    pub step_modes: Vec<StepMode>,
+    /// Kernels cycle through copies of their buffers that fill this many bytes (see
+    /// [`Work::build`]): several times the last-level cache, so each call runs from DRAM.
+    pub cold_bytes: usize,
 }
 
 impl Suite {
@@ -256,13 +377,21 @@ impl Suite {
             kernel_batches: vec![128, 512],
             train_batches: vec![128],
             copy_bytes: 256 << 20,
+            step_modes: vec![StepMode::default()],
+            cold_bytes: 256 << 20,
         }
     }
 
-    /// The GPU suite: training steps at 128 and 512 too, and a copy far larger than L2 (60 MiB on
-    /// H200).
+    /// The GPU suite: training steps at 128 and 512 too, and copy and cold sets far larger than L2
+    /// (60 MiB on H200).
     pub fn gpu() -> Self {
-        Suite { train_batches: vec![128, 512], copy_bytes: 1 << 30, ..Self::cpu() }
+        Suite {
+            train_batches: vec![128, 512],
+            copy_bytes: 1 << 30,
+            step_modes: vec![StepMode::default(), StepMode::GRAPHS, StepMode::GRAPHS_BF16],
+            cold_bytes: 1 << 30,
+            ..Self::cpu()
+        }
     }
 
     /// Copy first (the ceiling the others are compared with), then BN, optimizer, reductions.
@@ -287,9 +416,11 @@ impl Suite {
 
     pub fn train_steps(&self) -> Vec<Work> {
         let mut v = Vec::new();
-        for &batch in &self.train_batches {
-            for &depth in &self.depths {
-                v.push(Work::TrainStep { depth, batch });
+        for &mode in &self.step_modes {
+            for &batch in &self.train_batches {
+                for &depth in &self.depths {
+                    v.push(Work::TrainStep { depth, batch, mode });
+                }
             }
         }
         v
@@ -304,15 +435,27 @@ mod tests {
     #[test]
     fn every_small_case_builds_and_runs() {
         let be = Cpu::<f32>::new();
-        let suite =
-            Suite { depths: vec![8], kernel_batches: vec![2], train_batches: vec![2], copy_bytes: 1 << 20 };
+        let suite = Suite {
+            depths: vec![8],
+            kernel_batches: vec![2],
+            train_batches: vec![2],
+            copy_bytes: 1 << 20,
+            // On the CPU a "graphs" step runs eagerly (step_begin declines).
+            step_modes: vec![StepMode::default(), StepMode::GRAPHS],
+            cold_bytes: 1 << 20,
+        };
         let cases: Vec<Work> = suite.kernels().into_iter().chain(suite.train_steps()).collect();
         assert_eq!(cases.iter().filter(|w| w.name() == "bn_fwd_train").count(), 3);
         for w in cases {
-            let mut run = w.build(&be).unwrap();
-            run().unwrap();
-            run().unwrap();
+            // The small kernels cycle through several copies of their buffers.
+            let mut run = w.build(&be, suite.cold_bytes).unwrap();
+            for _ in 0..3 {
+                run().unwrap();
+            }
             assert!(w.cost().flops > 0 || w.name() == "copy", "{w:?}");
         }
+        let bf16 = Work::TrainStep { depth: 8, batch: 2, mode: StepMode::GRAPHS_BF16 };
+        assert_eq!(bf16.variant(), " graphs bf16-conv");
+        assert!(bf16.build(&be, 0).is_err(), "the CPU computes convolutions in f32 only");
     }
 }

@@ -8,8 +8,8 @@ use ilr::backend::cuda::Cuda;
 use ilr::backend::Backend;
 use ilr::bench::report::{fmt_duration, load_avg};
 use ilr::bench::{
-    gpu, profile_train_step, run_cases, BenchFile, BenchResult, EqBudget, Machine, Plan, Suite, WallClock,
-    Work,
+    gpu, profile_train_step, run_cases, BenchFile, BenchResult, EqBudget, Machine, Plan, Suite, Target,
+    WallClock, Work,
 };
 use ilr::train::Device;
 use std::path::PathBuf;
@@ -37,7 +37,7 @@ pub struct BenchArgs {
     /// Depths of the PreResNets whose shapes are benchmarked.
     #[arg(long, value_delimiter = ',', default_value = "20,32,56")]
     pub depths: Vec<usize>,
-    /// Batch sizes of the BatchNorm shapes.
+    /// Batch sizes of the BatchNorm shapes (default 128,512).
     #[arg(long, value_delimiter = ',')]
     pub kernel_batches: Option<Vec<usize>>,
     /// Batch sizes of the training steps (CPU default 128; GPU 128,512).
@@ -54,8 +54,10 @@ pub struct ProfileArgs {
     /// one opens.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
+    /// PreResNet depth (6n+2), on 32×32×3 inputs with 10 classes.
     #[arg(long, default_value_t = 20)]
     pub depth: usize,
+    /// Batch size.
     #[arg(long, default_value_t = 128)]
     pub batch: usize,
     /// Steps to profile (after one untimed warmup step).
@@ -139,6 +141,12 @@ pub fn run_bench(a: BenchArgs) -> Result<ExitCode> {
     if a.depths.iter().any(|&d| d < 8 || (d - 2) % 6 != 0) {
         bail!("--depths {:?}: each depth must be 6n+2 (8, 20, 32, 56, ...)", a.depths);
     }
+    if a.kernel_batches.iter().flatten().any(|&b| b == 0) || a.train_batches.iter().flatten().any(|&b| b < 2)
+    {
+        bail!(
+            "--kernel-batches must be at least 1 and --train-batches at least 2 (BatchNorm needs 2 samples)"
+        );
+    }
     set_threads(a.threads)?;
     let detected = gpu::detect();
     let cuda = open_gpu(a.device, &detected).map_err(|why| anyhow!("--device cuda: {why}"))?;
@@ -164,7 +172,8 @@ pub fn run_bench(a: BenchArgs) -> Result<ExitCode> {
             be.device_description()
         );
         let clock = gpu::EventClock::new(be)?;
-        gpu::run_suite(be, &clock, &plan, &kernels, &steps, &mut file, &mut progress)?;
+        let cold = suite(&a, true).cold_bytes;
+        gpu::run_suite(be, &clock, &plan, &kernels, &steps, cold, &mut file, &mut progress)?;
     } else {
         file.notes.push(match &detected {
             Ok(name) => format!(
@@ -173,9 +182,11 @@ pub fn run_bench(a: BenchArgs) -> Result<ExitCode> {
             Err(why) => format!("{why}: GPU tables pending"),
         });
     }
-    if a.device == Device::Cpu || cuda.is_none() {
+    if cuda.is_none() {
         let be = Cpu::<f32>::new();
-        let (kernels, steps) = cases(suite(&a, false));
+        let s = suite(&a, false);
+        let cold_bytes = s.cold_bytes;
+        let (kernels, steps) = cases(s);
         eprintln!(
             "ilr bench: {} kernel cases and {} training steps on {} with {} threads",
             kernels.len(),
@@ -184,8 +195,9 @@ pub fn run_bench(a: BenchArgs) -> Result<ExitCode> {
             file.machine.threads
         );
         let label = format!("ilr {}", be.name());
-        run_cases(&be, &WallClock, &plan, &kernels, &label, "cpu", &mut file, &mut progress)?;
-        run_cases(&be, &WallClock, &plan, &steps, &label, "cpu", &mut file, &mut progress)?;
+        let target = Target { implementation: &label, device: "cpu", cold_bytes };
+        run_cases(&be, &WallClock, &plan, &kernels, &target, &mut file, &mut progress)?;
+        run_cases(&be, &WallClock, &plan, &steps, &target, &mut file, &mut progress)?;
     }
     if let Some(l) = load_avg() {
         if l[0] > file.machine.cores as f64 * 0.5 {
