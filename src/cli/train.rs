@@ -99,7 +99,8 @@ pub enum ShortcutArg {
 fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     let mut table = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading config {}", p.display()))?;
             text.parse().map_err(|e| anyhow::anyhow!("invalid TOML in {}: {e}", p.display()))?
         }
         None => toml::Table::new(),
@@ -107,8 +108,9 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
     for s in &a.set {
         overrides::apply(&mut table, s)?;
     }
-    let mut cfg = TrainConfig::from_table(table)
-        .with_context(|| a.config.as_ref().map_or("in the --set overrides".into(), |p| format!("in config {}", p.display())))?;
+    let mut cfg = TrainConfig::from_table(table).with_context(|| {
+        a.config.as_ref().map_or("in the --set overrides".into(), |p| format!("in config {}", p.display()))
+    })?;
     let t = &mut cfg;
     if let Some(d) = &a.data {
         t.data.dir = Some(d.clone());
@@ -146,7 +148,10 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(n) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting the CPU thread count")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("setting the CPU thread count")?;
     }
     let chosen = super::device::choose(cfg.train.device)?;
     let data = train::load_datasets(&cfg.data)?;
@@ -204,12 +209,15 @@ fn print_summary(s: &Summary) {
         fmt_opt(f.test_acc.map(|a| 100.0 * a), 2)
     );
     match s.t_eq_steps {
-        Some(t) => println!("equilibrium: T_eq = {t} steps, T_eq·λ_e = {:.3}", s.t_eq_lambda_e.unwrap_or(f64::NAN)),
+        Some(t) => {
+            println!("equilibrium: T_eq = {t} steps, T_eq·λ_e = {:.3}", s.t_eq_lambda_e.unwrap_or(f64::NAN))
+        }
         None => println!("equilibrium: not reached within {} steps (see README: the criterion)", s.steps),
     }
     println!(
         "{:<28} {:>11} {:>11} {:>8} {:>9} {:>10}",
-        "group (steps {}-{})".replace("{}-{}", &format!("{}-{}", s.averaging_window[0], s.averaging_window[1])),
+        "group (steps {}-{})"
+            .replace("{}-{}", &format!("{}-{}", s.averaging_window[0], s.averaging_window[1])),
         "Δ",
         "Δ*",
         "Δ/Δ*",
