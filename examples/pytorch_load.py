@@ -15,7 +15,7 @@ import tomllib
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "bench" / "pytorch"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "peers" / "pytorch"))
 from preresnet import PreResNet  # noqa: E402  (the model the PyTorch bench trains too)
 
 

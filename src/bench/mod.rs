@@ -5,7 +5,7 @@
 //!   copy, a whole training step), generic over the backend;
 //! - [`timing`]: warmup, repetitions, median and min, through a [`Clock`] (wall time on the CPU,
 //!   CUDA events on a GPU);
-//! - [`report`]: the JSON schema (shared with bench/pytorch), machine info, the equilibrium-time
+//! - [`report`]: the JSON schema (shared with peers/pytorch), machine info, the equilibrium-time
 //!   budget and the tables for people;
 //! - [`timed`]: [`Timed`], a backend adapter that times every op, for per-op profiles;
 //! - [`nvtx`]: [`nvtx_range`], NVTX ranges that cost nothing without the library;

@@ -1,4 +1,4 @@
-//! Results: the JSON schema shared with bench/pytorch (for regression tracking across commits and
+//! Results: the JSON schema shared with peers/pytorch (for regression tracking across commits and
 //! GPUs), machine information, the equilibrium-time budget, and the tables printed for people.
 
 use super::cost::Cost;
@@ -7,7 +7,7 @@ use super::work::Work;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
-/// Version tag of the JSON layout; bench/pytorch writes the same.
+/// Version tag of the JSON layout; peers/pytorch writes the same.
 pub const SCHEMA: &str = "ilr-bench/1";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -202,7 +202,7 @@ impl EqBudget {
     }
 }
 
-/// The whole output of one `ilr bench` (or bench/pytorch) run.
+/// The whole output of one `ilr bench` (or peers/pytorch) run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BenchFile {
     pub schema: String,

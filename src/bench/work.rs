@@ -99,7 +99,7 @@ impl Work {
         }
     }
 
-    /// The shape, as a label that peers (bench/pytorch) reproduce exactly.
+    /// The shape, as a label that peers (peers/pytorch) reproduce exactly.
     pub fn shape(&self) -> String {
         match self {
             Work::Copy { bytes } => format!("{} MiB", bytes >> 20),

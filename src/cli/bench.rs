@@ -20,8 +20,8 @@ pub struct BenchArgs {
     /// A shorter run (fewer repetitions, a smaller copy): under two minutes on a 2-core CPU.
     #[arg(long)]
     pub quick: bool,
-    /// Also write the results as JSON (atomically) for regression tracking; bench/pytorch writes the
-    /// same schema, and `python3 bench/pytorch/compare.py A.json B.json` prints their ratios.
+    /// Also write the results as JSON (atomically) for regression tracking; peers/pytorch writes the
+    /// same schema, and `python3 peers/pytorch/compare.py A.json B.json` prints their ratios.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// auto: the GPU when the CUDA backend opens one, else the CPU.

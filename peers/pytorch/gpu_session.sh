@@ -3,7 +3,7 @@
 # Build ilr with its kernels on any machine first (scripts/install-cuda-toolchain.sh; cargo build
 # --release), and carry target/release/ilr to the GPU machine. There:
 #
-#     bench/pytorch/gpu_session.sh [ILR_BINARY] [OUT_DIR]      # ~5 min with --quick defaults
+#     peers/pytorch/gpu_session.sh [ILR_BINARY] [OUT_DIR]      # ~5 min with --quick defaults
 #
 # QUICK=0 for the full repetitions; VARIANTS to choose the torch training-step variants.
 set -euo pipefail

@@ -2,9 +2,9 @@
 """PyTorch peers of `ilr bench`, on the same machine and the same shapes, written in ilr's JSON
 schema (ilr-bench/1) so that compare.py can put them side by side.
 
-    python3 bench/pytorch/bench_torch.py --device cpu --threads 2 --json torch-cpu.json
-    python3 bench/pytorch/bench_torch.py --device cuda --json torch-cuda.json
-    python3 bench/pytorch/compare.py ilr.json torch-cpu.json
+    python3 peers/pytorch/bench_torch.py --device cpu --threads 2 --json torch-cpu.json
+    python3 peers/pytorch/bench_torch.py --device cuda --json torch-cuda.json
+    python3 peers/pytorch/compare.py ilr.json torch-cpu.json
 
 Cases (names and shape labels match src/bench/work.rs exactly):
   copy            dst.copy_(src)                              (device copy ceiling)

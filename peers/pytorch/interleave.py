@@ -3,7 +3,7 @@
 rounds, each round started when the CPU is idle, then merge the rounds (median of the per-round
 medians; min of the mins) into one file per tool and print compare.py's table for both statistics.
 
-    python3 bench/pytorch/interleave.py --ilr target/release/ilr --python /tmp/torchvenv/bin/python \\
+    python3 peers/pytorch/interleave.py --ilr target/release/ilr --python /tmp/torchvenv/bin/python \\
         --threads 2 --rounds 5 --filter "preresnet20 b128" --out /tmp/ab
 
 Contention only ever adds time, so on a machine shared with other jobs the min over rounds is the

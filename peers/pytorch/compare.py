@@ -2,7 +2,7 @@
 """Side by side: two or more files in ilr's bench schema (ilr-bench/1), e.g. `ilr bench --json`
 and bench_torch.py --json, matched on (name, device, shape).
 
-    python3 bench/pytorch/compare.py [--stat median|min] ilr.json torch.json [more.json ...]
+    python3 peers/pytorch/compare.py [--stat median|min] ilr.json torch.json [more.json ...]
 
 The first file is the reference. For every case it prints the reference's time and, per other
 implementation, its time and the ratio  other / reference  (> 1: the reference is faster). Times are
