@@ -14,7 +14,7 @@ use ilr::checkpoint::{self, tensors::TensorWriter, Precision};
 use ilr::data::Batcher;
 use ilr::model::PreResNet;
 use ilr::train::{load_datasets, TrainConfig};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 fn main() -> Result<()> {
@@ -57,8 +57,8 @@ fn main() -> Result<()> {
     );
     w.i64s("labels", vec![n], &labels[..n].iter().map(|&l| l as i64).collect::<Vec<_>>());
     w.floats("logits", Precision::F32, vec![n, tr.classes], &f64s(&logits[..n * tr.classes]));
-    let meta = HashMap::from([("checkpoint".to_string(), newest.display().to_string())]);
-    std::fs::write(&out, w.serialize(meta)?)?;
+    let meta = BTreeMap::from([("checkpoint".to_string(), newest.display().to_string())]);
+    std::fs::write(&out, w.serialize(&meta)?)?;
     println!("wrote {} ({n} test images, checkpoint {})", out.display(), newest.display());
     Ok(())
 }

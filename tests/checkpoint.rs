@@ -59,7 +59,7 @@ fn resume_is_bit_identical_and_corrupt_checkpoints_fall_back() {
     let ref_summary = summary_without_wall(&a.path);
 
     // With checkpoints every 25 steps: the same records; checkpoints at 100 and 120 (end) kept.
-    let opts = TrainOptions { checkpoint_every: 25, resume: true };
+    let opts = TrainOptions { checkpoint_every: 25, resume: true, ..TrainOptions::default() };
     let root_b = tmp.path().join("b");
     let run = |expect: &str| {
         let mut b = RunDir::open(&root_b, &cfg).unwrap();
@@ -112,7 +112,7 @@ fn weights_carry_pytorch_state_dict_names() {
     let data = load_datasets(&cfg.data).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mut d = RunDir::open(tmp.path(), &cfg).unwrap();
-    let opts = TrainOptions { checkpoint_every: 60, resume: false };
+    let opts = TrainOptions { checkpoint_every: 60, resume: false, ..TrainOptions::default() };
     train::train_with(&Cpu::<f32>::new(), &cfg, &data, Some(&mut d), Progress::Quiet, &opts).unwrap();
     let bytes =
         std::fs::read(checkpoint::step_dir(&checkpoint::dir_of(&d.path), 120).join("model.safetensors"))

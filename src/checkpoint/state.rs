@@ -16,14 +16,17 @@
 //!   logged steps that can still enter the final averaging window, per group / trained tensor
 //!   (Δ, Δ* or NaN where none, ‖w‖, η/‖w‖²);
 //! - `detector.steps` u64 [n], `detector.ratios` f64 [n, G]: the Δ/Δ* fed to the equilibrium
-//!   detector since its last restart; replaying them rebuilds it exactly.
+//!   detector since its last restart; replaying them rebuilds it exactly;
+//! - `evals.steps` u64 [k], `evals.values` f64 [k, 2]: every evaluation's test loss and accuracy
+//!   (for the windowed test metrics of the summary; absent from checkpoints written before they
+//!   existed, which then resume with an empty list).
 //!
 //! There is no RNG state: batches, augmentation and init are pure functions of (seed, step).
 
 use super::tensors::{Precision, TensorReader, TensorWriter};
 use crate::model::layout::{BnLayout, Layout, ShortcutLayout};
 use anyhow::{bail, Result};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Values per vector and logged step in `history.*`.
 pub const HISTORY_WIDTH: usize = 4;
@@ -53,6 +56,8 @@ pub struct TrainerState {
     pub history_layers: Vec<f64>,
     /// Detector inputs since `phase_start`: G ratios per logged step.
     pub ratios: Rows,
+    /// Every evaluation so far: [test loss, test accuracy] per evaluated step.
+    pub evals: Rows,
     /// Lines in metrics.jsonl and records in predictions.bin at this step.
     pub metrics_records: u64,
     pub prediction_records: u64,
@@ -115,7 +120,7 @@ impl Checkpoint {
         check_len("bn_state", self.bn_state.len(), layout.num_bn_state)?;
         check_len("momenta", self.momenta.len(), layout.num_params)?;
         let p = self.precision;
-        let meta = HashMap::from([
+        let meta = BTreeMap::from([
             ("format".to_string(), "pt".to_string()),
             ("ilr_run_id".to_string(), self.run_id.clone()),
             ("ilr_step".to_string(), self.step.to_string()),
@@ -171,7 +176,11 @@ impl Checkpoint {
         let n = s.ratios.steps.len();
         state.u64s("detector.steps", vec![n], &s.ratios.steps);
         state.f64s("detector.ratios", vec![n, g], &s.ratios.values);
-        Ok((model.serialize(meta.clone())?, state.serialize(meta)?))
+        check_len("evals.values", s.evals.values.len(), s.evals.steps.len() * 2)?;
+        let k = s.evals.steps.len();
+        state.u64s("evals.steps", vec![k], &s.evals.steps);
+        state.f64s("evals.values", vec![k, 2], &s.evals.values);
+        Ok((model.serialize(&meta)?, state.serialize(&meta)?))
     }
 
     /// Parse the two files against `layout`; every tensor must be there with its shape, and
@@ -224,6 +233,12 @@ impl Checkpoint {
         let (g, l) = (groups_width(layout), trained_names(layout).len());
         let m = r.rows("history.steps")?;
         let n = r.rows("detector.steps")?;
+        let evals = if r.contains("evals.steps") {
+            let k = r.rows("evals.steps")?;
+            Rows { steps: r.u64s("evals.steps", &[k])?, values: r.f64s("evals.values", &[k, 2])? }
+        } else {
+            Rows::default()
+        };
         let trainer = TrainerState {
             phase_start: sc[0],
             accum_correct: sc[1],
@@ -241,6 +256,7 @@ impl Checkpoint {
                 steps: r.u64s("detector.steps", &[n])?,
                 values: r.f64s("detector.ratios", &[n, g])?,
             },
+            evals,
         };
         Ok(Self { run_id: run_id.to_string(), step, precision, params, bn_state, momenta, trainer })
     }

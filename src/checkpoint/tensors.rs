@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Element precision of floating-point tensors in a checkpoint (that of the backend that wrote it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,15 +68,33 @@ impl TensorWriter {
         self.tensors.push((name.to_string(), dtype, shape, bytes));
     }
 
-    /// The safetensors file, with `metadata` in its header.
-    pub fn serialize(&self, metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    /// The safetensors file, with `metadata` in its header in sorted key order, so that the same
+    /// tensors and metadata always give the same bytes (the crate writes a HashMap, in an order that
+    /// changes from process to process).
+    ///
+    /// Layout: n: u64 LE | header: n bytes of JSON, space-padded to a multiple of 8 | tensor data.
+    /// The crate writes the tensors (and their offsets, relative to the data) with no metadata; the
+    /// metadata object is then put first in the header, where the crate would put it.
+    pub fn serialize(&self, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
         let views = self
             .tensors
             .iter()
             .map(|(n, d, s, b)| Ok((n.as_str(), TensorView::new(*d, s.clone(), b)?)))
             .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
             .context("assembling tensors")?;
-        safetensors::serialize(views, &Some(metadata)).context("serializing safetensors")
+        let plain = safetensors::serialize(views, &None).context("serializing safetensors")?;
+        let n = u64::from_le_bytes(plain[..8].try_into().expect("8 bytes")) as usize;
+        let tensors_json = std::str::from_utf8(&plain[8..8 + n]).context("safetensors header")?.trim_end();
+        let rest = tensors_json.strip_prefix('{').context("safetensors header is not a JSON object")?;
+        let meta = serde_json::to_string(metadata).context("serializing the metadata")?;
+        let sep = if rest == "}" { "" } else { "," };
+        let mut header = format!("{{\"__metadata__\":{meta}{sep}{rest}").into_bytes();
+        header.resize(header.len().next_multiple_of(8), b' ');
+        let mut out = Vec::with_capacity(8 + header.len() + plain.len() - 8 - n);
+        out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&plain[8 + n..]);
+        Ok(out)
     }
 }
 
@@ -151,6 +169,10 @@ impl<'a> TensorReader<'a> {
         Ok(self.raw(name, Dtype::U8, shape)?.to_vec())
     }
 
+    pub fn contains(&self, name: &str) -> bool {
+        self.st.tensor(name).is_ok()
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.st.names().into_iter().cloned().collect()
     }
@@ -168,7 +190,9 @@ mod tests {
         w.floats("b", Precision::F32, vec![2], &[0.1f32 as f64, -2.5]);
         w.u64s("c", vec![0, 3], &[]);
         w.i64s("d", vec![], &[7]);
-        let bytes = w.serialize(HashMap::new()).unwrap();
+        let meta =
+            BTreeMap::from([("z".to_string(), "last".to_string()), ("a".to_string(), "1".to_string())]);
+        let bytes = w.serialize(&meta).unwrap();
         let r = TensorReader::new(&bytes, "test").unwrap();
         let a = r.f64s("a", &[5]).unwrap();
         assert!(a.iter().zip(&vals).all(|(x, y)| x.to_bits() == y.to_bits()));
@@ -177,5 +201,17 @@ mod tests {
         assert_eq!(r.i64s("d", &[]).unwrap(), vec![7]);
         assert!(r.f64s("a", &[4]).unwrap_err().to_string().contains("\"a\""));
         assert!(r.u8s("zz", &[1]).unwrap_err().to_string().contains("no tensor"));
+        let (_, read_meta) = SafeTensors::read_metadata(&bytes).unwrap();
+        let read_meta = read_meta.metadata().clone().unwrap();
+        assert_eq!(read_meta.into_iter().collect::<BTreeMap<_, _>>(), meta, "metadata survives the splice");
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+        assert!(
+            header.starts_with(r#"{"__metadata__":{"a":"1","z":"last"},"#),
+            "sorted keys first: {header}"
+        );
+        assert_eq!(header_len % 8, 0);
+        let empty = TensorWriter::default().serialize(&meta).unwrap();
+        assert!(SafeTensors::deserialize(&empty).unwrap().names().is_empty(), "no tensors is valid too");
     }
 }

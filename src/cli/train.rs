@@ -4,11 +4,16 @@ use super::device::Chosen;
 use super::overrides;
 use anyhow::{Context, Result};
 use clap::Args;
+use ilr::backend::cpu::Cpu;
 use ilr::backend::ComputePrecision;
 use ilr::model::ShortcutKind;
-use ilr::train::{self, Device, Progress, RunDir, RunStatus, Summary, TrainConfig};
+use ilr::train::{
+    self, Claim, Device, Dtype, Progress, RunDir, RunStatus, Summary, TrainConfig, TrainOptions,
+};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -87,6 +92,25 @@ pub struct TrainArgs {
     /// Print the resolved config and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Write a checkpoint to OUT/<run-id>/checkpoints/ at step 0, every N steps and at the end (the
+    /// newest 2 are kept; 0 or absent: none). A run stopped before its end continues from its newest
+    /// checkpoint when the same command is run again.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<u64>,
+    /// Train again a run that OUT/<run-id>/ already holds (finished or not): the old directory is
+    /// renamed to <run-id>.replaced-<UTC time>, never deleted. Without it, a finished run is not
+    /// trained again (its results are printed) and an unfinished one resumes.
+    #[arg(long)]
+    pub force: bool,
+    /// Element type of the whole computation: f32 (default), or f64 on the CPU (the exact
+    /// reference, about 2× slower; part of the run id, and the summary's backend says cpu-f64).
+    #[arg(long, value_enum)]
+    pub dtype: Option<Dtype>,
+    /// When stderr is not a terminal (a log file, a pipe): print a progress line (step, loss,
+    /// accuracy, Δ/Δ* range) every this many seconds, at the next logged step (default 30; 0: at
+    /// every logged step). On a terminal a progress bar is drawn instead.
+    #[arg(long, value_name = "SECONDS")]
+    pub progress_every: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -122,7 +146,7 @@ fn resolve(a: &TrainArgs) -> Result<TrainConfig> {
         batch_size => t.train.batch_size, depth => t.model.depth, width => t.model.width,
         scale_invariant => t.model.scale_invariant, stats_every => t.train.stats_every,
         eval_every => t.train.eval_every, device => t.train.device, cuda_graphs => t.train.cuda_graphs,
-        precision => t.train.precision);
+        precision => t.train.precision, dtype => t.train.dtype);
     if let Some(wd) = a.wd {
         t.optim.wd = Some(wd);
         t.optim.lambda_e = None;
@@ -153,12 +177,31 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             .build_global()
             .context("setting the CPU thread count")?;
     }
-    let chosen = super::device::choose(cfg.train.device)?;
+    // Before anything else touches the run directory: a finished run is never trained again.
+    let (mut dir, _lock) = match train::claim(&a.out, &cfg.run_id(), a.force)? {
+        Claim::Finished { path, summary } => return Ok(already_finished(&path, &summary)),
+        Claim::Ready { path, lock, unfinished, moved_aside } => {
+            if let Some(aside) = moved_aside {
+                eprintln!("note: --force: moved the earlier {} to {}", path.display(), aside.display());
+            } else if unfinished {
+                eprintln!(
+                    "note: {} holds an unfinished run: continuing it from its newest checkpoint \
+                     (from step 0 if it has none); --force starts it over",
+                    path.display()
+                );
+            }
+            (RunDir::open(&a.out, &cfg)?, lock)
+        }
+    };
+    // f64 exists on the CPU only (validate() refuses cuda): None stands for Cpu<f64>.
+    let chosen = match cfg.train.dtype {
+        Dtype::F64 => None,
+        Dtype::F32 => Some(super::device::choose(cfg.train.device)?),
+    };
     let data = train::load_datasets(&cfg.data)?;
     if let Some(note) = &data.note {
         eprintln!("note: {note}");
     }
-    let mut dir = RunDir::create(&a.out, &cfg)?;
     eprintln!(
         "training {} on {} ({} train / {} test images), λ_e = {:.3e}, {} steps → {}",
         cfg.model.label(),
@@ -169,13 +212,44 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         cfg.train.steps,
         dir.path.display()
     );
-    let progress = if a.quiet { Progress::Quiet } else { Progress::Bar };
+    let progress = if a.quiet {
+        Progress::Quiet
+    } else if std::io::stderr().is_terminal() {
+        Progress::Bar
+    } else {
+        Progress::Lines { every: Duration::from_secs(a.progress_every.unwrap_or(30)) }
+    };
+    let opts = TrainOptions {
+        checkpoint_every: a.checkpoint_every.unwrap_or(0),
+        checkpoint_at_start: true,
+        resume: true,
+    };
     let summary = match &chosen {
-        Chosen::Cpu(be) => train::train(be, &cfg, &data, Some(&mut dir), progress)?,
-        Chosen::Cuda(be) => train::train(be.as_ref(), &cfg, &data, Some(&mut dir), progress)?,
+        None => train::train_with(&Cpu::<f64>::new(), &cfg, &data, Some(&mut dir), progress, &opts)?,
+        Some(Chosen::Cpu(be)) => train::train_with(be, &cfg, &data, Some(&mut dir), progress, &opts)?,
+        Some(Chosen::Cuda(be)) => {
+            train::train_with(be.as_ref(), &cfg, &data, Some(&mut dir), progress, &opts)?
+        }
     };
     print_summary(&summary);
-    Ok(match summary.status {
+    Ok(exit_code(&summary, &dir.path))
+}
+
+/// A rerun of a finished run: where its results are, and the exit code the run itself had.
+fn already_finished(path: &std::path::Path, summary: &Summary) -> ExitCode {
+    eprintln!(
+        "{} is finished: its results are in {} (summary.json, metrics.jsonl). Not training it again; \
+         --force trains it afresh, moving this directory aside",
+        summary.run_id,
+        path.display()
+    );
+    print_summary(summary);
+    exit_code(summary, path)
+}
+
+/// 0 for a completed run; 3, with the reason, for a diverged one.
+fn exit_code(summary: &Summary, path: &std::path::Path) -> ExitCode {
+    match summary.status {
         RunStatus::Completed => ExitCode::SUCCESS,
         RunStatus::Diverged => {
             let d = summary.divergence.as_ref().expect("diverged runs say why");
@@ -184,11 +258,11 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
                  or check the data; the metrics up to the divergence are in {}",
                 d.step,
                 d.reason,
-                dir.path.display()
+                path.display()
             );
             ExitCode::from(3)
         }
-    })
+    }
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -202,12 +276,23 @@ fn print_summary(s: &Summary) {
         s.run_id, s.steps, s.wall_time_s, s.steps_per_s, s.backend
     );
     println!(
-        "final: train loss {:.4} acc {:.2}% | test loss {} acc {}%",
+        "final: train loss {:.4} acc {:.2}% | last test evaluation{}: loss {} acc {}%",
         f.train_loss,
         100.0 * f.train_acc,
+        f.last_eval_step.map_or(String::new(), |s| format!(" (step {s})")),
         fmt_opt(f.test_loss, 4),
         fmt_opt(f.test_acc.map(|a| 100.0 * a), 2)
     );
+    if let Some(w) = &f.test_window_mean {
+        println!(
+            "       test mean of the last {} evaluations (steps {}-{}): loss {:.4} acc {:.2}%",
+            w.evaluations,
+            w.steps[0],
+            w.steps[1],
+            w.test_loss,
+            100.0 * w.test_acc
+        );
+    }
     match s.t_eq_steps {
         Some(t) => {
             println!("equilibrium: T_eq = {t} steps, T_eq·λ_e = {:.3}", s.t_eq_lambda_e.unwrap_or(f64::NAN))

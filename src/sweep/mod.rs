@@ -13,11 +13,13 @@
 //! ```
 
 pub mod execute;
-pub mod lock;
 pub mod pool;
 pub mod shard;
 pub mod slurm;
 pub mod spec;
+
+/// The run lock lives with the trainer (plain `ilr train` takes it too); re-exported here for the pool.
+pub use crate::train::lock;
 
 pub use execute::{execute, ExecOptions, Tally};
 pub use pool::{finished, plan_slots, run_pool, runs_root, Outcome, PoolOptions, Slot};

@@ -6,7 +6,6 @@ use super::lock::RunLock;
 use super::spec::PlannedRun;
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::Cuda;
-use crate::train::rundir::SUMMARY_FILE;
 use crate::train::{
     load_datasets, train_with, Datasets, Device, Progress, RunDir, RunStatus, Summary, TrainOptions,
 };
@@ -140,11 +139,7 @@ pub struct PoolOptions {
     pub progress_bar: bool,
 }
 
-/// The summary of a finished run, if it has one.
-pub fn finished(run_dir: &Path) -> Option<Summary> {
-    let text = std::fs::read_to_string(run_dir.join(SUMMARY_FILE)).ok()?;
-    serde_json::from_str(&text).ok()
-}
+pub use crate::train::rundir::finished;
 
 /// The last dataset a worker loaded, reused while the runs share a data config.
 #[derive(Default)]
@@ -231,7 +226,7 @@ fn run_one(runs_root: &Path, run: &PlannedRun, w: &mut Worker, opts: &PoolOption
         let mut dir = RunDir::open(runs_root, &run.config)?;
         let every = opts.checkpoint_every.unwrap_or((run.config.train.steps / 10).max(1));
         let progress = if opts.progress_bar { Progress::Bar } else { Progress::Quiet };
-        let topts = TrainOptions { checkpoint_every: every, resume: true };
+        let topts = TrainOptions { checkpoint_every: every, resume: true, ..TrainOptions::default() };
         train_on(be, &run.config, &data, &mut dir, progress, &topts)
     })();
     match result {

@@ -21,6 +21,34 @@ pub enum Device {
     Cuda,
 }
 
+/// The element type every tensor of a run is computed and stored in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// 32-bit floats (both backends).
+    #[default]
+    F32,
+    /// 64-bit floats: the CPU only; the exact reference (about 2× slower than f32).
+    F64,
+}
+
+impl Dtype {
+    pub fn label(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn bytes(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
@@ -67,6 +95,14 @@ pub struct LoopConfig {
     /// Written to config files (and so part of the run id) only when not "f32".
     #[serde(skip_serializing_if = "is_f32")]
     pub precision: ComputePrecision,
+    /// Element type of the whole computation: "f32", or "f64" (CPU only). Written to config files
+    /// (and so part of the run id) only when "f64".
+    #[serde(skip_serializing_if = "is_f32_dtype")]
+    pub dtype: Dtype,
+}
+
+fn is_f32_dtype(d: &Dtype) -> bool {
+    *d == Dtype::F32
 }
 
 fn is_true(b: &bool) -> bool {
@@ -87,6 +123,7 @@ impl Default for LoopConfig {
             device: Device::Auto,
             cuda_graphs: true,
             precision: ComputePrecision::F32,
+            dtype: Dtype::F32,
         }
     }
 }
@@ -187,6 +224,12 @@ impl TrainConfig {
                 t.precision.label()
             );
         }
+        if t.dtype == Dtype::F64 && (t.device == Device::Cuda || t.precision != ComputePrecision::F32) {
+            bail!(
+                "train.dtype = \"f64\" runs on the CPU only (the CUDA backend computes in f32): use --device cpu \
+                 with train.precision = \"f32\", or train.dtype = \"f32\" (--dtype f32) on the GPU"
+            );
+        }
         let e = &self.equilibrium;
         if !(e.tolerance > 0.0 && e.window > 0.0 && e.smoothing > 0.0) {
             bail!("equilibrium.tolerance, window and smoothing must all be positive");
@@ -211,8 +254,9 @@ impl TrainConfig {
 
     /// A stable id from everything that determines the results (not the device, nor whether CUDA
     /// graphs are used: they change no result): readable prefix plus the first 10 hex digits of the
-    /// SHA-256 of the canonical JSON of the config. The precision counts when it is not f32 (at
-    /// f32 it is left out of the JSON, so ids from before the key existed stay valid).
+    /// SHA-256 of the canonical JSON of the config. The precision and the dtype count when they are
+    /// not f32 (at f32 they are left out of the JSON, so ids from before the keys existed stay
+    /// valid); an f64 run's prefix also says `-f64`.
     pub fn run_id(&self) -> String {
         let mut canonical = self.clone();
         canonical.train.device = Device::Auto;
@@ -224,7 +268,8 @@ impl TrainConfig {
             None => "synthetic".into(),
         };
         let le = self.optim.lambda_e().unwrap_or(f64::NAN);
-        format!("{}-{data}-le{le:.1e}-s{}-{}", self.model.label(), self.seed, &hash[..10])
+        let dtype = if self.train.dtype == Dtype::F64 { "-f64" } else { "" };
+        format!("{}-{data}{dtype}-le{le:.1e}-s{}-{}", self.model.label(), self.seed, &hash[..10])
     }
 }
 
@@ -310,5 +355,21 @@ mod tests {
         assert!(e.contains("bf16-conv") && e.contains("CUDA") && e.contains("--precision f32"), "{e}");
         bf16.train.device = Device::Auto;
         bf16.validate().unwrap();
+    }
+
+    #[test]
+    fn f64_is_in_the_run_id_and_cpu_only() {
+        let d = TrainConfig::default();
+        let mut f64_run = d.clone();
+        f64_run.train.dtype = Dtype::F64;
+        assert!(!d.to_toml().unwrap().contains("dtype"), "f32 stays out of files and ids");
+        assert!(f64_run.to_toml().unwrap().contains("dtype = \"f64\""));
+        assert_ne!(f64_run.run_id(), d.run_id());
+        assert!(f64_run.run_id().contains("-synthetic-f64-le"), "{}", f64_run.run_id());
+        f64_run.train.device = Device::Cpu;
+        f64_run.validate().unwrap();
+        f64_run.train.device = Device::Cuda;
+        let e = f64_run.validate().unwrap_err().to_string();
+        assert!(e.contains("CPU only") && e.contains("--device cpu"), "{e}");
     }
 }

@@ -42,8 +42,13 @@ pub struct AngularSummary {
     pub angular_theory: Option<f64>,
     /// angular_update / angular_theory.
     pub angular_ratio: Option<f64>,
+    /// ‖w‖ and η/‖w‖² at the last step of the window.
     pub norm: f64,
     pub effective_lr: f64,
+    /// ‖w₀‖: the norm of the weights at step 0, as initialized (0 in summaries written before
+    /// this field existed).
+    #[serde(default)]
+    pub initial_norm: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,12 +64,33 @@ pub struct Divergence {
     pub reason: String,
 }
 
+/// The mean of the last evaluations (see train::window): one evaluation of a small test set can
+/// swing by tens of points, their mean much less.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestWindow {
+    /// Steps of the first and the last evaluation averaged.
+    pub steps: [u64; 2],
+    pub evaluations: usize,
+    pub test_loss: f64,
+    pub test_acc: f64,
+}
+
+/// The end of the run's metrics: `final` in summary.json.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FinalMetrics {
+    /// Mean training loss and accuracy over the steps since the previous logged step.
     pub train_loss: f64,
     pub train_acc: f64,
+    /// Test loss and accuracy of the last evaluation (at the last step of a completed run).
     pub test_loss: Option<f64>,
     pub test_acc: Option<f64>,
+    /// Step of the last evaluation (absent in summaries written before this field existed).
+    #[serde(default)]
+    pub last_eval_step: Option<u64>,
+    /// Test loss and accuracy averaged over the evaluations of the final averaging window (at least
+    /// the last 3 where the run has 3).
+    #[serde(default)]
+    pub test_window_mean: Option<TestWindow>,
 }
 
 /// summary.json.

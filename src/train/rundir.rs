@@ -165,6 +165,13 @@ impl RunDir {
     }
 }
 
+/// The summary of a finished run directory, if it has one (a run is finished once summary.json is
+/// there, whether it completed or diverged).
+pub fn finished(run_dir: &Path) -> Option<Summary> {
+    let text = std::fs::read_to_string(run_dir.join(SUMMARY_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Bytes and number of the leading complete lines of metrics.jsonl with step ≤ `step`.
 fn metrics_prefix(path: &Path, step: u64) -> Result<(u64, u64)> {
     #[derive(serde::Deserialize)]

@@ -1,6 +1,7 @@
-//! One holder per run: an exclusive flock(2) on `<run>/lock` (fs2), held while the run trains. The
-//! kernel drops it when the holder exits or dies, so a crashed worker never leaves a run locked.
-//! The file's text (pid, host) is only for humans.
+//! One holder per run: an exclusive flock(2) on `<run>/lock` (fs2), held while the run trains, by
+//! `ilr train` and by each sweep worker. The kernel drops it when the holder exits or dies, so a
+//! crashed process never leaves a run locked. The file's text (pid, host) is only for humans: it
+//! names the holder in the message a second process gets.
 
 use anyhow::{Context, Result};
 use fs2::FileExt;
@@ -40,6 +41,13 @@ impl RunLock {
     }
 }
 
+/// Who holds the lock of `run_dir`, as its lock file says ("pid 123 host node7"), if it says.
+pub fn holder(run_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(run_dir.join(LOCK_FILE)).ok()?;
+    let line = text.lines().next()?.trim();
+    (!line.is_empty()).then(|| line.to_string())
+}
+
 impl Drop for RunLock {
     fn drop(&mut self) {
         let _ = FileExt::unlock(&self.file);
@@ -58,6 +66,8 @@ mod tests {
             RunLock::try_acquire(d.path()).unwrap().is_none(),
             "flock is per open file: a second open is refused"
         );
+        let who = holder(d.path()).expect("the holder writes its pid");
+        assert!(who.starts_with(&format!("pid {} host", std::process::id())), "{who}");
         drop(a);
         assert!(RunLock::try_acquire(d.path()).unwrap().is_some());
     }
