@@ -1,5 +1,5 @@
 //! Checkpoints: the model under PyTorch state_dict names (safetensors), the optimizer and trainer
-//! state beside it, written atomically with SHA-256 checksums; the newest two are kept.
+//! state beside it, written atomically with SHA-256 checksums; the newest two (and the step-0 one) are kept.
 //!
 //! Layout of one run directory's `checkpoints/` (see [`store`] and [`state`] for the formats):
 //! ```text
@@ -17,7 +17,7 @@ pub use store::{list, load, prune, remove_after, save, step_dir, Manifest};
 pub use tensors::Precision;
 
 /// Complete checkpoints kept per run: the newest and the one before, to fall back on if the newest
-/// turns out corrupt.
+/// turns out corrupt (plus the one at step 0, where `ilr train --checkpoint-every` wrote it).
 pub const KEEP: usize = 2;
 
 /// The checkpoint folder of a run directory.

@@ -4,7 +4,8 @@
 //! Each file is written atomically (temp file, fsync, rename; util::atomic). manifest.json is written
 //! last and is the commit point: it names the other files with their SHA-256 and size, so a
 //! checkpoint without it is incomplete, and one whose files do not match it is corrupt. After a save
-//! the newest `keep` complete checkpoints are kept and everything else is removed.
+//! the newest `keep` complete checkpoints (and the one at step 0, if written) are kept and everything
+//! else is removed.
 
 use super::state::Checkpoint;
 use super::tensors::Precision;
@@ -133,11 +134,16 @@ pub fn remove_after(dir: &Path, step: u64) -> Result<()> {
     Ok(())
 }
 
-/// Keep the newest `keep` complete checkpoints; remove the others and every incomplete one.
+/// Keep the newest `keep` complete checkpoints, and the one at step 0 (the initial weights) where
+/// there is one; remove the others and every incomplete one.
 pub fn prune(dir: &Path, keep: usize) -> Result<()> {
     let mut kept = 0;
-    for (_, p) in list(dir)? {
-        if kept < keep && p.join(MANIFEST_FILE).exists() {
+    for (step, p) in list(dir)? {
+        let complete = p.join(MANIFEST_FILE).exists();
+        if complete && step == 0 {
+            continue;
+        }
+        if kept < keep && complete {
             kept += 1;
         } else {
             std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;

@@ -177,7 +177,21 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             .build_global()
             .context("setting the CPU thread count")?;
     }
-    // Before anything else touches the run directory: a finished run is never trained again.
+    // A finished run is never trained again; checked before anything is loaded or written (and
+    // again under the lock, in claim).
+    let run_dir = a.out.join(cfg.run_id());
+    if let Some(summary) = train::finished(&run_dir).filter(|_| !a.force) {
+        return Ok(already_finished(&run_dir, &summary));
+    }
+    // f64 exists on the CPU only (validate() refuses cuda): None stands for Cpu<f64>.
+    let chosen = match cfg.train.dtype {
+        Dtype::F64 => None,
+        Dtype::F32 => Some(super::device::choose(cfg.train.device)?),
+    };
+    let data = train::load_datasets(&cfg.data)?;
+    if let Some(note) = &data.note {
+        eprintln!("note: {note}");
+    }
     let (mut dir, _lock) = match train::claim(&a.out, &cfg.run_id(), a.force)? {
         Claim::Finished { path, summary } => return Ok(already_finished(&path, &summary)),
         Claim::Ready { path, lock, unfinished, moved_aside } => {
@@ -193,15 +207,6 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             (RunDir::open(&a.out, &cfg)?, lock)
         }
     };
-    // f64 exists on the CPU only (validate() refuses cuda): None stands for Cpu<f64>.
-    let chosen = match cfg.train.dtype {
-        Dtype::F64 => None,
-        Dtype::F32 => Some(super::device::choose(cfg.train.device)?),
-    };
-    let data = train::load_datasets(&cfg.data)?;
-    if let Some(note) = &data.note {
-        eprintln!("note: {note}");
-    }
     eprintln!(
         "training {} on {} ({} train / {} test images), λ_e = {:.3e}, {} steps → {}",
         cfg.model.label(),
