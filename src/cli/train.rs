@@ -103,7 +103,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub force: bool,
     /// Element type of the whole computation: f32 (default), or f64 on the CPU (the exact
-    /// reference, about 2× slower; part of the run id, and the summary's backend says cpu-f64).
+    /// reference, slower; part of the run id, and the summary's backend says cpu-f64).
     #[arg(long, value_enum)]
     pub dtype: Option<Dtype>,
     /// When stderr is not a terminal (a log file, a pipe): print a progress line (step, loss,

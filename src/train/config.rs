@@ -28,7 +28,7 @@ pub enum Dtype {
     /// 32-bit floats (both backends).
     #[default]
     F32,
-    /// 64-bit floats: the CPU only; the exact reference (about 2× slower than f32).
+    /// 64-bit floats: the CPU only; the exact reference (slower than f32).
     F64,
 }
 
