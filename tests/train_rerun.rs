@@ -116,7 +116,8 @@ fn a_finished_run_survives_reruns_and_kills_and_force_moves_it_aside() {
     let again = cmd(dir.path(), 40, &[]).output().unwrap();
     assert!(again.status.success());
     let err = stderr(&again);
-    assert!(err.contains("is finished") && err.contains(&run.display().to_string()), "{err}");
+    let id = run.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains("is finished") && err.contains(&format!("runs/{id}")), "{err}");
     assert!(err.contains("--force"), "{err}");
     assert_eq!(snapshot(&run), finished, "a rerun changed the finished run");
 
