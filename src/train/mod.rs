@@ -20,4 +20,4 @@ pub use data::{load_datasets, Datasets};
 pub use progress::Progress;
 pub use record::{MetricsRecord, RunStatus, Summary};
 pub use rundir::{finished, read_metrics, read_predictions, Predictions, RunDir};
-pub use trainer::{train, train_with, TrainOptions, Trainer};
+pub use trainer::{train, train_with, Stepped, TrainOptions, Trainer};

@@ -127,7 +127,7 @@ fn initial_norms<B: Backend>(be: &B, model: &PreResNet<B>) -> Result<(Vec<f64>, 
 }
 
 /// What one step did.
-enum Stepped {
+pub enum Stepped {
     /// The loss became non-finite: the run stops, before this step counts as done.
     Diverged(Divergence),
     /// Done, with the per-tensor sums on a logged step.
@@ -136,8 +136,9 @@ enum Stepped {
 
 /// One run being trained: the model, the optimizer, the data, the detector and the loop's state,
 /// with the run directory it writes. Build it with [`Trainer::new`], [`Trainer::resume`] it if
-/// asked, then [`Trainer::step`] and [`Trainer::record`] each step, [`Trainer::checkpoint`] now and
-/// then, and [`Trainer::finish`] with the summary.
+/// asked, then per step [`Trainer::enter_step`] (the schedule), [`Trainer::step`] and, on logged
+/// steps, [`Trainer::record`]; [`Trainer::checkpoint`] now and then, and [`Trainer::finish`] with
+/// the summary. [`train_with`] is that loop.
 pub struct Trainer<'a, B: Backend> {
     be: &'a B,
     cfg: &'a TrainConfig,
@@ -281,7 +282,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
     }
 
     /// The hyperparameters of `step`; a change starts a new phase (the detector restarts).
-    fn enter_step(&mut self, step: u64) -> Hyper {
+    pub fn enter_step(&mut self, step: u64) -> Hyper {
         let h = self.opt.hyper_at(step as f64 / self.batcher.steps_per_epoch() as f64);
         if h != self.hyper {
             self.hyper = h;
@@ -300,7 +301,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
     /// Train step `step` (0-based): batch, forward, loss, backward, SGD; on logged steps the
     /// optimizer also returns the per-tensor sums.
-    fn step(&mut self, step: u64, h: &Hyper, log_now: bool) -> Result<Stepped> {
+    pub fn step(&mut self, step: u64, h: &Hyper, log_now: bool) -> Result<Stepped> {
         let (be, model) = (self.be, &mut self.model);
         self.batcher.fill(step, &mut self.host.images, &mut self.host.labels);
         self.host.upload(be, model)?;
@@ -330,6 +331,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             sums = self.opt.step(be, h, &mut model.params, &model.grads, log_now)?;
         }
         self.done = step + 1;
+        self.reporter.inc();
         Ok(Stepped::Done(sums))
     }
 
@@ -349,7 +351,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// Record a logged step from its sums: statistics, detector, evaluation when due, the
     /// metrics.jsonl line, progress, and the history of the final window. Non-finite weights
     /// diverge the run.
-    fn record(&mut self, h: &Hyper, sums: &[(usize, StepSums)]) -> Result<Option<Divergence>> {
+    pub fn record(&mut self, h: &Hyper, sums: &[(usize, StepSums)]) -> Result<Option<Divergence>> {
         let completed = self.done;
         let (layers, groups) = step_stats(&self.model, &self.opt, h, sums);
         if let Some(bad) = layers.iter().find(|s| !(s.norm.is_finite() && s.update_norm.is_finite())) {
@@ -540,7 +542,6 @@ pub fn train_with<B: Backend>(
         if divergence.is_some() {
             break;
         }
-        t.reporter.inc();
         if opts.checkpoint_every > 0 && completed % opts.checkpoint_every == 0 && completed < steps {
             t.checkpoint()?;
         }
