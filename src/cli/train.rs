@@ -92,9 +92,9 @@ pub struct TrainArgs {
     /// Print the resolved config and exit.
     #[arg(long)]
     pub print_config: bool,
-    /// Write a checkpoint to OUT/<run-id>/checkpoints/ at step 0, every N steps and at the end (the
-    /// newest 2 are kept; 0 or absent: none). A run stopped before its end continues from its newest
-    /// checkpoint when the same command is run again.
+    /// Write a checkpoint to OUT/<run-id>/checkpoints/ at step 0, every N steps and at the end
+    /// (kept: the step-0 one and the newest 2; 0 or absent: none). A run stopped before its end
+    /// continues from its newest checkpoint when the same command is run again.
     #[arg(long, value_name = "N")]
     pub checkpoint_every: Option<u64>,
     /// Train again a run that OUT/<run-id>/ already holds (finished or not): the old directory is
