@@ -689,6 +689,7 @@ pub fn train_with<B: Backend>(
         steps_per_s: done as f64 / wall.max(1e-9),
         groups,
         layers,
+        normalization: Some(data.norm.clone()),
     };
     if let Some(dir) = out {
         dir.write_summary(&summary)?;
