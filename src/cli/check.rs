@@ -45,9 +45,11 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
 /// `--device cpu` (check has no such flag), and what can be checked instead.
 fn no_gpu(e: &anyhow::Error) -> anyhow::Error {
     let reason = format!("{e:#}");
-    let reason = reason
-        .strip_suffix("run with --device cpu")
-        .map_or(reason.as_str(), |r| r.trim_end_matches([' ', ',', ';']).trim_end_matches(" or"));
+    let cut = |r: &str| r.trim_end_matches([' ', ',', ';']).to_string();
+    let reason = match reason.strip_suffix("run with --device cpu").map(cut) {
+        Some(r) => cut(r.strip_suffix(" or").unwrap_or(&r)),
+        None => reason,
+    };
     anyhow!(
         "ilr check compares the GPU with the CPU reference and needs a GPU: {reason}. Without one, \
          `ilr check --kernels` prints the ptxas report of the kernels, `cargo test --release` runs the CPU \
