@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ilr::sweep::{self, ExecOptions, Shard, SlurmOptions};
 use ilr::train::Device;
+use ilr::util::text::count;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -79,9 +80,9 @@ pub fn run(a: SweepArgs) -> Result<ExitCode> {
             println!("{i:>4}  {}  {}", runs[i].id, runs[i].label());
         }
         if shard.count > 1 {
-            println!("{} of {} runs (shard {shard}); nothing written", mine.len(), runs.len());
+            println!("{} of {} (shard {shard}); nothing written", mine.len(), count(runs.len(), "run"));
         } else {
-            println!("{} runs; nothing written", runs.len());
+            println!("{}; nothing written", count(runs.len(), "run"));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -91,7 +92,7 @@ pub fn run(a: SweepArgs) -> Result<ExitCode> {
     }
     let mine: Vec<_> = shard.select(runs.len()).map(|i| runs[i].clone()).collect();
     let name = if shard.count > 1 {
-        format!("sweep {} (shard {shard} of {} runs)", spec.name, runs.len())
+        format!("sweep {} (shard {shard} of {})", spec.name, count(runs.len(), "run"))
     } else {
         format!("sweep {}", spec.name)
     };
@@ -155,8 +156,10 @@ fn write_slurm(a: &SweepArgs, name: &str, runs: usize, checkpoint_every: Option<
     }
     let tasks = o.tasks.unwrap_or(runs).clamp(1, runs.max(1));
     eprintln!(
-        "wrote {}: {runs} runs in an array of {tasks} tasks; logs go to {}",
+        "wrote {}: {} in an array of {}; logs go to {}",
         path.display(),
+        count(runs, "run"),
+        count(tasks, "task"),
         dir.join("logs").display()
     );
     println!("sbatch {}", path.display());

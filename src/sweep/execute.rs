@@ -4,6 +4,7 @@
 use super::pool::{plan_slots, run_pool, runs_root, visible_gpus, Outcome, PoolOptions};
 use super::spec::PlannedRun;
 use crate::train::{Device, RunStatus};
+use crate::util::text::count;
 use anyhow::Result;
 use std::path::Path;
 
@@ -89,7 +90,13 @@ pub fn execute(
     let slots = plan_slots(device, o.workers, o.threads, &gpus, cores)?;
     let slot_desc = slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
     let root = runs_root(sweep_dir);
-    eprintln!("{}: {} runs; {} worker(s): {slot_desc} → {}", o.name, runs.len(), slots.len(), root.display());
+    eprintln!(
+        "{}: {}; {}: {slot_desc} → {}",
+        o.name,
+        count(runs.len(), "run"),
+        count(slots.len(), "worker"),
+        root.display()
+    );
     let opts = PoolOptions {
         checkpoint_every: o.checkpoint_every,
         progress_bar: o.progress_bar && slots.len() == 1,
