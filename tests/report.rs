@@ -93,6 +93,7 @@ fn fake_run(dir: &Path, lambda_e: f64, seed: u64, t_eq: u64, pred: impl Fn(u64, 
         steps_per_s: 1000.0,
         groups: vec![angular("stream")],
         layers: vec![angular("conv1.weight")],
+        normalization: None,
     })
     .unwrap();
 }

@@ -229,7 +229,6 @@ fn bad_specs_and_shards_are_errors_that_name_the_key() {
     fails("[grid]\n\"optim.learning_rate\" = [0.1]\n", &[], "learning_rate");
     fails("[grid]\n\"optim.lr\" = []\n", &[], "optim.lr");
     fails("[grid]\n\"optim.lr\" = [0.1, -0.5]\n", &[], "optim.lr = -0.5");
-    fails("[grid]\n", &[], "grid is empty");
     fails("[grid]\nseed = [1]\n", &["--shard", "3/3"], "out of range");
     // --dry-run lists the runs; sharding by hand covers each exactly once.
     let spec = write_spec(t.path(), SPEC);
@@ -238,6 +237,10 @@ fn bad_specs_and_shards_are_errors_that_name_the_key() {
             .into_owned()
     };
     assert!(list(&[]).contains("4 runs"));
+    // An empty grid (or [base] alone) is one run of the base config.
+    let spec = write_spec(t.path(), "[grid]\n");
+    let o = run_ok(sweep(&spec, &out, &["--dry-run"]));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("1 run;"));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use clap::Args;
 use ilr::backend::cpu::Cpu;
 use ilr::backend::cuda::Cuda;
 use ilr::backend::Backend;
-use ilr::bench::report::{fmt_duration, load_avg};
+use ilr::bench::report::{fmt_duration, fmt_pct_of_copy, load_avg};
 use ilr::bench::{
     gpu, profile_train_step, run_cases, BenchFile, BenchResult, EqBudget, Machine, Plan, Suite, Target,
     WallClock, Work,
@@ -24,24 +24,24 @@ pub struct BenchArgs {
     /// same schema, and `python3 peers/pytorch/compare.py A.json B.json` prints their ratios.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// auto: the GPU when the CUDA backend opens one, else the CPU.
+    /// Where to benchmark: auto picks the GPU when the CUDA backend opens one, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
+    /// CPU threads, at least 1 (default: all cores).
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
     pub threads: Option<usize>,
-    /// T_eq·λ_e, the steps to equilibrium times λ_e, from a measured run (see `ilr train`'s
-    /// summary); the budget table assumes c/λ_e steps.
-    #[arg(long = "c", value_name = "T_EQ_LAMBDA_E", default_value_t = 2.0)]
+    /// c = T_eq·λ_e, the steps to equilibrium times λ_e, from a measured run (see `ilr train`'s
+    /// summary): the budget table, the paper's setting included, assumes c/λ_e steps.
+    #[arg(long = "t-eq-lambda-e", alias = "c", value_name = "C", default_value_t = 2.0)]
     pub c: f64,
     /// Depths of the PreResNets whose shapes are benchmarked.
-    #[arg(long, value_delimiter = ',', default_value = "20,32,56")]
+    #[arg(long, value_delimiter = ',', default_value = "20,32,56", value_parser = super::values::whole::<usize>)]
     pub depths: Vec<usize>,
     /// Batch sizes of the BatchNorm shapes (default 128,512).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = super::values::whole::<usize>)]
     pub kernel_batches: Option<Vec<usize>>,
     /// Batch sizes of the training steps (CPU default 128; GPU 128,512).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = super::values::whole::<usize>)]
     pub train_batches: Option<Vec<usize>>,
     /// Only cases whose name or shape contains this (e.g. bn_, sgd, train_step, preresnet20).
     #[arg(long)]
@@ -55,19 +55,19 @@ pub struct ProfileArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
     /// PreResNet depth (6n+2), on 32×32×3 inputs with 10 classes.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::values::whole::<usize>)]
     pub depth: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = super::values::whole::<usize>)]
     pub batch: usize,
     /// Steps to profile (after one untimed warmup step).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::values::whole::<usize>)]
     pub steps: usize,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
+    /// CPU threads, at least 1 (default: all cores).
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
     pub threads: Option<usize>,
     /// Rows of the per-(op, shape) table.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, value_name = "N", default_value_t = 15, value_parser = super::values::whole::<usize>)]
     pub top: usize,
     /// Per-op times: `min` takes each op's fastest time over the steps (robust on a shared machine),
     /// `mean` the average.
@@ -110,7 +110,10 @@ fn progress(r: &BenchResult) {
     let rate = match (r.images_per_s, r.gbps) {
         (Some(i), _) => format!("{i:.1} images/s"),
         (_, Some(g)) => {
-            format!("{g:.2} GB/s{}", r.pct_of_copy.map_or(String::new(), |p| format!(" ({p:.0}% of copy)")))
+            format!(
+                "{g:.2} GB/s{}",
+                r.pct_of_copy.map_or(String::new(), |p| format!(" ({} of copy)", fmt_pct_of_copy(p)))
+            )
         }
         _ => String::new(),
     };
@@ -136,7 +139,7 @@ fn open_gpu(device: Device, detected: &Result<String, String>) -> Result<Option<
 
 pub fn run_bench(a: BenchArgs) -> Result<ExitCode> {
     if !(a.c.is_finite() && a.c > 0.0) {
-        bail!("--c {} must be a positive number (T_eq·λ_e of a measured run)", a.c);
+        bail!("--t-eq-lambda-e {} must be a positive number (T_eq·λ_e of a measured run)", a.c);
     }
     if a.depths.iter().any(|&d| d < 8 || (d - 2) % 6 != 0) {
         bail!("--depths {:?}: each depth must be 6n+2 (8, 20, 32, 56, ...)", a.depths);

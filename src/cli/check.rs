@@ -1,6 +1,6 @@
 //! `ilr check`: compare every GPU op with the CPU reference.
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use clap::Args;
 use ilr::backend::cuda::{self, Cuda};
 use std::process::ExitCode;
@@ -12,10 +12,10 @@ pub struct CheckArgs {
     #[arg(long)]
     pub kernels: bool,
     /// Seed of the random inputs and of the model in the whole-step check.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::values::whole::<u64>)]
     pub seed: u64,
     /// GPU ordinal.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = super::values::whole::<usize>)]
     pub gpu: usize,
 }
 
@@ -34,9 +34,25 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
         eprintln!("error: this build has no kernels: {}", ilr::kernels::NOT_BUILT_REASON);
         return Ok(ExitCode::from(1));
     }
-    let be = Cuda::new(a.gpu)?;
+    let be = Cuda::new(a.gpu).map_err(|e| no_gpu(&e))?;
     println!("ilr check on {} (seed {}): GPU against the CPU reference", be.device_description(), a.seed);
     let rows = cuda::run_checks(&be, a.seed);
     cuda::print_table(&rows, &mut std::io::stdout().lock())?;
     Ok(if rows.iter().all(|r| r.pass) { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `ilr check` without a usable GPU: the backend's reason, without its advice to run with
+/// `--device cpu` (check has no such flag), and what can be checked instead.
+fn no_gpu(e: &anyhow::Error) -> anyhow::Error {
+    let reason = format!("{e:#}");
+    let cut = |r: &str| r.trim_end_matches([' ', ',', ';']).to_string();
+    let reason = match reason.strip_suffix("run with --device cpu").map(cut) {
+        Some(r) => cut(r.strip_suffix(" or").unwrap_or(&r)),
+        None => reason,
+    };
+    anyhow!(
+        "ilr check compares the GPU with the CPU reference and needs a GPU: {reason}. Without one, \
+         `ilr check --kernels` prints the ptxas report of the kernels, `cargo test --release` runs the CPU \
+         backend's own checks, and `ilr train --device cpu` trains on the CPU"
+    )
 }

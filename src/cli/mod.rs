@@ -8,6 +8,7 @@ mod report;
 mod reproduce;
 mod sweep;
 mod train;
+mod values;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,27 +23,37 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Every subcommand takes negative numbers as values (`--lr -1`), so that ilr's own validation, not
+/// clap's "unexpected argument", says what is wrong with them.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train one run and write runs/<run-id>/{config.toml, metrics.jsonl, summary.json}.
+    /// Train one run and write OUT/<run-id>/ (default runs/<run-id>/): config.toml, metrics.jsonl,
+    /// predictions.bin, summary.json.
+    #[command(allow_negative_numbers = true)]
     Train(train::TrainArgs),
     /// Compare every GPU op (and one whole training step) with the CPU reference; print a table
     /// with errors and tolerances, and exit non-zero on any failure. --kernels prints the ptxas
     /// register/spill report of the embedded kernels (no GPU needed).
+    #[command(allow_negative_numbers = true)]
     Check(check::CheckArgs),
     /// Train a sweep (grid and lists over a base config) with resumable, locked runs in
     /// DIR/runs/<run-id>/, or write a SLURM array script for it (--slurm).
+    #[command(allow_negative_numbers = true)]
     Sweep(sweep::SweepArgs),
     /// Tabulate a sweep's runs (CSV, JSON), fit T_eq against 1/λ_e, measure function-space
     /// equilibrium across runs, and plot (PNG, SVG) into DIR/report/.
+    #[command(allow_negative_numbers = true)]
     Report(report::ReportArgs),
     /// Test one of the paper's claims with a named recipe (a sweep, its report, and an analysis with
     /// a verdict): angular-update, fast-equilibrium, intrinsic-lr, schedule-independence, small-lr.
+    #[command(allow_negative_numbers = true)]
     Reproduce(reproduce::ReproduceArgs),
     /// Time the kernels (GB/s against the copy ceiling) and the training step (images/s), print the
     /// time-to-equilibrium budget, and optionally write JSON for regression tracking.
+    #[command(allow_negative_numbers = true)]
     Bench(bench::BenchArgs),
     /// Per-op time table of a training step (CPU: wall clock; GPU: CUDA events), with NVTX ranges.
+    #[command(allow_negative_numbers = true)]
     Profile(bench::ProfileArgs),
 }
 

@@ -17,7 +17,7 @@ pub struct ReportArgs {
     #[arg(long)]
     pub no_plots: bool,
     /// Draw per-run figures only when at most this many runs are selected.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = super::values::whole::<usize>)]
     pub max_run_plots: usize,
 }
 

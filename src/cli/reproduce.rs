@@ -26,13 +26,14 @@ pub struct ReproduceArgs {
     /// CIFAR-10 directory (required at paper scale; at tiny scale it replaces the synthetic data).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Where the runs train: auto picks the GPUs when they work, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
-    /// CPU workers (default: one per visible GPU, else one).
-    #[arg(long)]
+    /// CPU workers, at least 1 (default: one per visible GPU, else one).
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
     pub workers: Option<usize>,
-    /// Host threads per worker.
-    #[arg(long)]
+    /// Host threads per worker, at least 1 (default: cores/workers).
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
     pub threads: Option<usize>,
 }
 

@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ilr::sweep::{self, ExecOptions, Shard, SlurmOptions};
 use ilr::train::Device;
+use ilr::util::text::count;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,46 +17,48 @@ pub struct SweepArgs {
     /// Sweep directory: runs go to DIR/runs/<run-id>/.
     #[arg(long)]
     pub out: PathBuf,
-    /// CPU workers in this process (each with cores/N threads unless --threads). Default: one
-    /// worker per visible GPU (CUDA_VISIBLE_DEVICES), else one CPU worker.
-    #[arg(long)]
+    /// CPU workers in this process, at least 1 (each with cores/N threads unless --threads).
+    /// Default: one worker per visible GPU (CUDA_VISIBLE_DEVICES), else one CPU worker.
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
     pub workers: Option<usize>,
-    /// Host threads per worker (default: cores/workers).
-    #[arg(long)]
+    /// Host threads per worker, at least 1 (default: cores/workers).
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
     pub threads: Option<usize>,
-    /// Where workers train.
+    /// Where workers train; auto follows the runs' train.device when they all set cpu or cuda.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
     /// Train only shard INDEX/COUNT of the runs (run k goes to shard k mod COUNT). Default inside
     /// a SLURM array task: SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT; else all runs.
     #[arg(long, value_name = "INDEX/COUNT")]
     pub shard: Option<String>,
-    /// Steps between checkpoints (default: [sweep] checkpoint_every in the spec, else steps/10).
-    #[arg(long)]
+    /// Steps between checkpoints, at least 1 (default: [sweep] checkpoint_every in the spec, else
+    /// steps/10).
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<u64>)]
     pub checkpoint_every: Option<u64>,
-    /// Print the expanded runs and exit.
+    /// Check the spec and every flag, print the expanded runs and exit; writes nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// Write DIR/sweep.sbatch, a SLURM array job over the runs, instead of training.
     #[arg(long)]
     pub slurm: bool,
-    /// With --slurm: number of array tasks (default: one per run; each task trains its shard).
-    #[arg(long, requires = "slurm")]
+    /// With --slurm: number of array tasks, at least 1 (default: one per run; each task trains its
+    /// shard).
+    #[arg(long, value_name = "N", requires = "slurm", value_parser = super::values::at_least_one::<usize>)]
     pub array_tasks: Option<usize>,
     /// With --slurm: sbatch --partition.
     #[arg(long, requires = "slurm")]
     pub partition: Option<String>,
     /// With --slurm: sbatch --gpus-per-task.
-    #[arg(long, requires = "slurm")]
+    #[arg(long, value_name = "N", requires = "slurm", value_parser = super::values::whole::<u32>)]
     pub gpus_per_task: Option<u32>,
-    /// With --slurm: sbatch --cpus-per-task (also the threads each task trains with).
-    #[arg(long, requires = "slurm")]
+    /// With --slurm: sbatch --cpus-per-task (also the threads each task trains with), at least 1.
+    #[arg(long, value_name = "N", requires = "slurm", value_parser = super::values::at_least_one::<u32>)]
     pub cpus_per_task: Option<u32>,
     /// With --slurm: sbatch --time (e.g. 04:00:00).
     #[arg(long, requires = "slurm")]
     pub time: Option<String>,
-    /// With --slurm: the most array tasks running at once (%N).
-    #[arg(long, requires = "slurm")]
+    /// With --slurm: the most array tasks running at once (%N), at least 1.
+    #[arg(long, value_name = "N", requires = "slurm", value_parser = super::values::at_least_one::<usize>)]
     pub max_concurrent: Option<usize>,
     /// With --slurm: an extra sbatch option, verbatim (repeatable), e.g. --sbatch-arg=--account=abc.
     #[arg(long = "sbatch-arg", requires = "slurm", allow_hyphen_values = true)]
@@ -63,28 +66,33 @@ pub struct SweepArgs {
 }
 
 pub fn run(a: SweepArgs) -> Result<ExitCode> {
-    let (spec, runs) = sweep::prepare(&a.spec, &a.out)?;
+    // Everything is checked before anything is written, so that --dry-run checks it all.
+    let (spec, runs) = sweep::plan(&a.spec)?;
     let checkpoint_every = a.checkpoint_every.or(spec.checkpoint_every);
-    if checkpoint_every == Some(0) {
-        bail!("--checkpoint-every must be at least 1");
-    }
-    if a.dry_run {
-        for (i, r) in runs.iter().enumerate() {
-            println!("{i:>4}  {}  {}", r.id, r.label());
-        }
-        println!("{} runs", runs.len());
-        return Ok(ExitCode::SUCCESS);
-    }
-    if a.slurm {
-        return write_slurm(&a, &spec.name, runs.len(), checkpoint_every);
-    }
     let shard = match &a.shard {
         Some(s) => Shard::parse(s)?,
         None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
     };
+    sweep::check_worker_flags(sweep::sweep_device(a.device, &runs), a.workers, a.threads)?;
+    if a.dry_run {
+        let mine: Vec<usize> = shard.select(runs.len()).collect();
+        for &i in &mine {
+            println!("{i:>4}  {}  {}", runs[i].id, runs[i].label());
+        }
+        if shard.count > 1 {
+            println!("{} of {} (shard {shard}); nothing written", mine.len(), count(runs.len(), "run"));
+        } else {
+            println!("{}; nothing written", count(runs.len(), "run"));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    sweep::record(&a.spec, &a.out, &runs)?;
+    if a.slurm {
+        return write_slurm(&a, &spec.name, runs.len(), checkpoint_every);
+    }
     let mine: Vec<_> = shard.select(runs.len()).map(|i| runs[i].clone()).collect();
     let name = if shard.count > 1 {
-        format!("sweep {} (shard {shard} of {} runs)", spec.name, runs.len())
+        format!("sweep {} (shard {shard} of {})", spec.name, count(runs.len(), "run"))
     } else {
         format!("sweep {}", spec.name)
     };
@@ -148,8 +156,10 @@ fn write_slurm(a: &SweepArgs, name: &str, runs: usize, checkpoint_every: Option<
     }
     let tasks = o.tasks.unwrap_or(runs).clamp(1, runs.max(1));
     eprintln!(
-        "wrote {}: {runs} runs in an array of {tasks} tasks; logs go to {}",
+        "wrote {}: {} in an array of {}; logs go to {}",
         path.display(),
+        count(runs, "run"),
+        count(tasks, "task"),
         dir.join("logs").display()
     );
     println!("sbatch {}", path.display());

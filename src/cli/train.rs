@@ -18,8 +18,8 @@ use std::time::Duration;
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// TOML config file; keys it leaves out keep their defaults (see README). Without it, the quick
-    /// default run: a scale-invariant PreResNet-8 on synthetic data that reaches equilibrium in under
-    /// two minutes on 2 CPU cores.
+    /// default run: a scale-invariant PreResNet-8 on synthetic data that reaches equilibrium, in
+    /// about 40 s on 2 idle cores.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// CIFAR-10 or CIFAR-100 binary directory (data_batch_*.bin + test_batch.bin, or train.bin +
@@ -27,9 +27,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Optimizer steps.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::whole::<u64>)]
     pub steps: Option<u64>,
-    /// Where to compute: auto picks the GPU when one works, else the CPU.
+    /// Where to compute (default: auto, or train.device of the config): auto picks the GPU when one
+    /// works, else the CPU.
     #[arg(long, value_enum)]
     pub device: Option<Device>,
     /// CUDA: capture each training step as one CUDA graph and replay it (true/false; default
@@ -42,7 +43,7 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub precision: Option<ComputePrecision>,
     /// Seed of the weights, the data order, the augmentation and the synthetic data.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::whole::<u64>)]
     pub seed: Option<u64>,
     /// Learning rate η.
     #[arg(long)]
@@ -57,10 +58,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub momentum: Option<f64>,
     /// Batch size.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::whole::<usize>)]
     pub batch_size: Option<usize>,
     /// Network depth 6n+2 (8, 20, 32, 56, ...).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::whole::<usize>)]
     pub depth: Option<usize>,
     /// Width multiplier k (stages of 16k, 32k, 64k channels).
     #[arg(long)]
@@ -69,22 +70,22 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub shortcut: Option<ShortcutArg>,
     /// Fix the last layer and BN's affine at init, as in the paper (true/false).
-    #[arg(long)]
+    #[arg(long, value_name = "BOOL")]
     pub scale_invariant: Option<bool>,
     /// Log per-layer statistics every N steps.
-    #[arg(long)]
+    #[arg(long, value_name = "N", value_parser = super::values::whole::<u64>)]
     pub stats_every: Option<u64>,
     /// Evaluate on the test set every N steps (0: only at the end).
-    #[arg(long)]
+    #[arg(long, value_name = "N", value_parser = super::values::whole::<u64>)]
     pub eval_every: Option<u64>,
     /// Any config key, as section.key=value (repeatable), e.g. --set optim.schedule.kind=step.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Directory that receives runs/<run-id>/.
+    /// Directory of runs: this run goes to OUT/<run-id>/.
     #[arg(long, default_value = "runs")]
     pub out: PathBuf,
-    /// CPU threads (default: all cores).
-    #[arg(long)]
+    /// CPU threads, at least 1 (default: all cores).
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
     pub threads: Option<usize>,
     /// No progress bar.
     #[arg(long)]

@@ -58,10 +58,42 @@ const CIFAR100_LABELS: &[(&str, usize)] = &[("CIFAR-100 coarse", 20), ("CIFAR-10
 
 /// Reads a whole file; a missing file becomes [`DataError::Missing`].
 fn read(path: &Path, what: &'static str, hint: &'static str) -> Result<Vec<u8>, DataError> {
-    fs::read(path).map_err(|source| match source.kind() {
+    fs::read(path).map_err(|error| match error.kind() {
         ErrorKind::NotFound => DataError::Missing { path: path.to_path_buf(), what, hint },
-        _ => DataError::Io { path: path.to_path_buf(), source },
+        _ => DataError::Io { path: path.to_path_buf(), error },
     })
+}
+
+/// Whether `path` exists; any error but "not found" (a symlink loop, no permission) is reported as
+/// the OS gives it rather than taken for a missing file.
+fn exists(path: &Path) -> Result<bool, DataError> {
+    match fs::metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(DataError::Io { path: path.to_path_buf(), error }),
+    }
+}
+
+/// Whether any of `paths` exists (see [`exists`]).
+fn any_exists(paths: &[PathBuf]) -> Result<bool, DataError> {
+    for p in paths {
+        if exists(p)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `dir` is a directory that can be listed; otherwise what it is instead, or the OS error.
+fn check_dir(dir: &Path) -> Result<(), DataError> {
+    match fs::metadata(dir) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(DataError::DirNotFound { dir: dir.to_path_buf() }),
+        Err(error) => Err(DataError::Io { path: dir.to_path_buf(), error }),
+        Ok(m) if !m.is_dir() => Err(DataError::NotADirectory { path: dir.to_path_buf() }),
+        Ok(_) => {
+            fs::read_dir(dir).map(drop).map_err(|error| DataError::Io { path: dir.to_path_buf(), error })
+        }
+    }
 }
 
 /// Validates `bytes` as whole records of `fmt` and appends pixels and picked labels.
@@ -132,14 +164,11 @@ fn load_files(
 }
 
 /// `dir` if it holds any of `markers`, else `dir/subdir` if that does, else `dir`.
-fn resolve(dir: &Path, subdir: &str, markers: &[&str]) -> PathBuf {
-    let has = |d: &Path| markers.iter().any(|m| d.join(m).is_file());
+fn resolve(dir: &Path, subdir: &str, markers: &[&str]) -> Result<PathBuf, DataError> {
+    check_dir(dir)?;
+    let has = |d: &Path| any_exists(&markers.iter().map(|m| d.join(m)).collect::<Vec<_>>());
     let nested = dir.join(subdir);
-    if !has(dir) && has(&nested) {
-        nested
-    } else {
-        dir.to_path_buf()
-    }
+    Ok(if !has(dir)? && has(&nested)? { nested } else { dir.to_path_buf() })
 }
 
 /// Loads CIFAR-10 (train, test) from `dir` or `dir/cifar-10-batches-bin/`.
@@ -148,14 +177,14 @@ fn resolve(dir: &Path, subdir: &str, markers: &[&str]) -> PathBuf {
 /// be consecutive (a gap is an error). `train.files` lists the training files loaded; see
 /// [`cifar10_train_note`].
 pub fn load_cifar10(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
-    let root = resolve(dir, CIFAR10_SUBDIR, &[CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES[0]]);
+    let root = resolve(dir, CIFAR10_SUBDIR, &[CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES[0]])?;
     let test_path = root.join(CIFAR10_TEST_FILE);
     let first = root.join(CIFAR10_TRAIN_FILES[0]);
     for (path, what) in [
         (&test_path, "the CIFAR-10 test batch is required"),
         (&first, "the first CIFAR-10 training batch is required"),
     ] {
-        if !path.is_file() {
+        if !exists(path)? {
             return Err(DataError::Missing { path: path.clone(), what, hint: CIFAR10_HINT });
         }
     }
@@ -163,7 +192,7 @@ pub fn load_cifar10(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
     let mut missing: Option<PathBuf> = None;
     for name in &CIFAR10_TRAIN_FILES[1..] {
         let p = root.join(name);
-        match (&missing, p.is_file()) {
+        match (&missing, exists(&p)?) {
             (None, true) => train_files.push(p),
             (None, false) => missing = Some(p),
             (Some(m), true) => return Err(DataError::BatchGap { present: p, missing: m.clone() }),
@@ -178,10 +207,14 @@ pub fn load_cifar10(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
 }
 
 /// "using 1 of 5 training batches (data_batch_1.bin)" when a CIFAR-10 training set was loaded from
-/// fewer than all 5 files; `None` otherwise.
+/// fewer than all 5 files; `None` otherwise, and for any other dataset (CIFAR-100 has one file).
 pub fn cifar10_train_note(train: &Dataset) -> Option<String> {
     let n = train.files.len();
-    if n == 0 || n >= CIFAR10_TRAIN_FILES.len() {
+    let is_cifar10 = train
+        .files
+        .iter()
+        .all(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| CIFAR10_TRAIN_FILES.contains(&f)));
+    if n == 0 || n >= CIFAR10_TRAIN_FILES.len() || !is_cifar10 {
         return None;
     }
     let names: Vec<String> = train
@@ -195,7 +228,7 @@ pub fn cifar10_train_note(train: &Dataset) -> Option<String> {
 /// Loads CIFAR-100 (train, test) from `dir` or `dir/cifar-100-binary/`; both label bytes are checked,
 /// `labels` picks the class (Fine: 100 classes, Coarse: 20).
 pub fn load_cifar100(dir: &Path, labels: Cifar100Labels) -> Result<(Dataset, Dataset), DataError> {
-    let root = resolve(dir, CIFAR100_SUBDIR, &[CIFAR100_TEST_FILE, CIFAR100_TRAIN_FILE]);
+    let root = resolve(dir, CIFAR100_SUBDIR, &[CIFAR100_TEST_FILE, CIFAR100_TRAIN_FILE])?;
     let (pick, suffix) = match labels {
         Cifar100Labels::Coarse => (0, "coarse"),
         Cifar100Labels::Fine => (1, ""),
@@ -224,7 +257,9 @@ pub fn load_cifar100(dir: &Path, labels: Cifar100Labels) -> Result<(Dataset, Dat
 
 /// Loads CIFAR-10 if its files are in `dir` (or `dir/cifar-10-batches-bin/`), else CIFAR-100 with fine
 /// labels if its files are in `dir` (or `dir/cifar-100-binary/`), else [`DataError::NoDataset`].
+/// A `dir` that is missing, a file, or unreadable is said to be so.
 pub fn detect_and_load(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
+    check_dir(dir)?;
     let c10 = [CIFAR10_TEST_FILE, CIFAR10_TRAIN_FILES[0]];
     let c100 = [CIFAR100_TEST_FILE, CIFAR100_TRAIN_FILE];
     let candidates = |sub: &str, files: &[&str]| -> Vec<PathBuf> {
@@ -232,9 +267,9 @@ pub fn detect_and_load(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
     };
     let c10_paths = candidates(CIFAR10_SUBDIR, &c10);
     let c100_paths = candidates(CIFAR100_SUBDIR, &c100);
-    if c10_paths.iter().any(|p| p.is_file()) {
+    if any_exists(&c10_paths)? {
         load_cifar10(dir)
-    } else if c100_paths.iter().any(|p| p.is_file()) {
+    } else if any_exists(&c100_paths)? {
         load_cifar100(dir, Cifar100Labels::Fine)
     } else {
         Err(DataError::NoDataset { dir: dir.to_path_buf(), looked_for: [c10_paths, c100_paths].concat() })
@@ -476,6 +511,50 @@ mod tests {
         {
             assert!(m.contains(f), "{f} not in {m}");
         }
+    }
+
+    #[test]
+    fn the_cifar10_note_is_not_given_for_cifar100() {
+        let t = c100_dir(&[(0, 1)], &[(0, 0)]);
+        let (train, _) = detect_and_load(t.path()).unwrap();
+        assert_eq!(cifar10_train_note(&train), None);
+    }
+
+    /// (Tests run as root here, so a directory without read permission would still be read: the
+    /// OS errors are provoked with a symlink loop and a directory where a file belongs instead.)
+    #[test]
+    fn directories_that_cannot_be_used_are_reported_as_the_os_says() {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("data_batch_1.bin");
+        write(t.path(), "data_batch_1.bin", &c10_file(&[1]));
+        let e = detect_and_load(&file).unwrap_err();
+        assert!(matches!(e, DataError::NotADirectory { .. }) && msg(&e).contains("not a directory"), "{e}");
+
+        let e = detect_and_load(&t.path().join("nowhere")).unwrap_err();
+        assert!(matches!(e, DataError::DirNotFound { .. }) && msg(&e).contains("no such directory"), "{e}");
+
+        let looped = t.path().join("loop");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        let e = detect_and_load(&looped).unwrap_err();
+        let os = fs::metadata(&looped).unwrap_err().to_string();
+        assert!(matches!(e, DataError::Io { .. }) && msg(&e).contains(&os), "{e} (want {os})");
+
+        // A marker file that is a symlink loop: the OS error, not "no CIFAR dataset found".
+        let d = c10_dir(&[1]);
+        let test = d.path().join("test_batch.bin");
+        fs::remove_file(&test).unwrap();
+        std::os::unix::fs::symlink(&test, &test).unwrap();
+        let e = detect_and_load(d.path()).unwrap_err();
+        assert!(matches!(e, DataError::Io { .. }) && msg(&e).contains(&os), "{e}");
+
+        // A directory where a file belongs: the read error, once.
+        let d = c10_dir(&[1]);
+        fs::remove_file(d.path().join("test_batch.bin")).unwrap();
+        fs::create_dir(d.path().join("test_batch.bin")).unwrap();
+        let e = detect_and_load(d.path()).unwrap_err();
+        let os = fs::read(d.path().join("test_batch.bin")).unwrap_err().to_string();
+        let shown = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(shown.matches(&os).count(), 1, "{shown}");
     }
 
     #[test]

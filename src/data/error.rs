@@ -16,13 +16,27 @@ pub enum DataError {
     #[error("{}: file not found ({what}); {hint}", path.display())]
     Missing { path: PathBuf, what: &'static str, hint: &'static str },
 
-    /// The file exists but could not be read.
-    #[error("{}: cannot read: {source}; check the path and its permissions", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The path exists but could not be read (no permission, a symlink loop, a directory where a
+    /// file belongs): the OS error, said once (it is part of the message, not a separate source, so
+    /// that `{:#}` does not repeat it).
+    #[error("{}: cannot read: {error}; check the path and its permissions", path.display())]
+    Io { path: PathBuf, error: std::io::Error },
+
+    /// `--data` (data.dir) does not exist.
+    #[error(
+        "{}: no such directory; data.dir (--data) takes the folder that holds the CIFAR binary files \
+         (data_batch_*.bin and test_batch.bin, or train.bin and test.bin)",
+        dir.display()
+    )]
+    DirNotFound { dir: PathBuf },
+
+    /// `--data` (data.dir) is a file.
+    #[error(
+        "{}: not a directory; data.dir (--data) takes the folder that holds the CIFAR binary files, e.g. {}",
+        path.display(),
+        path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).display()
+    )]
+    NotADirectory { path: PathBuf },
 
     /// The file has zero bytes.
     #[error("{}: file is empty (0 bytes); re-download or re-extract it", path.display())]

@@ -4,6 +4,7 @@
 use super::pool::{plan_slots, run_pool, runs_root, visible_gpus, Outcome, PoolOptions};
 use super::spec::PlannedRun;
 use crate::train::{Device, RunStatus};
+use crate::util::text::count;
 use anyhow::Result;
 use std::path::Path;
 
@@ -52,6 +53,16 @@ impl Tally {
     }
 }
 
+/// The device the workers use: the flag's, unless it is auto and every run's config names the same
+/// device (`train.device = "cpu"` in a spec then keeps the sweep off the GPUs, silently).
+pub fn sweep_device(flag: Device, runs: &[PlannedRun]) -> Device {
+    let mut devices = runs.iter().map(|r| r.config.train.device);
+    match (flag, devices.next()) {
+        (Device::Auto, Some(first)) if devices.all(|d| d == first) => first,
+        _ => flag,
+    }
+}
+
 /// Train `runs` into `sweep_dir/runs/`, logging the workers and a closing tally to stderr; failed
 /// runs are listed with their errors.
 pub fn execute(
@@ -60,22 +71,32 @@ pub fn execute(
     o: &ExecOptions,
 ) -> Result<(Vec<(String, Outcome)>, Tally)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let gpus = if o.device == Device::Cpu || o.workers.is_some() {
+    let device = sweep_device(o.device, runs);
+    let gpus = if device == Device::Cpu || o.workers.is_some() {
         Vec::new()
     } else {
         match visible_gpus(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref()) {
             Ok(g) => g,
             Err(e) if o.device == Device::Cuda => return Err(e.context("--device cuda")),
+            Err(e) if device == Device::Cuda => {
+                return Err(e.context("every run of the sweep sets train.device = \"cuda\""))
+            }
             Err(e) => {
                 eprintln!("note: training on the CPU: {e:#}");
                 Vec::new()
             }
         }
     };
-    let slots = plan_slots(o.device, o.workers, o.threads, &gpus, cores)?;
+    let slots = plan_slots(device, o.workers, o.threads, &gpus, cores)?;
     let slot_desc = slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
     let root = runs_root(sweep_dir);
-    eprintln!("{}: {} runs; {} worker(s): {slot_desc} → {}", o.name, runs.len(), slots.len(), root.display());
+    eprintln!(
+        "{}: {}; {}: {slot_desc} → {}",
+        o.name,
+        count(runs.len(), "run"),
+        count(slots.len(), "worker"),
+        root.display()
+    );
     let opts = PoolOptions {
         checkpoint_every: o.checkpoint_every,
         progress_bar: o.progress_bar && slots.len() == 1,
@@ -99,4 +120,26 @@ pub fn execute(
         }
     }
     Ok((outcomes, t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::Spec;
+
+    fn runs(spec: &str) -> Vec<PlannedRun> {
+        Spec::parse(spec, "t").unwrap().expand().unwrap()
+    }
+
+    #[test]
+    fn the_runs_choose_the_device_when_the_flag_says_auto() {
+        let cpu = runs("[base.train]\ndevice = \"cpu\"\n[grid]\nseed = [0, 1]\n");
+        let mixed = runs("[[runs]]\nseed = 0\ntrain.device = \"cpu\"\n[[runs]]\nseed = 1\n");
+        assert_eq!(mixed.len(), 2);
+        assert_eq!(sweep_device(Device::Auto, &cpu), Device::Cpu);
+        assert_eq!(sweep_device(Device::Cuda, &cpu), Device::Cuda, "the flag wins");
+        assert_eq!(sweep_device(Device::Auto, &mixed), Device::Auto);
+        assert_eq!(sweep_device(Device::Cpu, &mixed), Device::Cpu);
+        assert_eq!(sweep_device(Device::Auto, &[]), Device::Auto);
+    }
 }

@@ -21,8 +21,8 @@ pub mod spec;
 /// The run lock lives with the trainer (plain `ilr train` takes it too); re-exported here for the pool.
 pub use crate::train::lock;
 
-pub use execute::{execute, ExecOptions, Tally};
-pub use pool::{finished, plan_slots, run_pool, runs_root, Outcome, PoolOptions, Slot};
+pub use execute::{execute, sweep_device, ExecOptions, Tally};
+pub use pool::{check_worker_flags, finished, plan_slots, run_pool, runs_root, Outcome, PoolOptions, Slot};
 pub use shard::Shard;
 pub use slurm::SlurmOptions;
 pub use spec::{PlannedRun, Spec};
@@ -34,10 +34,22 @@ use std::path::Path;
 pub const SPEC_FILE: &str = "spec.toml";
 pub const PLAN_FILE: &str = "plan.json";
 
-/// Expand the spec at `spec_path` and record it in `dir` (spec.toml, plan.json, runs/).
-pub fn prepare(spec_path: &Path, dir: &Path) -> Result<(Spec, Vec<PlannedRun>)> {
+/// Read and expand the spec at `spec_path`, resolving and validating every run; writes nothing.
+pub fn plan(spec_path: &Path) -> Result<(Spec, Vec<PlannedRun>)> {
     let spec = Spec::from_file(spec_path)?;
     let runs = spec.expand().with_context(|| format!("in sweep spec {}", spec_path.display()))?;
+    Ok((spec, runs))
+}
+
+/// [`plan`], then [`record`].
+pub fn prepare(spec_path: &Path, dir: &Path) -> Result<(Spec, Vec<PlannedRun>)> {
+    let (spec, runs) = plan(spec_path)?;
+    record(spec_path, dir, &runs)?;
+    Ok((spec, runs))
+}
+
+/// Record a planned sweep in `dir`: a copy of the spec (spec.toml), its runs (plan.json), runs/.
+pub fn record(spec_path: &Path, dir: &Path, runs: &[PlannedRun]) -> Result<()> {
     std::fs::create_dir_all(runs_root(dir)).with_context(|| format!("creating {}", dir.display()))?;
     let text = std::fs::read(spec_path)?;
     let copy = dir.join(SPEC_FILE);
@@ -62,6 +74,5 @@ pub fn prepare(spec_path: &Path, dir: &Path) -> Result<(Spec, Vec<PlannedRun>)> 
             serde_json::json!({ "id": r.id, "overrides": o })
         })
         .collect();
-    write_json_atomic(&dir.join(PLAN_FILE), &plan)?;
-    Ok((spec, runs))
+    write_json_atomic(&dir.join(PLAN_FILE), &plan)
 }

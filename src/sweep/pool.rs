@@ -50,6 +50,21 @@ impl std::fmt::Display for Slot {
     }
 }
 
+/// The checks of [`plan_slots`] that need no hardware: at least one worker and one thread, and no
+/// `--workers` with `--device cuda` (which has one worker per visible GPU).
+pub fn check_worker_flags(device: Device, workers: Option<usize>, threads: Option<usize>) -> Result<()> {
+    if workers == Some(0) {
+        bail!("--workers must be at least 1");
+    }
+    if threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    if device == Device::Cuda && workers.is_some() {
+        bail!("--workers sets CPU workers; with --device cuda there is one worker per visible GPU");
+    }
+    Ok(())
+}
+
 /// The workers of one process. `workers` gives that many CPU workers; else, with usable `gpus`
 /// (the visible GPUs, e.g. from CUDA_VISIBLE_DEVICES), one worker per GPU; else one CPU worker.
 /// `device` cpu never uses GPUs; cuda requires them. Each worker gets `threads` host threads,
@@ -61,27 +76,19 @@ pub fn plan_slots(
     gpus: &[String],
     cores: usize,
 ) -> Result<Vec<Slot>> {
+    check_worker_flags(device, workers, threads)?;
     let use_gpus = match device {
         Device::Cpu => false,
         Device::Cuda => {
             if gpus.is_empty() {
                 bail!("--device cuda: no usable GPU is visible");
             }
-            if workers.is_some() {
-                bail!("--workers sets CPU workers; with --device cuda there is one worker per visible GPU");
-            }
             true
         }
         Device::Auto => workers.is_none() && !gpus.is_empty(),
     };
     let n = if use_gpus { gpus.len() } else { workers.unwrap_or(1) };
-    if n == 0 {
-        bail!("--workers must be at least 1");
-    }
     let threads = threads.unwrap_or((cores / n).max(1));
-    if threads == 0 {
-        bail!("--threads must be at least 1");
-    }
     Ok(if use_gpus {
         gpus.iter()
             .enumerate()
@@ -352,5 +359,6 @@ mod tests {
         assert!(plan_slots(Device::Cuda, None, None, &[], 8).is_err());
         assert!(plan_slots(Device::Cuda, Some(2), None, &gpus(&["0"]), 8).is_err());
         assert!(plan_slots(Device::Cpu, Some(0), None, &[], 8).is_err());
+        assert!(plan_slots(Device::Cpu, None, Some(0), &[], 8).is_err());
     }
 }

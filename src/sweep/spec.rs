@@ -16,6 +16,7 @@
 //! [[runs]]                     # optional explicit overrides; each one is combined with every grid point
 //! train.steps = 500
 //! ```
+//! A spec with neither [grid] nor [[runs]] is one run: the [base] config itself.
 //! Run = defaults ⊕ base ⊕ run overrides ⊕ grid point, key by key (TrainConfig::from_table). As in
 //! from_table, an override that sets one of optim.wd / optim.lambda_e drops the other one set
 //! earlier. Grid keys iterate in sorted order, the last key fastest; runs come in [[runs]] order.
@@ -34,7 +35,8 @@ pub struct Spec {
     pub base: Table,
     /// (dotted key, values), keys sorted.
     pub grid: Vec<(String, Vec<Value>)>,
-    /// Explicit override tables (empty: one run of base ⊕ grid point).
+    /// Explicit override tables (empty: one run of base ⊕ grid point; with no grid either, one run
+    /// of base alone).
     pub runs: Vec<Table>,
 }
 
@@ -48,7 +50,11 @@ pub struct PlannedRun {
 }
 
 impl PlannedRun {
+    /// The overrides as `key=value ...`, or "[base]" for the base config alone.
     pub fn label(&self) -> String {
+        if self.overrides.is_empty() {
+            return "[base]".into();
+        }
         self.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
     }
 }
@@ -124,7 +130,6 @@ impl Spec {
             grid: Vec::new(),
             runs: Vec::new(),
         };
-        let mut saw_grid = false;
         for (k, v) in &doc {
             match k.as_str() {
                 "sweep" => {
@@ -148,7 +153,6 @@ impl Spec {
                 }
                 "base" => spec.base = as_table(v, "[base]")?.clone(),
                 "grid" => {
-                    saw_grid = true;
                     let mut flat = Vec::new();
                     leaves(as_table(v, "[grid]")?, "", &mut flat);
                     for (key, vals) in flat {
@@ -178,13 +182,6 @@ impl Spec {
             }
         }
         spec.grid.sort_by(|a, b| a.0.cmp(&b.0));
-        if spec.grid.is_empty() && spec.runs.is_empty() {
-            bail!(if saw_grid {
-                "the grid is empty and there are no [[runs]]: the sweep has no runs"
-            } else {
-                "the spec has neither a [grid] nor [[runs]]: the sweep has no runs"
-            });
-        }
         Ok(spec)
     }
 
@@ -219,7 +216,9 @@ impl Spec {
                     overrides.iter().map(|(k, v)| (k.clone(), show(v))).collect();
                 let what = || {
                     let label = shown.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
-                    if self.runs.is_empty() {
+                    if overrides.is_empty() {
+                        "the [base] config".to_string()
+                    } else if self.runs.is_empty() {
                         format!("grid point {} ({label})", g + 1)
                     } else {
                         format!("[[runs]] entry {} ({label})", r + 1)
@@ -325,14 +324,31 @@ seed = [0, 1, 2]
     }
 
     #[test]
+    fn a_base_alone_or_an_empty_grid_is_one_run_of_the_base() {
+        let base = "[base]\nseed = 7\n[base.optim]\nlr = 0.3\n";
+        let one = Spec::parse(base, "t").unwrap().expand().unwrap();
+        assert_eq!(one.len(), 1);
+        let mut expected = TrainConfig { seed: 7, ..TrainConfig::default() };
+        expected.optim.lr = 0.3;
+        assert_eq!(one[0].config, expected);
+        assert_eq!(one[0].id, expected.run_id());
+        assert_eq!(one[0].label(), "[base]");
+        let with_empty_grid = Spec::parse(&format!("{base}[grid]\n"), "t").unwrap().expand().unwrap();
+        assert_eq!(with_empty_grid, one);
+        // No [base] at all: the defaults, one run.
+        let defaults = Spec::parse("[sweep]\nname = \"d\"\n", "t").unwrap().expand().unwrap();
+        assert_eq!(defaults.len(), 1);
+        assert_eq!(defaults[0].config, TrainConfig::default());
+    }
+
+    #[test]
     fn bad_specs_name_the_key() {
         let err = |text: &str| format!("{:#}", Spec::parse(text, "t").and_then(|s| s.expand()).unwrap_err());
         assert!(err("[grid]\n\"optim.learning_rate\" = [0.1]\n").contains("learning_rate"));
         assert!(err("[grid]\n\"data.synthetic.colour\" = [1]\n").contains("data.synthetic.colour"));
         assert!(err("[grid]\n\"optim.lr\" = []\n").contains("`optim.lr` has no values"));
-        assert!(err("[grid]\n").contains("grid is empty"));
-        assert!(err("[base]\nseed = 1\n").contains("neither"));
         assert!(err("[grid]\n\"optim.lr\" = 0.1\n").contains("must be an array"));
+        assert!(err("[base.optim]\nlr = -1.0\n").contains("the [base] config"));
         assert!(err("[grid]\n\"optim.lr\" = [0.1, -0.1]\n").contains("optim.lr = -0.1"));
         assert!(err("[grid]\n\"optim.lr\" = [0.0]\n").contains("optim.lr = 0"));
         assert!(err("[base]\n[grid]\nseed=[1]\n[extra]\n").contains("unknown key `extra`"));

@@ -17,7 +17,9 @@ pub enum Device {
     /// The GPU when one works, else the CPU.
     #[default]
     Auto,
+    /// The CPU reference backend.
     Cpu,
+    /// The GPU; a missing driver, GPU, library or kernel build is an error that names it.
     Cuda,
 }
 

@@ -117,4 +117,8 @@ pub struct Summary {
     pub steps_per_s: f64,
     pub groups: Vec<AngularSummary>,
     pub layers: Vec<AngularSummary>,
+    /// The per-channel input normalisation the run trained and evaluated with: mean and std of the
+    /// training images it used (after data.train_limit). Absent in summaries written before it.
+    #[serde(default)]
+    pub normalization: Option<crate::data::Normalization>,
 }

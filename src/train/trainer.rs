@@ -491,6 +491,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             steps_per_s: done as f64 / wall.max(1e-9),
             groups,
             layers,
+            normalization: Some(self.batcher.normalization().clone()),
         };
         if let Some(dir) = self.out.as_deref_mut() {
             dir.write_summary(&summary)?;
