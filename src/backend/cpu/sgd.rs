@@ -40,7 +40,7 @@ pub(crate) fn step<T: Real>(
     params: &mut [T],
     grads: &[T],
     momenta: &mut [T],
-    mut sums: Option<&mut [StepSums]>,
+    sums: Option<&mut [StepSums]>,
 ) -> Result<()> {
     check_sgd_args(segments, params.len(), grads.len(), momenta.len(), sums.as_deref().map(<[_]>::len))?;
     // (segment index, piece of params, piece of grads, piece of momenta), in segment order. The
@@ -63,7 +63,7 @@ pub(crate) fn step<T: Real>(
     }
     let partials: Vec<(usize, StepSums)> =
         pieces.into_par_iter().map(|(i, w, g, v)| (i, update(&segments[i], w, g, v))).collect();
-    if let Some(sums) = sums.as_deref_mut() {
+    if let Some(sums) = sums {
         sums.fill(StepSums::default());
         for (i, p) in partials {
             sums[i] += p;
