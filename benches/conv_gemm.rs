@@ -10,6 +10,7 @@
 //! Run: `cargo bench --bench conv_gemm` (about 1 min on 2 idle cores). Prints GFLOP/s (2 per
 //! multiply-add), the fastest of several timed repetitions.
 
+use ilr::backend::Real;
 use std::time::Instant;
 
 /// (label, c_in, c_out, out_h·out_w) of every distinct conv in PreResNet-20 (32×32) and PreResNet-8
@@ -37,51 +38,44 @@ struct Call {
     b: (usize, usize),
 }
 
-fn run_mm(c: Call, a: &[f32], b: &[f32], out: &mut [f32]) {
-    // SAFETY: the buffers are sized by `buffers` for exactly these strides.
-    unsafe {
-        matrixmultiply::sgemm(
-            c.m,
-            c.k,
-            c.n,
-            1.0,
-            a.as_ptr(),
-            c.a.0 as isize,
-            c.a.1 as isize,
-            b.as_ptr(),
-            c.b.0 as isize,
-            c.b.1 as isize,
-            0.0,
-            out.as_mut_ptr(),
-            c.n as isize,
-            1,
-        )
-    }
-}
+/// One of the backend's two GEMMs ([`Real::gemm_matrixmultiply`], [`Real::gemm_crate`]), exactly as
+/// src/backend/cpu/gemm.rs calls them.
+type Gemm = unsafe fn(
+    usize,
+    usize,
+    usize,
+    f32,
+    *const f32,
+    isize,
+    isize,
+    *const f32,
+    isize,
+    isize,
+    f32,
+    *mut f32,
+    isize,
+    isize,
+);
 
-fn run_gemm(c: Call, a: &[f32], b: &[f32], out: &mut [f32]) {
-    // SAFETY: as above.
+fn run(f: Gemm, c: Call, a: &[f32], b: &[f32], out: &mut [f32]) {
+    let s = |x: usize| x as isize;
+    // SAFETY: the buffers are sized in `main` for exactly these shapes and strides.
     unsafe {
-        gemm::gemm(
+        f(
             c.m,
-            c.n,
             c.k,
-            out.as_mut_ptr(),
-            1,
-            c.n as isize,
-            false,
-            a.as_ptr(),
-            c.a.1 as isize,
-            c.a.0 as isize,
-            b.as_ptr(),
-            c.b.1 as isize,
-            c.b.0 as isize,
-            0.0,
+            c.n,
             1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
+            a.as_ptr(),
+            s(c.a.0),
+            s(c.a.1),
+            b.as_ptr(),
+            s(c.b.0),
+            s(c.b.1),
+            0.0,
+            out.as_mut_ptr(),
+            s(c.n),
+            1,
         )
     }
 }
@@ -123,8 +117,8 @@ fn main() {
                 let mut out = vec![0.0f32; c.m * c.n];
                 let flops = 2.0 * (c.m * c.n * c.k) as f64;
                 let reps = ((2e8 / flops) as usize).clamp(3, 200);
-                let mm = time(reps, || run_mm(c, &a, &b, &mut out));
-                let ge = time(reps, || run_gemm(c, &a, &b, &mut out));
+                let mm = time(reps, || run(f32::gemm_matrixmultiply, c, &a, &b, &mut out));
+                let ge = time(reps, || run(f32::gemm_crate, c, &a, &b, &mut out));
                 println!(
                     "{label:<22} {images:>6} {pass:<9} {:>5} {:>6} {:>6}  {:>7.1} GF/s {:>7.1} GF/s",
                     c.m,
