@@ -1,16 +1,27 @@
-//! 2-D convolution (no bias) by im2col + GEMM, one image per rayon task.
+//! 2-D convolution (no bias) by im2col + GEMM over blocks of images.
 //!
-//! For image b, col_b is the K×P matrix (K = c_in·k·k, P = out_h·out_w) with
-//! col_b[(ci, ki, kj)][(oh, ow)] = x_b[ci][oh·s + ki − pad][ow·s + kj − pad] (zero outside x_b). Then
-//! - forward:          y_b = W · col_b                       (W is c_out×K);
-//! - backward data:   dx_b = col2im(Wᵀ · dy_b)               (col2im is the adjoint of im2col);
-//! - backward filter:   dW = Σ_b dy_b · col_bᵀ.
+//! With K = c_in·k·k and P = out_h·out_w, a block of B images (B fixed by the shape alone, see
+//! [`block_images`]) has the K × B·P matrix col, whose column b·P + p is image b's input patch at
+//! output p: col[(ci, ki, kj)][(b, oh, ow)] = x_b[ci][oh·s + ki − pad][ow·s + kj − pad] (zero
+//! outside x_b). Each pass is then one GEMM per block, (M, N, K) as written:
+//! - forward:         Y_blk (c_out × B·P) = W (c_out × K) · col            (c_out, B·P, K),
+//!   then Y_blk is scattered into y's NCHW planes;
+//! - backward data:   col = Wᵀ (K × c_out) · dY_blk (c_out × B·P)           (K, B·P, c_out),
+//!   dY_blk gathered from dy, then dx_b = col2im(col) (col2im is the adjoint of im2col);
+//! - backward filter: dW += dY_blk · colᵀ (B·P × K)                        (c_out, K, B·P):
+//!   the batch is in the GEMM's inner dimension, so dW is reduced over the block inside the GEMM.
 //!
-//! Each pass costs `ConvShape::macs` = N·c_out·P·K multiply-adds, and im2col/col2im moves K·P elements
-//! per image through a per-task buffer that stays in cache. matrixmultiply's own threads split the
-//! rows/columns of C only, so each element is summed in a fixed order whatever the thread count.
+//! Each pass costs `ConvShape::macs` = N·c_out·P·K multiply-adds; per block, im2col/col2im moves
+//! K·B·P elements and the scatter/gather c_out·B·P (1/K of the GEMM's work) through per-task buffers
+//! of about [`COL_BLOCK`] elements, sized to stay in a core's L2.
+//!
+//! Determinism: blocks run in parallel, each GEMM on one thread, and the GEMM splits no inner
+//! dimension, so every output is summed in one fixed order. For the filter gradient, the batch is
+//! split into `FILTER_CHUNKS` fixed chunks, the blocks of a chunk accumulate in order into the
+//! chunk's partial dW, and the partials are added in chunk order in f64: results do not depend on
+//! the thread count or on rayon's scheduling.
 
-use super::gemm::{gemm, Mat};
+use super::gemm::{gemm, Lib, Mat};
 use super::wide;
 use crate::backend::{ConvShape, Real};
 use rayon::prelude::*;
@@ -20,6 +31,16 @@ use std::ops::Range;
 /// reduced in chunk order, so the result does not depend on rayon's scheduling.
 const FILTER_CHUNKS: usize = 8;
 
+/// Target size of one block's col matrix, in elements (1 MiB of f32: a core's L2 here).
+const COL_BLOCK: usize = 1 << 18;
+
+/// Images per GEMM block: as many as keep col (K × B·P) within [`COL_BLOCK`], at least 1.
+/// Depends on the shape only, never on the thread count.
+fn block_images(s: &ConvShape) -> usize {
+    let (_, _, k, p) = dims(s);
+    (COL_BLOCK / (k * p).max(1)).clamp(1, s.n.max(1))
+}
+
 /// Output indices o ∈ 0..out whose input index o·stride + tap − pad lies in 0..size.
 fn valid_outputs(tap: usize, stride: usize, pad: usize, size: usize, out: usize) -> Range<usize> {
     let lo = if pad > tap { (pad - tap).div_ceil(stride) } else { 0 };
@@ -27,7 +48,7 @@ fn valid_outputs(tap: usize, stride: usize, pad: usize, size: usize, out: usize)
     lo.min(hi)..hi
 }
 
-/// Where the entries of one row of col_b come from.
+/// Where the entries of one output row of one col row come from.
 struct Taps {
     /// Index in x_b of the entry at `ows.start`; entry ow ∈ ows reads x_b[x + (ow − ows.start)·stride].
     x: usize,
@@ -35,46 +56,46 @@ struct Taps {
     ows: Range<usize>,
 }
 
-/// Walks col_b in order, one output row at a time: calls `f(col, taps)` for every col row
-/// (ci, ki, kj) and output row oh, where `col` indexes the first of that row's out_w entries and
-/// `taps` is `None` when the whole row is padding. im2col and col2im share this index math.
-fn for_each_col_row(s: &ConvShape, mut f: impl FnMut(usize, Option<Taps>)) {
+/// Walks one image's part of col: calls `f(row, oh, taps)` for every col row (ci, ki, kj) and
+/// output row oh, where `taps` is `None` when that whole output row is padding. im2col and col2im
+/// share this index math.
+fn for_each_col_row(s: &ConvShape, mut f: impl FnMut(usize, usize, Option<Taps>)) {
     let (k, st, pad) = (s.kernel, s.stride, s.pad);
-    let (out_h, out_w) = (s.out_h(), s.out_w());
-    let mut col = 0;
+    let out_h = s.out_h();
+    let mut row = 0;
     for ci in 0..s.c_in {
         for ki in 0..k {
             let ohs = valid_outputs(ki, st, pad, s.h, out_h);
             for kj in 0..k {
-                let ows = valid_outputs(kj, st, pad, s.w, out_w);
+                let ows = valid_outputs(kj, st, pad, s.w, s.out_w());
                 for oh in 0..out_h {
                     let taps = (ohs.contains(&oh) && !ows.is_empty()).then(|| {
                         let (ih, iw) = (oh * st + ki - pad, ows.start * st + kj - pad);
                         Taps { x: (ci * s.h + ih) * s.w + iw, ows: ows.clone() }
                     });
-                    f(col, taps);
-                    col += out_w;
+                    f(row, oh, taps);
                 }
+                row += 1;
             }
         }
     }
 }
 
-/// col = im2col(x_b), overwritten.
-fn im2col<T: Real>(s: &ConvShape, x: &[T], col: &mut [T]) {
+/// Writes image x_b into columns `first..first + P` of col (row stride `ld`), overwriting them.
+fn im2col<T: Real>(s: &ConvShape, x: &[T], col: &mut [T], ld: usize, first: usize) {
     let (out_w, st) = (s.out_w(), s.stride);
-    for_each_col_row(s, |c0, taps| {
-        let row = &mut col[c0..c0 + out_w];
+    for_each_col_row(s, |r, oh, taps| {
+        let out = &mut col[r * ld + first + oh * out_w..][..out_w];
         match taps {
-            None => row.fill(T::zero()),
+            None => out.fill(T::zero()),
             Some(Taps { x: x0, ows }) => {
-                row[..ows.start].fill(T::zero());
-                row[ows.end..].fill(T::zero());
-                let row = &mut row[ows];
+                out[..ows.start].fill(T::zero());
+                out[ows.end..].fill(T::zero());
+                let out = &mut out[ows];
                 if st == 1 {
-                    row.copy_from_slice(&x[x0..x0 + row.len()]);
+                    out.copy_from_slice(&x[x0..x0 + out.len()]);
                 } else {
-                    for (d, &v) in row.iter_mut().zip(x[x0..].iter().step_by(st)) {
+                    for (d, &v) in out.iter_mut().zip(x[x0..].iter().step_by(st)) {
                         *d = v;
                     }
                 }
@@ -83,12 +104,13 @@ fn im2col<T: Real>(s: &ConvShape, x: &[T], col: &mut [T]) {
     });
 }
 
-/// dx_b += col2im(col), the adjoint of [`im2col`].
-fn col2im_acc<T: Real>(s: &ConvShape, col: &[T], dx: &mut [T]) {
-    let st = s.stride;
-    for_each_col_row(s, |c0, taps| {
+/// dx_b += col2im(columns `first..first + P` of col, row stride `ld`), the adjoint of [`im2col`].
+fn col2im_acc<T: Real>(s: &ConvShape, col: &[T], ld: usize, first: usize, dx: &mut [T]) {
+    let (out_w, st) = (s.out_w(), s.stride);
+    for_each_col_row(s, |r, oh, taps| {
         if let Some(Taps { x: x0, ows }) = taps {
-            let row = &col[c0 + ows.start..c0 + ows.end];
+            let base = r * ld + first + oh * out_w;
+            let row = &col[base + ows.start..base + ows.end];
             if st == 1 {
                 for (d, &v) in dx[x0..x0 + row.len()].iter_mut().zip(row) {
                     *d = *d + v;
@@ -100,6 +122,39 @@ fn col2im_acc<T: Real>(s: &ConvShape, col: &[T], dx: &mut [T]) {
             }
         }
     });
+}
+
+/// col (K × B·P) = im2col of the B images in `xs`.
+fn im2col_block<T: Real>(s: &ConvShape, xs: &[T], col: &mut [T]) {
+    let (x_img, _, _, p) = dims(s);
+    let images = xs.len() / x_img;
+    for (b, xb) in xs.chunks(x_img).enumerate() {
+        im2col(s, xb, col, images * p, b * p);
+    }
+}
+
+/// Copies B images' NCHW outputs (each c_out × P) into the c_out × B·P matrix `blk`. Moves c_out·B·P
+/// elements. (With B = 1 the two layouts coincide and the callers skip the copy.)
+fn gather<'a, T: Real>(s: &ConvShape, planes: &[T], blk: &'a mut [T]) -> &'a [T] {
+    let p = s.out_h() * s.out_w();
+    let ld = blk.len() / s.c_out;
+    for (b, img) in planes.chunks(s.c_out * p).enumerate() {
+        for (co, plane) in img.chunks(p).enumerate() {
+            blk[co * ld + b * p..][..p].copy_from_slice(plane);
+        }
+    }
+    blk
+}
+
+/// The inverse of [`gather`]: the c_out × B·P matrix `blk` into B images' NCHW outputs.
+fn scatter<T: Real>(s: &ConvShape, blk: &[T], planes: &mut [T]) {
+    let p = s.out_h() * s.out_w();
+    let ld = blk.len() / s.c_out;
+    for (b, img) in planes.chunks_mut(s.c_out * p).enumerate() {
+        for (co, plane) in img.chunks_mut(p).enumerate() {
+            plane.copy_from_slice(&blk[co * ld + b * p..][..p]);
+        }
+    }
 }
 
 /// Per-image sizes: (x_b, y_b, K, P).
@@ -120,6 +175,13 @@ fn check(s: &ConvShape, x: usize, w: usize, y: usize) {
     assert_eq!(y, s.y_len(), "conv: y length");
 }
 
+/// Per-task buffers: col (K × B·P) and the c_out × B·P output block.
+fn buffers<T: Real>(s: &ConvShape) -> (Vec<T>, Vec<T>) {
+    let (_, _, k, p) = dims(s);
+    let bp = block_images(s) * p;
+    (vec![T::zero(); k * bp], vec![T::zero(); s.c_out * bp])
+}
+
 /// y = conv(x, w), overwritten.
 pub(crate) fn forward<T: Real>(s: &ConvShape, x: &[T], w: &[T], y: &mut [T]) {
     check(s, x.len(), w.len(), y.len());
@@ -128,12 +190,20 @@ pub(crate) fn forward<T: Real>(s: &ConvShape, x: &[T], w: &[T], y: &mut [T]) {
         y.fill(T::zero());
         return;
     }
+    let b = block_images(s);
     let w = Mat::new(w, s.c_out, k);
-    y.par_chunks_mut(y_img).zip(x.par_chunks(x_img)).for_each_init(
-        || vec![T::zero(); k * p],
-        |col, (yb, xb)| {
-            im2col(s, xb, col);
-            gemm(T::one(), w, Mat::new(col, k, p), T::zero(), yb);
+    y.par_chunks_mut(b * y_img).zip(x.par_chunks(b * x_img)).for_each_init(
+        || buffers(s),
+        |(col, out), (ys, xs)| {
+            let bp = xs.len() / x_img * p;
+            let (col, out) = (&mut col[..k * bp], &mut out[..s.c_out * bp]);
+            im2col_block(s, xs, col);
+            if bp == p {
+                gemm(Lib::GemmCrate, T::one(), w, Mat::new(col, k, bp), T::zero(), ys);
+            } else {
+                gemm(Lib::GemmCrate, T::one(), w, Mat::new(col, k, bp), T::zero(), out);
+                scatter(s, out, ys);
+            }
         },
     );
 }
@@ -146,18 +216,24 @@ pub(crate) fn backward_data<T: Real>(s: &ConvShape, dy: &[T], w: &[T], dx: &mut 
         dx.fill(T::zero());
         return;
     }
+    let b = block_images(s);
     let wt = Mat::new(w, s.c_out, k).t();
-    dx.par_chunks_mut(x_img).zip(dy.par_chunks(y_img)).for_each_init(
-        || vec![T::zero(); k * p],
-        |col, (dxb, dyb)| {
-            gemm(T::one(), wt, Mat::new(dyb, s.c_out, p), T::zero(), col);
-            dxb.fill(T::zero());
-            col2im_acc(s, col, dxb);
+    dx.par_chunks_mut(b * x_img).zip(dy.par_chunks(b * y_img)).for_each_init(
+        || buffers(s),
+        |(col, dy_blk), (dxs, dys)| {
+            let bp = dys.len() / y_img * p;
+            let (col, dy_blk) = (&mut col[..k * bp], &mut dy_blk[..s.c_out * bp]);
+            let dy_blk = if bp == p { dys } else { gather(s, dys, dy_blk) };
+            gemm(Lib::GemmCrate, T::one(), wt, Mat::new(dy_blk, s.c_out, bp), T::zero(), col);
+            dxs.fill(T::zero());
+            for (i, dxb) in dxs.chunks_mut(x_img).enumerate() {
+                col2im_acc(s, col, bp, i * p, dxb);
+            }
         },
     );
 }
 
-/// dw = Σ_b dy_b · im2col(x_b)ᵀ, overwritten. Deterministic: images are summed in order within each
+/// dw = Σ_b dy_b · im2col(x_b)ᵀ, overwritten. Deterministic: blocks are summed in order within each
 /// of `FILTER_CHUNKS` fixed chunks of the batch, and the chunk partials in order in f64.
 pub(crate) fn backward_filter<T: Real>(s: &ConvShape, x: &[T], dy: &[T], dw: &mut [T]) {
     check(s, x.len(), dw.len(), dy.len());
@@ -166,17 +242,28 @@ pub(crate) fn backward_filter<T: Real>(s: &ConvShape, x: &[T], dy: &[T], dw: &mu
         dw.fill(T::zero());
         return;
     }
+    let b = block_images(s);
     let per_chunk = s.n.div_ceil(FILTER_CHUNKS);
     let partials: Vec<Vec<T>> = x
         .par_chunks(per_chunk * x_img)
         .zip(dy.par_chunks(per_chunk * y_img))
         .map(|(xs, dys)| {
-            let mut col = vec![T::zero(); k * p];
+            let (mut col, mut dy_blk) = buffers(s);
             let mut part = vec![T::zero(); dw.len()];
-            for (xb, dyb) in xs.chunks(x_img).zip(dys.chunks(y_img)) {
-                im2col(s, xb, &mut col);
-                let dyb = Mat::new(dyb, s.c_out, p);
-                gemm(T::one(), dyb, Mat::new(&col, k, p).t(), T::one(), &mut part);
+            for (xs, dys) in xs.chunks(b * x_img).zip(dys.chunks(b * y_img)) {
+                let bp = xs.len() / x_img * p;
+                let (col, dy_blk) = (&mut col[..k * bp], &mut dy_blk[..s.c_out * bp]);
+                im2col_block(s, xs, col);
+                let dy_blk = if bp == p { dys } else { gather(s, dys, dy_blk) };
+                let col_t = Mat::new(col, k, bp).t();
+                gemm(
+                    Lib::Matrixmultiply,
+                    T::one(),
+                    Mat::new(dy_blk, s.c_out, bp),
+                    col_t,
+                    T::one(),
+                    &mut part,
+                );
             }
             part
         })

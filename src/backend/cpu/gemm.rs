@@ -1,8 +1,9 @@
-//! A safe, bounds-checked front to [`Real::gemm`] (matrixmultiply) for strided matrices in slices.
+//! A safe, bounds-checked front to the two GEMMs of [`Real`] (matrixmultiply and the `gemm` crate)
+//! for strided matrices in slices.
 //!
-//! matrixmultiply splits its work over blocks of rows and columns of C, never over the inner
-//! dimension, so every element of C is summed in one fixed order: results do not depend on how many
-//! threads it uses.
+//! Both run on the calling thread only (matrixmultiply is built without its `threading` feature,
+//! the `gemm` crate is called with `Parallelism::None`), so each element of C is summed in one
+//! order fixed by the shape: results do not depend on any thread count.
 
 use crate::backend::Real;
 
@@ -29,17 +30,30 @@ impl<'a, T> Mat<'a, T> {
     }
 }
 
+/// Which library multiplies. Chosen per call site by measurement (`cargo bench --bench conv_gemm`,
+/// docs/PERFORMANCE.md): the `gemm` crate is faster when the inner dimension is short (conv forward
+/// and input gradient), matrixmultiply when it is long and B is transposed (weight gradient).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Lib {
+    Matrixmultiply,
+    GemmCrate,
+}
+
 /// C = α·A·B + β·C, where C is the row-major (A.rows × B.cols) matrix that fills `c`.
 /// β = 0 overwrites C without reading it. Costs A.rows·A.cols·B.cols multiply-adds.
-pub(crate) fn gemm<T: Real>(alpha: T, a: Mat<'_, T>, b: Mat<'_, T>, beta: T, c: &mut [T]) {
+pub(crate) fn gemm<T: Real>(lib: Lib, alpha: T, a: Mat<'_, T>, b: Mat<'_, T>, beta: T, c: &mut [T]) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm inner dimensions");
     assert_eq!(c.len(), m * n, "gemm output length");
     // SAFETY: a `Mat` (built by `new`, possibly transposed by `t`) spans exactly its slice, and C's
-    // shape was checked above, so every index matrixmultiply forms stays inside `a.data`, `b.data`
-    // and `c`; `c` is a unique borrow, so it overlaps neither input.
+    // shape was checked above, so every index the GEMM forms stays inside `a.data`, `b.data` and
+    // `c`; `c` is a unique borrow, so it overlaps neither input.
+    let f = match lib {
+        Lib::Matrixmultiply => T::gemm_matrixmultiply,
+        Lib::GemmCrate => T::gemm_crate,
+    };
     unsafe {
-        T::gemm(
+        f(
             m,
             k,
             n,

@@ -1,7 +1,7 @@
 //! Fully connected layer y = x Wᵀ + b by GEMM, with params = [W (out×inp, row-major) | b (out)].
 //! Forward and each backward GEMM cost n·inp·out multiply-adds.
 
-use super::gemm::{gemm, Mat};
+use super::gemm::{gemm, Lib, Mat};
 use super::wide;
 use crate::backend::Real;
 
@@ -18,7 +18,7 @@ pub(crate) fn forward<T: Real>(n: usize, inp: usize, out: usize, x: &[T], params
     for row in y.chunks_mut(out.max(1)) {
         row.copy_from_slice(b);
     }
-    gemm(T::one(), Mat::new(x, n, inp), Mat::new(w, out, inp).t(), T::one(), y);
+    gemm(Lib::Matrixmultiply, T::one(), Mat::new(x, n, inp), Mat::new(w, out, inp).t(), T::one(), y);
 }
 
 /// dx = dy W and d_params = [dyᵀ x | Σ_n dy (in f64)], all overwritten.
@@ -39,8 +39,8 @@ pub(crate) fn backward<T: Real>(
     let w = &params[..out * inp];
     let (dw, db) = d_params.split_at_mut(out * inp);
     let dy_m = Mat::new(dy, n, out);
-    gemm(T::one(), dy_m, Mat::new(w, out, inp), T::zero(), dx);
-    gemm(T::one(), dy_m.t(), Mat::new(x, n, inp), T::zero(), dw);
+    gemm(Lib::Matrixmultiply, T::one(), dy_m, Mat::new(w, out, inp), T::zero(), dx);
+    gemm(Lib::Matrixmultiply, T::one(), dy_m.t(), Mat::new(x, n, inp), T::zero(), dw);
     for (o, d) in db.iter_mut().enumerate() {
         *d = T::from_f64((0..n).map(|i| wide(dy[i * out + o])).sum());
     }

@@ -1,8 +1,11 @@
 //! The CPU reference backend: plain slices of `T` (f32 for training, f64 for gradient checks),
-//! reductions in f64, rayon for parallel loops and matrixmultiply for the GEMMs of conv and linear.
+//! reductions in f64, rayon for parallel loops, and single-threaded GEMMs (the `gemm` crate and
+//! matrixmultiply, chosen per pass by measurement: see gemm.rs) on fixed blocks of images for conv,
+//! matrixmultiply for linear.
 //!
-//! Every op is deterministic: parallel reductions use a fixed chunking and add the chunks in order,
-//! so a run is bit-reproducible from its seed on a given machine. Shape mismatches in the ops that
+//! Every op is deterministic whatever the thread count: parallel work is cut into chunks fixed by
+//! the shape alone, and partial results are added in chunk order, so a run is bit-reproducible from
+//! its seed on a given machine (tests/thread_determinism.rs checks 1, 2 and 3 threads). Shape mismatches in the ops that
 //! cannot return an error are programming errors and panic; memory transfers, the loss and the
 //! optimizer step return errors.
 
