@@ -75,6 +75,7 @@ pub mod bf16emu;
 pub mod check;
 mod context;
 mod conv;
+mod conv_algo;
 mod graph;
 mod linear;
 mod ops;
