@@ -1,7 +1,7 @@
 //! The whole training step of a small PreResNet, judged tensor by tensor against `Cpu<f64>`.
 
 use super::super::bf16emu::Bf16Cpu;
-use super::bf16::STEP_BF16_FACTOR;
+use super::bf16::{step_lower_bound, STEP_BF16_FACTOR};
 use super::compare::{compare, wide, Tol, U_BF16};
 use super::{CheckRow, Harness};
 use crate::backend::cpu::Cpu;
@@ -181,14 +181,16 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
     ///
     /// In bf16-conv mode ([`StepTol::Bf16`]) the yardstick (the "cpu32" column) is [`Bf16Cpu`]:
     /// ‖gpu − f64‖ ≤ max(4·‖emu − f64‖, (u/4)·‖f64‖, (u/32)·rms·sqrt(len)), u = 2⁻⁸ (see
-    /// [`STEP_BF16_FACTOR`]); the floors sit below bf16's typical error of ~u.
+    /// [`STEP_BF16_FACTOR`]); the floors sit below bf16's typical error of ~u. A bf16 row also has
+    /// a lower bound: over the row's tensors ‖gpu − f64‖ ≥ ¼·‖emu − f64‖ ([`step_lower_bound`]),
+    /// which an f32 computation under a bf16 label fails.
     pub(super) fn judge(&mut self, op: &str, shape: &str, tol: StepTol, tensors: Vec<Measured>) {
         let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
         let diff = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
         let total_len: usize = tensors.iter().map(|t| t.3.len()).sum();
         let total_sq: f64 = tensors.iter().map(|t| t.3.iter().map(|x| x * x).sum::<f64>()).sum();
         let rms = (total_sq / total_len.max(1) as f64).sqrt();
-        let (mut max_abs, mut err_sq, mut worst) = (0f64, 0f64, 0f64);
+        let (mut max_abs, mut err_sq, mut yardstick_sq, mut worst) = (0f64, 0f64, 0f64, 0f64);
         let mut note = if tensors.is_empty() { "nothing to compare".to_string() } else { String::new() };
         for (name, g, c32, c64) in &tensors {
             let e_gpu = if g.len() == c64.len() { diff(g, c64) } else { f64::INFINITY };
@@ -212,6 +214,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
                 max_abs = max_abs.max(if d.is_nan() { f64::INFINITY } else { d });
             }
             err_sq += if e_gpu.is_nan() { f64::INFINITY } else { e_gpu * e_gpu };
+            yardstick_sq += e_cpu * e_cpu;
             if note.is_empty() || ratio > worst {
                 worst = worst.max(ratio);
                 let yardstick = if tol == StepTol::Bf16 { "emu" } else { "cpu32" };
@@ -221,6 +224,14 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
             }
         }
         let rel = if total_sq > 0.0 { (err_sq / total_sq).sqrt() } else { err_sq.sqrt() };
+        let too_accurate = match tol {
+            StepTol::Bf16 => step_lower_bound(err_sq.sqrt(), yardstick_sq.sqrt()).err(),
+            StepTol::F32 => None,
+        };
+        let pass = worst <= 1.0 && too_accurate.is_none();
+        if let Some(why) = too_accurate {
+            note = format!("{note}; {why}");
+        }
         self.rows.push(CheckRow {
             op: op.into(),
             shape: shape.into(),
@@ -229,7 +240,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
             err_over_tol: worst,
             tolerance: match tol {
                 StepTol::F32 => "≤ max(10·cpu32 err, 1e-4 rel)".into(),
-                StepTol::Bf16 => "≤ max(4·bf16-emu err, u/4 rel)".into(),
+                StepTol::Bf16 => "≤ max(4·emu err, u/4 rel), ≥ emu/4".into(),
             },
             why: match tol {
                 StepTol::F32 => "f32 rounding compounded over layers; per tensor, against cpu-f64".into(),
@@ -237,7 +248,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
                     "as accurate as exact bf16 emulation on the CPU; per tensor, against cpu-f64".into()
                 }
             },
-            pass: worst <= 1.0,
+            pass,
             detail: note,
         });
     }
