@@ -8,8 +8,13 @@
 //!   step the error of an exact CPU emulation of the same bf16 roundings ([`STEP_BF16_FACTOR`]);
 //! - **CUDA graphs**: five training steps of one model run eagerly against the same five steps of
 //!   a second model through `step_begin`/`step_end` (warm-up, capture, replays; changing lr and
-//!   statistics on/off), compared **bitwise**: a replayed step runs the same kernels with the same
-//!   arguments in the same order.
+//!   statistics on/off). Our own kernels are bitwise by construction (same kernels, arguments and
+//!   order); cuDNN/cuBLAS calls are first compared eager against eager on a second instance of the
+//!   backend (its own stream and handles), and the graph rows are judged **bitwise** only if that
+//!   was bitwise, else with a stated tolerance (each row's tolerance column says which; see
+//!   graph.rs);
+//! - **lower bounds for bf16 rows**: a bf16 row must also show an error of bf16's size, so that f32
+//!   arithmetic under a bf16 label fails (see bf16.rs).
 //!
 //! How each comparison is made:
 //! - outputs are **poisoned** with NaN before the op (accumulating outputs get random values), so an
@@ -65,8 +70,10 @@ pub struct CheckRow {
 }
 
 /// Runs every check on `be` (all BatchNorm variants) and returns one row per op and shape; a case
-/// that errors gives a failing row that carries the error.
-pub fn run_checks(be: &Cuda, seed: u64) -> Vec<CheckRow> {
+/// that errors gives a failing row that carries the error. `second`, a second `Cuda` on the same
+/// GPU, serves the library eager-vs-eager row before the graph rows (None: that row says so and
+/// the graph rows stay bitwise).
+pub fn run_checks(be: &Cuda, second: Option<&Cuda>, seed: u64) -> Vec<CheckRow> {
     let previous = be.bn_mode();
     let (fused, nocache, split, auto) = (
         |b: &Cuda| b.set_bn_mode(BnMode::Fused),
@@ -77,7 +84,7 @@ pub fn run_checks(be: &Cuda, seed: u64) -> Vec<CheckRow> {
     // Auto last: the whole-step check runs with the default.
     let variants: [BnVariant<Cuda>; 4] =
         [("fused", &fused), ("fused-nocache", &nocache), ("split", &split), ("auto", &auto)];
-    let mut rows = run_checks_on(be, seed, &variants, &|b: &Cuda| b.clear_error());
+    let mut rows = run_checks_on(be, second, seed, &variants, &|b: &Cuda| b.clear_error());
     be.set_bn_mode(previous);
     if let Err(e) = be.synchronize() {
         rows.push(error_row("synchronize", &e));
@@ -85,17 +92,19 @@ pub fn run_checks(be: &Cuda, seed: u64) -> Vec<CheckRow> {
     rows
 }
 
-/// The checks on any f32 backend. `bn_variants` are (name, setter) pairs: each BatchNorm case runs
-/// once per variant after calling its setter. A case that errors gives a failing row; `reset` then
+/// The checks on any f32 backend; `second` as in [`run_checks`]. `bn_variants` are (name, setter)
+/// pairs: each BatchNorm case runs once per variant after calling its setter. A case that errors gives a failing row; `reset` then
 /// clears the backend's recorded error and the next case runs.
 pub fn run_checks_on<B: Backend<Elem = f32>>(
     be: &B,
+    second: Option<&B>,
     seed: u64,
     bn_variants: &[BnVariant<B>],
     reset: &dyn Fn(&B),
 ) -> Vec<CheckRow> {
     let mut h = Harness {
         be,
+        second,
         reset,
         rng: ChaCha8Rng::seed_from_u64(seed),
         rows: Vec::new(),
@@ -156,6 +165,9 @@ pub fn print_table(rows: &[CheckRow], out: &mut dyn Write) -> std::io::Result<()
 
 struct Harness<'a, B: Backend<Elem = f32>> {
     be: &'a B,
+    /// A second instance of the backend (its own stream and library handles), for comparing
+    /// library calls eager against eager before the graph rows; None where there is none.
+    second: Option<&'a B>,
     /// Clears an error the backend recorded, so that the next case runs.
     reset: &'a dyn Fn(&B),
     rng: ChaCha8Rng,
@@ -327,7 +339,8 @@ mod tests {
     fn harness_passes_with_the_cpu_as_the_device() {
         let be = Cpu::<f32>::new();
         let noop = |_: &Cpu<f32>| {};
-        let rows = run_checks_on(&be, 3, &[("cpu", &noop)], &noop);
+        let second = Cpu::<f32>::new();
+        let rows = run_checks_on(&be, Some(&second), 3, &[("cpu", &noop)], &noop);
         let mut out = Vec::new();
         print_table(&rows, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
