@@ -214,6 +214,11 @@ pub(crate) fn pick<A: Algo>(s: &ConvShape, bf16: bool, results: &[RawPerf]) -> O
     Some(*c)
 }
 
+/// A convolution shape in a few words: "n8 ci16 32x32 co32 k3 s2 p1".
+pub(crate) fn shape_label(s: &ConvShape) -> String {
+    format!("n{} ci{} {}x{} co{} k{} s{} p{}", s.n, s.c_in, s.h, s.w, s.c_out, s.kernel, s.stride, s.pad)
+}
+
 /// The error when no query gave a usable algorithm: the shape, the precision and every result seen.
 pub(crate) fn no_algorithm<A: Algo>(s: &ConvShape, bf16: bool, seen: &[RawPerf]) -> anyhow::Error {
     let seen: Vec<String> = seen.iter().map(RawPerf::describe::<A>).collect();
@@ -227,17 +232,9 @@ pub(crate) fn no_algorithm<A: Algo>(s: &ConvShape, bf16: bool, seen: &[RawPerf])
         ("FP32", "strict FMA math", "")
     };
     anyhow::anyhow!(
-        "cuDNN has no {kind} {} algorithm ({rule}) for the convolution n{} c_in{} {}x{} c_out{} k{} s{} p{} \
-         (heuristics returned: {}){fix}",
+        "cuDNN has no {kind} {} algorithm ({rule}) for the convolution {} (heuristics returned: {}){fix}",
         A::DIRECTION,
-        s.n,
-        s.c_in,
-        s.h,
-        s.w,
-        s.c_out,
-        s.kernel,
-        s.stride,
-        s.pad,
+        shape_label(s),
         if seen.is_empty() { "nothing".to_string() } else { seen.join(", ") }
     )
 }
@@ -329,7 +326,7 @@ mod tests {
         assert_eq!(pick::<Fwd>(&S, false, &r), None);
         let msg = no_algorithm::<Fwd>(&S, false, &r).to_string();
         assert!(msg.contains("99 (unknown") && msg.contains("77 (unknown"), "{msg}");
-        assert!(msg.contains("n2 c_in3 8x8 c_out4 k3 s1 p1"), "{msg}");
+        assert!(msg.contains("n2 ci3 8x8 co4 k3 s1 p1"), "{msg}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The f32 convolution checks (forward, backward-data, backward-filter) against `Cpu<f32>`.
 
+use super::super::conv_algo::shape_label;
 use super::compare::{abs64, compare, wide, Tol};
 use super::placement::{off_tag, Placed};
 use super::Harness;
@@ -42,18 +43,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let x = self.randn(s.x_len(), 1.0, 0.0);
         let w = self.randn(s.w_len(), 1.0 / (k_fwd as f32).sqrt(), 0.0);
         let dy = self.randn(s.y_len(), 1.0, 0.0);
-        let shape = format!(
-            "n{} ci{} {}x{} co{} k{} s{} p{} {}",
-            s.n,
-            s.c_in,
-            s.h,
-            s.w,
-            s.c_out,
-            s.kernel,
-            s.stride,
-            s.pad,
-            off_tag(off)
-        );
+        let shape = format!("{} {}", shape_label(s), off_tag(off));
         let mag = conv_on_cpu(&self.cpu64, s, &abs64(&x), &abs64(&w), &abs64(&dy));
         ConvCase { x, w, dy, shape, mag }
     }
