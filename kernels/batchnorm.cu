@@ -1,6 +1,9 @@
 // batchnorm.cu: BatchNorm over NCHW f32 activations, with an optional fused ReLU.
 //
-// Shapes: x, y, dy, dx are [N][C][HW]; M = N*HW values per channel (M < 2^31).
+// Shapes: x, y, dy, dx are [N][C][HW]; M = N*HW values per channel (M < 2^31, the host's guard).
+// Loop counters over M are unsigned 32-bit: the last index plus a stride (< 2^31 threads) stays
+// below 2^32, so `j += stride` never wraps, where a signed int would overflow (undefined) once
+// M > 2^31 - stride; and the index division in chan_index stays 32-bit (a 64-bit one is a call).
 // Parameter views (f32, 2*C each):  affine = [gamma (C) | beta (C)],  running = [mean (C) | var (C)],
 // saved = [mean (C) | invstd (C)],   d_affine = [d_gamma (C) | d_beta (C)].
 //
@@ -105,7 +108,7 @@ __device__ __forceinline__ float4 bn_dx4(float4 xv, float4 d, const BnBwdCoef& q
 // ---------------------------------------------------------------------------------------------
 
 // From the shifted sums: the channel's map; if `writer`, writes saved and updates running.
-__device__ __forceinline__ BnMap bn_finalize(const double (&a)[2], double K, int M, int C, int c, double eps,
+__device__ __forceinline__ BnMap bn_finalize(const double (&a)[2], double K, unsigned int M, int C, int c, double eps,
                                              double momentum, bool writer, const float* __restrict__ affine,
                                              float* __restrict__ running, float* __restrict__ saved) {
     const double m1 = a[0] / (double)M;
@@ -128,7 +131,7 @@ __device__ __forceinline__ BnMap bn_finalize(const double (&a)[2], double K, int
 }
 
 // From the backward sums: the dx coefficients; if `writer`, writes d_affine = [d_gamma | d_beta].
-__device__ __forceinline__ BnBwdCoef bn_bwd_coef(const double (&a)[2], int M, int C, int c, bool writer,
+__device__ __forceinline__ BnBwdCoef bn_bwd_coef(const double (&a)[2], unsigned int M, int C, int c, bool writer,
                                                  const float* __restrict__ affine, const float* __restrict__ saved,
                                                  float* __restrict__ d_affine) {
     if (writer) {
@@ -184,19 +187,19 @@ bn_fwd_train_fused(const float* __restrict__ x, const float* __restrict__ affine
     float* bn_cache = reinterpret_cast<float*>(bn_cache4);
     __shared__ double red[32 * 2];
     const int c = blockIdx.x;
-    const int M = N * HW;
+    const unsigned int M = (unsigned int)N * (unsigned int)HW;
     const double K = (double)x[(long long)c * HW];
     const bool vec = bn_vec_ok(HW, x, y, nullptr);
     double a[2] = {0.0, 0.0};
 
     if (vec) {
-        for (int g = threadIdx.x; g < M / 4; g += blockDim.x) {
+        for (unsigned int g = threadIdx.x; g < M / 4; g += blockDim.x) {
             const float4 v = ld4(x, chan_index(4u * g, C, c, HW));
             if (cache) bn_cache4[g] = v;
             acc_shifted(a, v.x, K); acc_shifted(a, v.y, K); acc_shifted(a, v.z, K); acc_shifted(a, v.w, K);
         }
     } else {
-        for (int j = threadIdx.x; j < M; j += blockDim.x) {
+        for (unsigned int j = threadIdx.x; j < M; j += blockDim.x) {
             const float v = x[chan_index(j, C, c, HW)];
             if (cache) bn_cache[j] = v;
             acc_shifted(a, v, K);
@@ -207,12 +210,12 @@ bn_fwd_train_fused(const float* __restrict__ x, const float* __restrict__ affine
 
     // Each thread reads back exactly the cache entries it wrote: no barrier needed.
     if (vec) {
-        for (int g = threadIdx.x; g < M / 4; g += blockDim.x) {
+        for (unsigned int g = threadIdx.x; g < M / 4; g += blockDim.x) {
             const long long idx = chan_index(4u * g, C, c, HW);
             st4(y, idx, bn_map4(cache ? bn_cache4[g] : ld4(x, idx), m, relu));
         }
     } else {
-        for (int j = threadIdx.x; j < M; j += blockDim.x) {
+        for (unsigned int j = threadIdx.x; j < M; j += blockDim.x) {
             const long long idx = chan_index(j, C, c, HW);
             y[idx] = bn_map(cache ? bn_cache[j] : x[idx], m, relu);
         }
@@ -229,18 +232,18 @@ extern "C" __global__ void __launch_bounds__(1024, 2)
 bn_fwd_stats_partial(const float* __restrict__ x, double* __restrict__ partials, int N, int C, int HW) {
     __shared__ double red[32 * 2];
     const int c = blockIdx.y;
-    const int M = N * HW;
+    const unsigned int M = (unsigned int)N * (unsigned int)HW;
     const double K = (double)x[(long long)c * HW];
-    const int t0 = blockIdx.x * blockDim.x + threadIdx.x;
-    const int stride = gridDim.x * blockDim.x;
+    const unsigned int t0 = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned int stride = gridDim.x * blockDim.x;
     double a[2] = {0.0, 0.0};
     if (bn_vec_ok(HW, x, nullptr, nullptr)) {
-        for (int g = t0; g < M / 4; g += stride) {
+        for (unsigned int g = t0; g < M / 4; g += stride) {
             const float4 v = ld4(x, chan_index(4u * g, C, c, HW));
             acc_shifted(a, v.x, K); acc_shifted(a, v.y, K); acc_shifted(a, v.z, K); acc_shifted(a, v.w, K);
         }
     } else {
-        for (int j = t0; j < M; j += stride) acc_shifted(a, x[chan_index(j, C, c, HW)], K);
+        for (unsigned int j = t0; j < M; j += stride) acc_shifted(a, x[chan_index(j, C, c, HW)], K);
     }
     block_sum_n<double, 2>(a, red);
     if (threadIdx.x == 0) {
@@ -259,21 +262,21 @@ bn_fwd_apply(const float* __restrict__ x, const float* __restrict__ affine,
              float* __restrict__ saved, float* __restrict__ y, int N, int C, int HW, double eps,
              double momentum, int relu) {
     const int c = blockIdx.y;
-    const int M = N * HW;
+    const unsigned int M = (unsigned int)N * (unsigned int)HW;
     const double K = (double)x[(long long)c * HW];
     double a[2];
     bn_reduce_partials(partials, S, c, a);
     const BnMap m = bn_finalize(a, K, M, C, c, eps, momentum, blockIdx.x == 0 && threadIdx.x == 0, affine,
                                 running, saved);
-    const int t0 = blockIdx.x * blockDim.x + threadIdx.x;
-    const int stride = gridDim.x * blockDim.x;
+    const unsigned int t0 = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned int stride = gridDim.x * blockDim.x;
     if (bn_vec_ok(HW, x, y, nullptr)) {
-        for (int g = t0; g < M / 4; g += stride) {
+        for (unsigned int g = t0; g < M / 4; g += stride) {
             const long long idx = chan_index(4u * g, C, c, HW);
             st4(y, idx, bn_map4(ld4(x, idx), m, relu));
         }
     } else {
-        for (int j = t0; j < M; j += stride) {
+        for (unsigned int j = t0; j < M; j += stride) {
             const long long idx = chan_index(j, C, c, HW);
             y[idx] = bn_map(x[idx], m, relu);
         }
@@ -289,20 +292,20 @@ bn_fwd_eval(const float* __restrict__ x, const float* __restrict__ affine,
             const float* __restrict__ running, float* __restrict__ y, int N, int C, int HW, double eps,
             int relu) {
     const int c = blockIdx.y;
-    const int M = N * HW;
+    const unsigned int M = (unsigned int)N * (unsigned int)HW;
     BnMap m;
     m.mean = (double)running[c];
     m.scale = (double)affine[c] * (1.0 / sqrt((double)running[C + c] + eps));
     m.shift = (double)affine[C + c];
-    const int t0 = blockIdx.x * blockDim.x + threadIdx.x;
-    const int stride = gridDim.x * blockDim.x;
+    const unsigned int t0 = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned int stride = gridDim.x * blockDim.x;
     if (bn_vec_ok(HW, x, y, nullptr)) {
-        for (int g = t0; g < M / 4; g += stride) {
+        for (unsigned int g = t0; g < M / 4; g += stride) {
             const long long idx = chan_index(4u * g, C, c, HW);
             st4(y, idx, bn_map4(ld4(x, idx), m, relu));
         }
     } else {
-        for (int j = t0; j < M; j += stride) {
+        for (unsigned int j = t0; j < M; j += stride) {
             const long long idx = chan_index(j, C, c, HW);
             y[idx] = bn_map(x[idx], m, relu);
         }
@@ -323,7 +326,7 @@ bn_bwd_fused(const float* __restrict__ x, const float* __restrict__ y, const flo
     ILR_DYNAMIC_SMEM(float4, bn_cache4);
     __shared__ double red[32 * 2];
     const int c = blockIdx.x;
-    const int M = N * HW;
+    const unsigned int M = (unsigned int)N * (unsigned int)HW;
     const double mu = (double)saved[c], is = (double)saved[C + c];
     const bool vec = bn_vec_ok(HW, x, dy, dx) && (y == nullptr || aligned16(y));
     double a[2] = {0.0, 0.0};
@@ -332,7 +335,7 @@ bn_bwd_fused(const float* __restrict__ x, const float* __restrict__ y, const flo
     float* cd = cx + M;
 
     if (vec) {
-        for (int g = threadIdx.x; g < M / 4; g += blockDim.x) {
+        for (unsigned int g = threadIdx.x; g < M / 4; g += blockDim.x) {
             const long long idx = chan_index(4u * g, C, c, HW);
             const float4 xv = ld4(x, idx);
             float4 d = ld4(dy, idx);
@@ -345,7 +348,7 @@ bn_bwd_fused(const float* __restrict__ x, const float* __restrict__ y, const flo
             acc_bwd(a, xv.z, d.z, mu, is); acc_bwd(a, xv.w, d.w, mu, is);
         }
     } else {
-        for (int j = threadIdx.x; j < M; j += blockDim.x) {
+        for (unsigned int j = threadIdx.x; j < M; j += blockDim.x) {
             const long long idx = chan_index(j, C, c, HW);
             const float xv = x[idx];
             const float d = y ? relu_mask(dy[idx], y[idx]) : dy[idx];
@@ -360,7 +363,7 @@ bn_bwd_fused(const float* __restrict__ x, const float* __restrict__ y, const flo
     const BnBwdCoef q = bn_bwd_coef(a, M, C, c, threadIdx.x == 0, affine, saved, d_affine);
 
     if (vec) {
-        for (int g = threadIdx.x; g < M / 4; g += blockDim.x) {
+        for (unsigned int g = threadIdx.x; g < M / 4; g += blockDim.x) {
             const long long idx = chan_index(4u * g, C, c, HW);
             float4 xv, d;
             if (cache) {
@@ -374,7 +377,7 @@ bn_bwd_fused(const float* __restrict__ x, const float* __restrict__ y, const flo
             st4(dx, idx, bn_dx4(xv, d, q));
         }
     } else {
-        for (int j = threadIdx.x; j < M; j += blockDim.x) {
+        for (unsigned int j = threadIdx.x; j < M; j += blockDim.x) {
             const long long idx = chan_index(j, C, c, HW);
             float xv, d;
             if (cache) {
@@ -396,13 +399,13 @@ bn_bwd_partial(const float* __restrict__ x, const float* __restrict__ y, const f
                const float* __restrict__ saved, double* __restrict__ partials, int N, int C, int HW) {
     __shared__ double red[32 * 2];
     const int c = blockIdx.y;
-    const int M = N * HW;
+    const unsigned int M = (unsigned int)N * (unsigned int)HW;
     const double mu = (double)saved[c], is = (double)saved[C + c];
-    const int t0 = blockIdx.x * blockDim.x + threadIdx.x;
-    const int stride = gridDim.x * blockDim.x;
+    const unsigned int t0 = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned int stride = gridDim.x * blockDim.x;
     double a[2] = {0.0, 0.0};
     if (bn_vec_ok(HW, x, dy, y)) {
-        for (int g = t0; g < M / 4; g += stride) {
+        for (unsigned int g = t0; g < M / 4; g += stride) {
             const long long idx = chan_index(4u * g, C, c, HW);
             const float4 xv = ld4(x, idx);
             float4 d = ld4(dy, idx);
@@ -411,7 +414,7 @@ bn_bwd_partial(const float* __restrict__ x, const float* __restrict__ y, const f
             acc_bwd(a, xv.z, d.z, mu, is); acc_bwd(a, xv.w, d.w, mu, is);
         }
     } else {
-        for (int j = t0; j < M; j += stride) {
+        for (unsigned int j = t0; j < M; j += stride) {
             const long long idx = chan_index(j, C, c, HW);
             acc_bwd(a, x[idx], y ? relu_mask(dy[idx], y[idx]) : dy[idx], mu, is);
         }
@@ -433,21 +436,21 @@ bn_bwd_apply(const float* __restrict__ x, const float* __restrict__ y, const flo
              const double* __restrict__ partials, int S, float* __restrict__ dx,
              float* __restrict__ d_affine, int N, int C, int HW) {
     const int c = blockIdx.y;
-    const int M = N * HW;
+    const unsigned int M = (unsigned int)N * (unsigned int)HW;
     double a[2];
     bn_reduce_partials(partials, S, c, a);
     const BnBwdCoef q = bn_bwd_coef(a, M, C, c, blockIdx.x == 0 && threadIdx.x == 0, affine, saved, d_affine);
-    const int t0 = blockIdx.x * blockDim.x + threadIdx.x;
-    const int stride = gridDim.x * blockDim.x;
+    const unsigned int t0 = blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned int stride = gridDim.x * blockDim.x;
     if (bn_vec_ok(HW, x, dy, dx) && (y == nullptr || aligned16(y))) {
-        for (int g = t0; g < M / 4; g += stride) {
+        for (unsigned int g = t0; g < M / 4; g += stride) {
             const long long idx = chan_index(4u * g, C, c, HW);
             float4 d = ld4(dy, idx);
             if (y) d = relu_mask4(d, ld4(y, idx));
             st4(dx, idx, bn_dx4(ld4(x, idx), d, q));
         }
     } else {
-        for (int j = t0; j < M; j += stride) {
+        for (unsigned int j = t0; j < M; j += stride) {
             const long long idx = chan_index(j, C, c, HW);
             dx[idx] = bn_dx(x[idx], y ? relu_mask(dy[idx], y[idx]) : dy[idx], q);
         }

@@ -96,7 +96,7 @@ avgpool_fwd(const float* __restrict__ x, float* __restrict__ y, int rows, int hw
     for (long long r = warp; r < rows; r += nwarps) {
         const float* p = x + r * hw;
         double s = 0.0;
-        for (int i = lane; i < hw; i += 32) s += (double)p[i];
+        for (unsigned int i = lane; i < (unsigned int)hw; i += 32) s += (double)p[i];
         s = warp_sum(s);
         if (lane == 0) y[r] = (float)(s / (double)hw);
     }
@@ -147,7 +147,7 @@ softmax_xent(const float* __restrict__ logits, const unsigned int* __restrict__ 
         // lower index on ties.
         float best = -INFINITY;
         int besti = 0x7fffffff;
-        for (int k = lane; k < classes; k += 32) {
+        for (unsigned int k = lane; k < (unsigned int)classes; k += 32) {
             const float v = z[k];
             if (v > best || besti == 0x7fffffff) {
                 best = v;
@@ -165,7 +165,7 @@ softmax_xent(const float* __restrict__ logits, const unsigned int* __restrict__ 
         }
         const double m = (double)best;
         double se = 0.0;
-        for (int k = lane; k < classes; k += 32) se += exp((double)z[k] - m);
+        for (unsigned int k = lane; k < (unsigned int)classes; k += 32) se += exp((double)z[k] - m);
         se = warp_sum(se);
         const unsigned int y = labels[r];
         const bool valid = y < (unsigned int)classes;
@@ -175,7 +175,7 @@ softmax_xent(const float* __restrict__ logits, const unsigned int* __restrict__ 
         }
         if (dlogits) {
             float* d = dlogits + r * classes;
-            for (int k = lane; k < classes; k += 32) {
+            for (unsigned int k = lane; k < (unsigned int)classes; k += 32) {
                 const double p = exp((double)z[k] - m) / se;
                 d[k] = (float)((p - ((unsigned int)k == y ? 1.0 : 0.0)) * inv_n);
             }

@@ -41,6 +41,9 @@ enum Bf16Kind {
     F64Sums,
     /// A wrong one: operands and result rounded to 5 significant bits (8× bf16's error).
     Coarse,
+    /// A wrong label: plain f32 convolutions while in bf16-conv mode (what a silent f32 fallback
+    /// would do).
+    F32,
 }
 
 /// `x` rounded to 5 significant bits (round half away from zero; fine for a wrong reference).
@@ -62,6 +65,9 @@ struct Emu {
     defer: Mutex<Deferred>,
     begins: AtomicUsize,
     deferred_steps: AtomicUsize,
+    /// f32 forward convolutions off by one ulp in their first element: a library that is not
+    /// bitwise reproducible on another stream.
+    ulp_off: bool,
 }
 
 /// A convolution in the emulator's wrong or alternative bf16 arithmetic (see [`Bf16Kind`]).
@@ -121,21 +127,26 @@ impl Backend for Emu {
     }
     fn conv2d_forward(&self, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
         match (self.bf16(), self.kind) {
-            (false, _) => self.cpu.conv2d_forward(s, x, w, y),
+            (false, _) | (true, Bf16Kind::F32) => {
+                self.cpu.conv2d_forward(s, x, w, y);
+                if let (true, Some(v)) = (self.ulp_off, y.first_mut()) {
+                    *v = f32::from_bits(v.to_bits() + 1);
+                }
+            }
             (true, Bf16Kind::Exact) => Bf16Cpu::new().conv2d_forward(s, x, w, y),
             (true, k) => conv_other(k, x, w, y, |c, a, b, o| c.conv2d_forward(s, a, b, o)),
         }
     }
     fn conv2d_backward_data(&self, s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         match (self.bf16(), self.kind) {
-            (false, _) => self.cpu.conv2d_backward_data(s, dy, w, dx),
+            (false, _) | (true, Bf16Kind::F32) => self.cpu.conv2d_backward_data(s, dy, w, dx),
             (true, Bf16Kind::Exact) => Bf16Cpu::new().conv2d_backward_data(s, dy, w, dx),
             (true, k) => conv_other(k, dy, w, dx, |c, a, b, o| c.conv2d_backward_data(s, a, b, o)),
         }
     }
     fn conv2d_backward_filter(&self, s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         match (self.bf16(), self.kind) {
-            (false, _) => self.cpu.conv2d_backward_filter(s, x, dy, dw),
+            (false, _) | (true, Bf16Kind::F32) => self.cpu.conv2d_backward_filter(s, x, dy, dw),
             (true, Bf16Kind::Exact) => Bf16Cpu::new().conv2d_backward_filter(s, x, dy, dw),
             (true, k) => conv_other(k, x, dy, dw, |c, a, b, o| c.conv2d_backward_filter(s, a, b, o)),
         }
@@ -299,7 +310,8 @@ fn a_deferred_divergence_is_reported_at_the_same_step() {
 fn the_check_harness_passes_on_the_emulator() {
     let emu = Emu::default();
     let noop = |_: &Emu| {};
-    let rows = run_checks_on(&emu, 5, &[("emu", &noop)], &noop);
+    let second = Emu::default();
+    let rows = run_checks_on(&emu, Some(&second), 5, &[("emu", &noop)], &noop);
     let mut out = Vec::new();
     print_table(&rows, &mut out).unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -308,8 +320,14 @@ fn the_check_harness_passes_on_the_emulator() {
     assert!(count("conv2d_forward bf16") >= 5, "{text}");
     assert!(count("step bf16-conv:") >= 8, "{text}");
     assert_eq!(count("graph: step vs eager"), 5, "{text}");
+    assert_eq!(count("graph: library eager vs eager"), 1, "{text}");
     let graph: Vec<_> = rows.iter().filter(|r| r.op.starts_with("graph:")).collect();
     assert!(graph.iter().all(|r| r.err_over_tol == 0.0), "graph rows are bitwise");
+    // The library calls were bitwise eager vs eager, so every graph row is judged bitwise.
+    assert!(graph
+        .iter()
+        .filter(|r| r.op != "graph: library eager vs eager")
+        .all(|r| r.tolerance == "bitwise"));
     assert!(
         graph.iter().any(|r| r.shape.contains("captured"))
             && graph.iter().any(|r| r.shape.contains("replayed"))
@@ -322,10 +340,31 @@ fn the_check_harness_passes_on_the_emulator() {
 
 fn check_rows(emu: &Emu, seed: u64) -> (Vec<ilr::backend::cuda::CheckRow>, String) {
     let noop = |_: &Emu| {};
-    let rows = run_checks_on(emu, seed, &[("emu", &noop)], &noop);
+    let second = Emu::default();
+    let rows = run_checks_on(emu, Some(&second), seed, &[("emu", &noop)], &noop);
     let mut out = Vec::new();
     print_table(&rows, &mut out).unwrap();
     (rows, String::from_utf8(out).unwrap())
+}
+
+/// When the library calls are not bitwise eager vs eager on the second instance, the graph rows
+/// are judged with the stated tolerance and say so, and still pass.
+#[test]
+fn graph_rows_are_tolerance_judged_when_the_library_is_not_bitwise_across_instances() {
+    let emu = Emu::default();
+    let second = Emu { ulp_off: true, ..Emu::default() };
+    let noop = |_: &Emu| {};
+    let rows = run_checks_on(&emu, Some(&second), 5, &[("emu", &noop)], &noop);
+    let mut out = Vec::new();
+    print_table(&rows, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let graph: Vec<_> = rows.iter().filter(|r| r.op.starts_with("graph:")).collect();
+    assert_eq!(graph.len(), 7, "{text}");
+    assert!(
+        graph[0].op == "graph: library eager vs eager" && graph[0].detail.contains("NOT bitwise"),
+        "{text}"
+    );
+    assert!(graph[1..].iter().all(|r| r.pass && r.tolerance.contains("library not bitwise")), "{text}");
 }
 
 /// Another valid bf16 implementation (f64 sums) passes the bf16 rows with a wide margin, over
@@ -342,6 +381,9 @@ fn the_bf16_rows_accept_other_valid_bf16_and_reject_coarser_arithmetic() {
             .map(|r| r.err_over_tol)
             .fold(0.0, f64::max);
         worst_step = worst_step.max(w);
+        for r in rows.iter().filter(|r| r.op.contains("bf16")) {
+            assert!(!r.detail.contains("not bf16 arithmetic"), "valid bf16 fails the lower bound: {r:?}");
+        }
     }
     eprintln!("worst bf16 whole-step err/tol with f64 sums: {worst_step:.3}");
     assert!(worst_step < 0.5, "f64 sums use {worst_step} of the allowance");
@@ -350,6 +392,25 @@ fn the_bf16_rows_accept_other_valid_bf16_and_reject_coarser_arithmetic() {
     let failed = |prefix: &str| rows.iter().filter(|r| r.op.starts_with(prefix) && !r.pass).count();
     assert!(failed("conv2d_forward bf16") > 0, "{text}");
     assert!(failed("step bf16-conv") > 0, "{text}");
+    assert!(rows.iter().filter(|r| !r.op.contains("bf16")).all(|r| r.pass), "{text}");
+}
+
+/// An f32 computation labelled bf16 (a silent f32 fallback) passes every upper bound but fails the
+/// lower bound of every bf16 row that has one: each convolution output of ≥ 32 elements and every
+/// whole-step quantity. The f32 rows are untouched.
+#[test]
+fn the_bf16_rows_reject_f32_arithmetic_under_a_bf16_label() {
+    let (rows, text) = check_rows(&Emu::with(Bf16Kind::F32), 1);
+    let bf16_rows: Vec<_> = rows.iter().filter(|r| r.op.contains("bf16")).collect();
+    assert!(bf16_rows.len() >= 8 + 3 * 6, "{text}");
+    for r in &bf16_rows {
+        let judged = !r.detail.contains("too few for the bf16 lower bound");
+        assert_eq!(r.pass, !judged, "{r:?}");
+        if judged {
+            assert!(r.err_over_tol <= 1.0 && r.detail.contains("not bf16 arithmetic"), "{r:?}");
+        }
+    }
+    assert!(bf16_rows.iter().filter(|r| r.op.starts_with("step bf16-conv")).all(|r| !r.pass), "{text}");
     assert!(rows.iter().filter(|r| !r.op.contains("bf16")).all(|r| r.pass), "{text}");
 }
 

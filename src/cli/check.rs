@@ -36,7 +36,10 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     }
     let be = Cuda::new(a.gpu).map_err(|e| no_gpu(&e))?;
     println!("ilr check on {} (seed {}): GPU against the CPU reference", be.device_description(), a.seed);
-    let rows = cuda::run_checks(&be, a.seed);
+    // A second instance (its own stream and cuDNN/cuBLAS handles) for the library eager-vs-eager
+    // row that decides whether the graph rows are bitwise.
+    let second = Cuda::new(a.gpu).map_err(|e| eprintln!("note: no second GPU instance ({e:#})")).ok();
+    let rows = cuda::run_checks(&be, second.as_ref(), a.seed);
     cuda::print_table(&rows, &mut std::io::stdout().lock())?;
     Ok(if rows.iter().all(|r| r.pass) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -3,11 +3,12 @@
 //!
 //! Per distinct ([`ConvShape`], precision) a plan holds the descriptors and the three algorithms
 //! (forward, backward-data, backward-filter), chosen once from cuDNN's heuristics
-//! (`cudnnGet*Algorithm_v7`): the first result that succeeded, uses an allowed math type and is
-//! deterministic, within a workspace limit. Each direction has its own convolution descriptor, set
-//! to the math type of its algorithm (as PyTorch does). One workspace, shared by every call on the
-//! stream, grows when a new plan needs more, which happens when a shape is first seen (the first
-//! training step). All outputs are overwritten (β = 0, so cuDNN never reads them).
+//! (`cudnnGet*Algorithm_v7`, read as raw values: see conv_algo.rs, which also says which algorithms
+//! each precision allows): the first result that succeeded, uses an allowed algorithm and math
+//! type and is deterministic, within a workspace limit. Each direction has its own convolution
+//! descriptor, set to the math type of its algorithm (as PyTorch does). One workspace, shared by
+//! every call on the stream, grows when a new plan needs more, which happens when a shape is first
+//! seen (the first training step). All outputs are overwritten (β = 0, so cuDNN never reads them).
 //!
 //! - **f32**: f32 tensors, f32 compute, strict FP32 FMA math only (no TF32: the results are
 //!   compared with the CPU in f32).
@@ -18,31 +19,31 @@
 //!   (y, dx and dw) is bf16-rounded; the master weights, the gradients' f32 buffers, BatchNorm, the
 //!   loss and the optimizer are untouched. The legacy API has no "bf16 in, f32 out" configuration.
 //!   Three staging buffers (grown on first use, like the workspace) serve every call: the stream
-//!   orders their reuse. If cuDNN offers no bf16 algorithm for a shape, that shape falls back to
-//!   the f32 plan with a warning.
+//!   orders their reuse. bf16 plans use only implicit-GEMM forward and ALGO_1 backward algorithms
+//!   (no Winograd/FFT transforms, no split-K bf16 partials), asked for with tensor-core, then
+//!   default, then FMA math. If cuDNN offers none for a shape, the call fails with an error naming
+//!   the shape (and suggesting `--precision f32`): never a silent f32 convolution in a bf16 run.
 //!
 //! Unverified on hardware (no GPU was available when this was written): that cuDNN 9's legacy
 //! API offers deterministic PSEUDO_BFLOAT16 algorithms for every shape of the CIFAR PreResNets
-//! (including the 3-channel stem and the 1×1 stride-2 projection) in NCHW; if not, the fallback
-//! above keeps training correct (in f32 for that shape).
+//! (including the 3-channel stem and the 1×1 stride-2 projection) in NCHW among the allowed
+//! algorithms; if not, bf16-conv training stops with that error.
 //!
 //! cuDNN is used through cudarc's `result` layer with raw handles: its `safe` wrappers are neither
 //! `Send` nor `Sync`, and the backend must be `Sync`. Every handle lives behind the backend's
 //! mutex and is only used with the context bound to the calling thread.
 
 use super::context::{addr_mut, Grow};
+use super::conv_algo::{allowed_math, choose, RawPerf};
 use super::ops::{cast_bf16_to_f32, cast_f32_to_bf16};
 use super::{expect_len, lock, Cuda, DevView, DevViewMut, Gpu};
 use crate::backend::ConvShape;
-use anyhow::{anyhow, bail, ensure, Context as _, Result};
+use anyhow::{anyhow, ensure, Context as _, Result};
 use cudarc::cudnn::{result as dnn, sys};
 use cudarc::driver::CudaContext;
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
 use std::sync::Arc;
-
-/// Largest workspace an algorithm may ask for.
-const WORKSPACE_LIMIT: usize = 1 << 30;
 
 fn dnn_err(what: &str) -> impl FnOnce(dnn::CudnnError) -> anyhow::Error + '_ {
     move |e| anyhow!("cuDNN {what}: {e:?}")
@@ -108,17 +109,6 @@ fn data_type(bf16: bool) -> sys::cudnnDataType_t {
     }
 }
 
-/// The math types a plan may use: strict FMA for f32; for bf16 tensors also tensor cores (which
-/// change nothing about the data: it is bf16 already). Never `..._ALLOW_CONVERSION`.
-fn allowed_math(bf16: bool) -> &'static [sys::cudnnMathType_t] {
-    use sys::cudnnMathType_t as M;
-    if bf16 {
-        &[M::CUDNN_TENSOR_OP_MATH, M::CUDNN_DEFAULT_MATH, M::CUDNN_FMA_MATH]
-    } else {
-        &[M::CUDNN_FMA_MATH]
-    }
-}
-
 fn tensor4d(dims: [c_int; 4], dt: sys::cudnnDataType_t) -> Result<TensorDesc> {
     let d = TensorDesc(dnn::create_tensor_descriptor().map_err(dnn_err("creating a tensor descriptor"))?);
     // SAFETY: a freshly created descriptor.
@@ -144,95 +134,6 @@ struct Plan {
     bwd_data_ws: usize,
     bwd_filter: sys::cudnnConvolutionBwdFilterAlgo_t,
     bwd_filter_ws: usize,
-}
-
-/// One heuristic result, whatever the direction.
-struct Candidate<A> {
-    algo: A,
-    status: sys::cudnnStatus_t,
-    memory: usize,
-    deterministic: bool,
-    math: sys::cudnnMathType_t,
-}
-
-/// The first successful candidate with an allowed math type within the workspace limit,
-/// deterministic if any is.
-fn pick<A: Copy + std::fmt::Debug>(
-    what: &str,
-    s: &ConvShape,
-    bf16: bool,
-    c: &[Candidate<A>],
-) -> Result<(A, sys::cudnnMathType_t)> {
-    let allowed = allowed_math(bf16);
-    let ok = |x: &&Candidate<A>| {
-        x.status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS
-            && allowed.contains(&x.math)
-            && x.memory <= WORKSPACE_LIMIT
-    };
-    if let Some(x) = c.iter().filter(ok).find(|x| x.deterministic) {
-        return Ok((x.algo, x.math));
-    }
-    if let Some(x) = c.iter().find(ok) {
-        eprintln!(
-            "warning: cuDNN offers no deterministic {what} algorithm for {s:?}; using {:?} (results may vary run to run)",
-            x.algo
-        );
-        return Ok((x.algo, x.math));
-    }
-    let seen: Vec<String> = c.iter().map(|x| format!("{:?}/{:?}/{:?}", x.algo, x.status, x.math)).collect();
-    let kind = if bf16 { "bf16" } else { "FP32" };
-    bail!("cuDNN has no {kind} {what} algorithm for {s:?} (heuristics returned: {})", seen.join(", "))
-}
-
-/// A heuristic result of `cudnnGet*Algorithm_v7`, whatever the direction.
-///
-/// # Safety
-/// All-zero bits must be a valid value (the plain C structs of cuDNN's perf results).
-unsafe trait AlgoPerf: Copy {
-    type Algo: Copy + std::fmt::Debug;
-    fn candidate(&self) -> Candidate<Self::Algo>;
-}
-
-macro_rules! algo_perf {
-    ($($perf:ty => $algo:ty),* $(,)?) => {$(
-        // SAFETY: a plain C struct of enums and integers, all of which accept zero.
-        unsafe impl AlgoPerf for $perf {
-            type Algo = $algo;
-            fn candidate(&self) -> Candidate<$algo> {
-                Candidate {
-                    algo: self.algo,
-                    status: self.status,
-                    memory: self.memory,
-                    deterministic: self.determinism == sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC,
-                    math: self.mathType,
-                }
-            }
-        }
-    )*};
-}
-
-algo_perf!(
-    sys::cudnnConvolutionFwdAlgoPerf_t => sys::cudnnConvolutionFwdAlgo_t,
-    sys::cudnnConvolutionBwdDataAlgoPerf_t => sys::cudnnConvolutionBwdDataAlgo_t,
-    sys::cudnnConvolutionBwdFilterAlgoPerf_t => sys::cudnnConvolutionBwdFilterAlgo_t,
-);
-
-/// Asks cuDNN's heuristics for up to 8 algorithms of one direction (`query(requested, &mut
-/// returned, results)`) and [`pick`]s one.
-fn choose<P: AlgoPerf>(
-    what: &str,
-    s: &ConvShape,
-    bf16: bool,
-    query: impl FnOnce(c_int, &mut c_int, *mut P) -> Result<(), dnn::CudnnError>,
-) -> Result<(P::Algo, sys::cudnnMathType_t)> {
-    const N: usize = 8;
-    // SAFETY: all-zero bits are a valid `P` (the trait's contract).
-    let mut r = [unsafe { std::mem::zeroed::<P>() }; N];
-    let mut got = 0;
-    query(N as c_int, &mut got, r.as_mut_ptr())
-        .map_err(|e| anyhow!("cuDNN choosing the {what} algorithm: {e:?}"))?;
-    let c: Vec<_> = r[..(got.max(0) as usize).min(N)].iter().map(P::candidate).collect();
-    pick(what, s, bf16, &c)
 }
 
 fn dims_i32(s: &ConvShape) -> Result<[c_int; 8]> {
@@ -283,17 +184,24 @@ impl Plan {
             dnn::set_filter4d_descriptor(w.0, dt, sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW, [co, ci, k, k])
         }
         .map_err(dnn_err("setting the filter descriptor"))?;
-        // The heuristics are asked with the widest allowed math type (f32: strict FMA, no TF32,
-        // whose 10-bit mantissa would fail the CPU comparison; bf16: tensor cores); each result
+        // The heuristics are asked with each allowed math type in turn (f32: strict FMA only; bf16:
+        // tensor cores, then default, then FMA) until one offers an allowed algorithm; each result
         // says which math type its algorithm uses, and that is what its direction's descriptor gets.
-        let query = conv_desc(s, allowed_math(bf16)[0])?;
+        let queries =
+            allowed_math(bf16).iter().map(|&m| conv_desc(s, m)).collect::<Result<Vec<ConvDesc>>>()?;
 
         // cuDNN must agree with ConvShape about the output size.
         let mut od = [0 as c_int; 4];
         // SAFETY: four out-parameters; descriptors set above.
         unsafe {
             sys::cudnnGetConvolution2dForwardOutputDim(
-                query.0, x.0, w.0, &mut od[0], &mut od[1], &mut od[2], &mut od[3],
+                queries[0].0,
+                x.0,
+                w.0,
+                &mut od[0],
+                &mut od[1],
+                &mut od[2],
+                &mut od[3],
             )
         }
         .result()
@@ -304,17 +212,38 @@ impl Plan {
         );
 
         // SAFETY (the three queries): valid handle and descriptors; cuDNN writes at most the
-        // requested number of results.
-        let fwd = choose("forward", s, bf16, |n, got, r| unsafe {
-            dnn::get_convolution_forward_algorithm(h, x.0, w.0, query.0, y.0, n, got, r)
+        // requested number of results into an array of `RawPerf`, which has the layout of each
+        // direction's perf struct (checked at compile time) with raw u32 in place of the enums.
+        let heuristics =
+            |what: &'static str| move |e: dnn::CudnnError| anyhow!("cuDNN's {what} heuristics: {e:?}");
+        let fwd = choose(s, bf16, queries.len(), |i, n, got, r: *mut RawPerf| {
+            unsafe {
+                dnn::get_convolution_forward_algorithm(h, x.0, w.0, queries[i].0, y.0, n, got, r.cast())
+            }
+            .map_err(heuristics("forward"))
         })?;
-        let bwd_data = choose("backward-data", s, bf16, |n, got, r| unsafe {
-            dnn::get_convolution_backward_data_algorithm(h, w.0, y.0, query.0, x.0, n, got, r)
+        let bwd_data = choose(s, bf16, queries.len(), |i, n, got, r: *mut RawPerf| {
+            unsafe {
+                dnn::get_convolution_backward_data_algorithm(h, w.0, y.0, queries[i].0, x.0, n, got, r.cast())
+            }
+            .map_err(heuristics("backward-data"))
         })?;
-        let bwd_filter = choose("backward-filter", s, bf16, |n, got, r| unsafe {
-            dnn::get_convolution_backward_filter_algorithm(h, x.0, y.0, query.0, w.0, n, got, r)
+        let bwd_filter = choose(s, bf16, queries.len(), |i, n, got, r: *mut RawPerf| {
+            unsafe {
+                dnn::get_convolution_backward_filter_algorithm(
+                    h,
+                    x.0,
+                    y.0,
+                    queries[i].0,
+                    w.0,
+                    n,
+                    got,
+                    r.cast(),
+                )
+            }
+            .map_err(heuristics("backward-filter"))
         })?;
-        drop(query);
+        drop(queries);
         let (conv_fwd, conv_bwd_data, conv_bwd_filter) =
             (conv_desc(s, fwd.1)?, conv_desc(s, bwd_data.1)?, conv_desc(s, bwd_filter.1)?);
 
@@ -400,8 +329,8 @@ impl Convs {
         })
     }
 
-    /// Makes the plan of `s` at the asked precision (on first use; a bf16 plan that cuDNN cannot
-    /// make falls back to f32, with a warning), grows the workspace if the plan needs more, and,
+    /// Makes the plan of `s` at the asked precision (on first use; an error when cuDNN has no
+    /// allowed algorithm for it, see conv_algo.rs), grows the workspace if the plan needs more, and,
     /// for a bf16 plan, the staging buffers to `stage_lens` elements. Returns the plan's key, the
     /// workspace address and the staging addresses (None for an f32 plan).
     fn prepare(
@@ -413,14 +342,9 @@ impl Convs {
     ) -> Result<(PlanKey, u64, Option<[u64; 3]>)> {
         let key = ([s.n, s.c_in, s.h, s.w, s.c_out, s.kernel, s.stride, s.pad], bf16);
         if !self.plans.contains_key(&key) {
-            let p = match Plan::new(self.handle.raw, s, bf16) {
-                Ok(p) => p,
-                Err(e) if bf16 => {
-                    eprintln!("warning: no bf16 convolution for {s:?} ({e:#}); this shape runs in f32");
-                    Plan::new(self.handle.raw, s, false)?
-                }
-                Err(e) => return Err(e),
-            };
+            // No fallback: a bf16 run whose convolution cuDNN cannot do in bf16 fails with an error
+            // that names the shape, rather than run in f32 under a bf16 label.
+            let p = Plan::new(self.handle.raw, s, bf16)?;
             self.plans.insert(key, p);
         }
         let p = &self.plans[&key];

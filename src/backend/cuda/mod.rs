@@ -64,7 +64,9 @@
 //! # bf16 convolutions (`train.precision = "bf16-conv"`, default "f32" until validated on hardware)
 //! See conv.rs: operands rounded to bf16, cuDNN accumulates in f32 (PSEUDO_BFLOAT16), the result
 //! is bf16-rounded and widened into the f32 output. Master weights, BatchNorm and its statistics,
-//! the loss, the optimizer and the statistics sums stay f32.
+//! the loss, the optimizer and the statistics sums stay f32. Only implicit-GEMM forward and ALGO_1
+//! backward algorithms are allowed (conv_algo.rs); a shape without one is an error, never an f32
+//! convolution under the bf16 label.
 //!
 //! # Not done yet
 //! - **Tuning.** The BatchNorm fused/split choice and split counts are reasoned, not measured; the
@@ -75,6 +77,7 @@ pub mod bf16emu;
 pub mod check;
 mod context;
 mod conv;
+mod conv_algo;
 mod graph;
 mod linear;
 mod ops;

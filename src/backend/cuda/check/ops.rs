@@ -1,0 +1,346 @@
+//! The checks of every non-convolution op: linear, BatchNorm, add, shortcut, pooling, softmax
+//! cross-entropy and the SGD step, each against `Cpu<f32>`.
+
+use super::compare::{abs64, compare, wide, Tol, EPS};
+use super::placement::{off_tag, one_input, poison, Placed};
+use super::Harness;
+use crate::backend::{Backend, BnShape, PoolShape, Segment, ShortcutShape, StepSums};
+use anyhow::Result;
+use rand::Rng;
+
+pub(super) const WHY_BLAS: &str = "f32 sums of K products in another order (cuBLAS)";
+pub(super) const WHY_F64: &str = "f64 math rounded once to f32; only the f64 sum order differs";
+pub(super) const WHY_EXACT: &str = "same f32 operations in the same order";
+
+impl<B: Backend<Elem = f32>> Harness<'_, B> {
+    pub(super) fn linear(&mut self, n: usize, inp: usize, out: usize, off: usize) -> Result<()> {
+        let be = self.be;
+        let x = self.randn(n * inp, 1.0, 0.0);
+        let p = self.randn(out * inp + out, 1.0 / (inp as f32).sqrt(), 0.0);
+        let dy = self.randn(n * out, 1.0, 0.0);
+        let shape = format!("n{n} in{inp} out{out} {}", off_tag(off));
+        let (mut y, mut dx, mut dp) = (vec![0f32; n * out], vec![0f32; n * inp], vec![0f32; p.len()]);
+        self.cpu.linear_forward(n, inp, out, &x, &p, &mut y);
+        self.cpu.linear_backward(n, inp, out, &x, &p, &dy, &mut dx, &mut dp);
+        let (ax, ap, ady) = (abs64(&x), abs64(&p), abs64(&dy));
+        let (mut my, mut mdx, mut mdp) = (vec![0f64; n * out], vec![0f64; n * inp], vec![0f64; p.len()]);
+        self.cpu64.linear_forward(n, inp, out, &ax, &ap, &mut my);
+        self.cpu64.linear_backward(n, inp, out, &ax, &ap, &ady, &mut mdx, &mut mdp);
+
+        let (px, pp, pdy) =
+            (Placed::new(be, &x, off)?, Placed::new(be, &p, off)?, Placed::new(be, &dy, off)?);
+        let mut py = Placed::poisoned(be, n * out, off)?;
+        be.linear_forward(n, inp, out, px.v(be), pp.v(be), py.m(be));
+        let (gy, ok) = py.read(be)?;
+        let st = compare(&wide(&gy), &wide(&y), &Tol::Sum { k: inp + 1, mag: &my });
+        self.push(
+            "linear_forward",
+            shape.clone(),
+            &[("y", st)],
+            ok,
+            &format!("4·max(K,16)·ε·Σ|x·w| K={}", inp + 1),
+            WHY_BLAS,
+        );
+
+        let mut pdx = Placed::poisoned(be, n * inp, off)?;
+        let mut pdp = Placed::poisoned(be, p.len(), off)?;
+        be.linear_backward(n, inp, out, px.v(be), pp.v(be), pdy.v(be), pdx.m(be), pdp.m(be));
+        let (gdx, ok1) = pdx.read(be)?;
+        let (gdp, ok2) = pdp.read(be)?;
+        let sdx = compare(&wide(&gdx), &wide(&dx), &Tol::Sum { k: out, mag: &mdx });
+        let sdp = compare(&wide(&gdp), &wide(&dp), &Tol::Sum { k: n, mag: &mdp });
+        self.push(
+            "linear_backward",
+            shape,
+            &[("dx", sdx), ("d_params", sdp)],
+            ok1 && ok2,
+            &format!("4·max(K,16)·ε·Σ|a·b| K={out}/{n}"),
+            "cuBLAS f32 sums in another order; db summed in f32 (CPU: f64)",
+        );
+        Ok(())
+    }
+
+    pub(super) fn batchnorm(
+        &mut self,
+        s: &BnShape,
+        off: usize,
+        variant: &str,
+        with_eval: bool,
+    ) -> Result<()> {
+        let be = self.be;
+        let c = s.c;
+        let x = self.randn(s.len(), 2.0, 0.5);
+        let mut affine = self.uniform(c, 0.5, 1.5);
+        affine.extend(self.randn(c, 0.1, 0.0));
+        let mut running = self.randn(c, 0.1, 0.0);
+        running.extend(self.uniform(c, 0.5, 1.5));
+        let dy = self.randn(s.len(), 1.0, 0.0);
+        let shape = format!(
+            "n{} c{} hw{}{} {} [{variant}]",
+            s.n,
+            c,
+            s.hw,
+            if s.relu { " relu" } else { "" },
+            off_tag(off)
+        );
+
+        let (mut y, mut saved, mut run_c) = (vec![0f32; s.len()], vec![0f32; 2 * c], running.clone());
+        self.cpu.batchnorm_forward_train(s, &x, &affine, &mut run_c, &mut saved, &mut y);
+        let (px, paff) = (Placed::new(be, &x, off)?, Placed::new(be, &affine, off)?);
+        let mut prun = Placed::new(be, &running, off)?;
+        let mut psaved = Placed::poisoned(be, 2 * c, off)?;
+        let mut py = Placed::poisoned(be, s.len(), off)?;
+        be.batchnorm_forward_train(s, px.v(be), paff.v(be), prun.m(be), psaved.m(be), py.m(be));
+        let (gy, ok1) = py.read(be)?;
+        let (gsaved, ok2) = psaved.read(be)?;
+        let (grun, ok3) = prun.read(be)?;
+        let tol = Tol::Rel { rel: 2.0 * EPS, abs: 1e-9 };
+        let parts = [
+            ("y", compare(&wide(&gy), &wide(&y), &tol)),
+            ("saved", compare(&wide(&gsaved), &wide(&saved), &tol)),
+            ("running", compare(&wide(&grun), &wide(&run_c), &tol)),
+        ];
+        self.push(
+            "batchnorm_forward_train",
+            shape.clone(),
+            &parts,
+            ok1 && ok2 && ok3,
+            "2ε·|ref| + 1e-9·max|ref|",
+            WHY_F64,
+        );
+
+        if with_eval {
+            let mut ye = vec![0f32; s.len()];
+            self.cpu.batchnorm_forward_eval(s, &x, &affine, &run_c, &mut ye);
+            let prun_c = Placed::new(be, &run_c, off)?;
+            let mut pye = Placed::poisoned(be, s.len(), off)?;
+            be.batchnorm_forward_eval(s, px.v(be), paff.v(be), prun_c.v(be), pye.m(be));
+            let (gye, ok) = pye.read(be)?;
+            let st = compare(&wide(&gye), &wide(&ye), &tol);
+            let eval_shape = shape.replace(&format!(" [{variant}]"), "");
+            self.push(
+                "batchnorm_forward_eval",
+                eval_shape,
+                &[("y", st)],
+                ok,
+                "2ε·|ref| + 1e-9·max|ref|",
+                "f64 math rounded once to f32",
+            );
+        }
+
+        // Backward from identical inputs: the CPU's y and saved statistics.
+        let (mut dx, mut daff) = (vec![0f32; s.len()], vec![0f32; 2 * c]);
+        self.cpu.batchnorm_backward(s, &x, &y, &dy, &affine, &saved, &mut dx, &mut daff);
+        let (pyc, pdy, psc) =
+            (Placed::new(be, &y, off)?, Placed::new(be, &dy, off)?, Placed::new(be, &saved, off)?);
+        let mut pdx = Placed::poisoned(be, s.len(), off)?;
+        let mut pdaff = Placed::poisoned(be, 2 * c, off)?;
+        be.batchnorm_backward(
+            s,
+            px.v(be),
+            pyc.v(be),
+            pdy.v(be),
+            paff.v(be),
+            psc.v(be),
+            pdx.m(be),
+            pdaff.m(be),
+        );
+        let (gdx, ok1) = pdx.read(be)?;
+        let (gdaff, ok2) = pdaff.read(be)?;
+        let parts = [
+            ("dx", compare(&wide(&gdx), &wide(&dx), &tol)),
+            ("d_affine", compare(&wide(&gdaff), &wide(&daff), &tol)),
+        ];
+        self.push("batchnorm_backward", shape, &parts, ok1 && ok2, "2ε·|ref| + 1e-9·max|ref|", WHY_F64);
+        Ok(())
+    }
+
+    pub(super) fn add_assign(&mut self, len: usize, off: usize) -> Result<()> {
+        let be = self.be;
+        let (y0, x) = (self.randn(len, 1.0, 0.0), self.randn(len, 1.0, 0.0));
+        let mut y = y0.clone();
+        self.cpu.add_assign(&mut y, &x);
+        let (gy, ok) = one_input(be, off, &x, &y0, |x, y| be.add_assign(y, x))?;
+        let st = compare(&wide(&gy), &wide(&y), &Tol::Exact);
+        self.push("add_assign", format!("len{len} {}", off_tag(off)), &[("y", st)], ok, "bitwise", WHY_EXACT);
+        Ok(())
+    }
+
+    pub(super) fn shortcut(&mut self, s: &ShortcutShape, off: usize) -> Result<()> {
+        let be = self.be;
+        let (x_len, y_len) = (s.n * s.c_in * s.h * s.w, s.n * s.c_out * s.out_h() * s.out_w());
+        let shape =
+            format!("n{} ci{} {}x{} co{} s{} {}", s.n, s.c_in, s.h, s.w, s.c_out, s.stride, off_tag(off));
+        let x = self.randn(x_len, 1.0, 0.0);
+        let mut y = vec![0f32; y_len];
+        self.cpu.shortcut_forward(s, &x, &mut y);
+        let (gy, ok) = one_input(be, off, &x, &poison(y_len), |x, y| be.shortcut_forward(s, x, y))?;
+        let st = compare(&wide(&gy), &wide(&y), &Tol::Exact);
+        self.push("shortcut_forward", shape.clone(), &[("y", st)], ok, "bitwise", "copies and zeros");
+
+        let (dy, dx0) = (self.randn(y_len, 1.0, 0.0), self.randn(x_len, 1.0, 0.0));
+        let mut dx = dx0.clone();
+        self.cpu.shortcut_backward_acc(s, &dy, &mut dx);
+        let (gdx, ok) = one_input(be, off, &dy, &dx0, |dy, dx| be.shortcut_backward_acc(s, dy, dx))?;
+        let st = compare(&wide(&gdx), &wide(&dx), &Tol::Exact);
+        self.push("shortcut_backward_acc", shape, &[("dx", st)], ok, "bitwise", "one f32 add per element");
+        Ok(())
+    }
+
+    pub(super) fn avgpool(&mut self, s: &PoolShape, off: usize) -> Result<()> {
+        let be = self.be;
+        let (x_len, y_len) = (s.n * s.c * s.hw, s.n * s.c);
+        let shape = format!("n{} c{} hw{} {}", s.n, s.c, s.hw, off_tag(off));
+        let x = self.randn(x_len, 1.0, 0.3);
+        let mut y = vec![0f32; y_len];
+        self.cpu.avgpool_forward(s, &x, &mut y);
+        let (gy, ok) = one_input(be, off, &x, &poison(y_len), |x, y| be.avgpool_forward(s, x, y))?;
+        let st = compare(&wide(&gy), &wide(&y), &Tol::Rel { rel: EPS, abs: 1e-12 });
+        self.push(
+            "avgpool_forward",
+            shape.clone(),
+            &[("y", st)],
+            ok,
+            "ε·|ref| + 1e-12·max|ref|",
+            "f64 sum (another order) rounded once",
+        );
+
+        let dy = self.randn(y_len, 1.0, 0.0);
+        let mut dx = vec![0f32; x_len];
+        self.cpu.avgpool_backward(s, &dy, &mut dx);
+        let (gdx, ok) = one_input(be, off, &dy, &poison(x_len), |dy, dx| be.avgpool_backward(s, dy, dx))?;
+        let st = compare(&wide(&gdx), &wide(&dx), &Tol::Exact);
+        self.push("avgpool_backward", shape, &[("dx", st)], ok, "bitwise", "one correctly rounded division");
+        Ok(())
+    }
+
+    pub(super) fn softmax(&mut self, n: usize, classes: usize, ties: bool, off: usize) -> Result<()> {
+        let be = self.be;
+        let logits: Vec<f32> = if ties {
+            (0..n * classes).map(|_| self.rng.gen_range(-1i32..=1) as f32).collect()
+        } else {
+            self.randn(n * classes, 3.0, 0.0)
+        };
+        let labels: Vec<u32> = (0..n).map(|_| self.rng.gen_range(0..classes as u32)).collect();
+        let shape = format!("n{n} classes{classes}{} {}", if ties { " ties" } else { "" }, off_tag(off));
+        let mut dl = vec![0f32; n * classes];
+        let want = self.cpu.softmax_cross_entropy(n, classes, &logits, &labels, &mut dl)?;
+        let pl = Placed::new(be, &logits, off)?;
+        let mut lab = be.alloc_labels(n)?;
+        be.upload_labels(&labels, &mut lab)?;
+        let mut pdl = Placed::poisoned(be, n * classes, off)?;
+        let got = be.softmax_cross_entropy(n, classes, pl.v(be), &lab, pdl.m(be))?;
+        let (gdl, ok) = pdl.read(be)?;
+        // Per sample the f64 loss differs by a few ulps of (1 + loss); the terms are ≥ 0.
+        let loss_allowed = [1e-12 * (want.loss_sum.abs() + n as f64)];
+        let loss_tol = Tol::Abs(&loss_allowed);
+        let parts = [
+            ("dlogits", compare(&wide(&gdl), &wide(&dl), &Tol::Rel { rel: EPS, abs: 1e-12 })),
+            ("loss_sum", compare(&[got.loss_sum], &[want.loss_sum], &loss_tol)),
+            ("correct", compare(&[got.correct as f64], &[want.correct as f64], &Tol::Exact)),
+        ];
+        self.push(
+            "softmax_cross_entropy",
+            shape.clone(),
+            &parts,
+            ok,
+            "ε·|ref|+1e-12·max; loss 1e-12·(Σ+n)",
+            "f64 exp/log (CUDA vs libm ulps), one f32 rounding",
+        );
+
+        // Evaluation, with a labels buffer longer than n as the trainer's last batch has.
+        let mut want_pred = vec![0u32; n];
+        let want = self.cpu.softmax_cross_entropy_eval(n, classes, &logits, &labels, &mut want_pred)?;
+        let mut long = labels.clone();
+        long.extend([0, 0, 0]);
+        let mut lab_long = be.alloc_labels(n + 3)?;
+        be.upload_labels(&long, &mut lab_long)?;
+        let mut got_pred = vec![u32::MAX; n];
+        let got = be.softmax_cross_entropy_eval(n, classes, pl.v(be), &lab_long, &mut got_pred)?;
+        let loss_allowed = [1e-12 * (want.loss_sum.abs() + n as f64)];
+        let loss_tol = Tol::Abs(&loss_allowed);
+        let to64 = |v: &[u32]| v.iter().map(|&p| p as f64).collect::<Vec<_>>();
+        let parts = [
+            ("predictions", compare(&to64(&got_pred), &to64(&want_pred), &Tol::Exact)),
+            ("loss_sum", compare(&[got.loss_sum], &[want.loss_sum], &loss_tol)),
+            ("correct", compare(&[got.correct as f64], &[want.correct as f64], &Tol::Exact)),
+        ];
+        self.push(
+            "softmax_xent_eval",
+            shape,
+            &parts,
+            true,
+            "predictions bitwise; loss 1e-12·(Σ+n)",
+            "arg-max ties go to the lowest index",
+        );
+        Ok(())
+    }
+
+    pub(super) fn sgd(&mut self) -> Result<()> {
+        const CHUNK: usize = super::super::sgd::CHUNK;
+        let be = self.be;
+        let len = 2 * CHUNK + 400;
+        let seg = |offset, len, lr, wd, momentum| Segment { offset, len, lr, wd, momentum };
+        let segments = vec![
+            seg(1, 5, 0.1, 5e-4, 0.9),
+            seg(6, 0, 0.1, 5e-4, 0.9),
+            seg(10, CHUNK + 7, 0.05, 1e-3, 0.9),
+            seg(CHUNK + 20, CHUNK - 3, 0.3, 0.0, 0.0),
+            seg(2 * CHUNK + 30, 333, 0.1, 5e-4, 0.5),
+        ];
+        let w0 = self.randn(len, 0.1, 0.0);
+        let (g1, g2) = (self.randn(len, 1.0, 0.0), self.randn(len, 1.0, 0.0));
+        let (mut w, mut v) = (w0.clone(), vec![0f32; len]);
+        let (mut pw, mut pv) = (be.alloc(len)?, be.alloc(len)?);
+        be.upload(&w0, &mut pw)?;
+        let (mut pg1, mut pg2) = (be.alloc(len)?, be.alloc(len)?);
+        be.upload(&g1, &mut pg1)?;
+        be.upload(&g2, &mut pg2)?;
+        let shape = format!("{} segs, {len} elems", segments.len());
+        for (round, g, pg, with_sums) in [(1, &g1, &pg1, true), (2, &g2, &pg2, false), (3, &g1, &pg1, true)] {
+            let before = w.clone();
+            let mut want = vec![StepSums::default(); segments.len()];
+            self.cpu.sgd_step(&segments, &mut w, g, &mut v, with_sums.then_some(&mut want[..]))?;
+            let mut got =
+                vec![StepSums { ww: f64::NAN, gg: f64::NAN, dd: f64::NAN, wd: f64::NAN }; segments.len()];
+            be.sgd_step(&segments, &mut pw, pg, &mut pv, with_sums.then_some(&mut got[..]))?;
+            let (mut gw, mut gv) = (vec![0f32; len], vec![0f32; len]);
+            be.download(&pw, &mut gw)?;
+            be.download(&pv, &mut gv)?;
+            let mut parts = vec![
+                ("params", compare(&wide(&gw), &wide(&w), &Tol::Exact)),
+                ("momenta", compare(&wide(&gv), &wide(&v), &Tol::Exact)),
+            ];
+            if with_sums {
+                // Allowance: 1e-9 of the sum of the absolute terms of each sum.
+                let mut got_flat = Vec::new();
+                let mut want_flat = Vec::new();
+                let mut allowed = Vec::new();
+                for (i, s) in segments.iter().enumerate() {
+                    let r = s.offset..s.offset + s.len;
+                    let (mut aw, mut ag, mut ad, mut awd) = (0f64, 0f64, 0f64, 0f64);
+                    for j in r {
+                        let (a, gg, d) = (before[j] as f64, g[j] as f64, w[j] as f64 - before[j] as f64);
+                        aw += a * a;
+                        ag += gg * gg;
+                        ad += d * d;
+                        awd += (a * d).abs();
+                    }
+                    got_flat.extend([got[i].ww, got[i].gg, got[i].dd, got[i].wd]);
+                    want_flat.extend([want[i].ww, want[i].gg, want[i].dd, want[i].wd]);
+                    allowed.extend([aw, ag, ad, awd].map(|m| 1e-9 * m));
+                }
+                parts.push(("sums", compare(&got_flat, &want_flat, &Tol::Abs(&allowed))));
+            }
+            self.push(
+                "sgd_step",
+                format!("{shape}, step {round}{}", if with_sums { "+sums" } else { "" }),
+                &parts,
+                true,
+                "bitwise; sums 1e-9·Σ|terms|",
+                "same f32 ops (--fmad=false); f64 sums reordered",
+            );
+        }
+        Ok(())
+    }
+}
