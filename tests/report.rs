@@ -207,11 +207,15 @@ fn norm_term_fit_recovers_a_and_b_and_arms_are_grouped() {
         fake_run_with(t.path(), le, 0, t_eq, &format!("init_norm = {w0}"), |_, i| (i % 10) as u8);
     }
     let (out, _) = report(t.path(), None);
-    assert!(out.contains("Fast Equilibrium (default)") && out.contains("Fast Equilibrium (matched)"), "{out}");
+    assert!(
+        out.contains("Fast Equilibrium (default)") && out.contains("Fast Equilibrium (matched)"),
+        "{out}"
+    );
     assert!(out.contains("norm term: T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2"), "{out}");
-    let fe: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(t.path().join("report/fast_equilibrium.json")).unwrap())
-            .unwrap();
+    let fe: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(t.path().join("report/fast_equilibrium.json")).unwrap(),
+    )
+    .unwrap();
     let groups = fe["groups"].as_array().unwrap();
     let matched = groups.iter().find(|g| g["group"] == "matched").unwrap_or_else(|| panic!("{fe}"));
     let f = &matched["norm_fit"];

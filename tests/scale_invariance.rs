@@ -105,10 +105,17 @@ fn init_scale_and_init_norm_leave_the_step0_function_unchanged() {
     let norms1 = m1.layout.group_norms(&m1.params);
     let targets: Vec<f64> = (0..norms1.len()).map(|g| 0.5 + 3.0 * g as f64).collect();
     let variants = [
-        (ModelConfig { init_scale: 10.0, ..base.clone() }, norms1.iter().map(|n| 10.0 * n).collect::<Vec<_>>()),
+        (
+            ModelConfig { init_scale: 10.0, ..base.clone() },
+            norms1.iter().map(|n| 10.0 * n).collect::<Vec<_>>(),
+        ),
         (ModelConfig { init_norm: Some(InitNorm::All(7.0)), ..base.clone() }, vec![7.0; norms1.len()]),
         (
-            ModelConfig { init_norm: Some(InitNorm::PerGroup(targets.clone())), init_scale: 0.1, ..base.clone() },
+            ModelConfig {
+                init_norm: Some(InitNorm::PerGroup(targets.clone())),
+                init_scale: 0.1,
+                ..base.clone()
+            },
             targets.iter().map(|t| 0.1 * t).collect(),
         ),
     ];
@@ -136,7 +143,10 @@ fn init_scale_and_init_norm_leave_the_step0_function_unchanged() {
 fn a_wrong_init_norm_is_a_clear_error() {
     use ilr::model::InitNorm;
     let be = ilr::backend::cpu::Cpu::<f64>::new();
-    let c = ModelConfig { init_norm: Some(InitNorm::PerGroup(vec![1.0, 2.0])), ..cfg(ShortcutKind::OptionA, true) };
+    let c = ModelConfig {
+        init_norm: Some(InitNorm::PerGroup(vec![1.0, 2.0])),
+        ..cfg(ShortcutKind::OptionA, true)
+    };
     let mut m = ilr::model::PreResNet::new(&be, &c, 3, 8, 5, 4).unwrap();
     let e = m.init(&be, 0).unwrap_err().to_string();
     assert!(e.contains("lists 2 norms") && e.contains("scale-invariant groups"), "{e}");

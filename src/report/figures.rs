@@ -219,7 +219,9 @@ pub fn fast_equilibrium_figure(groups: &[FitGroup], pooled: Option<&super::fit::
     };
     let all: Vec<(f64, f64)> =
         groups.iter().flat_map(|g| g.points.iter().map(|p| ((1.0 / p.1).ln(), (p.2 as f64).ln()))).collect();
-    let span = |xs: &mut dyn Iterator<Item = f64>| xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)));
+    let span = |xs: &mut dyn Iterator<Item = f64>| {
+        xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)))
+    };
     for (c, g) in groups.iter().enumerate() {
         let pts: Vec<(f64, f64)> = g.points.iter().map(|p| (1.0 / p.1, p.2 as f64)).collect();
         p.series.push(Series { label: g.label.clone(), points: pts.clone(), color: c, style: Style::Points });
@@ -254,7 +256,9 @@ pub fn fast_equilibrium_figure(groups: &[FitGroup], pooled: Option<&super::fit::
         legend: true,
         ..Panel::default()
     };
-    let line_of = |f: &super::fit::LinearFit, lo: f64, hi: f64| vec![(lo, f.intercept + f.slope * lo), (hi, f.intercept + f.slope * hi)];
+    let line_of = |f: &super::fit::LinearFit, lo: f64, hi: f64| {
+        vec![(lo, f.intercept + f.slope * lo), (hi, f.intercept + f.slope * hi)]
+    };
     let norm_all: Vec<(f64, f64)> = groups.iter().flat_map(|g| g.norm_points()).collect();
     let (nlo, nhi) = span(&mut norm_all.iter().map(|q| q.0));
     for (c, g) in groups.iter().enumerate() {

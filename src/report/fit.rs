@@ -40,7 +40,8 @@ pub struct LinearFit {
 /// Fit y = a + b·x over finite (x, y) pairs: b = Sxy/Sxx, a = ȳ − b·x̄, s² = SSR/(n − 2),
 /// SE(b) = s/sqrt(Sxx), SE(a) = s·sqrt(1/n + x̄²/Sxx). None without two distinct x.
 pub fn fit_linear(points: &[(f64, f64)]) -> Option<LinearFit> {
-    let pts: Vec<(f64, f64)> = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+    let pts: Vec<(f64, f64)> =
+        points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
     let n = pts.len();
     if n < 2 {
         return None;

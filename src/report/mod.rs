@@ -45,7 +45,13 @@ pub struct ReportOptions {
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        Self { runs: Vec::new(), plots: true, max_run_plots: 64, print_fits: true, print_function_space: true }
+        Self {
+            runs: Vec::new(),
+            plots: true,
+            max_run_plots: 64,
+            print_fits: true,
+            print_function_space: true,
+        }
     }
 }
 
@@ -176,7 +182,9 @@ fn fast_equilibrium(runs: &[RunInfo]) -> Result<Vec<FitGroup>> {
             } else {
                 key.iter()
                     .filter(|(k, v)| keys.iter().any(|o| o.get(*k) != Some(v)))
-                    .map(|(k, v)| if k == "init" { v.clone() } else { format!("{k}={}", v.trim_matches('"')) })
+                    .map(
+                        |(k, v)| if k == "init" { v.clone() } else { format!("{k}={}", v.trim_matches('"')) },
+                    )
                     .collect::<Vec<_>>()
                     .join(" ")
             };
@@ -405,7 +413,8 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
             ),
             _ => "not within noise at the end: train longer".into(),
         };
-        if opts.print_function_space { println!(
+        if opts.print_function_space {
+            println!(
             "function space {} ({}): common (η, λ, γ) from step {}; {reached}. Noise levels: |Δ test acc| {:.4}, |Δ test loss| {:.4}, disagreement {:.4} (two runs at equilibrium, steps {}–{})",
             k + 1,
             g.label,
@@ -415,7 +424,8 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
             g.floor.disagreement,
             g.reference_window[0],
             g.reference_window[1]
-        ); }
+        );
+        }
         let mut csv = String::from("step,steps_since_common,steps_since_common_x_lambda_e,acc_gap,loss_gap,disagreement,within_noise\n");
         for p in &g.points {
             csv += &format!(
@@ -508,10 +518,16 @@ fn write_plots(
     let mut overviews = vec![(String::new(), format!("{} runs", with_metrics.len()), with_metrics.clone())];
     if fits.len() > 1 {
         for g in fits {
-            let ids: Vec<&str> = g.points.iter().map(|p| p.0.as_str()).chain(g.censored.iter().map(|c| c.as_str())).collect();
-            let member: Vec<_> = with_metrics.iter().filter(|(r, _)| ids.contains(&r.id.as_str())).cloned().collect();
+            let ids: Vec<&str> =
+                g.points.iter().map(|p| p.0.as_str()).chain(g.censored.iter().map(|c| c.as_str())).collect();
+            let member: Vec<_> =
+                with_metrics.iter().filter(|(r, _)| ids.contains(&r.id.as_str())).cloned().collect();
             if !member.is_empty() {
-                overviews.push((format!("{}_", slug(&g.label)), format!("{}: {} runs", g.label, member.len()), member));
+                overviews.push((
+                    format!("{}_", slug(&g.label)),
+                    format!("{}: {} runs", g.label, member.len()),
+                    member,
+                ));
             }
         }
     }

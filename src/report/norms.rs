@@ -66,7 +66,8 @@ pub fn initial_norms(run: &RunInfo) -> Result<Vec<(String, f64)>> {
         }
     }
     let cfg = &run.config;
-    let layout = Layout::new(&cfg.model, 3, cfg.data.synthetic.size.max(4), cfg.data.synthetic.classes.max(2));
+    let layout =
+        Layout::new(&cfg.model, 3, cfg.data.synthetic.size.max(4), cfg.data.synthetic.classes.max(2));
     let mut params = init_params(&layout, cfg.seed);
     rescale_init(&layout, &cfg.model, &mut params)?;
     let norms = layout.group_norms(&params);

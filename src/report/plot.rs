@@ -199,7 +199,8 @@ where
         match s.style {
             Style::Points => area.draw(&Circle::new((16, y), 4, c.filled())),
             Style::Line => area.draw(&PathElement::new(sample, c.stroke_width(2))),
-            Style::Dashed => area.draw(&PathElement::new(vec![(6, y), (13, y)], c.stroke_width(2)))
+            Style::Dashed => area
+                .draw(&PathElement::new(vec![(6, y), (13, y)], c.stroke_width(2)))
                 .and_then(|_| area.draw(&PathElement::new(vec![(19, y), (26, y)], c.stroke_width(2)))),
             Style::Dotted => (0..4).try_for_each(|k| area.draw(&Circle::new((7 + 6 * k, y), 1, c.filled()))),
         }
@@ -208,7 +209,8 @@ where
         if name.chars().count() > 26 {
             name = name.chars().take(25).collect::<String>() + "…";
         }
-        area.draw(&Text::new(name, (32, y - 7), font.clone())).map_err(|e| anyhow!("plot {} legend: {e}", p.title))?;
+        area.draw(&Text::new(name, (32, y - 7), font.clone()))
+            .map_err(|e| anyhow!("plot {} legend: {e}", p.title))?;
     }
     Ok(())
 }
@@ -355,7 +357,10 @@ mod tests {
         // One format per axis: a log axis from 5e-4 to 0.2 writes every tick in e-notation.
         let r = 5e-4..0.2;
         assert!(!plain_axis(&r));
-        assert_eq!(log_ticks(&r).iter().map(|&v| axis_label(v, false)).collect::<Vec<_>>()[..2], ["1.0e-3", "2.0e-3"]);
+        assert_eq!(
+            log_ticks(&r).iter().map(|&v| axis_label(v, false)).collect::<Vec<_>>()[..2],
+            ["1.0e-3", "2.0e-3"]
+        );
         assert!(plain_axis(&(0.05..20.0)) && axis_label(0.1, true) == "0.1");
     }
 }

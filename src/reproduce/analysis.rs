@@ -185,7 +185,13 @@ fn arm_sentence(v: &ArmVerdict) -> String {
         Some(false) => "does not contain 1",
         None => "—",
     };
-    let norm = v.norm_fit.as_ref().map_or(String::new(), |f| format!("; norm term b = {:.2}{}", f.slope, f.slope_ci95.map_or(String::new(), |[l, h]| format!(" [{l:.2}, {h:.2}]"))));
+    let norm = v.norm_fit.as_ref().map_or(String::new(), |f| {
+        format!(
+            "; norm term b = {:.2}{}",
+            f.slope,
+            f.slope_ci95.map_or(String::new(), |[l, h]| format!(" [{l:.2}, {h:.2}]"))
+        )
+    });
     format!(
         "{}: T_eq·λ_e in {range} over {:.0}× of λ_e {bounded}; slope {} whose CI {one}{norm}",
         v.arm,
@@ -223,9 +229,7 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
                     "bounded": v.bounded, "ci95_contains_1": v.contains_one })
         })
         .collect();
-    let norm_obj = |arm: &str, f: &LinearFit| {
-        json!({ "arm": arm, "a": f.intercept, "a_ci95": f.intercept_ci95, "b": f.slope, "b_ci95": f.slope_ci95, "n": f.n })
-    };
+    let norm_obj = |arm: &str, f: &LinearFit| json!({ "arm": arm, "a": f.intercept, "a_ci95": f.intercept_ci95, "b": f.slope, "b_ci95": f.slope_ci95, "n": f.n });
     fits.extend(verdicts.iter().filter_map(|v| Some(norm_obj(&v.arm, v.norm_fit.as_ref()?))));
     fits.extend(pooled.as_ref().map(|f| norm_obj("all arms", f)));
 
@@ -289,7 +293,16 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
                       "function_space": fs_by_arm.iter().map(|(arm, f, _)| json!({"arm": arm, "fit": f,
                           "points": fs_points.iter().filter(|p| &p.0 == arm).map(|p| json!({"lambda_e": p.1, "t_fs_steps": p.2})).collect::<Vec<_>>()})).collect::<Vec<_>>() }),
         table: md_table(
-            &["arm", "space", "λ_e", "run(s)", "T_eq (steps)", "T_eq·λ_e", "‖w₀‖/‖w*‖ (group)", "max(0, ln(‖w₀‖²/‖w*‖²))/2"],
+            &[
+                "arm",
+                "space",
+                "λ_e",
+                "run(s)",
+                "T_eq (steps)",
+                "T_eq·λ_e",
+                "‖w₀‖/‖w*‖ (group)",
+                "max(0, ln(‖w₀‖²/‖w*‖²))/2",
+            ],
             &rows,
         ),
         verdict: Verdict { holds, text },

@@ -52,7 +52,11 @@ pub fn split(text: &str) -> Result<(Table, Vec<DerivedArm>)> {
         None => Vec::new(),
     };
     for a in &arms {
-        if !(a.init_scale.is_finite() && a.init_scale > 0.0 && a.steps_factor.is_finite() && a.steps_factor > 0.0) {
+        if !(a.init_scale.is_finite()
+            && a.init_scale > 0.0
+            && a.steps_factor.is_finite()
+            && a.steps_factor > 0.0)
+        {
             bail!("derived arm {:?}: init_scale and steps_factor must be positive numbers", a.name);
         }
     }
@@ -83,10 +87,15 @@ pub fn add_derived_runs(mut doc: Table, arms: &[DerivedArm], out: &Path) -> Resu
     for arm in arms {
         for entry in &runs {
             let t = entry.as_table().ok_or_else(|| anyhow!("[[runs]] entries must be tables"))?;
-            let le = lambda_e_of(t).ok_or_else(|| anyhow!("derived arms: a [[runs]] entry sets no optim.lambda_e"))?;
-            let norms = by_le.iter().find(|(l, _)| (l / le - 1.0).abs() < 1e-9).map(|p| &p.1).ok_or_else(|| {
-                anyhow!("derived arm {:?}: no finished default run at λ_e = {le:e} to measure ‖w*‖ from", arm.name)
-            })?;
+            let le = lambda_e_of(t)
+                .ok_or_else(|| anyhow!("derived arms: a [[runs]] entry sets no optim.lambda_e"))?;
+            let norms =
+                by_le.iter().find(|(l, _)| (l / le - 1.0).abs() < 1e-9).map(|p| &p.1).ok_or_else(|| {
+                    anyhow!(
+                        "derived arm {:?}: no finished default run at λ_e = {le:e} to measure ‖w*‖ from",
+                        arm.name
+                    )
+                })?;
             let mut t = t.clone();
             let model = t.entry("model").or_insert_with(|| Value::Table(Table::new()));
             let Value::Table(model) = model else { bail!("[[runs]] model is not a table") };
@@ -98,7 +107,10 @@ pub fn add_derived_runs(mut doc: Table, arms: &[DerivedArm], out: &Path) -> Resu
                 let train = t.get_mut("train").and_then(Value::as_table_mut);
                 let steps = train.and_then(|tr| tr.get_mut("steps"));
                 let Some(Value::Integer(s)) = steps else {
-                    bail!("derived arm {:?}: steps_factor needs train.steps in every [[runs]] entry", arm.name)
+                    bail!(
+                        "derived arm {:?}: steps_factor needs train.steps in every [[runs]] entry",
+                        arm.name
+                    )
                 };
                 *s = (*s as f64 * arm.steps_factor).round() as i64;
             }

@@ -30,13 +30,22 @@ pub struct Reproduction {
 
 /// The recipe's sweep spec (phase 1) with `data.dir` set, and its derived arms (see [`derived`]).
 /// Paper and small scale train on CIFAR-10 and need `data`.
-fn spec_doc(recipe: Recipe, scale: Scale, data: Option<&Path>) -> Result<(toml::Table, Vec<derived::DerivedArm>)> {
+fn spec_doc(
+    recipe: Recipe,
+    scale: Scale,
+    data: Option<&Path>,
+) -> Result<(toml::Table, Vec<derived::DerivedArm>)> {
     let Some(text) = recipe.spec(scale) else {
         bail!(
             "{} has no {} scale recipe yet (scales with one: {}); run --scale tiny",
             recipe.name(),
             scale.name(),
-            Scale::ALL.iter().filter(|s| recipe.spec(**s).is_some()).map(|s| s.name()).collect::<Vec<_>>().join(", ")
+            Scale::ALL
+                .iter()
+                .filter(|s| recipe.spec(**s).is_some())
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     };
     let (mut doc, arms) = derived::split(text)?;
@@ -66,7 +75,12 @@ fn train_spec(
     exec: &ExecOptions,
 ) -> Result<Tally> {
     let spec_path = out.join(sweep::SPEC_FILE);
-    let text = format!("# {} at {} scale (from ilr reproduce)\n{}", recipe.name(), scale.name(), toml::to_string(doc)?);
+    let text = format!(
+        "# {} at {} scale (from ilr reproduce)\n{}",
+        recipe.name(),
+        scale.name(),
+        toml::to_string(doc)?
+    );
     Spec::parse(&text, recipe.name())?;
     write_atomic(&spec_path, text.as_bytes())?;
     let (_, runs) = sweep::prepare(&spec_path, out)?;

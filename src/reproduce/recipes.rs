@@ -125,7 +125,12 @@ mod tests {
         for r in Recipe::ALL {
             for scale in Scale::ALL {
                 let Some(text) = r.spec(scale) else {
-                    assert_eq!(scale, Scale::Small, "{}: tiny and paper recipes exist for every claim", r.name());
+                    assert_eq!(
+                        scale,
+                        Scale::Small,
+                        "{}: tiny and paper recipes exist for every claim",
+                        r.name()
+                    );
                     continue;
                 };
                 let (doc, _) = super::super::derived::split(text).unwrap();
