@@ -359,7 +359,7 @@ mod tests {
         assert!(!plain_axis(&r));
         assert_eq!(
             log_ticks(&r).iter().map(|&v| axis_label(v, false)).collect::<Vec<_>>()[..2],
-            ["1.0e-3", "2.0e-3"]
+            ["5.0e-4", "1.0e-3"]
         );
         assert!(plain_axis(&(0.05..20.0)) && axis_label(0.1, true) == "0.1");
     }
