@@ -141,12 +141,12 @@ pub fn labels(runs: &[&RunInfo]) -> Vec<String> {
 /// `small` (init_norm set and then scaled by init_scale > 1 or < 1), `init_scale=s` (no init_norm).
 pub fn init_arm(cfg: &crate::model::ModelConfig) -> String {
     let s = cfg.init_scale;
-    match (&cfg.init_norm, s) {
-        (None, s) if s == 1.0 => "default".into(),
-        (None, s) => format!("init_scale={s}"),
-        (Some(_), s) if s == 1.0 => "matched".into(),
-        (Some(_), s) if s > 1.0 => "large".into(),
-        (Some(_), _) => "small".into(),
+    match (&cfg.init_norm, s == 1.0) {
+        (None, true) => "default".into(),
+        (None, false) => format!("init_scale={s}"),
+        (Some(_), true) => "matched".into(),
+        (Some(_), false) if s > 1.0 => "large".into(),
+        (Some(_), false) => "small".into(),
     }
 }
 
