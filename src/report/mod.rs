@@ -115,7 +115,8 @@ fn fit_free(key: &str) -> bool {
 pub fn labels(runs: &[&RunInfo]) -> Vec<String> {
     let flat: Vec<BTreeMap<String, String>> = runs.iter().map(|r| table::flatten(&r.config)).collect();
     let mut keys = table::differing_keys(&flat);
-    keys.retain(|k| !k.starts_with("train."));
+    // model.init_norm follows λ_e in the init-norm arms (a long list); λ_e names the run better.
+    keys.retain(|k| !k.starts_with("train.") && k != "model.init_norm");
     runs.iter()
         .zip(&flat)
         .map(|(r, f)| {
