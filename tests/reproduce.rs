@@ -5,17 +5,22 @@ use ilr::reproduce::{reproduce, Recipe, Scale};
 use ilr::sweep::ExecOptions;
 use ilr::train::Device;
 
-#[test]
-fn angular_update_tiny_agrees_with_theory() {
-    let dir = tempfile::tempdir().unwrap();
-    let exec = ExecOptions {
+/// One CPU worker, no progress bar.
+fn cpu_exec() -> ExecOptions {
+    ExecOptions {
         device: Device::Cpu,
         workers: Some(1),
         threads: None,
         checkpoint_every: None,
         progress_bar: false,
         name: String::new(),
-    };
+    }
+}
+
+#[test]
+fn angular_update_tiny_agrees_with_theory() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = cpu_exec();
     let r = reproduce(Recipe::AngularUpdate, Scale::Tiny, dir.path(), None, &exec).unwrap();
     assert_eq!(r.incomplete, 0);
     assert!(r.verdict.holds, "{}", r.verdict.text);
@@ -51,14 +56,7 @@ fn angular_update_tiny_agrees_with_theory() {
 #[test]
 fn small_scale_needs_data_and_a_small_recipe() {
     let dir = tempfile::tempdir().unwrap();
-    let exec = ExecOptions {
-        device: Device::Cpu,
-        workers: Some(1),
-        threads: None,
-        checkpoint_every: None,
-        progress_bar: false,
-        name: String::new(),
-    };
+    let exec = cpu_exec();
     let err = reproduce(Recipe::FastEquilibrium, Scale::Small, dir.path(), None, &exec).err().unwrap();
     let msg = format!("{err:#}");
     assert!(msg.contains("--scale small") && msg.contains("--data DIR"), "{msg}");
