@@ -27,8 +27,20 @@ fn stats(name: &str, step: u64, lambda_e: f64) -> VectorStats {
 
 /// A finished run; `pred(step, i)` is its predicted class of test sample i at an evaluation.
 fn fake_run(dir: &Path, lambda_e: f64, seed: u64, t_eq: u64, pred: impl Fn(u64, usize) -> u8) {
+    fake_run_with(dir, lambda_e, seed, t_eq, "", pred)
+}
+
+/// As [`fake_run`], with extra `[model]` keys (e.g. `init_norm = 5.0`).
+fn fake_run_with(
+    dir: &Path,
+    lambda_e: f64,
+    seed: u64,
+    t_eq: u64,
+    model: &str,
+    pred: impl Fn(u64, usize) -> u8,
+) {
     let cfg = TrainConfig::from_toml_str(&format!(
-        "seed = {seed}\n[optim]\nlr = 0.1\nlambda_e = {lambda_e}\nmomentum = 0.0\n[train]\nsteps = {STEPS}\neval_every = 50\n"
+        "seed = {seed}\n[model]\n{model}\n[optim]\nlr = 0.1\nlambda_e = {lambda_e}\nmomentum = 0.0\n[train]\nsteps = {STEPS}\neval_every = 50\n"
     ))
     .unwrap();
     let mut d = RunDir::create(&dir.join("runs"), &cfg).unwrap();
@@ -148,7 +160,7 @@ fn report_writes_tables_fit_function_space_and_plots() {
     assert!(json.as_array().unwrap().iter().all(|row| row["status"] == "completed"));
     let fe: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(r.join("fast_equilibrium.json")).unwrap()).unwrap();
-    let slope = fe[0]["fit"]["slope"].as_f64().unwrap();
+    let slope = fe["groups"][0]["fit"]["slope"].as_f64().unwrap();
     assert!((slope - 1.0).abs() < 0.01, "{slope}");
 
     // Function space: one group (the two seeds at λ_e = 8e-3), within noise from step 500.
@@ -176,4 +188,57 @@ fn plots_without_a_font_have_no_text_but_are_written() {
     assert!(err.contains("without text"), "{err}");
     let png = std::fs::read(t.path().join("report/fast_equilibrium.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
+}
+
+/// The mean of the fake runs' stream norm 1 + 4·e^{−step·λ_e} over the averaging window [800, 1000].
+fn fake_equilibrium_norm(lambda_e: f64) -> f64 {
+    let steps: Vec<u64> = (800..=STEPS).step_by(10).collect();
+    steps.iter().map(|&s| 1.0 + 4.0 * (-(s as f64) * lambda_e).exp()).sum::<f64>() / steps.len() as f64
+}
+
+#[test]
+fn norm_term_fit_recovers_a_and_b_and_arms_are_grouped() {
+    // Default-arm runs (Kaiming init) and "matched"-style runs whose init_norm varies: within the
+    // latter, T_eq·λ_e = 0.8 + 1.0·max(0, ln(‖w₀‖²/‖w*‖²))/2 exactly (up to rounding T_eq).
+    let t = tempfile::tempdir().unwrap();
+    for le in [8e-3, 4e-3, 2e-3] {
+        fake_run(t.path(), le, 0, (2.0 / le).round() as u64, |_, i| (i % 10) as u8);
+    }
+    let (a, b) = (0.8, 1.0);
+    for (le, w0) in [(8e-3, 2.0), (4e-3, 5.0), (2e-3, 20.0), (1e-3, 60.0)] {
+        let term = ((w0 * w0) / fake_equilibrium_norm(le).powi(2)).ln().max(0.0) / 2.0;
+        let t_eq = ((a + b * term) / le).round() as u64;
+        fake_run_with(t.path(), le, 0, t_eq, &format!("init_norm = {w0}"), |_, i| (i % 10) as u8);
+    }
+    let (out, _) = report(t.path(), None);
+    assert!(
+        out.contains("Fast Equilibrium (default)") && out.contains("Fast Equilibrium (matched)"),
+        "{out}"
+    );
+    assert!(out.contains("norm term: T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2"), "{out}");
+    let fe: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(t.path().join("report/fast_equilibrium.json")).unwrap(),
+    )
+    .unwrap();
+    let groups = fe["groups"].as_array().unwrap();
+    let matched = groups.iter().find(|g| g["group"] == "matched").unwrap_or_else(|| panic!("{fe}"));
+    let f = &matched["norm_fit"];
+    assert!((f["slope"].as_f64().unwrap() - b).abs() < 0.01, "{f}");
+    assert!((f["intercept"].as_f64().unwrap() - a).abs() < 0.01, "{f}");
+    let points = matched["points"].as_array().unwrap();
+    let p = points.iter().find(|p| p["lambda_e"] == 1e-3).unwrap_or_else(|| panic!("{matched}"));
+    let g = &p["groups"][0];
+    assert_eq!(g["group"], "stream");
+    assert!((g["initial"].as_f64().unwrap() - 60.0).abs() < 1e-9, "{g}");
+    assert!((g["equilibrium"].as_f64().unwrap() - fake_equilibrium_norm(1e-3)).abs() < 1e-9, "{g}");
+    // τ = ln(‖w₀‖²/‖w*‖²)/(2λ_e), in steps; the default arm's own ‖w₀‖ is the Kaiming init's.
+    let tau = g["tau_steps"].as_f64().unwrap();
+    assert!((tau - (3600.0 / fake_equilibrium_norm(1e-3).powi(2)).ln() / 2e-3).abs() < 1e-6, "{g}");
+    let default = groups.iter().find(|g| g["group"] == "default").unwrap();
+    let w0 = default["points"][0]["groups"][0]["initial"].as_f64().unwrap();
+    assert!(w0 > 1.0 && w0 != 60.0, "{w0}");
+    assert!(fe["pooled_norm_fit"]["slope"].is_number(), "{fe}");
+    for stem in ["fast_equilibrium", "overview_default_steps", "overview_matched_steps_x_lambda_e"] {
+        assert!(t.path().join(format!("report/{stem}.png")).is_file(), "{stem}");
+    }
 }

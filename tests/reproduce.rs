@@ -5,17 +5,22 @@ use ilr::reproduce::{reproduce, Recipe, Scale};
 use ilr::sweep::ExecOptions;
 use ilr::train::Device;
 
-#[test]
-fn angular_update_tiny_agrees_with_theory() {
-    let dir = tempfile::tempdir().unwrap();
-    let exec = ExecOptions {
+/// One CPU worker, no progress bar.
+fn cpu_exec() -> ExecOptions {
+    ExecOptions {
         device: Device::Cpu,
         workers: Some(1),
         threads: None,
         checkpoint_every: None,
         progress_bar: false,
         name: String::new(),
-    };
+    }
+}
+
+#[test]
+fn angular_update_tiny_agrees_with_theory() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = cpu_exec();
     let r = reproduce(Recipe::AngularUpdate, Scale::Tiny, dir.path(), None, &exec).unwrap();
     assert_eq!(r.incomplete, 0);
     assert!(r.verdict.holds, "{}", r.verdict.text);
@@ -33,4 +38,30 @@ fn angular_update_tiny_agrees_with_theory() {
     // A paper-scale run without data is a clear error, before anything trains.
     let err = reproduce(Recipe::AngularUpdate, Scale::Paper, dir.path(), None, &exec).err().unwrap();
     assert!(format!("{err:#}").contains("--data"), "{err:#}");
+
+    // Rerun through the binary (the runs are reused, nothing trains): it prints what the recipe
+    // concerns (the angular updates), not the Fast Equilibrium fits or function-space blocks.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ilr"))
+        .args(["reproduce", "angular-update", "--device", "cpu", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("verdict: holds"), "{out}");
+    assert!(!out.contains("Fast Equilibrium") && !out.contains("function space"), "{out}");
+    assert!(!out.contains(" 1 runs"), "{out}");
+}
+
+#[test]
+fn small_scale_needs_data_and_a_small_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = cpu_exec();
+    let err = reproduce(Recipe::FastEquilibrium, Scale::Small, dir.path(), None, &exec).err().unwrap();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("--scale small") && msg.contains("--data DIR"), "{msg}");
+    let err = reproduce(Recipe::SmallLr, Scale::Small, dir.path(), Some(dir.path()), &exec).err().unwrap();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("no small scale recipe") && msg.contains("--scale tiny"), "{msg}");
+    assert!(!dir.path().join("runs").exists(), "nothing was planned");
 }

@@ -91,3 +91,67 @@ fn fixed_projection_bn_makes_later_stream_convs_not_invariant() {
     let l1 = loss(&be, &mut m);
     assert!((l1 - l0).abs() > 1e-6 * l0.abs());
 }
+
+/// `model.init_scale` and `model.init_norm` change ‖w₀‖ of every group but not the network's
+/// function at step 0: the training-mode logits and the loss agree to rounding (relative 1e-9 with
+/// ε = 1e-14, as above), while each group's initial norm is exactly as asked.
+#[test]
+fn init_scale_and_init_norm_leave_the_step0_function_unchanged() {
+    use ilr::model::InitNorm;
+    let base = cfg(ShortcutKind::OptionA, true);
+    let (be, mut m1) = net(&base, 5);
+    let l1 = loss(&be, &mut m1);
+    let logits1 = m1.logits_host(&be).unwrap();
+    let norms1 = m1.layout.group_norms(&m1.params);
+    let targets: Vec<f64> = (0..norms1.len()).map(|g| 0.5 + 3.0 * g as f64).collect();
+    let variants = [
+        (
+            ModelConfig { init_scale: 10.0, ..base.clone() },
+            norms1.iter().map(|n| 10.0 * n).collect::<Vec<_>>(),
+        ),
+        (ModelConfig { init_norm: Some(InitNorm::All(7.0)), ..base.clone() }, vec![7.0; norms1.len()]),
+        (
+            ModelConfig {
+                init_norm: Some(InitNorm::PerGroup(targets.clone())),
+                init_scale: 0.1,
+                ..base.clone()
+            },
+            targets.iter().map(|t| 0.1 * t).collect(),
+        ),
+    ];
+    for (c, want) in variants {
+        let (be, mut m) = net(&c, 5);
+        let got = m.layout.group_norms(&m.params);
+        for (g, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!((a / b - 1.0).abs() < 1e-12, "group {g}: ‖w₀‖ = {a} but asked for {b} ({c:?})");
+        }
+        // Tensors outside every group (the fixed last layer) are untouched.
+        for t in m.layout.tensors.iter().filter(|t| t.group.is_none()) {
+            assert_eq!(m.params[t.range()], m1.params[t.range()], "{} changed", t.name);
+        }
+        let l = loss(&be, &mut m);
+        assert!((l - l1).abs() <= 1e-9 * l1.abs(), "loss at step 0: {l} vs {l1} ({c:?})");
+        let logits = m.logits_host(&be).unwrap();
+        let scale = logits1.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+        for (a, b) in logits.iter().zip(&logits1) {
+            assert!((a - b).abs() <= 1e-9 * scale, "logit {a} vs {b} ({c:?})");
+        }
+    }
+}
+
+#[test]
+fn a_wrong_init_norm_is_a_clear_error() {
+    use ilr::model::InitNorm;
+    let be = ilr::backend::cpu::Cpu::<f64>::new();
+    let c = ModelConfig {
+        init_norm: Some(InitNorm::PerGroup(vec![1.0, 2.0])),
+        ..cfg(ShortcutKind::OptionA, true)
+    };
+    let mut m = ilr::model::PreResNet::new(&be, &c, 3, 8, 5, 4).unwrap();
+    let e = m.init(&be, 0).unwrap_err().to_string();
+    assert!(e.contains("lists 2 norms") && e.contains("scale-invariant groups"), "{e}");
+    let bad = ModelConfig { init_scale: 0.0, ..c.clone() };
+    assert!(bad.validate().unwrap_err().to_string().contains("init_scale"));
+    let bad = ModelConfig { init_norm: Some(InitNorm::All(-1.0)), ..c };
+    assert!(bad.validate().unwrap_err().to_string().contains("init_norm"));
+}

@@ -22,7 +22,12 @@ pub struct ReportArgs {
 }
 
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
-    let opts = ReportOptions { runs: a.runs, plots: !a.no_plots, max_run_plots: a.max_run_plots };
+    let opts = ReportOptions {
+        runs: a.runs,
+        plots: !a.no_plots,
+        max_run_plots: a.max_run_plots,
+        ..ReportOptions::default()
+    };
     report(&a.dir, &opts)?;
     Ok(ExitCode::SUCCESS)
 }

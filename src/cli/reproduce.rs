@@ -15,15 +15,17 @@ pub struct ReproduceArgs {
     /// small-lr (see experiments/README.md).
     #[arg(value_enum)]
     pub recipe: Recipe,
-    /// tiny: minutes on 2 CPU cores on synthetic data; paper: the paper's PreResNet-32 on CIFAR-10
-    /// (a GPU job; needs --data).
+    /// tiny: minutes on 2 CPU cores on synthetic data; small: about an hour on 2 CPU cores on
+    /// real CIFAR-10 (needs --data; fast-equilibrium only so far); paper: the paper's PreResNet-32
+    /// on CIFAR-10 (a GPU job; needs --data).
     #[arg(long, value_enum, default_value = "tiny")]
     pub scale: Scale,
     /// Output directory: runs in DIR/runs/, the standard report in DIR/report/, and
     /// DIR/reproduce.{json,md}. Rerunning resumes unfinished runs and reuses finished ones.
     #[arg(long)]
     pub out: PathBuf,
-    /// CIFAR-10 directory (required at paper scale; at tiny scale it replaces the synthetic data).
+    /// CIFAR-10 directory (required at small and paper scale; at tiny scale it replaces the
+    /// synthetic data).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Where the runs train: auto picks the GPUs when they work, else the CPU.

@@ -31,6 +31,53 @@ pub struct ModelConfig {
     /// BatchNorm ε and running-statistics momentum.
     pub bn_eps: f64,
     pub bn_momentum: f64,
+    /// Multiplies the initial weights of every scale-invariant group by s (after `init_norm`). By
+    /// scale invariance the function at step 0 is unchanged; only ‖w₀‖, and so the effective LR
+    /// η/‖w₀‖², changes. Written to config files (and so part of the run id) only when not 1.
+    #[serde(skip_serializing_if = "is_one")]
+    pub init_scale: f64,
+    /// Target ‖w₀‖ of the scale-invariant groups: one number for every group, or a list with one
+    /// norm per group in the layout's order (the order of `ilr train`'s group table and of
+    /// summary.json's `groups`). Each group's initial vector is rescaled to its target, then
+    /// multiplied by `init_scale`. Absent: the Kaiming init's own norms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_norm: Option<InitNorm>,
+}
+
+/// `model.init_norm`: target initial norms of the scale-invariant groups.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum InitNorm {
+    /// The same ‖w₀‖ for every group.
+    All(f64),
+    /// One ‖w₀‖ per group, in layout order.
+    PerGroup(Vec<f64>),
+}
+
+impl InitNorm {
+    /// The target of group `g` of `groups`; an error names the mismatch.
+    pub fn target(&self, g: usize, groups: usize) -> Result<f64> {
+        match self {
+            InitNorm::All(v) => Ok(*v),
+            InitNorm::PerGroup(v) if v.len() == groups => Ok(v[g]),
+            InitNorm::PerGroup(v) => bail!(
+                "model.init_norm lists {} norms but this net has {groups} scale-invariant groups \
+                 (give one per group, in the order of summary.json's `groups`, or one number for all)",
+                v.len()
+            ),
+        }
+    }
+
+    fn values(&self) -> &[f64] {
+        match self {
+            InitNorm::All(v) => std::slice::from_ref(v),
+            InitNorm::PerGroup(v) => v,
+        }
+    }
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }
 
 impl Default for ModelConfig {
@@ -43,6 +90,8 @@ impl Default for ModelConfig {
             scale_invariant: false,
             bn_eps: 1e-5,
             bn_momentum: 0.1,
+            init_scale: 1.0,
+            init_norm: None,
         }
     }
 }
@@ -78,6 +127,17 @@ impl ModelConfig {
         }
         if !(0.0..=1.0).contains(&self.bn_momentum) {
             bail!("model.bn_momentum = {} must lie in [0, 1]", self.bn_momentum);
+        }
+        if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
+            bail!(
+                "model.init_scale = {} must be a positive number (it multiplies the initial scale-invariant weights)",
+                self.init_scale
+            );
+        }
+        if let Some(n) = &self.init_norm {
+            if let Some(v) = n.values().iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+                bail!("model.init_norm: {v} is not a positive norm (each target ‖w₀‖ must be > 0)");
+            }
         }
         Ok(())
     }

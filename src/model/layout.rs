@@ -157,6 +157,19 @@ struct Segment {
 }
 
 impl Layout {
+    /// ‖w‖ of each scale-invariant group's concatenated vector in `params` (the flat buffer), in
+    /// group order.
+    pub fn group_norms(&self, params: &[f64]) -> Vec<f64> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let sq: f64 =
+                    g.members.iter().flat_map(|&t| &params[self.tensors[t].range()]).map(|v| v * v).sum();
+                sq.sqrt()
+            })
+            .collect()
+    }
+
     /// Lay out a PreResNet for `in_channels`×`image_size`² inputs and `classes` outputs.
     pub fn new(cfg: &ModelConfig, in_channels: usize, image_size: usize, classes: usize) -> Self {
         let widths = cfg.stage_widths();

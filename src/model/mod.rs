@@ -5,6 +5,6 @@ pub mod config;
 pub mod layout;
 pub mod preresnet;
 
-pub use config::{ModelConfig, ShortcutKind};
+pub use config::{InitNorm, ModelConfig, ShortcutKind};
 pub use layout::{GroupInfo, Layout, TensorInfo, TensorKind};
-pub use preresnet::{init_params, PreResNet};
+pub use preresnet::{init_params, rescale_init, PreResNet};

@@ -156,8 +156,11 @@ impl<B: Backend> PreResNet<B> {
     /// Initial parameters, from `seed`: conv weights Kaiming-normal N(0, 2/fan_in); BN γ = 1, β = 0;
     /// linear W and b uniform in ±1/sqrt(fan_in) (PyTorch's nn.Linear default). Running stats
     /// start at mean 0, var 1. Drawn in f64, so f32 and f64 backends start from the same values.
+    /// Then `model.init_norm` and `model.init_scale` rescale the scale-invariant groups (see
+    /// [`rescale_init`]).
     pub fn init(&mut self, be: &B, seed: u64) -> Result<()> {
-        let host = init_params(&self.layout, seed);
+        let mut host = init_params(&self.layout, seed);
+        rescale_init(&self.layout, &self.cfg, &mut host)?;
         let host: Vec<B::Elem> = host.into_iter().map(B::Elem::from_f64).collect();
         be.upload(&host, &mut self.params)?;
         let mut state = vec![B::Elem::zero(); self.layout.num_bn_state];
@@ -558,7 +561,27 @@ impl<B: Backend> PreResNet<B> {
     }
 }
 
-/// Host-side initial parameters in f64, deterministic from `seed` (see [`PreResNet::init`]).
+/// Rescale each scale-invariant group of the initial `params`: to its `init_norm` target when one is
+/// set, then by `init_scale`. Other tensors are untouched, so the function at step 0 is the same.
+pub fn rescale_init(layout: &Layout, cfg: &ModelConfig, params: &mut [f64]) -> Result<()> {
+    let norms = layout.group_norms(params);
+    for (g, group) in layout.groups.iter().enumerate() {
+        let to_norm = match &cfg.init_norm {
+            Some(n) => n.target(g, layout.groups.len())? / norms[g],
+            None => 1.0,
+        };
+        let factor = to_norm * cfg.init_scale;
+        if factor != 1.0 {
+            for &t in &group.members {
+                params[layout.tensors[t].range()].iter_mut().for_each(|v| *v *= factor);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Host-side initial parameters in f64, deterministic from `seed` (see [`PreResNet::init`]), before
+/// [`rescale_init`].
 pub fn init_params(layout: &Layout, seed: u64) -> Vec<f64> {
     use super::layout::TensorKind::*;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

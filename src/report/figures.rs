@@ -5,8 +5,8 @@
 //! train and test accuracy), drawn against steps and against intrinsic time Σ λ_e (= steps·λ_e at
 //! constant λ_e).
 
-use super::fit::LogLogFit;
 use super::plot::{Figure, Panel, Series, Style};
+use super::FitGroup;
 use crate::train::MetricsRecord;
 
 /// The x axis of a dynamics figure.
@@ -67,8 +67,9 @@ fn series(
     }
 }
 
+/// Two columns of panels, each wide enough for its legend strip.
 fn grid(title: String, panels: Vec<Panel>) -> Figure {
-    Figure { title, panels, cols: 2, panel_size: (640, 420) }
+    Figure { title, panels, cols: 2, panel_size: (830, 420) }
 }
 
 /// One run's dynamics.
@@ -122,7 +123,8 @@ pub fn run_figure(title: &str, recs: &[MetricsRecord], axis: Axis) -> Figure {
             recs.iter().map(move |r| r.groups.get(i).and_then(|gr| f(&gr.stats)))
         };
         angles.series.push(series(&format!("Δ {g}"), i, Style::Line, &xs, get(|s| Some(s.angular_update))));
-        angles.series.push(series("", i, Style::Dashed, &xs, get(|s| s.angular_theory)));
+        let theory = if i == 0 { "Δ* = sqrt(2ηλ/(1+γ))" } else { "" };
+        angles.series.push(series(theory, i, Style::Dashed, &xs, get(|s| s.angular_theory)));
         eff.series.push(series(g, i, Style::Line, &xs, get(|s| Some(s.effective_lr))));
     }
     let acc = Panel {
@@ -144,14 +146,23 @@ pub fn main_group(recs: &[MetricsRecord]) -> Option<usize> {
     recs.first()?.groups.iter().enumerate().max_by_key(|(_, g)| g.members.len()).map(|(i, _)| i)
 }
 
-/// Several runs overlaid: their main group's ‖w‖, smoothed Δ/Δ*, η/‖w‖², and test accuracy.
-pub fn group_figure(title: &str, runs: &[(String, Vec<MetricsRecord>)], axis: Axis) -> Figure {
+/// One run of an overlay figure: its legend label, records, colour and line style.
+pub struct Overlay {
+    pub label: String,
+    pub recs: Vec<MetricsRecord>,
+    pub color: usize,
+    pub style: Style,
+}
+
+/// Several runs overlaid: their main group's ‖w‖, smoothed Δ/Δ* (with Δ*, the ratio 1), η/‖w‖²,
+/// and test accuracy.
+pub fn group_figure(title: &str, runs: &[Overlay], axis: Axis) -> Figure {
     let x_label = axis.label().to_string();
     let name = runs
         .iter()
-        .find_map(|(_, r)| main_group(r).map(|g| r[0].groups[g].stats.name.clone()))
+        .find_map(|o| main_group(&o.recs).map(|g| o.recs[0].groups[g].stats.name.clone()))
         .unwrap_or_default();
-    let legend = runs.len() <= 12;
+    let legend = runs.len() <= 24;
     let mk = |t: String, y: &str, log_y: bool| Panel {
         title: t,
         x_label: x_label.clone(),
@@ -166,25 +177,37 @@ pub fn group_figure(title: &str, runs: &[(String, Vec<MetricsRecord>)], axis: Ax
         mk(format!("η/‖w‖² of group {name}"), "η/‖w‖²", true),
         mk("test accuracy".into(), "accuracy", false),
     ];
-    for (c, (label, recs)) in runs.iter().enumerate() {
-        let Some(g) = main_group(recs) else { continue };
-        let xs = axis.xs(recs);
+    let (mut x0, mut x1) = (f64::INFINITY, f64::NEG_INFINITY);
+    for o in runs {
+        let Some(g) = main_group(&o.recs) else { continue };
+        let xs = axis.xs(&o.recs);
+        x0 = x0.min(xs.first().copied().unwrap_or(x0));
+        x1 = x1.max(xs.last().copied().unwrap_or(x1));
         let stat = |f: fn(&crate::train::record::GroupRecord) -> Option<f64>| {
-            recs.iter().map(move |r| r.groups.get(g).and_then(f))
+            o.recs.iter().map(move |r| r.groups.get(g).and_then(f))
         };
-        panels[0].series.push(series(label, c, Style::Line, &xs, stat(|g| Some(g.stats.norm))));
-        panels[1].series.push(series(label, c, Style::Line, &xs, stat(|g| g.smoothed_ratio)));
-        panels[2].series.push(series(label, c, Style::Line, &xs, stat(|g| Some(g.stats.effective_lr))));
-        panels[3].series.push(series(label, c, Style::Line, &xs, recs.iter().map(|r| r.test_acc)));
+        let (l, c, st) = (o.label.as_str(), o.color, o.style);
+        panels[0].series.push(series(l, c, st, &xs, stat(|g| Some(g.stats.norm))));
+        panels[1].series.push(series(l, c, st, &xs, stat(|g| g.smoothed_ratio)));
+        panels[2].series.push(series(l, c, st, &xs, stat(|g| Some(g.stats.effective_lr))));
+        panels[3].series.push(series(l, c, st, &xs, o.recs.iter().map(|r| r.test_acc)));
+    }
+    if x0 < x1 {
+        panels[1].series.push(Series {
+            label: "Δ* (Δ/Δ* = 1)".into(),
+            points: vec![(x0, 1.0), (x1, 1.0)],
+            color: 7,
+            style: Style::Dashed,
+        });
     }
     grid(title.into(), panels.into())
 }
 
-/// A group's label, its (λ_e, T_eq) points and their fit.
-pub type FitPoints = (String, Vec<(f64, f64)>, Option<LogLogFit>);
-
-/// T_eq against 1/λ_e on log-log axes, one colour per group of runs, with the fitted line.
-pub fn fast_equilibrium_figure(groups: &[FitPoints]) -> Figure {
+/// Two panels. Left: T_eq against 1/λ_e on log-log axes, one colour per group of runs (arm), each
+/// with its fitted line (dashed), and a line of slope 1 through the centroid of all points
+/// (dotted; the conjecture's T_eq ∝ 1/λ_e). Right: T_eq·λ_e against the norm term
+/// max(0, ln(‖w₀‖²/‖w*‖²))/2, with the norm-term fit of every group and of all groups together.
+pub fn fast_equilibrium_figure(groups: &[FitGroup], pooled: Option<&super::fit::LinearFit>) -> Figure {
     let mut p = Panel {
         title: "time to equilibrium".into(),
         x_label: "1/λ_e".into(),
@@ -194,30 +217,75 @@ pub fn fast_equilibrium_figure(groups: &[FitPoints]) -> Figure {
         legend: true,
         ..Panel::default()
     };
-    for (c, (label, pts, fit)) in groups.iter().enumerate() {
-        p.series.push(Series {
-            label: label.clone(),
-            points: pts.iter().map(|&(le, t)| (1.0 / le, t)).collect(),
-            color: c,
-            style: Style::Points,
-        });
-        if let Some(f) = fit {
-            let xs: Vec<f64> = pts.iter().map(|&(le, _)| 1.0 / le).collect();
-            let (lo, hi) = xs.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    let all: Vec<(f64, f64)> =
+        groups.iter().flat_map(|g| g.points.iter().map(|p| ((1.0 / p.1).ln(), (p.2 as f64).ln()))).collect();
+    let span = |xs: &mut dyn Iterator<Item = f64>| {
+        xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)))
+    };
+    for (c, g) in groups.iter().enumerate() {
+        let pts: Vec<(f64, f64)> = g.points.iter().map(|p| (1.0 / p.1, p.2 as f64)).collect();
+        p.series.push(Series { label: g.label.clone(), points: pts.clone(), color: c, style: Style::Points });
+        if let Some(f) = &g.fit {
+            let (lo, hi) = span(&mut pts.iter().map(|q| q.0));
             let line = |x: f64| (f.intercept + f.slope * x.ln()).exp();
-            let ci = f.slope_ci95.map_or(String::new(), |[a, b]| format!(", 95% CI [{a:.2}, {b:.2}]"));
+            let ci = f.slope_ci95.map_or(String::new(), |[a, b]| format!(" [{a:.2}, {b:.2}]"));
             p.series.push(Series {
-                label: format!("fit: slope {:.2}{ci}", f.slope),
+                label: format!("slope {:.2}{ci}", f.slope),
                 points: vec![(lo, line(lo)), (hi, line(hi))],
                 color: c,
                 style: Style::Dashed,
             });
         }
     }
+    if !all.is_empty() {
+        let n = all.len() as f64;
+        let (mx, my) = (all.iter().map(|q| q.0).sum::<f64>() / n, all.iter().map(|q| q.1).sum::<f64>() / n);
+        let (lo, hi) = span(&mut all.iter().map(|q| q.0));
+        let line = |x: f64| (my + x - mx).exp();
+        p.series.push(Series {
+            label: "slope 1 (T_eq ∝ 1/λ_e)".into(),
+            points: vec![(lo.exp(), line(lo)), (hi.exp(), line(hi))],
+            color: 7,
+            style: Style::Dotted,
+        });
+    }
+    let mut q = Panel {
+        title: "T_eq·λ_e against the norm term".into(),
+        x_label: "max(0, ln(‖w₀‖²/‖w*‖²))/2".into(),
+        y_label: "T_eq·λ_e".into(),
+        legend: true,
+        ..Panel::default()
+    };
+    let line_of = |f: &super::fit::LinearFit, lo: f64, hi: f64| {
+        vec![(lo, f.intercept + f.slope * lo), (hi, f.intercept + f.slope * hi)]
+    };
+    let norm_all: Vec<(f64, f64)> = groups.iter().flat_map(|g| g.norm_points()).collect();
+    let (nlo, nhi) = span(&mut norm_all.iter().map(|q| q.0));
+    for (c, g) in groups.iter().enumerate() {
+        let pts = g.norm_points();
+        q.series.push(Series { label: g.label.clone(), points: pts.clone(), color: c, style: Style::Points });
+        if let Some(f) = &g.norm_fit {
+            let (lo, hi) = span(&mut pts.iter().map(|q| q.0));
+            q.series.push(Series {
+                label: format!("b = {:.2}", f.slope),
+                points: line_of(f, lo, hi),
+                color: c,
+                style: Style::Dashed,
+            });
+        }
+    }
+    if let Some(f) = pooled.filter(|_| nlo < nhi) {
+        q.series.push(Series {
+            label: format!("all: a = {:.2}, b = {:.2}", f.intercept, f.slope),
+            points: line_of(f, nlo, nhi),
+            color: 7,
+            style: Style::Dotted,
+        });
+    }
     Figure {
-        title: "Fast Equilibrium: T_eq vs 1/λ_e".into(),
-        panels: vec![p],
-        cols: 1,
-        panel_size: (800, 560),
+        title: "Fast Equilibrium: T_eq vs 1/λ_e, and the initial-norm term".into(),
+        panels: vec![p, q],
+        cols: 2,
+        panel_size: (830, 560),
     }
 }

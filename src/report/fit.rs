@@ -1,4 +1,4 @@
-//! The Fast Equilibrium fit: least squares of y = log T_eq on x = log(1/λ_e), with a 95% confidence
+//! The Fast Equilibrium fits: least squares of y = log T_eq on x = log(1/λ_e), with a 95% confidence
 //! interval on the slope from Student's t with n − 2 degrees of freedom.
 //!
 //! slope b = Sxy/Sxx, intercept a = ȳ − b·x̄, residual variance s² = Σ(y − a − bx)²/(n − 2),
@@ -21,13 +21,27 @@ pub struct LogLogFit {
     pub r_squared: f64,
 }
 
-/// Fit log T_eq against log(1/λ_e) over (λ_e, T_eq) pairs; None without two distinct λ_e.
-pub fn fit_loglog(points: &[(f64, f64)]) -> Option<LogLogFit> {
-    let pts: Vec<(f64, f64)> = points
-        .iter()
-        .filter(|(le, t)| *le > 0.0 && *t > 0.0 && le.is_finite() && t.is_finite())
-        .map(|(le, t)| ((1.0 / le).ln(), t.ln()))
-        .collect();
+/// Ordinary least squares of y = a + b·x with 95% confidence intervals on a and b.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinearFit {
+    pub n: usize,
+    /// a.
+    pub intercept: f64,
+    /// b.
+    pub slope: f64,
+    /// Standard errors and 95% intervals (Student's t, n − 2 df); null with fewer than 3 points.
+    pub intercept_se: Option<f64>,
+    pub slope_se: Option<f64>,
+    pub intercept_ci95: Option<[f64; 2]>,
+    pub slope_ci95: Option<[f64; 2]>,
+    pub r_squared: f64,
+}
+
+/// Fit y = a + b·x over finite (x, y) pairs: b = Sxy/Sxx, a = ȳ − b·x̄, s² = SSR/(n − 2),
+/// SE(b) = s/sqrt(Sxx), SE(a) = s·sqrt(1/n + x̄²/Sxx). None without two distinct x.
+pub fn fit_linear(points: &[(f64, f64)]) -> Option<LinearFit> {
+    let pts: Vec<(f64, f64)> =
+        points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
     let n = pts.len();
     if n < 2 {
         return None;
@@ -45,14 +59,44 @@ pub fn fit_loglog(points: &[(f64, f64)]) -> Option<LogLogFit> {
     let intercept = my - slope * mx;
     let ssr: f64 = pts.iter().map(|p| (p.1 - intercept - slope * p.0).powi(2)).sum();
     let r_squared = if syy > 0.0 { 1.0 - ssr / syy } else { 1.0 };
-    let (slope_se, slope_ci95) = if n >= 3 {
-        let se = (ssr / (nf - 2.0) / sxx).sqrt();
-        let t = t_quantile(0.975, nf - 2.0);
-        (Some(se), Some([slope - t * se, slope + t * se]))
-    } else {
-        (None, None)
+    let mut fit = LinearFit {
+        n,
+        intercept,
+        slope,
+        intercept_se: None,
+        slope_se: None,
+        intercept_ci95: None,
+        slope_ci95: None,
+        r_squared,
     };
-    Some(LogLogFit { n, slope, intercept, slope_se, slope_ci95, r_squared })
+    if n >= 3 {
+        let s = (ssr / (nf - 2.0)).sqrt();
+        let t = t_quantile(0.975, nf - 2.0);
+        let (se_b, se_a) = (s / sxx.sqrt(), s * (1.0 / nf + mx * mx / sxx).sqrt());
+        fit.slope_se = Some(se_b);
+        fit.intercept_se = Some(se_a);
+        fit.slope_ci95 = Some([slope - t * se_b, slope + t * se_b]);
+        fit.intercept_ci95 = Some([intercept - t * se_a, intercept + t * se_a]);
+    }
+    Some(fit)
+}
+
+/// Fit log T_eq against log(1/λ_e) over (λ_e, T_eq) pairs; None without two distinct λ_e.
+pub fn fit_loglog(points: &[(f64, f64)]) -> Option<LogLogFit> {
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|(le, t)| *le > 0.0 && *t > 0.0 && le.is_finite() && t.is_finite())
+        .map(|(le, t)| ((1.0 / le).ln(), t.ln()))
+        .collect();
+    let f = fit_linear(&pts)?;
+    Some(LogLogFit {
+        n: f.n,
+        slope: f.slope,
+        intercept: f.intercept,
+        slope_se: f.slope_se,
+        slope_ci95: f.slope_ci95,
+        r_squared: f.r_squared,
+    })
 }
 
 /// ln Γ(x) for x > 0 (Lanczos, g = 7, 9 terms; ~1e-15 relative).
@@ -203,5 +247,18 @@ mod tests {
         assert!((hi - lo - 2.0 * 12.706_204_736 * se).abs() < 1e-6);
         assert!(fit_loglog(&[(1e-3, 10.0), (1e-3, 20.0)]).is_none(), "one λ_e: no slope");
         assert!(fit_loglog(&[(1e-3, 10.0), (2e-3, 5.0)]).unwrap().slope_ci95.is_none());
+    }
+
+    #[test]
+    fn linear_fit_intercept_interval_matches_the_textbook_formula() {
+        // x = 0, 1, 2; y = 0, 1, 3: b = 1.5, a = −1/6, s² = 1/6, Sxx = 2, x̄ = 1:
+        // SE(a) = s·sqrt(1/3 + 1/2) = sqrt(5/36).
+        let f = fit_linear(&[(0.0, 0.0), (1.0, 1.0), (2.0, 3.0)]).unwrap();
+        assert!((f.slope - 1.5).abs() < 1e-12 && (f.intercept + 1.0 / 6.0).abs() < 1e-12);
+        let se = f.intercept_se.unwrap();
+        assert!((se - (5.0f64 / 36.0).sqrt()).abs() < 1e-12);
+        let [lo, hi] = f.intercept_ci95.unwrap();
+        assert!((hi - lo - 2.0 * 12.706_204_736 * se).abs() < 1e-6);
+        assert!(fit_linear(&[(1.0, 2.0), (1.0, 3.0)]).is_none(), "one x: no slope");
     }
 }

@@ -4,7 +4,8 @@
 //! Writes under DIR/report/ (every file atomically):
 //! ```text
 //! runs.csv, runs.json                       one row per run (see [`table`])
-//! fast_equilibrium.json, .png, .svg         the log-log fit per group of runs (see [`fit`])
+//! fast_equilibrium.json, .png, .svg         the log-log fit per group of runs (see [`fit`]), and the
+//!                                           norm-term fit of T_eq·λ_e (see [`norms`])
 //! function_space.json, function_space_<k>.csv, .png, .svg   (see [`funcspace`])
 //! overview_steps.png/.svg, overview_steps_x_lambda_e.png/.svg   all selected runs overlaid
 //! runs/<run-id>/steps.png/.svg, steps_x_lambda_e.png/.svg       one run's dynamics
@@ -15,6 +16,7 @@ pub mod figures;
 pub mod fit;
 pub mod font;
 pub mod funcspace;
+pub mod norms;
 pub mod plot;
 pub mod table;
 
@@ -22,7 +24,8 @@ use crate::util::atomic::{write_atomic, write_json_atomic};
 use anyhow::{bail, Context, Result};
 use collect::{RunInfo, Status};
 use figures::Axis;
-use fit::LogLogFit;
+use fit::{LinearFit, LogLogFit};
+use norms::RunNorms;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,15 +37,26 @@ pub struct ReportOptions {
     pub plots: bool,
     /// Per-run figures only when at most this many runs are selected.
     pub max_run_plots: usize,
+    /// Print the Fast Equilibrium fits and the function-space results (their files are written
+    /// either way); `ilr reproduce` prints only what its recipe concerns.
+    pub print_fits: bool,
+    pub print_function_space: bool,
 }
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        Self { runs: Vec::new(), plots: true, max_run_plots: 64 }
+        Self {
+            runs: Vec::new(),
+            plots: true,
+            max_run_plots: 64,
+            print_fits: true,
+            print_function_space: true,
+        }
     }
 }
 
-/// One group of runs in the Fast Equilibrium analysis.
+/// One group of runs in the Fast Equilibrium analysis (an arm of the init-norm control when runs
+/// differ in `model.init_norm` / `model.init_scale`).
 #[derive(Clone, Debug)]
 pub struct FitGroup {
     pub label: String,
@@ -51,6 +65,36 @@ pub struct FitGroup {
     /// Completed runs without T_eq (left out of the fit).
     pub censored: Vec<String>,
     pub fit: Option<LogLogFit>,
+    /// The norm-decay numbers of each point's run (same order as `points`; None where the run has
+    /// no logged group statistics).
+    pub norms: Vec<Option<RunNorms>>,
+    /// T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 over the points (see [`norm_term_fit`]).
+    pub norm_fit: Option<LinearFit>,
+}
+
+impl FitGroup {
+    /// (norm term, T_eq·λ_e) of the points with norm data.
+    pub fn norm_points(&self) -> Vec<(f64, f64)> {
+        self.points
+            .iter()
+            .zip(&self.norms)
+            .filter_map(|((_, le, t), n)| Some((n.as_ref()?.norm_term(), le * *t as f64)))
+            .collect()
+    }
+
+    /// [min, max] of T_eq·λ_e over the points.
+    pub fn t_eq_lambda_e_range(&self) -> Option<[f64; 2]> {
+        let c = self.points.iter().map(|p| p.1 * p.2 as f64);
+        let r = c.fold([f64::INFINITY, f64::NEG_INFINITY], |[a, b], v| [a.min(v), b.max(v)]);
+        (!self.points.is_empty()).then_some(r)
+    }
+}
+
+/// T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 over (norm term, T_eq·λ_e) points. The norm decays
+/// from ‖w₀‖ to ‖w*‖ in ≈ ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps, so b ≈ 1 when that decay is what T_eq
+/// waits for, and a is the time to equilibrium that is left, in units of 1/λ_e.
+pub fn norm_term_fit(points: &[(f64, f64)]) -> Option<LinearFit> {
+    fit::fit_linear(points)
 }
 
 pub struct ReportOutput {
@@ -71,7 +115,8 @@ fn fit_free(key: &str) -> bool {
 pub fn labels(runs: &[&RunInfo]) -> Vec<String> {
     let flat: Vec<BTreeMap<String, String>> = runs.iter().map(|r| table::flatten(&r.config)).collect();
     let mut keys = table::differing_keys(&flat);
-    keys.retain(|k| !k.starts_with("train."));
+    // model.init_norm follows λ_e in the init-norm arms (a long list); λ_e names the run better.
+    keys.retain(|k| !k.starts_with("train.") && k != "model.init_norm");
     runs.iter()
         .zip(&flat)
         .map(|(r, f)| {
@@ -92,12 +137,37 @@ pub fn labels(runs: &[&RunInfo]) -> Vec<String> {
         .collect()
 }
 
+/// The init-norm arm of a config: `default` (the Kaiming init), `matched` (`model.init_norm` set,
+/// as `ilr reproduce fast-equilibrium` sets it to the equilibrium norms of the λ_e), `large` or
+/// `small` (init_norm set and then scaled by init_scale > 1 or < 1), `init_scale=s` (no init_norm).
+pub fn init_arm(cfg: &crate::model::ModelConfig) -> String {
+    let s = cfg.init_scale;
+    match (&cfg.init_norm, s == 1.0) {
+        (None, true) => "default".into(),
+        (None, false) => format!("init_scale={s}"),
+        (Some(_), true) => "matched".into(),
+        (Some(_), false) if s > 1.0 => "large".into(),
+        (Some(_), false) => "small".into(),
+    }
+}
+
+/// The key that groups runs into one Fast Equilibrium fit: every flattened config key but the
+/// λ_e-related ones and the seed; `model.init_norm` (set per λ_e) and `model.init_scale` are
+/// replaced by the run's init arm.
+fn fit_key(r: &RunInfo) -> BTreeMap<String, String> {
+    let mut key: BTreeMap<String, String> = table::flatten(&r.config)
+        .into_iter()
+        .filter(|(k, _)| !fit_free(k) && !k.starts_with("model.init_"))
+        .collect();
+    key.insert("init".into(), init_arm(&r.config.model));
+    key
+}
+
 /// Group completed runs by everything but the λ_e-related keys and the seed, and fit each group.
-fn fast_equilibrium(runs: &[RunInfo]) -> Vec<FitGroup> {
+fn fast_equilibrium(runs: &[RunInfo]) -> Result<Vec<FitGroup>> {
     let mut groups: Vec<(BTreeMap<String, String>, Vec<&RunInfo>)> = Vec::new();
     for r in runs.iter().filter(|r| r.status == Status::Completed) {
-        let key: BTreeMap<String, String> =
-            table::flatten(&r.config).into_iter().filter(|(k, _)| !fit_free(k)).collect();
+        let key = fit_key(r);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(r),
             None => groups.push((key, vec![r])),
@@ -113,23 +183,52 @@ fn fast_equilibrium(runs: &[RunInfo]) -> Vec<FitGroup> {
             } else {
                 key.iter()
                     .filter(|(k, v)| keys.iter().any(|o| o.get(*k) != Some(v)))
-                    .map(|(k, v)| format!("{k}={}", v.trim_matches('"')))
+                    .map(
+                        |(k, v)| if k == "init" { v.clone() } else { format!("{k}={}", v.trim_matches('"')) },
+                    )
                     .collect::<Vec<_>>()
                     .join(" ")
             };
             let mut points = Vec::new();
             let mut censored = Vec::new();
+            let mut norms = Vec::new();
             for r in rs {
                 let s = r.summary.as_ref().expect("completed runs have a summary");
                 match s.t_eq_steps {
-                    Some(t) => points.push((r.id.clone(), s.lambda_e, t)),
+                    Some(t) => {
+                        points.push((r.id.clone(), s.lambda_e, t));
+                        norms.push(norms::run_norms(r, &r.metrics()?)?);
+                    }
                     None => censored.push(r.id.clone()),
                 }
             }
             let fit = fit::fit_loglog(&points.iter().map(|p| (p.1, p.2 as f64)).collect::<Vec<_>>());
-            FitGroup { label, points, censored, fit }
+            let mut g = FitGroup { label, points, censored, fit, norms, norm_fit: None };
+            g.norm_fit = norm_term_fit(&g.norm_points());
+            Ok(g)
         })
         .collect()
+}
+
+/// The norm-term fit over every group's points together (None with a single group).
+pub fn pooled_norm_fit(fits: &[FitGroup]) -> Option<LinearFit> {
+    (fits.len() > 1).then(|| norm_term_fit(&fits.iter().flat_map(|g| g.norm_points()).collect::<Vec<_>>()))?
+}
+
+fn ci_text(ci: Option<[f64; 2]>) -> String {
+    ci.map_or(" (no CI)".into(), |[lo, hi]| format!(" [{lo:.3}, {hi:.3}]"))
+}
+
+/// "a = …, 95% CI […], b = …, 95% CI […]" of a norm-term fit.
+pub fn norm_fit_text(f: &LinearFit) -> String {
+    format!(
+        "T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2: a = {:.3}{}, b = {:.3}{} (95% CIs, n = {})",
+        f.intercept,
+        ci_text(f.intercept_ci95),
+        f.slope,
+        ci_text(f.slope_ci95),
+        f.n
+    )
 }
 
 fn print_table(runs: &[RunInfo]) {
@@ -167,8 +266,9 @@ fn print_fit(g: &FitGroup) {
             println!("Fast Equilibrium ({}): slope of log T_eq on log(1/λ_e) = {:.3}{ci}, R² = {:.3}, n = {n}", g.label, f.slope, f.r_squared);
         }
         None => println!(
-            "Fast Equilibrium ({}): no fit ({n} runs reached equilibrium; a fit needs at least two distinct λ_e)",
-            g.label
+            "Fast Equilibrium ({}): no fit ({n} {} reached equilibrium; a fit needs at least two distinct λ_e)",
+            g.label,
+            if n == 1 { "run" } else { "runs" }
         ),
     }
     if n > 0 {
@@ -178,6 +278,24 @@ fn print_fit(g: &FitGroup) {
             "  T_eq·λ_e: mean {:.2}, range [{lo:.2}, {hi:.2}] (the conjecture: about constant)",
             c.iter().sum::<f64>() / n as f64
         );
+    }
+    match &g.norm_fit {
+        Some(f) => println!("  norm term: {}", norm_fit_text(f)),
+        None if n > 0 => println!("  norm term: no fit (the runs' ln(‖w₀‖²/‖w*‖²) do not vary)"),
+        None => {}
+    }
+    for ((id, le, t), rn) in g.points.iter().zip(&g.norms) {
+        if let Some(d) = rn.as_ref().and_then(|r| r.deciding_group()) {
+            println!(
+                "    {id}: λ_e {le:.2e}, T_eq·λ_e {:.2}; {}: ‖w₀‖ {:.3}, ‖w*‖ {:.3}{}, τ·λ_e = ln(‖w₀‖²/‖w*‖²)/2 = {:.2}",
+                le * *t as f64,
+                d.group,
+                d.initial,
+                d.equilibrium,
+                d.predicted.map_or(String::new(), |p| format!(" (theory {p:.3})")),
+                d.log_ratio / 2.0
+            );
+        }
     }
     if !g.censored.is_empty() {
         println!(
@@ -235,10 +353,16 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
         by_status(Status::Pending)
     );
 
-    let fits = fast_equilibrium(&runs);
-    println!();
-    for g in &fits {
-        print_fit(g);
+    let fits = fast_equilibrium(&runs)?;
+    let pooled = pooled_norm_fit(&fits);
+    if opts.print_fits {
+        println!();
+        for g in &fits {
+            print_fit(g);
+        }
+        if let Some(f) = &pooled {
+            println!("Norm term, all groups together: {}", norm_fit_text(f));
+        }
     }
     let fit_json: Vec<_> = fits
         .iter()
@@ -246,12 +370,20 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
             json!({
                 "group": g.label,
                 "fit": g.fit,
-                "points": g.points.iter().map(|(id, le, t)| json!({"run_id": id, "lambda_e": le, "t_eq_steps": t, "t_eq_lambda_e": le * *t as f64})).collect::<Vec<_>>(),
+                "norm_fit": g.norm_fit,
+                "points": g.points.iter().zip(&g.norms).map(|((id, le, t), n)| json!({
+                    "run_id": id, "lambda_e": le, "t_eq_steps": t, "t_eq_lambda_e": le * *t as f64,
+                    "norm_term": n.as_ref().map(|n| n.norm_term()),
+                    "groups": n.as_ref().map(|n| &n.groups),
+                })).collect::<Vec<_>>(),
                 "censored": g.censored,
             })
         })
         .collect();
-    write_json_atomic(&out.join("fast_equilibrium.json"), &fit_json)?;
+    write_json_atomic(
+        &out.join("fast_equilibrium.json"),
+        &json!({ "groups": fit_json, "pooled_norm_fit": pooled }),
+    )?;
     files.push(out.join("fast_equilibrium.json"));
 
     // Function space: runs with metrics and predictions.
@@ -268,7 +400,7 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
     let fs = funcspace::function_space(&data)?;
     write_json_atomic(&out.join("function_space.json"), &fs)?;
     files.push(out.join("function_space.json"));
-    if !fs.is_empty() {
+    if !fs.is_empty() && opts.print_function_space {
         println!();
     }
     for (k, g) in fs.iter().enumerate() {
@@ -282,7 +414,8 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
             ),
             _ => "not within noise at the end: train longer".into(),
         };
-        println!(
+        if opts.print_function_space {
+            println!(
             "function space {} ({}): common (η, λ, γ) from step {}; {reached}. Noise levels: |Δ test acc| {:.4}, |Δ test loss| {:.4}, disagreement {:.4} (two runs at equilibrium, steps {}–{})",
             k + 1,
             g.label,
@@ -293,6 +426,7 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
             g.reference_window[0],
             g.reference_window[1]
         );
+        }
         let mut csv = String::from("step,steps_since_common,steps_since_common_x_lambda_e,acc_gap,loss_gap,disagreement,within_noise\n");
         for p in &g.points {
             csv += &format!(
@@ -313,7 +447,7 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
 
     if opts.plots {
         let sel = select(&runs, &opts.runs)?;
-        files.extend(write_plots(&out, &runs, &sel, &fits, &fs, &loaded, opts)?);
+        files.extend(write_plots(&out, &sel, &fits, pooled.as_ref(), &fs, &loaded, opts)?);
     }
     println!("\nwrote {} files to {}", files.len(), out.display());
     Ok(ReportOutput { dir: out, runs: runs.len(), fits, function_space: fs, files })
@@ -321,11 +455,39 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
 
 type Loaded<'a> = (&'a RunInfo, Vec<crate::train::MetricsRecord>, Option<crate::train::Predictions>);
 
+/// The overlay of `runs`: one colour per λ_e (in decreasing order), seeds as line styles (solid,
+/// dashed, dotted, then again), labelled by the keys that vary between them.
+fn overlays(runs: &[(&RunInfo, Vec<crate::train::MetricsRecord>)]) -> Vec<figures::Overlay> {
+    let mut les: Vec<f64> = runs.iter().map(|(r, _)| r.lambda_e()).collect();
+    les.sort_by(|a, b| b.total_cmp(a));
+    les.dedup();
+    let mut seeds: Vec<u64> = runs.iter().map(|(r, _)| r.config.seed).collect();
+    seeds.sort();
+    seeds.dedup();
+    const STYLES: [plot::Style; 3] = [plot::Style::Line, plot::Style::Dashed, plot::Style::Dotted];
+    let names = labels(&runs.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+    runs.iter()
+        .zip(names)
+        .map(|((r, m), label)| figures::Overlay {
+            label,
+            recs: m.clone(),
+            color: les.iter().position(|&l| l == r.lambda_e()).unwrap_or(0),
+            style: STYLES[seeds.iter().position(|&s| s == r.config.seed).unwrap_or(0) % STYLES.len()],
+        })
+        .collect()
+}
+
+/// A file-name-safe form of a group label.
+fn slug(label: &str) -> String {
+    let s: String = label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    s.trim_matches('_').chars().take(60).collect()
+}
+
 fn write_plots(
     out: &Path,
-    runs: &[RunInfo],
     sel: &[&RunInfo],
     fits: &[FitGroup],
+    pooled: Option<&LinearFit>,
     fs: &[funcspace::GroupResult],
     loaded: &[Loaded],
     opts: &ReportOptions,
@@ -336,12 +498,8 @@ fn write_plots(
         files.extend(["png", "svg"].map(|e| PathBuf::from(format!("{}.{e}", stem.display()))));
         Ok(())
     };
-    let groups: Vec<figures::FitPoints> = fits
-        .iter()
-        .map(|g| (g.label.clone(), g.points.iter().map(|p| (p.1, p.2 as f64)).collect(), g.fit.clone()))
-        .collect();
-    if groups.iter().any(|g| !g.1.is_empty()) {
-        save(&figures::fast_equilibrium_figure(&groups), out.join("fast_equilibrium"))?;
+    if fits.iter().any(|g| !g.points.is_empty()) {
+        save(&figures::fast_equilibrium_figure(fits, pooled), out.join("fast_equilibrium"))?;
     }
     let metrics = |r: &RunInfo| -> Result<Vec<crate::train::MetricsRecord>> {
         match loaded.iter().find(|l| std::ptr::eq(l.0, r)) {
@@ -357,14 +515,29 @@ fn write_plots(
         .filter(|(_, m)| !m.is_empty())
         .collect();
     let names = labels(&with_metrics.iter().map(|(r, _)| *r).collect::<Vec<_>>());
-    let overlay: Vec<(String, Vec<crate::train::MetricsRecord>)> =
-        names.iter().cloned().zip(with_metrics.iter().map(|(_, m)| m.clone())).collect();
-    if !overlay.is_empty() {
+    // One overview of all selected runs; with several fit groups (arms), one per group as well.
+    let mut overviews = vec![(String::new(), format!("{} runs", with_metrics.len()), with_metrics.clone())];
+    if fits.len() > 1 {
+        for g in fits {
+            let ids: Vec<&str> =
+                g.points.iter().map(|p| p.0.as_str()).chain(g.censored.iter().map(|c| c.as_str())).collect();
+            let member: Vec<_> =
+                with_metrics.iter().filter(|(r, _)| ids.contains(&r.id.as_str())).cloned().collect();
+            if !member.is_empty() {
+                overviews.push((
+                    format!("{}_", slug(&g.label)),
+                    format!("{}: {} runs", g.label, member.len()),
+                    member,
+                ));
+            }
+        }
+    }
+    for (prefix, title, member) in overviews.iter().filter(|o| !o.2.is_empty()) {
+        let overlay = overlays(member);
         for axis in Axis::BOTH {
-            let title = format!("{} runs", overlay.len());
             save(
-                &figures::group_figure(&title, &overlay, axis),
-                out.join(format!("overview_{}", axis.file_stem())),
+                &figures::group_figure(title, &overlay, axis),
+                out.join(format!("overview_{prefix}{}", axis.file_stem())),
             )?;
         }
     }
@@ -389,7 +562,6 @@ fn write_plots(
     for (k, g) in fs.iter().enumerate() {
         save(&funcspace_figure(g), out.join(format!("function_space_{}", k + 1)))?;
     }
-    let _ = runs;
     Ok(files)
 }
 
@@ -430,6 +602,6 @@ fn funcspace_figure(g: &funcspace::GroupResult) -> plot::Figure {
             panel("prediction disagreement", "fraction of test samples", |x| x.disagreement),
         ],
         cols: 3,
-        panel_size: (560, 420),
+        panel_size: (720, 420),
     }
 }

@@ -1,6 +1,7 @@
 //! Figures of line and scatter panels, written as PNG and SVG with plotters.
 //!
-//! Non-finite points (and non-positive ones on log axes) are dropped.
+//! Non-finite points (and non-positive ones on log axes) are dropped. A panel's legend is drawn in
+//! a strip to the right of its plotting area, so that it never covers the data.
 
 use super::font::text_available;
 use anyhow::{anyhow, Result};
@@ -31,6 +32,7 @@ pub enum Style {
     #[default]
     Line,
     Dashed,
+    Dotted,
     Points,
 }
 
@@ -52,7 +54,7 @@ pub struct Panel {
     pub series: Vec<Series>,
     /// Vertical marker lines (x, label).
     pub markers: Vec<(f64, String)>,
-    /// Show a legend (when text can be drawn and there are at most 12 labelled series).
+    /// Show a legend right of the plotting area (when text can be drawn; at most 24 entries).
     pub legend: bool,
 }
 
@@ -88,6 +90,21 @@ fn range(vals: impl Iterator<Item = f64>, log: bool) -> std::ops::Range<f64> {
             let pad = 0.05 * (hi - lo);
             lo - pad..hi + pad
         }
+    }
+}
+
+/// Whether every tick of an axis over `r` can be written plainly (else all are in e-notation).
+fn plain_axis(r: &std::ops::Range<f64>) -> bool {
+    let big = r.start.abs().max(r.end.abs());
+    big < 1e5 && (big >= 1e-2 || big == 0.0) && (r.start <= 0.0 || r.start >= 1e-2 * 0.5)
+}
+
+/// A tick label in the axis's one format: plain with at most 3 significant digits, or e-notation.
+fn axis_label(v: f64, plain: bool) -> String {
+    if plain || v == 0.0 {
+        label(v)
+    } else {
+        format!("{v:.1e}")
     }
 }
 
@@ -162,10 +179,55 @@ macro_rules! with_chart {
     };
 }
 
+/// Width in pixels of the legend strip right of a panel's plotting area.
+const LEGEND_WIDTH: u32 = 190;
+
+fn labelled(p: &Panel) -> Vec<&Series> {
+    p.series.iter().filter(|s| !s.label.is_empty()).collect()
+}
+
+/// The legend of `p` in its own strip: a line (or dot) sample and the label per labelled series.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let font = ("sans-serif", 12).into_font().color(&BLACK);
+    for (i, s) in labelled(p).into_iter().take(24).enumerate() {
+        let y = 40 + 16 * i as i32;
+        let c = color(s.color);
+        let sample: Vec<(i32, i32)> = vec![(6, y), (26, y)];
+        match s.style {
+            Style::Points => area.draw(&Circle::new((16, y), 4, c.filled())),
+            Style::Line => area.draw(&PathElement::new(sample, c.stroke_width(2))),
+            Style::Dashed => area
+                .draw(&PathElement::new(vec![(6, y), (13, y)], c.stroke_width(2)))
+                .and_then(|_| area.draw(&PathElement::new(vec![(19, y), (26, y)], c.stroke_width(2)))),
+            Style::Dotted => (0..4).try_for_each(|k| area.draw(&Circle::new((7 + 6 * k, y), 1, c.filled()))),
+        }
+        .map_err(|e| anyhow!("plot {} legend: {e}", p.title))?;
+        let mut name = s.label.clone();
+        if name.chars().count() > 26 {
+            name = name.chars().take(25).collect::<String>() + "…";
+        }
+        area.draw(&Text::new(name, (32, y - 7), font.clone()))
+            .map_err(|e| anyhow!("plot {} legend: {e}", p.title))?;
+    }
+    Ok(())
+}
+
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel, text: bool) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
+    let with_legend = text && p.legend && !labelled(p).is_empty();
+    let (w, _) = area.dim_in_pixel();
+    let (area, legend_area) = if with_legend && w > 2 * LEGEND_WIDTH {
+        let (a, l) = area.split_horizontally(w - LEGEND_WIDTH);
+        (a, Some(l))
+    } else {
+        (area.clone(), None)
+    };
+    let area = &area;
     let pts: Vec<Vec<(f64, f64)>> = p
         .series
         .iter()
@@ -182,7 +244,9 @@ where
     } else {
         b.x_label_area_size(8).y_label_area_size(8);
     }
-    let fmt = |v: &f64| label(*v);
+    let (plain_x, plain_y) = (plain_axis(&xr), plain_axis(&yr));
+    let fmt_x = move |v: &f64| axis_label(*v, plain_x);
+    let fmt_y = move |v: &f64| axis_label(*v, plain_y);
     with_chart!(b, p, xr, yr, |chart| {
         if text {
             chart
@@ -190,8 +254,8 @@ where
                 .light_line_style(RGBColor(235, 235, 235))
                 .x_desc(p.x_label.as_str())
                 .y_desc(p.y_label.as_str())
-                .x_label_formatter(&fmt)
-                .y_label_formatter(&fmt)
+                .x_label_formatter(&fmt_x)
+                .y_label_formatter(&fmt_y)
                 .label_style(("sans-serif", 13))
                 .draw()
                 .map_err(|e| anyhow!("plot {}: {e}", p.title))?;
@@ -201,39 +265,29 @@ where
                 .draw_series([Rectangle::new([(xr0, y0), (xr1, y1)], BLACK.stroke_width(1))])
                 .map_err(|e| anyhow!("plot {}: {e}", p.title))?;
         }
-        let mut labelled = 0;
         for (s, pts) in p.series.iter().zip(&pts) {
             let c = color(s.color);
-            let drawn = match s.style {
+            match s.style {
                 Style::Line => chart.draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2))),
                 Style::Dashed => {
                     chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 6, 4, c.stroke_width(2)))
                 }
+                Style::Dotted => {
+                    chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 2, 3, c.stroke_width(2)))
+                }
                 Style::Points => chart.draw_series(pts.iter().map(|&q| Circle::new(q, 4, c.filled()))),
             }
             .map_err(|e| anyhow!("plot {}: {e}", p.title))?;
-            if !s.label.is_empty() {
-                labelled += 1;
-                drawn
-                    .label(s.label.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
-            }
         }
         for &(x, _) in p.markers.iter().filter(|m| ok(m.0, p.log_x)) {
             chart
                 .draw_series(DashedLineSeries::new([(x, y0), (x, y1)], 4, 4, BLACK.stroke_width(1)))
                 .map_err(|e| anyhow!("plot {}: {e}", p.title))?;
         }
-        if text && p.legend && labelled > 0 && labelled <= 12 {
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(RGBColor(200, 200, 200))
-                .label_font(("sans-serif", 12))
-                .draw()
-                .map_err(|e| anyhow!("plot {} legend: {e}", p.title))?;
-        }
     });
+    if let Some(l) = legend_area {
+        draw_legend(&l, p)?;
+    }
     Ok(())
 }
 
@@ -300,5 +354,13 @@ mod tests {
         assert_eq!(label(12.5), "12.5");
         assert_eq!(log_ticks(&(90.0..1100.0)), vec![100.0, 200.0, 500.0, 1000.0]);
         assert_eq!(log_ticks(&(120.0..510.0)), vec![200.0, 300.0, 400.0, 500.0]);
+        // One format per axis: a log axis from 5e-4 to 0.2 writes every tick in e-notation.
+        let r = 5e-4..0.2;
+        assert!(!plain_axis(&r));
+        assert_eq!(
+            log_ticks(&r).iter().map(|&v| axis_label(v, false)).collect::<Vec<_>>()[..2],
+            ["5.0e-4", "1.0e-3"]
+        );
+        assert!(plain_axis(&(0.05..20.0)) && axis_label(0.1, true) == "0.1");
     }
 }

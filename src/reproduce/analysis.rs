@@ -5,8 +5,8 @@ use super::compare::{compare, MetricComparison};
 use super::recipes::Recipe;
 use super::state::EqState;
 use crate::report::collect::RunInfo;
-use crate::report::fit::{fit_loglog, LogLogFit};
-use crate::report::ReportOutput;
+use crate::report::fit::{fit_loglog, LinearFit, LogLogFit};
+use crate::report::{norm_fit_text, pooled_norm_fit, FitGroup, ReportOutput};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -128,68 +128,183 @@ fn fit_text(f: &Option<LogLogFit>) -> String {
     }
 }
 
-/// About 1: the CI contains 1, or the slope lies within [0.7, 1.3].
-fn about_one(f: &Option<LogLogFit>) -> bool {
-    f.as_ref().is_some_and(|f| {
-        f.slope_ci95.is_some_and(|[lo, hi]| lo <= 1.0 && 1.0 <= hi) || (0.7..=1.3).contains(&f.slope)
-    })
+/// The slope CI contains 1 (without a CI: the slope lies within [0.7, 1.3]).
+fn ci_contains_one(f: &LogLogFit) -> bool {
+    match f.slope_ci95 {
+        Some([lo, hi]) => lo <= 1.0 && 1.0 <= hi,
+        None => (0.7..=1.3).contains(&f.slope),
+    }
 }
 
-/// T_eq against 1/λ_e, in parameter space (the detector) and in function space (seeds agree).
+/// The slope that a log factor alone would give over [λ_min, λ_max]: T_eq = C·ln(1/λ_e)/λ_e has
+/// log-log slope 1 + ln(ln(1/λ_min)/ln(1/λ_max))/ln(λ_max/λ_min).
+fn log_factor_slope(le_min: f64, le_max: f64) -> f64 {
+    if !(le_min > 0.0 && le_max < 1.0 && le_max > le_min) {
+        return 1.0;
+    }
+    1.0 + ((1.0 / le_min).ln() / (1.0 / le_max).ln()).ln() / (le_max / le_min).ln()
+}
+
+/// One arm's verdict: T_eq·λ_e bounded (growth faster than a log factor is not established: the
+/// slope CI's lower end is at most the log-factor slope), and whether the slope CI contains 1.
+struct ArmVerdict {
+    arm: String,
+    fit: Option<LogLogFit>,
+    range: Option<[f64; 2]>,
+    span: f64,
+    bounded: Option<bool>,
+    contains_one: Option<bool>,
+    norm_fit: Option<LinearFit>,
+}
+
+fn arm_verdict(g: &FitGroup) -> ArmVerdict {
+    let les: Vec<f64> = g.points.iter().map(|p| p.1).collect();
+    let (lo, hi) = les.iter().fold((f64::INFINITY, 0.0f64), |(a, b), &v| (a.min(v), b.max(v)));
+    let allowed = log_factor_slope(lo, hi);
+    let bounded = g.fit.as_ref().map(|f| f.slope_ci95.map_or(f.slope, |[l, _]| l) <= allowed);
+    ArmVerdict {
+        arm: g.label.clone(),
+        fit: g.fit.clone(),
+        range: g.t_eq_lambda_e_range(),
+        span: if lo > 0.0 { hi / lo } else { f64::NAN },
+        bounded,
+        contains_one: g.fit.as_ref().map(ci_contains_one),
+        norm_fit: g.norm_fit.clone(),
+    }
+}
+
+fn arm_sentence(v: &ArmVerdict) -> String {
+    let range = v.range.map_or("—".into(), |[a, b]| format!("[{a:.2}, {b:.2}]"));
+    let bounded = match v.bounded {
+        Some(true) => "stays bounded (no growth beyond a log factor)",
+        Some(false) => "grows faster than a log factor",
+        None => "has no fit",
+    };
+    let one = match v.contains_one {
+        Some(true) => "contains 1",
+        Some(false) => "does not contain 1",
+        None => "—",
+    };
+    let norm = v.norm_fit.as_ref().map_or(String::new(), |f| {
+        format!(
+            "; norm term b = {:.2}{}",
+            f.slope,
+            f.slope_ci95.map_or(String::new(), |[l, h]| format!(" [{l:.2}, {h:.2}]"))
+        )
+    });
+    format!(
+        "{}: T_eq·λ_e in {range} over {:.0}× of λ_e {bounded}; slope {} whose CI {one}{norm}",
+        v.arm,
+        v.span,
+        fit_text(&v.fit)
+    )
+}
+
+/// T_eq against 1/λ_e per arm (parameter space, the detector), the norm-term fit, and the
+/// function-space times (seeds agree).
 fn fast_equilibrium(report: &ReportOutput) -> Analysis {
-    let param = report.fits.first();
-    let param_fit = param.and_then(|g| g.fit.clone());
-    let fs_points: Vec<(f64, f64)> = report
+    let verdicts: Vec<ArmVerdict> = report.fits.iter().map(arm_verdict).collect();
+    let pooled = pooled_norm_fit(&report.fits);
+    let arm_of = |id: &str| {
+        report
+            .fits
+            .iter()
+            .find(|g| g.points.iter().any(|p| p.0 == id) || g.censored.iter().any(|c| c == id))
+            .map_or("?".to_string(), |g| g.label.clone())
+    };
+    let fs_points: Vec<(String, f64, f64)> = report
         .function_space
         .iter()
         .filter(|g| g.reached_before_reference)
-        .filter_map(|g| g.t_fs_since_common.map(|t| (g.lambda_e, t as f64)))
-        .collect();
-    let fs_fit = fit_loglog(&fs_points);
-    let mut rows: Vec<Vec<String>> = param
-        .map(|g| {
-            g.points
-                .iter()
-                .map(|(id, le, t)| {
-                    vec![
-                        "parameter".into(),
-                        format!("{le:.2e}"),
-                        id.clone(),
-                        t.to_string(),
-                        format!("{:.2}", le * *t as f64),
-                    ]
-                })
-                .collect()
+        .filter_map(|g| {
+            let arm = arm_of(g.runs.first()?);
+            g.t_fs_since_common.map(|t| (arm, g.lambda_e, t as f64))
         })
-        .unwrap_or_default();
+        .collect();
+    let mut fits: Vec<Value> = verdicts
+        .iter()
+        .map(|v| {
+            json!({ "arm": v.arm, "slope": v.fit.as_ref().map(|f| f.slope), "ci95": v.fit.as_ref().and_then(|f| f.slope_ci95),
+                    "n": v.fit.as_ref().map_or(0, |f| f.n), "t_eq_lambda_e": v.range, "lambda_e_span": v.span,
+                    "bounded": v.bounded, "ci95_contains_1": v.contains_one })
+        })
+        .collect();
+    let norm_obj = |arm: &str, f: &LinearFit| json!({ "arm": arm, "a": f.intercept, "a_ci95": f.intercept_ci95, "b": f.slope, "b_ci95": f.slope_ci95, "n": f.n });
+    fits.extend(verdicts.iter().filter_map(|v| Some(norm_obj(&v.arm, v.norm_fit.as_ref()?))));
+    fits.extend(pooled.as_ref().map(|f| norm_obj("all arms", f)));
+
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for g in &report.fits {
+        for ((id, le, t), n) in g.points.iter().zip(&g.norms) {
+            let d = n.as_ref().and_then(|n| n.deciding_group());
+            rows.push(vec![
+                g.label.clone(),
+                "parameter".into(),
+                format!("{le:.2e}"),
+                id.clone(),
+                t.to_string(),
+                format!("{:.2}", le * *t as f64),
+                d.map_or("—".into(), |d| format!("{} {:.2}", d.group, d.initial / d.equilibrium)),
+                n.as_ref().map_or("—".into(), |n| format!("{:.2}", n.norm_term())),
+            ]);
+        }
+    }
     for g in &report.function_space {
         let t = g.t_fs_since_common.filter(|_| g.reached_before_reference);
         rows.push(vec![
+            g.runs.first().map_or("?".into(), |id| arm_of(id)),
             "function".into(),
             format!("{:.2e}", g.lambda_e),
-            format!("{} runs", g.runs.len()),
+            format!("{} runs (disagreement floor {:.2})", g.runs.len(), g.floor.disagreement),
             t.map_or("not reached".into(), |t| t.to_string()),
             t.map_or("—".into(), |t| format!("{:.2}", g.lambda_e * t as f64)),
+            "".into(),
+            "".into(),
         ]);
     }
-    let censored = param.map_or(0, |g| g.censored.len());
-    let holds = about_one(&param_fit) && (fs_fit.is_none() || about_one(&fs_fit));
+    let mut fs_by_arm: Vec<(String, Option<LogLogFit>, usize)> = Vec::new();
+    for v in &verdicts {
+        let pts: Vec<(f64, f64)> = fs_points.iter().filter(|p| p.0 == v.arm).map(|p| (p.1, p.2)).collect();
+        fs_by_arm.push((v.arm.clone(), fit_loglog(&pts), pts.len()));
+    }
+    let censored: usize = report.fits.iter().map(|g| g.censored.len()).sum();
+    let holds = !verdicts.is_empty() && verdicts.iter().all(|v| v.bounded == Some(true));
     let text = format!(
-        "parameter-space slope {}{}; function-space slope {} over {} λ_e values that reached agreement. {}",
-        fit_text(&param_fit),
-        if censored > 0 { format!(" ({censored} runs without T_eq left out)") } else { String::new() },
-        fit_text(&fs_fit),
-        fs_points.len(),
-        if holds {
-            "Consistent with a slope of about 1."
-        } else {
-            "Not consistent with a slope of 1 at this scale: T_eq grows with 1/λ_e, but more slowly (see docs/REPRODUCTION.md)."
-        }
+        "The conjecture (Li, Lyu, Arora 2020) is an upper bound: equilibrium within O(1/λ_e) steps up to log factors, \
+         so T_eq·λ_e stays bounded (up to a log factor) and curves collapse when plotted against steps·λ_e; a slope \
+         below 1 does not refute it. {}: {}.{} Norm term (the time for ‖w‖ to decay from ‖w₀‖ to ‖w*‖, \
+         ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps): {}. Function space (seeds agree within noise): {}.",
+        if holds { "Consistent with it" } else { "Not consistent with it" },
+        verdicts.iter().map(arm_sentence).collect::<Vec<_>>().join("; "),
+        if censored > 0 { format!(" {censored} run(s) without T_eq are left out (the fits are biased low).") } else { String::new() },
+        pooled.as_ref().map_or_else(
+            || report.fits.first().and_then(|g| g.norm_fit.as_ref()).map_or("no fit".into(), norm_fit_text),
+            |f| format!("{} over all arms", norm_fit_text(f))
+        ),
+        fs_by_arm
+            .iter()
+            .map(|(arm, f, n)| format!("{arm}: slope {} over {n} λ_e values", fit_text(f)))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
     Analysis {
-        json: json!({ "parameter_space": { "fit": param_fit, "points": param.map(|g| &g.points) },
-                      "function_space": { "fit": fs_fit, "points": fs_points } }),
-        table: md_table(&["space", "λ_e", "run(s)", "T_eq (steps)", "T_eq·λ_e"], &rows),
+        json: json!({ "fits": fits,
+                      "parameter_space": report.fits.iter().map(|g| json!({"arm": g.label, "fit": g.fit, "norm_fit": g.norm_fit, "points": g.points, "norms": g.norms})).collect::<Vec<_>>(),
+                      "function_space": fs_by_arm.iter().map(|(arm, f, _)| json!({"arm": arm, "fit": f,
+                          "points": fs_points.iter().filter(|p| &p.0 == arm).map(|p| json!({"lambda_e": p.1, "t_fs_steps": p.2})).collect::<Vec<_>>()})).collect::<Vec<_>>() }),
+        table: md_table(
+            &[
+                "arm",
+                "space",
+                "λ_e",
+                "run(s)",
+                "T_eq (steps)",
+                "T_eq·λ_e",
+                "‖w₀‖/‖w*‖ (group)",
+                "max(0, ln(‖w₀‖²/‖w*‖²))/2",
+            ],
+            &rows,
+        ),
         verdict: Verdict { holds, text },
     }
 }

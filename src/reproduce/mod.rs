@@ -5,13 +5,14 @@
 
 pub mod analysis;
 pub mod compare;
+pub mod derived;
 pub mod recipes;
 pub mod state;
 
 pub use recipes::{Recipe, Scale};
 
 use crate::report::{self, collect, ReportOptions};
-use crate::sweep::{self, ExecOptions, Spec};
+use crate::sweep::{self, ExecOptions, Spec, Tally};
 use crate::util::atomic::{write_atomic, write_json_atomic};
 use analysis::Verdict;
 use anyhow::{bail, Context, Result};
@@ -27,13 +28,31 @@ pub struct Reproduction {
     pub incomplete: usize,
 }
 
-/// The recipe's spec with `data.dir` set (paper scale needs CIFAR-10).
-fn spec_text(recipe: Recipe, scale: Scale, data: Option<&Path>) -> Result<String> {
-    let text = recipe.spec(scale);
-    let mut doc: toml::Table = text.parse().context("parsing the embedded spec")?;
+/// The recipe's sweep spec (phase 1) with `data.dir` set, and its derived arms (see [`derived`]).
+/// Paper and small scale train on CIFAR-10 and need `data`.
+fn spec_doc(
+    recipe: Recipe,
+    scale: Scale,
+    data: Option<&Path>,
+) -> Result<(toml::Table, Vec<derived::DerivedArm>)> {
+    let Some(text) = recipe.spec(scale) else {
+        bail!(
+            "{} has no {} scale recipe yet (scales with one: {}); run --scale tiny",
+            recipe.name(),
+            scale.name(),
+            Scale::ALL
+                .iter()
+                .filter(|s| recipe.spec(**s).is_some())
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let (mut doc, arms) = derived::split(text)?;
     match (scale, data) {
-        (Scale::Paper, None) => bail!(
-            "--scale paper trains on CIFAR-10: pass --data DIR (a directory with data_batch_*.bin and test_batch.bin)"
+        (Scale::Paper | Scale::Small, None) => bail!(
+            "--scale {} trains on CIFAR-10: pass --data DIR (a directory with data_batch_*.bin and test_batch.bin)",
+            scale.name()
         ),
         (_, Some(dir)) => {
             let base = doc.entry("base").or_insert_with(|| Value::Table(Default::default()));
@@ -41,10 +60,31 @@ fn spec_text(recipe: Recipe, scale: Scale, data: Option<&Path>) -> Result<String
             let data = base.entry("data").or_insert_with(|| Value::Table(Default::default()));
             let Value::Table(data) = data else { bail!("[base.data] in the embedded spec is not a table") };
             data.insert("dir".into(), Value::String(dir.to_string_lossy().into_owned()));
-            Ok(format!("# {} at {} scale (from ilr reproduce)\n{}", recipe.name(), scale.name(), toml::to_string(&doc)?))
         }
-        (Scale::Tiny, None) => Ok(text.to_string()),
+        (Scale::Tiny, None) => {}
     }
+    Ok((doc, arms))
+}
+
+/// Write `doc` as DIR/spec.toml, then train its runs (finished ones are reused).
+fn train_spec(
+    recipe: Recipe,
+    scale: Scale,
+    doc: &toml::Table,
+    out: &Path,
+    exec: &ExecOptions,
+) -> Result<Tally> {
+    let spec_path = out.join(sweep::SPEC_FILE);
+    let text = format!(
+        "# {} at {} scale (from ilr reproduce)\n{}",
+        recipe.name(),
+        scale.name(),
+        toml::to_string(doc)?
+    );
+    Spec::parse(&text, recipe.name())?;
+    write_atomic(&spec_path, text.as_bytes())?;
+    let (_, runs) = sweep::prepare(&spec_path, out)?;
+    Ok(sweep::execute(&runs, out, exec)?.1)
 }
 
 /// Train (or resume) the recipe's runs in `out`, report, analyse, and write the results.
@@ -56,16 +96,24 @@ pub fn reproduce(
     exec: &ExecOptions,
 ) -> Result<Reproduction> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let spec_path = out.join(sweep::SPEC_FILE);
-    let text = spec_text(recipe, scale, data)?;
-    Spec::parse(&text, recipe.name())?;
-    write_atomic(&spec_path, text.as_bytes())?;
-    let (_, runs) = sweep::prepare(&spec_path, out)?;
+    let (doc, arms) = spec_doc(recipe, scale, data)?;
     let exec =
         ExecOptions { name: format!("reproduce {} ({})", recipe.name(), scale.name()), ..exec.clone() };
-    let (_, tally) = sweep::execute(&runs, out, &exec)?;
+    let mut tally = train_spec(recipe, scale, &doc, out, &exec)?;
+    if !arms.is_empty() {
+        let names: Vec<&str> = arms.iter().map(|a| a.name.as_str()).collect();
+        eprintln!("phase 2: the {} arm(s), initial norms from the finished runs' ‖w*‖", names.join(", "));
+        let doc = derived::add_derived_runs(doc, &arms, out)?;
+        // Phase 1's runs are in this spec too (reused), so this tally counts every run.
+        tally = train_spec(recipe, scale, &doc, out, &exec)?;
+    }
 
-    let rep = report::report(out, &ReportOptions::default())?;
+    let opts = ReportOptions {
+        print_fits: recipe == Recipe::FastEquilibrium,
+        print_function_space: matches!(recipe, Recipe::FastEquilibrium | Recipe::ScheduleIndependence),
+        ..ReportOptions::default()
+    };
+    let rep = report::report(out, &opts)?;
     let infos = collect::collect(out)?;
     let finished: Vec<&collect::RunInfo> = infos.iter().filter(|r| r.summary.is_some()).collect();
     let arms = state::arms(&finished);

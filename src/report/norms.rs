@@ -1,0 +1,129 @@
+//! The norm-decay model of Fast Equilibrium (../shared/DESIGN.md, "Where the log factor comes from").
+//!
+//! For a scale-invariant group without momentum, with x = ‖w‖² and G = ‖∇L‖ at unit norm (by scale
+//! invariance G = ‖∇L(w)‖·‖w‖ at any w): x_{t+1} = (1 − λ_e)²·x_t + η²G²/x_t, so the equilibrium is
+//! x*² = η²⟨G²⟩/(λ_e(2 − λ_e)) ≈ η²⟨G²⟩/(2λ_e). From far above it the norm decays like (1 − 2λ_e)^t,
+//! which takes τ = ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps: the log term the conjecture's "up to log factors"
+//! allows. Per run and group this module gives ‖w₀‖, the measured ‖w*‖ (mean over the summary's
+//! averaging window), τ (signed: negative when the norm must grow) and the predicted ‖w*‖.
+
+use super::collect::RunInfo;
+use crate::model::{init_params, rescale_init, Layout};
+use crate::train::rundir::SUMMARY_FILE;
+use crate::train::MetricsRecord;
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupNorms {
+    pub group: String,
+    /// ‖w₀‖.
+    pub initial: f64,
+    /// ‖w*‖ measured: mean ‖w‖ over the averaging window.
+    pub equilibrium: f64,
+    /// ‖w*‖ predicted from the measured gradient norms, (η²⟨G²⟩/(λ_e(2 − λ_e)))^{1/4}; null with
+    /// momentum (the formula is for plain SGD).
+    pub predicted: Option<f64>,
+    /// ln(‖w₀‖²/‖w*‖²).
+    pub log_ratio: f64,
+    /// τ = ln(‖w₀‖²/‖w*‖²)/(2λ_e), in steps (negative: the norm must grow).
+    pub tau_steps: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunNorms {
+    pub run_id: String,
+    pub lambda_e: f64,
+    pub groups: Vec<GroupNorms>,
+}
+
+impl RunNorms {
+    /// The norm term of the fit T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2, taken at the group with
+    /// the most norm to shed (every group must be at equilibrium for T_eq).
+    pub fn norm_term(&self) -> f64 {
+        self.groups.iter().map(|g| g.log_ratio.max(0.0) / 2.0).fold(0.0, f64::max)
+    }
+
+    /// The group that sets [`Self::norm_term`] (the largest ln(‖w₀‖²/‖w*‖²)).
+    pub fn deciding_group(&self) -> Option<&GroupNorms> {
+        self.groups.iter().max_by(|a, b| a.log_ratio.total_cmp(&b.log_ratio))
+    }
+}
+
+/// ‖w₀‖ of every scale-invariant group, by name: summary.json's `initial_norm` where the trainer
+/// recorded it, else rebuilt from the run's config (the init is deterministic from the seed; the
+/// group tensors' shapes do not depend on the image size or the number of classes).
+pub fn initial_norms(run: &RunInfo) -> Result<Vec<(String, f64)>> {
+    let path = run.dir.join(SUMMARY_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let recorded: Option<Vec<(String, f64)>> = v["groups"].as_array().and_then(|gs| {
+            gs.iter().map(|g| Some((g["name"].as_str()?.to_string(), g["initial_norm"].as_f64()?))).collect()
+        });
+        if let Some(r) = recorded.filter(|r| !r.is_empty()) {
+            return Ok(r);
+        }
+    }
+    let cfg = &run.config;
+    let layout =
+        Layout::new(&cfg.model, 3, cfg.data.synthetic.size.max(4), cfg.data.synthetic.classes.max(2));
+    let mut params = init_params(&layout, cfg.seed);
+    rescale_init(&layout, &cfg.model, &mut params)?;
+    let norms = layout.group_norms(&params);
+    Ok(layout.groups.iter().zip(norms).map(|(g, n)| (g.name.clone(), n)).collect())
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| s / n as f64)
+}
+
+/// The norm-decay numbers of a finished run; None without a summary or logged group statistics.
+pub fn run_norms(run: &RunInfo, metrics: &[MetricsRecord]) -> Result<Option<RunNorms>> {
+    let Some(s) = &run.summary else { return Ok(None) };
+    let [w0, w1] = s.averaging_window;
+    let window: Vec<&MetricsRecord> = metrics.iter().filter(|r| r.step >= w0 && r.step <= w1).collect();
+    let Some(last) = window.last() else { return Ok(None) };
+    let le = s.lambda_e;
+    let mut groups = Vec::new();
+    for (name, initial) in initial_norms(run)? {
+        let Some(gi) = last.groups.iter().position(|g| g.stats.name == name) else { continue };
+        let stats = || window.iter().filter_map(|r| r.groups.get(gi)).map(|g| &g.stats);
+        let Some(equilibrium) = mean(stats().map(|g| g.norm)) else { continue };
+        let g2 = mean(stats().map(|g| (g.grad_norm * g.norm).powi(2))).unwrap_or(f64::NAN);
+        let predicted = (last.momentum == 0.0 && le > 0.0)
+            .then(|| (last.lr * last.lr * g2 / (le * (2.0 - le))).powf(0.25))
+            .filter(|p| p.is_finite());
+        let log_ratio = (initial * initial / (equilibrium * equilibrium)).ln();
+        groups.push(GroupNorms {
+            group: name,
+            initial,
+            equilibrium,
+            predicted,
+            log_ratio,
+            tau_steps: log_ratio / (2.0 * le),
+        });
+    }
+    Ok((!groups.is_empty()).then(|| RunNorms { run_id: run.id.clone(), lambda_e: le, groups }))
+}
+
+/// Per λ_e (to 1e-9 relative), the mean ‖w*‖ of each group over `runs`: what a `matched` arm
+/// starts from. Groups keep the layout order of the first run.
+pub fn equilibrium_norms_by_lambda_e(runs: &[RunNorms]) -> Vec<(f64, Vec<f64>)> {
+    let mut out: Vec<(f64, Vec<Vec<f64>>)> = Vec::new();
+    for r in runs {
+        let norms: Vec<f64> = r.groups.iter().map(|g| g.equilibrium).collect();
+        match out.iter_mut().find(|(le, _)| (le / r.lambda_e - 1.0).abs() < 1e-9) {
+            Some((_, v)) => v.push(norms),
+            None => out.push((r.lambda_e, vec![norms])),
+        }
+    }
+    out.into_iter()
+        .map(|(le, vs)| {
+            let k = vs[0].len();
+            let m = (0..k).map(|g| vs.iter().map(|v| v[g]).sum::<f64>() / vs.len() as f64).collect();
+            (le, m)
+        })
+        .collect()
+}
