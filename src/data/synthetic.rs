@@ -65,7 +65,7 @@ pub struct SyntheticConfig {
     pub seed: u64,
     /// Amplitude of the structured noise field Z relative to the level of PARAMS (1.0:
     /// nearest-class-mean ≈ 0.47, Bayes ceiling ≈ 0.78; smaller is easier). The default 0.3 lets
-    /// the quick PreResNet-8 reach ≈ 80% test accuracy while the 10% label noise keeps train
+    /// the quick PreResNet-8 reach 65–80% test accuracy while the 10% label noise keeps train
     /// accuracy from 100%. Written to config files as given (0.3, not its f64 widening).
     #[serde(serialize_with = "crate::util::shortest_f32::serialize")]
     pub noise: f32,
