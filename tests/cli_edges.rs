@@ -259,7 +259,8 @@ fn data_loader_messages_say_what_is_wrong() {
     std::fs::remove_file(c100.join("test.bin")).unwrap();
     std::fs::create_dir(c100.join("test.bin")).unwrap();
     let os = std::fs::read(c100.join("test.bin")).unwrap_err().to_string();
-    let o = train(&c100, &tiny);
+    // Another seed, so another run id: the first run finished, and a rerun would just print it.
+    let o = train(&c100, &[&tiny[..], &["--seed", "1"]].concat());
     fails_saying(&o, &["test.bin", &os]);
     assert_eq!(stderr(&o).matches(&os).count(), 1, "{}", stderr(&o));
 }

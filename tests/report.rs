@@ -72,6 +72,10 @@ fn fake_run_with(
             d.append_predictions(step, 10, &p).unwrap();
         }
     }
+    // ‖w₀‖ as the trainer records it for a group: the config's init of the group of that name
+    // (the report reads only the groups'; the fake tensor gets an arbitrary finite value).
+    let initial = ilr::report::norms::config_initial_norms(&cfg).unwrap();
+    let initial_norm = |name: &str| initial.iter().find(|(g, _)| g == name).map_or(2.0, |(_, n)| *n);
     let angular = |name: &str| AngularSummary {
         name: name.into(),
         members: vec![],
@@ -80,7 +84,7 @@ fn fake_run_with(
         angular_ratio: Some(1.0),
         norm: 1.0,
         effective_lr: 0.1,
-        initial_norm: 2.0,
+        initial_norm: initial_norm(name),
     };
     d.write_summary(&Summary {
         run_id: cfg.run_id(),

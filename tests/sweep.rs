@@ -283,3 +283,28 @@ fn slurm_flag_writes_an_array_script() {
             && !out.join("runs").read_dir().unwrap().any(|_| true)
     );
 }
+
+#[test]
+fn a_damaged_summary_is_never_rewound_by_a_rerun() {
+    let t = tempfile::tempdir().unwrap();
+    // One short run from [base] alone.
+    let text = SPEC.replace("steps = 400", "steps = 40");
+    let text = &text[..text.find("[grid]").unwrap()];
+    let spec = write_spec(t.path(), text);
+    let out = t.path().join("out");
+    run_ok(sweep(&spec, &out, &[]));
+    let run = std::fs::read_dir(out.join("runs")).unwrap().next().unwrap().unwrap().path();
+    std::fs::write(run.join("summary.json"), b"{ damaged").unwrap();
+    let before: Vec<_> = ["summary.json", "metrics.jsonl", "predictions.bin"]
+        .iter()
+        .map(|f| std::fs::read(run.join(f)).unwrap())
+        .collect();
+    let o = sweep(&spec, &out, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot be read"), "{err}");
+    let after: Vec<_> = ["summary.json", "metrics.jsonl", "predictions.bin"]
+        .iter()
+        .map(|f| std::fs::read(run.join(f)).unwrap())
+        .collect();
+    assert!(before == after, "the rerun touched the run's records:\n{err}");
+}

@@ -10,7 +10,7 @@
 use super::collect::RunInfo;
 use crate::model::{init_params, rescale_init, Layout};
 use crate::train::rundir::SUMMARY_FILE;
-use crate::train::MetricsRecord;
+use crate::train::{MetricsRecord, TrainConfig};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
@@ -65,7 +65,11 @@ pub fn initial_norms(run: &RunInfo) -> Result<Vec<(String, f64)>> {
             return Ok(r);
         }
     }
-    let cfg = &run.config;
+    config_initial_norms(&run.config)
+}
+
+/// ‖w₀‖ of every scale-invariant group as the config's init (seed, `init_norm`, `init_scale`) makes it.
+pub fn config_initial_norms(cfg: &TrainConfig) -> Result<Vec<(String, f64)>> {
     let layout =
         Layout::new(&cfg.model, 3, cfg.data.synthetic.size.max(4), cfg.data.synthetic.classes.max(2));
     let mut params = init_params(&layout, cfg.seed);

@@ -223,6 +223,7 @@ fn run_one(runs_root: &Path, run: &PlannedRun, w: &mut Worker, opts: &PoolOption
     if let Some(s) = finished(&run_dir) {
         return Ok(Outcome::AlreadyDone(s));
     }
+    crate::train::rundir::refuse_unreadable_summary(&run_dir)?;
     let _ = std::fs::remove_file(run_dir.join(ERROR_FILE));
     let result = (|| {
         if w.backend.is_none() {

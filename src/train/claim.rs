@@ -8,7 +8,7 @@
 
 use super::lock::{holder, RunLock, LOCK_FILE};
 use super::record::Summary;
-use super::rundir::{finished, SUMMARY_FILE};
+use super::rundir::{finished, refuse_unreadable_summary};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -36,14 +36,7 @@ pub fn claim(root: &Path, run_id: &str, force: bool) -> Result<Claim> {
         if let Some(summary) = finished(&path) {
             return Ok(Claim::Finished { path, summary: Box::new(summary) });
         }
-        if path.join(SUMMARY_FILE).exists() {
-            bail!(
-                "{} has a {SUMMARY_FILE} that cannot be read (damaged, or from another version of ilr), so \
-                 the run may be finished; not touching it. Move that file away to resume the run, or pass \
-                 --force to train it afresh (the directory is moved aside, not deleted)",
-                path.display()
-            );
-        }
+        refuse_unreadable_summary(&path)?;
         return Ok(Claim::Ready { path, lock, unfinished: holds_records, moved_aside: None });
     }
     if !holds_records {

@@ -172,6 +172,20 @@ pub fn finished(run_dir: &Path) -> Option<Summary> {
     serde_json::from_str(&text).ok()
 }
 
+/// An error when `run_dir` has a summary.json that [`finished`] cannot read: the run may be
+/// finished, so neither `ilr train` nor a sweep worker may rewind or overwrite it.
+pub fn refuse_unreadable_summary(run_dir: &Path) -> Result<()> {
+    if run_dir.join(SUMMARY_FILE).exists() {
+        bail!(
+            "{} has a {SUMMARY_FILE} that cannot be read (damaged, or from another version of ilr), so \
+             the run may be finished; not touching it. Move that file away to resume the run, or (with \
+             ilr train) pass --force to train it afresh (the directory is moved aside, not deleted)",
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Bytes and number of the leading complete lines of metrics.jsonl with step ≤ `step`.
 fn metrics_prefix(path: &Path, step: u64) -> Result<(u64, u64)> {
     #[derive(serde::Deserialize)]
