@@ -69,6 +69,10 @@ fn negative_numbers_reach_the_validation_and_zero_threads_are_refused() {
     fails_saying(&ilr(&["train", "--lr", "-1", "--device", "cpu"], d), &["optim.lr"]);
     fails_saying(&ilr(&["train", "--momentum", "-0.5", "--device", "cpu"], d), &["momentum"]);
     fails_saying(&ilr(&["train", "--steps", "-5"], d), &["--steps", "whole number ≥ 0", "\"-5\""]);
+    fails_saying(
+        &ilr(&["train", "--checkpoint-every", "-1"], d),
+        &["--checkpoint-every", "whole number ≥ 0"],
+    );
     fails_saying(&ilr(&["train", "--threads", "0"], d), &["--threads", "at least 1"]);
     fails_saying(&ilr(&["bench", "--t-eq-lambda-e", "-2"], d), &["--t-eq-lambda-e", "positive"]);
     fails_saying(&ilr(&["profile", "--threads", "-1"], d), &["--threads", "whole number ≥ 1"]);

@@ -96,7 +96,7 @@ pub struct TrainArgs {
     /// Write a checkpoint to OUT/<run-id>/checkpoints/ at step 0, every N steps and at the end
     /// (kept: the step-0 one and the newest 2; 0 or absent: none). A run stopped before its end
     /// continues from its newest checkpoint when the same command is run again.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = super::values::whole::<u64>)]
     pub checkpoint_every: Option<u64>,
     /// Train again a run that OUT/<run-id>/ already holds (finished or not): the old directory is
     /// renamed to <run-id>.replaced-<UTC time>, never deleted. Without it, a finished run is not
@@ -110,7 +110,7 @@ pub struct TrainArgs {
     /// When stderr is not a terminal (a log file, a pipe): print a progress line (step, loss,
     /// accuracy, Δ/Δ* range) every this many seconds, at the next logged step (default 30; 0: at
     /// every logged step). On a terminal a progress bar is drawn instead.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = super::values::whole::<u64>)]
     pub progress_every: Option<u64>,
 }
 
@@ -180,7 +180,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     }
     // A finished run is never trained again; checked before anything is loaded or written (and
     // again under the lock, in claim).
-    let run_dir = a.out.join(cfg.run_id());
+    let run_id = cfg.run_id();
+    let run_dir = a.out.join(&run_id);
     if let Some(summary) = train::finished(&run_dir).filter(|_| !a.force) {
         return Ok(already_finished(&run_dir, &summary));
     }
@@ -193,7 +194,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     if let Some(note) = &data.note {
         eprintln!("note: {note}");
     }
-    let (mut dir, _lock) = match train::claim(&a.out, &cfg.run_id(), a.force)? {
+    let (mut dir, _lock) = match train::claim(&a.out, &run_id, a.force)? {
         Claim::Finished { path, summary } => return Ok(already_finished(&path, &summary)),
         Claim::Ready { path, lock, unfinished, moved_aside } => {
             if let Some(aside) = moved_aside {
