@@ -10,7 +10,7 @@
 //! Run: `cargo bench --bench conv_gemm` (about 1 min on 2 idle cores). Prints GFLOP/s (2 per
 //! multiply-add), the fastest of several timed repetitions.
 
-use ilr::backend::Real;
+use ilr::backend::{GemmArgs, Real};
 use std::time::Instant;
 
 /// (label, c_in, c_out, out_h·out_w) of every distinct conv in PreResNet-20 (32×32) and PreResNet-8
@@ -40,44 +40,28 @@ struct Call {
 
 /// One of the backend's two GEMMs ([`Real::gemm_matrixmultiply`], [`Real::gemm_crate`]), exactly as
 /// src/backend/cpu/gemm.rs calls them.
-type Gemm = unsafe fn(
-    usize,
-    usize,
-    usize,
-    f32,
-    *const f32,
-    isize,
-    isize,
-    *const f32,
-    isize,
-    isize,
-    f32,
-    *mut f32,
-    isize,
-    isize,
-);
+type Gemm = unsafe fn(&GemmArgs<f32>);
 
 fn run(f: Gemm, c: Call, a: &[f32], b: &[f32], out: &mut [f32]) {
     let s = |x: usize| x as isize;
+    let args = GemmArgs {
+        m: c.m,
+        k: c.k,
+        n: c.n,
+        alpha: 1.0,
+        a: a.as_ptr(),
+        rsa: s(c.a.0),
+        csa: s(c.a.1),
+        b: b.as_ptr(),
+        rsb: s(c.b.0),
+        csb: s(c.b.1),
+        beta: 0.0,
+        c: out.as_mut_ptr(),
+        rsc: s(c.n),
+        csc: 1,
+    };
     // SAFETY: the buffers are sized in `main` for exactly these shapes and strides.
-    unsafe {
-        f(
-            c.m,
-            c.k,
-            c.n,
-            1.0,
-            a.as_ptr(),
-            s(c.a.0),
-            s(c.a.1),
-            b.as_ptr(),
-            s(c.b.0),
-            s(c.b.1),
-            0.0,
-            out.as_mut_ptr(),
-            s(c.n),
-            1,
-        )
-    }
+    unsafe { f(&args) }
 }
 
 /// Fastest of `reps` timed calls (after one warm-up), in seconds.

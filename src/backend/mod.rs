@@ -19,7 +19,7 @@ pub mod cuda;
 pub mod real;
 pub mod shapes;
 
-pub use real::Real;
+pub use real::{GemmArgs, Real};
 pub use shapes::{BnShape, ConvShape, PoolShape, ShortcutShape};
 
 use anyhow::{bail, ensure, Context as _, Result};

@@ -4,74 +4,61 @@ use num_traits::Float;
 use std::fmt::Debug;
 use std::iter::Sum;
 
+/// One strided GEMM, C (m×n) = α·A (m×k) · B (k×n) + β·C, as raw pointers with row and column
+/// strides in elements (rs*, cs*); β = 0 does not read C. Both GEMM libraries take exactly this.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmArgs<T> {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub alpha: T,
+    pub a: *const T,
+    pub rsa: isize,
+    pub csa: isize,
+    pub b: *const T,
+    pub rsb: isize,
+    pub csb: isize,
+    pub beta: T,
+    pub c: *mut T,
+    pub rsc: isize,
+    pub csc: isize,
+}
+
 /// A float the CPU reference can compute in. GEMM dispatches to the matching kernel of matrixmultiply
 /// or of the `gemm` crate (both single-threaded here: the CPU backend parallelizes over blocks).
 pub trait Real: Float + Sum + Debug + Default + Send + Sync + 'static {
     fn from_f64(x: f64) -> Self;
     fn to_f64(self) -> f64;
-    /// C (m×n) = α·A (m×k) · B (k×n) + β·C by matrixmultiply, with arbitrary row/column strides
-    /// (in elements). β = 0 does not read C.
+    /// The product `g` by matrixmultiply.
     ///
     /// # Safety
     /// The pointers and strides must describe valid, non-overlapping (C) matrices.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_matrixmultiply(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
+    unsafe fn gemm_matrixmultiply(g: &GemmArgs<Self>);
 
     /// The same product by the `gemm` crate, on the calling thread only (`Parallelism::None`), so
     /// its blocking of the inner dimension does not depend on any thread count.
     ///
     /// # Safety
     /// As for [`Real::gemm_matrixmultiply`].
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm_crate(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
+    unsafe fn gemm_crate(g: &GemmArgs<Self>) {
         // gemm computes dst = α'·dst + β'·lhs·rhs, reading dst only when asked to: α' = our β,
         // β' = our α. Strides are given column stride first.
         gemm::gemm(
-            m,
-            n,
-            k,
-            c,
-            csc,
-            rsc,
-            beta != Self::zero(),
-            a,
-            csa,
-            rsa,
-            b,
-            csb,
-            rsb,
-            beta,
-            alpha,
+            g.m,
+            g.n,
+            g.k,
+            g.c,
+            g.csc,
+            g.rsc,
+            g.beta != Self::zero(),
+            g.a,
+            g.csa,
+            g.rsa,
+            g.b,
+            g.csb,
+            g.rsb,
+            g.beta,
+            g.alpha,
             false,
             false,
             false,
@@ -87,23 +74,10 @@ impl Real for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
-    unsafe fn gemm_matrixmultiply(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    unsafe fn gemm_matrixmultiply(g: &GemmArgs<Self>) {
+        matrixmultiply::sgemm(
+            g.m, g.k, g.n, g.alpha, g.a, g.rsa, g.csa, g.b, g.rsb, g.csb, g.beta, g.c, g.rsc, g.csc,
+        )
     }
 }
 
@@ -114,22 +88,9 @@ impl Real for f64 {
     fn to_f64(self) -> f64 {
         self
     }
-    unsafe fn gemm_matrixmultiply(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    ) {
-        matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+    unsafe fn gemm_matrixmultiply(g: &GemmArgs<Self>) {
+        matrixmultiply::dgemm(
+            g.m, g.k, g.n, g.alpha, g.a, g.rsa, g.csa, g.b, g.rsb, g.csb, g.beta, g.c, g.rsc, g.csc,
+        )
     }
 }

@@ -5,7 +5,7 @@
 //! the `gemm` crate is called with `Parallelism::None`), so each element of C is summed in one
 //! order fixed by the shape: results do not depend on any thread count.
 
-use crate::backend::Real;
+use crate::backend::{GemmArgs, Real};
 
 /// A read-only strided matrix: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
@@ -52,22 +52,21 @@ pub(crate) fn gemm<T: Real>(lib: Lib, alpha: T, a: Mat<'_, T>, b: Mat<'_, T>, be
         Lib::Matrixmultiply => T::gemm_matrixmultiply,
         Lib::GemmCrate => T::gemm_crate,
     };
-    unsafe {
-        f(
-            m,
-            k,
-            n,
-            alpha,
-            a.data.as_ptr(),
-            a.rs as isize,
-            a.cs as isize,
-            b.data.as_ptr(),
-            b.rs as isize,
-            b.cs as isize,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        )
-    }
+    let args = GemmArgs {
+        m,
+        k,
+        n,
+        alpha,
+        a: a.data.as_ptr(),
+        rsa: a.rs as isize,
+        csa: a.cs as isize,
+        b: b.data.as_ptr(),
+        rsb: b.rs as isize,
+        csb: b.cs as isize,
+        beta,
+        c: c.as_mut_ptr(),
+        rsc: n as isize,
+        csc: 1,
+    };
+    unsafe { f(&args) }
 }
