@@ -35,6 +35,15 @@ pub trait Real: Float + Sum + Debug + Default + Send + Sync + 'static {
     /// The pointers and strides must describe valid, non-overlapping (C) matrices.
     unsafe fn gemm_matrixmultiply(g: &GemmArgs<Self>);
 
+    /// The slice as f32 when `Self` is f32, else `None`: the direct convolutions are f32-only.
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    /// [`Real::as_f32`] for a mutable slice.
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+
     /// The same product by the `gemm` crate, on the calling thread only (`Parallelism::None`), so
     /// its blocking of the inner dimension does not depend on any thread count.
     ///
@@ -73,6 +82,12 @@ impl Real for f32 {
     }
     fn to_f64(self) -> f64 {
         self as f64
+    }
+    fn as_f32(v: &[f32]) -> Option<&[f32]> {
+        Some(v)
+    }
+    fn as_f32_mut(v: &mut [f32]) -> Option<&mut [f32]> {
+        Some(v)
     }
     unsafe fn gemm_matrixmultiply(g: &GemmArgs<Self>) {
         matrixmultiply::sgemm(

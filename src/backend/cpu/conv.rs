@@ -21,6 +21,7 @@
 //! chunk's partial dW, and the partials are added in chunk order in f64: results do not depend on
 //! the thread count or on rayon's scheduling.
 
+use super::direct3x3;
 use super::gemm::{gemm, Lib, Mat};
 use super::wide;
 use crate::backend::{ConvShape, Real};
@@ -185,6 +186,11 @@ fn buffers<T: Real>(s: &ConvShape) -> (Vec<T>, Vec<T>) {
 /// y = conv(x, w), overwritten.
 pub(crate) fn forward<T: Real>(s: &ConvShape, x: &[T], w: &[T], y: &mut [T]) {
     check(s, x.len(), w.len(), y.len());
+    if direct3x3::applies(s, s.c_out) {
+        if let (Some(x), Some(w), Some(y)) = (T::as_f32(x), T::as_f32(w), T::as_f32_mut(&mut *y)) {
+            return direct3x3::forward(s, x, w, y);
+        }
+    }
     let (x_img, y_img, k, p) = dims(s);
     if x_img == 0 || y_img == 0 {
         y.fill(T::zero());
@@ -211,6 +217,11 @@ pub(crate) fn forward<T: Real>(s: &ConvShape, x: &[T], w: &[T], y: &mut [T]) {
 /// dx = conv_transpose(dy, w), overwritten.
 pub(crate) fn backward_data<T: Real>(s: &ConvShape, dy: &[T], w: &[T], dx: &mut [T]) {
     check(s, dx.len(), w.len(), dy.len());
+    if direct3x3::applies(s, s.c_in) {
+        if let (Some(dy), Some(w), Some(dx)) = (T::as_f32(dy), T::as_f32(w), T::as_f32_mut(&mut *dx)) {
+            return direct3x3::backward_data(s, dy, w, dx);
+        }
+    }
     let (x_img, y_img, k, p) = dims(s);
     if x_img == 0 || y_img == 0 {
         dx.fill(T::zero());
@@ -237,6 +248,11 @@ pub(crate) fn backward_data<T: Real>(s: &ConvShape, dy: &[T], w: &[T], dx: &mut 
 /// of `FILTER_CHUNKS` fixed chunks of the batch, and the chunk partials in order in f64.
 pub(crate) fn backward_filter<T: Real>(s: &ConvShape, x: &[T], dy: &[T], dw: &mut [T]) {
     check(s, x.len(), dw.len(), dy.len());
+    if direct3x3::applies(s, s.c_out) {
+        if let (Some(x), Some(dy), Some(dw)) = (T::as_f32(x), T::as_f32(dy), T::as_f32_mut(&mut *dw)) {
+            return direct3x3::backward_filter(s, x, dy, dw);
+        }
+    }
     let (x_img, y_img, k, p) = dims(s);
     if x_img == 0 || y_img == 0 || s.n == 0 {
         dw.fill(T::zero());

@@ -11,6 +11,7 @@
 
 mod batchnorm;
 mod conv;
+mod direct3x3;
 mod elementwise;
 mod gemm;
 mod linear;

@@ -63,35 +63,37 @@ fn sgd_sums_are_reproducible() {
     });
 }
 
-/// The first stage of a CIFAR ResNet at batch 128 (each pass: 302 M multiply-adds). Run with
+/// The three stages of a CIFAR ResNet at batch 128 (each pass: 302 M multiply-adds). Run with
 /// `cargo test --release --lib backend::cpu::tests::determinism::conv_timing -- --ignored --nocapture`.
 #[test]
 #[ignore = "timing, not a test"]
 fn conv_timing() {
-    let s = ConvShape { n: 128, c_in: 16, h: 32, w: 32, c_out: 16, kernel: 3, stride: 1, pad: 1 };
-    let mut g = rng(63);
-    let (x, w, dy) = (
-        to_f32(&uniform(&mut g, s.x_len())),
-        to_f32(&uniform(&mut g, s.w_len())),
-        to_f32(&uniform(&mut g, s.y_len())),
-    );
-    let (mut y, mut dx, mut dw) = (vec![0.0f32; s.y_len()], vec![0.0f32; s.x_len()], vec![0.0f32; s.w_len()]);
-    let cpu = Cpu::<f32>::new();
-    let time = |name: &str, f: &mut dyn FnMut()| {
-        // The best of 10 runs after a warm-up: the machine is shared, so the minimum is the signal.
-        f();
-        let secs = (0..10)
-            .map(|_| {
-                let t = std::time::Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min);
-        println!("{name:>16}: {:7.2} ms, {:5.1} GFLOP/s", secs * 1e3, 2.0 * s.macs() as f64 / secs / 1e9);
-        secs
-    };
-    let total = time("forward", &mut || cpu.conv2d_forward(&s, &x, &w, &mut y))
-        + time("backward data", &mut || cpu.conv2d_backward_data(&s, &dy, &w, &mut dx))
-        + time("backward filter", &mut || cpu.conv2d_backward_filter(&s, &x, &dy, &mut dw));
-    println!("{:>16}: {:7.2} ms", "total", total * 1e3);
+    for (c, hw) in [(16, 32), (32, 16), (64, 8)] {
+        let s = ConvShape { n: 128, c_in: c, h: hw, w: hw, c_out: c, kernel: 3, stride: 1, pad: 1 };
+        let mut g = rng(63);
+        let (x, w, dy) = (
+            to_f32(&uniform(&mut g, s.x_len())),
+            to_f32(&uniform(&mut g, s.w_len())),
+            to_f32(&uniform(&mut g, s.y_len())),
+        );
+        let (mut y, mut dx, mut dw) = (vec![0.0f32; s.y_len()], vec![0.0f32; s.x_len()], vec![0.0f32; s.w_len()]);
+        let cpu = Cpu::<f32>::new();
+        let time = |name: &str, f: &mut dyn FnMut()| {
+            // The best of 10 runs after a warm-up: the machine is shared, so the minimum is the signal.
+            f();
+            let secs = (0..10)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min);
+            println!("{c}->{c} {hw}x{hw} {name:>16}: {:7.2} ms, {:5.1} GFLOP/s", secs * 1e3, 2.0 * s.macs() as f64 / secs / 1e9);
+            secs
+        };
+        let total = time("forward", &mut || cpu.conv2d_forward(&s, &x, &w, &mut y))
+            + time("backward data", &mut || cpu.conv2d_backward_data(&s, &dy, &w, &mut dx))
+            + time("backward filter", &mut || cpu.conv2d_backward_filter(&s, &x, &dy, &mut dw));
+        println!("{c}->{c} {hw}x{hw} {:>16}: {:7.2} ms", "total", total * 1e3);
+    }
 }

@@ -2,6 +2,7 @@
 //! reference loops, f32 against f64, determinism and error handling.
 
 mod determinism;
+mod direct;
 mod gradcheck;
 mod reference;
 

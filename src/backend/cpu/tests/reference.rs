@@ -5,7 +5,7 @@ use super::{assert_close, rng, to_f32, uniform, Cpu};
 use crate::backend::{Backend, BnShape, ConvShape, PoolShape, Real, Segment, ShortcutShape, StepSums};
 
 /// The definition: y[b][co][oh][ow] = Σ_{ci,ki,kj} x[b][ci][oh·s+ki−p][ow·s+kj−p] · w[co][ci][ki][kj].
-fn naive_conv(s: &ConvShape, x: &[f64], w: &[f64]) -> Vec<f64> {
+pub(super) fn naive_conv(s: &ConvShape, x: &[f64], w: &[f64]) -> Vec<f64> {
     let (oh_n, ow_n, k) = (s.out_h(), s.out_w(), s.kernel);
     let mut y = vec![0.0; s.y_len()];
     for b in 0..s.n {
