@@ -189,113 +189,123 @@ unsafe fn forward_tile(_: &[f32], _: &Planes, _: usize, _: &[f32], _: &mut [f32]
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
+/// Output channels per filter-gradient vector: one AVX2 register of 8 lanes.
+const CO_VEC: usize = 8;
+/// Input channels per filter-gradient task: enough tasks to share out, few enough that each block of
+/// dy is read from memory only c_in/4 times.
+const CI_TASK: usize = 4;
+
 thread_local! {
-    /// The filter gradient's padded copy of x, kept between calls on this thread: ~10 MB fresh for
-    /// every call would cost more in page faults than the copy itself.
+    /// The filter gradient's copies of x (padded) and dy (by channel block), kept between calls on
+    /// this thread: ~20 MB fresh for every call would cost more in page faults than the copies.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// dw = Σ_n dy_n ⋆ x_n, overwritten, in parallel over blocks of 4 output channels. Copies x into
-/// padded planes once (N·c_in·plane elements), then every block reads them and dy image by image,
-/// in image order, adding each image's 8 lane sums per weight into f64 lanes.
+/// dw = Σ_n dy_n ⋆ x_n, overwritten. Copies x into padded planes and dy into blocks of 8 channels
+/// with the channel innermost, dyb[blk][n][p][8] (2·N·C·H·W elements moved), then runs one task per
+/// (block of 8 output channels, 4 input channels): each sums over the images in order.
 pub(super) fn backward_filter(s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let g = Planes::new(s.h, s.w);
-    let (x_img, hw) = (s.c_in * s.h * s.w, s.h * s.w);
-    assert_eq!(x.len(), s.n * x_img, "direct conv: x length");
+    let hw = s.h * s.w;
+    assert_eq!(x.len(), s.n * s.c_in * hw, "direct conv: x length");
     assert_eq!(dy.len(), s.n * s.c_out * hw, "direct conv: dy length");
     assert_eq!(dw.len(), s.c_out * s.c_in * 9, "direct conv: dw length");
-    assert!(s.c_out % TILE_CO == 0 && s.w % 8 == 0 && avx2_fma(), "direct conv: not applicable");
-    let xp_img = s.c_in * g.plane;
-    // Images per f32 partial sum: about 128 terms per lane (1 image at 32×32, 16 at 8×8), then f64.
-    let per_flush = (1024 / (s.h * s.w)).max(1);
+    assert!(s.c_out % CO_VEC == 0 && avx2_fma(), "direct conv: not applicable");
+    if s.n == 0 || hw == 0 {
+        dw.fill(0.0);
+        return;
+    }
+    let (xp_img, dyb_blk) = (s.c_in * g.plane, s.n * hw * CO_VEC);
+    // Images per f32 partial sum: about 1024 pixels (1 image at 32×32, 16 at 8×8), then f64.
+    let per_flush = (1024 / hw).max(1);
+    let ci_tasks = s.c_in.div_ceil(CI_TASK);
     SCRATCH.with_borrow_mut(|scratch| {
-        scratch.resize(scratch.len().max(s.n * xp_img), 0.0);
-        let xp = &mut scratch[..s.n * xp_img];
-        if s.n > 0 {
-            xp.par_chunks_mut(xp_img).zip(x.par_chunks(x_img)).for_each(|(d, src)| g.pad(src, d));
-        }
-        let xp = &*xp;
-        dw.par_chunks_mut(TILE_CO * s.c_in * 9).enumerate().for_each(|(blk, dw)| {
-            let mut lanes = vec![[0.0f64; 8]; dw.len()];
-            for first in (0..s.n).step_by(per_flush) {
-                let images = per_flush.min(s.n - first);
-                let xp = &xp[first * xp_img..][..images * xp_img];
-                let dy = &dy[(first * s.c_out + blk * TILE_CO) * hw..][..((images - 1) * s.c_out + TILE_CO) * hw];
-                for ci in 0..s.c_in {
-                    for ki in 0..3 {
-                        let rows = Rows { dy, dy_image: s.c_out * hw, x: &xp[ci * g.plane + ki * g.wp..], x_image: xp_img, images };
-                        // SAFETY: AVX2 and FMA were detected and W % 8 == 0 checked above; image i
-                        // of `rows` reads dy[i·c_out·hw + r·hw + 0..hw] for r < 4, inside `dy`'s
-                        // (images − 1)·c_out·hw + 4·hw, and x[i·xp_img + oh·wp + kj + 0..W] for
-                        // oh < H, kj < 3, at most i·xp_img + (H + 2)·wp − 1 − ki·wp − ci·plane,
-                        // inside `xp` past ci·plane + ki·wp.
-                        let sums = unsafe { filter_rows(&rows, &g) };
-                        for (r, taps) in sums.iter().enumerate() {
-                            for (kj, sum) in taps.iter().enumerate() {
-                                let lane = &mut lanes[(r * s.c_in + ci) * 9 + ki * 3 + kj];
-                                for (l, &v) in lane.iter_mut().zip(sum) {
-                                    *l += f64::from(v);
-                                }
+        scratch.resize(scratch.len().max(s.n * xp_img + s.c_out * s.n * hw), 0.0);
+        let (xp, dyb) = scratch[..s.n * xp_img + s.c_out * s.n * hw].split_at_mut(s.n * xp_img);
+        xp.par_chunks_mut(xp_img).zip(x.par_chunks(s.c_in * hw)).for_each(|(d, src)| g.pad(src, d));
+        dyb.par_chunks_mut(hw * CO_VEC).enumerate().for_each(|(i, d)| {
+            let (blk, b) = (i / s.n, i % s.n);
+            let src = &dy[(b * s.c_out + blk * CO_VEC) * hw..][..CO_VEC * hw];
+            for (p, d) in d.chunks_exact_mut(CO_VEC).enumerate() {
+                for (l, d) in d.iter_mut().enumerate() {
+                    *d = src[l * hw + p];
+                }
+            }
+        });
+        let (xp, dyb) = (&*xp, &*dyb);
+        let sums: Vec<Vec<[f64; CO_VEC]>> = (0..s.c_out / CO_VEC * ci_tasks)
+            .into_par_iter()
+            .map(|task| {
+                let (blk, cis) = (task / ci_tasks, task % ci_tasks * CI_TASK..(task % ci_tasks * CI_TASK + CI_TASK).min(s.c_in));
+                let dyb = &dyb[blk * dyb_blk..][..dyb_blk];
+                let mut sums = vec![[0.0f64; CO_VEC]; cis.len() * 9];
+                for first in (0..s.n).step_by(per_flush) {
+                    let images = per_flush.min(s.n - first);
+                    for (k, ci) in cis.clone().enumerate() {
+                        let dy = &dyb[first * hw * CO_VEC..][..images * hw * CO_VEC];
+                        let x = &xp[first * xp_img + ci * g.plane..];
+                        // SAFETY: AVX2 and FMA were detected above; image i reads
+                        // dy[(i·hw + p)·8 + 0..8] for p < hw, inside `dy`, and
+                        // x[i·xp_img + (oh + ki)·wp + ow + kj] ≤ (images − 1)·xp_img + (H + 2)·wp − 1,
+                        // inside `x` (which runs to the end of xp, past ci·plane of image `first`).
+                        let taps = unsafe { filter_taps(dy, x, xp_img, images, &g) };
+                        for (sum, tap) in sums[k * 9..][..9].iter_mut().zip(&taps) {
+                            for (s, &v) in sum.iter_mut().zip(tap) {
+                                *s += f64::from(v);
                             }
                         }
                     }
                 }
+                sums
+            })
+            .collect();
+        for (task, sums) in sums.iter().enumerate() {
+            let (blk, ci0) = (task / ci_tasks, task % ci_tasks * CI_TASK);
+            for (k, taps) in sums.chunks_exact(9).enumerate() {
+                for (tap, lanes) in taps.iter().enumerate() {
+                    for (l, &v) in lanes.iter().enumerate() {
+                        dw[((blk * CO_VEC + l) * s.c_in + ci0 + k) * 9 + tap] = v as f32;
+                    }
+                }
             }
-            for (d, l) in dw.iter_mut().zip(&lanes) {
-                *d = (((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))) as f32;
-            }
-        });
+        }
     });
 }
 
-/// One kernel row's inputs to the filter gradient of 4 output channels over `images` images:
-/// dy of image i, channel r at `dy[i·dy_image + r·H·W..]`, and the padded input plane, from the
-/// kernel row's offset, at `x[i·x_image..]`.
-struct Rows<'a> {
-    dy: &'a [f32],
-    dy_image: usize,
-    x: &'a [f32],
-    x_image: usize,
-    images: usize,
-}
-
-/// For r < 4 and kj < 3, the 8 lane sums of Σ_i Σ_(oh, ow) dy_i[r][oh][ow] · x_i[oh·wp + ow + kj],
-/// ow in steps of 8 (W a multiple of 8): one kernel row of the filter gradient of 4 output channels
-/// over `rows.images` images. 12 accumulators; per 8 outputs 3 + 4 loads and 12 FMAs.
+/// For the 9 taps (ki, kj) and the 8 output channels of a block (the lanes):
+/// Σ_i Σ_(oh,ow) dy_i[oh·W + ow][lane] · x_i[(oh + ki)·wp + ow + kj] over `images` images, image i's
+/// dy at `dy[i·H·W·8..]` and its padded input plane at `x[i·x_image..]`. 9 accumulators; per
+/// pixel 1 load, 9 broadcasts and 9 FMAs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn filter_rows(rows: &Rows, g: &Planes) -> [[[f32; 8]; 3]; TILE_CO] {
+unsafe fn filter_taps(dy: &[f32], x: &[f32], x_image: usize, images: usize, g: &Planes) -> [[f32; CO_VEC]; 9] {
     let hw = g.h * g.w;
-    let n = rows.images;
-    debug_assert!(n > 0 && g.w % 8 == 0);
-    debug_assert!(rows.dy.len() >= (n - 1) * rows.dy_image + TILE_CO * hw);
-    debug_assert!(rows.x.len() >= (n - 1) * rows.x_image + (g.h - 1) * g.wp + g.w + 2);
-    let mut acc = [[_mm256_setzero_ps(); 3]; TILE_CO];
-    for i in 0..n {
-        let (d, x) = (rows.dy.as_ptr().add(i * rows.dy_image), rows.x.as_ptr().add(i * rows.x_image));
+    debug_assert!(images > 0 && dy.len() >= images * hw * CO_VEC);
+    debug_assert!(x.len() >= (images - 1) * x_image + (g.h + 2) * g.wp);
+    let mut acc = [_mm256_setzero_ps(); 9];
+    for i in 0..images {
+        let (d, x) = (dy.as_ptr().add(i * hw * CO_VEC), x.as_ptr().add(i * x_image));
         for oh in 0..g.h {
-            for ow in (0..g.w).step_by(8) {
+            for ow in 0..g.w {
+                let dv = _mm256_loadu_ps(d.add((oh * g.w + ow) * CO_VEC));
                 let xs = x.add(oh * g.wp + ow);
-                let v = [_mm256_loadu_ps(xs), _mm256_loadu_ps(xs.add(1)), _mm256_loadu_ps(xs.add(2))];
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let dv = _mm256_loadu_ps(d.add(r * hw + oh * g.w + ow));
+                for ki in 0..3 {
                     for kj in 0..3 {
-                        acc[kj] = _mm256_fmadd_ps(dv, v[kj], acc[kj]);
+                        let b = _mm256_broadcast_ss(&*xs.add(ki * g.wp + kj));
+                        acc[ki * 3 + kj] = _mm256_fmadd_ps(b, dv, acc[ki * 3 + kj]);
                     }
                 }
             }
         }
     }
-    let mut out = [[[0.0f32; 8]; 3]; TILE_CO];
-    for (o, a) in out.iter_mut().zip(&acc) {
-        for (o, &a) in o.iter_mut().zip(a) {
-            _mm256_storeu_ps(o.as_mut_ptr(), a);
-        }
+    let mut out = [[0.0f32; CO_VEC]; 9];
+    for (o, &a) in out.iter_mut().zip(&acc) {
+        _mm256_storeu_ps(o.as_mut_ptr(), a);
     }
     out
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn filter_rows(_: &Rows, _: &Planes) -> [[[f32; 8]; 3]; TILE_CO] {
+unsafe fn filter_taps(_: &[f32], _: &[f32], _: usize, _: usize, _: &Planes) -> [[f32; CO_VEC]; 9] {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }

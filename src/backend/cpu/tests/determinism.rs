@@ -22,14 +22,17 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn conv_filter_gradient_is_reproducible() {
-    let s = ConvShape { n: 37, c_in: 8, h: 12, w: 12, c_out: 8, kernel: 3, stride: 1, pad: 1 };
-    let mut g = rng(60);
-    let (x, dy) = (to_f32(&uniform(&mut g, s.x_len())), to_f32(&uniform(&mut g, s.y_len())));
-    assert_reproducible("conv backward_filter", || {
-        let mut dw = vec![0.0f32; s.w_len()];
-        Cpu::<f32>::new().conv2d_backward_filter(&s, &x, &dy, &mut dw);
-        bits(&dw)
-    });
+    // 12×12: im2col + GEMM over fixed chunks of the batch; 16×16: the direct path, over channel blocks.
+    for (hw, seed) in [(12, 60), (16, 61)] {
+        let s = ConvShape { n: 37, c_in: 8, h: hw, w: hw, c_out: 8, kernel: 3, stride: 1, pad: 1 };
+        let mut g = rng(seed);
+        let (x, dy) = (to_f32(&uniform(&mut g, s.x_len())), to_f32(&uniform(&mut g, s.y_len())));
+        assert_reproducible("conv backward_filter", || {
+            let mut dw = vec![0.0f32; s.w_len()];
+            Cpu::<f32>::new().conv2d_backward_filter(&s, &x, &dy, &mut dw);
+            bits(&dw)
+        });
+    }
 }
 
 #[test]
@@ -63,6 +66,19 @@ fn sgd_sums_are_reproducible() {
     });
 }
 
+/// The fastest of 10 calls of `f` after a warm-up, in seconds: the machine may be shared, so the
+/// minimum is the signal.
+fn best_of_10(mut f: impl FnMut()) -> f64 {
+    f();
+    (0..10)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 /// The three stages of a CIFAR ResNet at batch 128 (each pass: 302 M multiply-adds). Run with
 /// `cargo test --release --lib backend::cpu::tests::determinism::conv_timing -- --ignored --nocapture`.
 #[test]
@@ -78,22 +94,39 @@ fn conv_timing() {
         );
         let (mut y, mut dx, mut dw) = (vec![0.0f32; s.y_len()], vec![0.0f32; s.x_len()], vec![0.0f32; s.w_len()]);
         let cpu = Cpu::<f32>::new();
-        let time = |name: &str, f: &mut dyn FnMut()| {
-            // The best of 10 runs after a warm-up: the machine is shared, so the minimum is the signal.
-            f();
-            let secs = (0..10)
-                .map(|_| {
-                    let t = std::time::Instant::now();
-                    f();
-                    t.elapsed().as_secs_f64()
-                })
-                .fold(f64::INFINITY, f64::min);
+        let mut total = 0.0;
+        let passes: [(&str, &mut dyn FnMut()); 3] = [
+            ("forward", &mut || cpu.conv2d_forward(&s, &x, &w, &mut y)),
+            ("backward data", &mut || cpu.conv2d_backward_data(&s, &dy, &w, &mut dx)),
+            ("backward filter", &mut || cpu.conv2d_backward_filter(&s, &x, &dy, &mut dw)),
+        ];
+        for (name, f) in passes {
+            let secs = best_of_10(f);
+            total += secs;
             println!("{c}->{c} {hw}x{hw} {name:>16}: {:7.2} ms, {:5.1} GFLOP/s", secs * 1e3, 2.0 * s.macs() as f64 / secs / 1e9);
-            secs
-        };
-        let total = time("forward", &mut || cpu.conv2d_forward(&s, &x, &w, &mut y))
-            + time("backward data", &mut || cpu.conv2d_backward_data(&s, &dy, &w, &mut dx))
-            + time("backward filter", &mut || cpu.conv2d_backward_filter(&s, &x, &dy, &mut dw));
+        }
         println!("{c}->{c} {hw}x{hw} {:>16}: {:7.2} ms", "total", total * 1e3);
+    }
+}
+
+/// BatchNorm + ReLU at the three stages of a CIFAR ResNet at batch 128, with the bytes each pass
+/// must move at least (forward: read x, write y; backward: read x, y, dy, write dx). Run like
+/// [`conv_timing`].
+#[test]
+#[ignore = "timing, not a test"]
+fn batchnorm_timing() {
+    for (c, hw) in [(16, 1024), (32, 256), (64, 64)] {
+        let s = BnShape { n: 128, c, hw, eps: 1e-5, momentum: 0.1, relu: true };
+        let mut g = rng(64);
+        let (x, dy) = (to_f32(&uniform(&mut g, s.len())), to_f32(&uniform(&mut g, s.len())));
+        let affine = to_f32(&uniform(&mut g, 2 * c));
+        let (mut running, mut saved, mut y) = (vec![1.0f32; 2 * c], vec![0.0f32; 2 * c], vec![0.0f32; s.len()]);
+        let (mut dx, mut d_affine) = (vec![0.0f32; s.len()], vec![0.0f32; 2 * c]);
+        let cpu = Cpu::<f32>::new();
+        let fwd = best_of_10(|| cpu.batchnorm_forward_train(&s, &x, &affine, &mut running, &mut saved, &mut y));
+        let bwd = best_of_10(|| cpu.batchnorm_backward(&s, &x, &y, &dy, &affine, &saved, &mut dx, &mut d_affine));
+        let mb = (s.len() * 4) as f64 / 1e6;
+        println!("n128 c{c} hw{hw}  forward: {:6.2} ms ({:5.1} GB/s)  backward: {:6.2} ms ({:5.1} GB/s)",
+            fwd * 1e3, 2.0 * mb / fwd / 1e3, bwd * 1e3, 4.0 * mb / bwd / 1e3);
     }
 }
