@@ -248,7 +248,7 @@ pub(crate) fn backward_data<T: Real>(s: &ConvShape, dy: &[T], w: &[T], dx: &mut 
 /// of `FILTER_CHUNKS` fixed chunks of the batch, and the chunk partials in order in f64.
 pub(crate) fn backward_filter<T: Real>(s: &ConvShape, x: &[T], dy: &[T], dw: &mut [T]) {
     check(s, x.len(), dw.len(), dy.len());
-    if direct3x3::applies(s, s.c_out) {
+    if direct3x3::applies_to_filter(s) {
         if let (Some(x), Some(dy), Some(dw)) = (T::as_f32(x), T::as_f32(dy), T::as_f32_mut(&mut *dw)) {
             return direct3x3::backward_filter(s, x, dy, dw);
         }

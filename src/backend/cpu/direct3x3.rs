@@ -27,7 +27,6 @@
 
 use crate::backend::ConvShape;
 use rayon::prelude::*;
-use std::cell::RefCell;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -44,6 +43,13 @@ const TILE_V: usize = TILE_Q / 8;
 pub(super) fn applies(s: &ConvShape, c_out: usize) -> bool {
     let shape = s.kernel == 3 && s.stride == 1 && s.pad == 1 && s.w > 0 && s.w % 8 == 0;
     shape && c_out > 0 && c_out % TILE_CO == 0 && avx2_fma()
+}
+
+/// Whether the direct path computes this convolution's filter gradient: as [`applies`], with the
+/// output channels a multiple of [`CO_BLK`] (16, 32, 64 in the CIFAR nets; the tiny nets' 8-channel
+/// convs stay on im2col + GEMM).
+pub(super) fn applies_to_filter(s: &ConvShape) -> bool {
+    applies(s, s.c_out) && s.c_out % CO_BLK == 0
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -189,123 +195,120 @@ unsafe fn forward_tile(_: &[f32], _: &Planes, _: usize, _: &[f32], _: &mut [f32]
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
-/// Output channels per filter-gradient vector: one AVX2 register of 8 lanes.
-const CO_VEC: usize = 8;
-/// Input channels per filter-gradient task: enough tasks to share out, few enough that each block of
-/// dy is read from memory only c_in/4 times.
-const CI_TASK: usize = 4;
+/// Output channels per filter-gradient block: two AVX2 registers of 8 lanes.
+const CO_BLK: usize = 16;
+/// The batch is cut into this many fixed chunks for the filter gradient: one f64 partial dw per
+/// (channel block, chunk), added in chunk order, so the result does not depend on the thread count.
+const FILTER_CHUNKS: usize = 8;
 
-thread_local! {
-    /// The filter gradient's copies of x (padded) and dy (by channel block), kept between calls on
-    /// this thread: ~20 MB fresh for every call would cost more in page faults than the copies.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// dw = Σ_n dy_n ⋆ x_n, overwritten. Copies x into padded planes and dy into blocks of 8 channels
-/// with the channel innermost, dyb[blk][n][p][8] (2·N·C·H·W elements moved), then runs one task per
-/// (block of 8 output channels, 4 input channels): each sums over the images in order.
+/// dw = Σ_n dy_n ⋆ x_n, overwritten. One task per (block of 16 output channels, chunk of the batch);
+/// per group of images (about 1024 pixels) it copies its images' x into padded planes and their dy
+/// block with the channel innermost, dyb[i][p][16] (both stay in L2), sums every (ci, kernel row)
+/// over the group in f32 and adds the sums to its f64 partial dw. x and dy are read from memory
+/// once per channel block.
 pub(super) fn backward_filter(s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let g = Planes::new(s.h, s.w);
     let hw = s.h * s.w;
-    assert_eq!(x.len(), s.n * s.c_in * hw, "direct conv: x length");
-    assert_eq!(dy.len(), s.n * s.c_out * hw, "direct conv: dy length");
+    let (x_img, dy_img) = (s.c_in * hw, s.c_out * hw);
+    assert_eq!(x.len(), s.n * x_img, "direct conv: x length");
+    assert_eq!(dy.len(), s.n * dy_img, "direct conv: dy length");
     assert_eq!(dw.len(), s.c_out * s.c_in * 9, "direct conv: dw length");
-    assert!(s.c_out % CO_VEC == 0 && avx2_fma(), "direct conv: not applicable");
+    assert!(s.c_out % CO_BLK == 0 && avx2_fma(), "direct conv: not applicable");
     if s.n == 0 || hw == 0 {
         dw.fill(0.0);
         return;
     }
-    let (xp_img, dyb_blk) = (s.c_in * g.plane, s.n * hw * CO_VEC);
+    let xp_img = s.c_in * g.plane;
     // Images per f32 partial sum: about 1024 pixels (1 image at 32×32, 16 at 8×8), then f64.
     let per_flush = (1024 / hw).max(1);
-    let ci_tasks = s.c_in.div_ceil(CI_TASK);
-    SCRATCH.with_borrow_mut(|scratch| {
-        scratch.resize(scratch.len().max(s.n * xp_img + s.c_out * s.n * hw), 0.0);
-        let (xp, dyb) = scratch[..s.n * xp_img + s.c_out * s.n * hw].split_at_mut(s.n * xp_img);
-        xp.par_chunks_mut(xp_img).zip(x.par_chunks(s.c_in * hw)).for_each(|(d, src)| g.pad(src, d));
-        dyb.par_chunks_mut(hw * CO_VEC).enumerate().for_each(|(i, d)| {
-            let (blk, b) = (i / s.n, i % s.n);
-            let src = &dy[(b * s.c_out + blk * CO_VEC) * hw..][..CO_VEC * hw];
-            for (p, d) in d.chunks_exact_mut(CO_VEC).enumerate() {
-                for (l, d) in d.iter_mut().enumerate() {
-                    *d = src[l * hw + p];
+    let per_chunk = s.n.div_ceil(FILTER_CHUNKS);
+    let chunks = s.n.div_ceil(per_chunk);
+    let partials: Vec<Vec<[f64; CO_BLK]>> = (0..s.c_out / CO_BLK * chunks)
+        .into_par_iter()
+        .map(|task| {
+            let (blk, chunk) = (task / chunks, task % chunks);
+            let images = chunk * per_chunk..((chunk + 1) * per_chunk).min(s.n);
+            let mut sums = vec![[0.0f64; CO_BLK]; s.c_in * 9];
+            let (mut xp, mut dyb) = (vec![0.0f32; per_flush * xp_img], vec![0.0f32; per_flush * hw * CO_BLK]);
+            for first in images.clone().step_by(per_flush) {
+                let group = per_flush.min(images.end - first);
+                let (xp, dyb) = (&mut xp[..group * xp_img], &mut dyb[..group * hw * CO_BLK]);
+                g.pad(&x[first * x_img..][..group * x_img], xp);
+                for (i, dyb) in dyb.chunks_exact_mut(hw * CO_BLK).enumerate() {
+                    let src = &dy[(first + i) * dy_img + blk * CO_BLK * hw..][..CO_BLK * hw];
+                    for (p, d) in dyb.chunks_exact_mut(CO_BLK).enumerate() {
+                        for (l, d) in d.iter_mut().enumerate() {
+                            *d = src[l * hw + p];
+                        }
+                    }
                 }
-            }
-        });
-        let (xp, dyb) = (&*xp, &*dyb);
-        let sums: Vec<Vec<[f64; CO_VEC]>> = (0..s.c_out / CO_VEC * ci_tasks)
-            .into_par_iter()
-            .map(|task| {
-                let (blk, cis) = (task / ci_tasks, task % ci_tasks * CI_TASK..(task % ci_tasks * CI_TASK + CI_TASK).min(s.c_in));
-                let dyb = &dyb[blk * dyb_blk..][..dyb_blk];
-                let mut sums = vec![[0.0f64; CO_VEC]; cis.len() * 9];
-                for first in (0..s.n).step_by(per_flush) {
-                    let images = per_flush.min(s.n - first);
-                    for (k, ci) in cis.clone().enumerate() {
-                        let dy = &dyb[first * hw * CO_VEC..][..images * hw * CO_VEC];
-                        let x = &xp[first * xp_img + ci * g.plane..];
-                        // SAFETY: AVX2 and FMA were detected above; image i reads
-                        // dy[(i·hw + p)·8 + 0..8] for p < hw, inside `dy`, and
-                        // x[i·xp_img + (oh + ki)·wp + ow + kj] ≤ (images − 1)·xp_img + (H + 2)·wp − 1,
-                        // inside `x` (which runs to the end of xp, past ci·plane of image `first`).
-                        let taps = unsafe { filter_taps(dy, x, xp_img, images, &g) };
-                        for (sum, tap) in sums[k * 9..][..9].iter_mut().zip(&taps) {
+                for ci in 0..s.c_in {
+                    for ki in 0..3 {
+                        // SAFETY: AVX2 and FMA were detected above; image i of the group reads
+                        // dyb[(i·hw + p)·16 + 0..16] for p < hw, inside `dyb`, and
+                        // xp[i·xp_img + ci·plane + (oh + ki)·wp + ow + kj] for oh < H, ow < W, kj < 3,
+                        // below i·xp_img + ci·plane + (H + 2)·wp ≤ group·xp_img: inside `xp`.
+                        let taps = unsafe { filter_taps(dyb, &xp[ci * g.plane..], xp_img, group, &g, ki) };
+                        for (sum, tap) in sums[ci * 9 + ki * 3..][..3].iter_mut().zip(&taps) {
                             for (s, &v) in sum.iter_mut().zip(tap) {
                                 *s += f64::from(v);
                             }
                         }
                     }
                 }
-                sums
-            })
-            .collect();
-        for (task, sums) in sums.iter().enumerate() {
-            let (blk, ci0) = (task / ci_tasks, task % ci_tasks * CI_TASK);
-            for (k, taps) in sums.chunks_exact(9).enumerate() {
-                for (tap, lanes) in taps.iter().enumerate() {
-                    for (l, &v) in lanes.iter().enumerate() {
-                        dw[((blk * CO_VEC + l) * s.c_in + ci0 + k) * 9 + tap] = v as f32;
-                    }
-                }
+            }
+            sums
+        })
+        .collect();
+    for (blk, parts) in partials.chunks_exact(chunks).enumerate() {
+        for w in 0..s.c_in * 9 {
+            for l in 0..CO_BLK {
+                let total: f64 = parts.iter().fold(0.0, |t, part| t + part[w][l]);
+                dw[(blk * CO_BLK + l) * s.c_in * 9 + w] = total as f32;
             }
         }
-    });
+    }
 }
 
-/// For the 9 taps (ki, kj) and the 8 output channels of a block (the lanes):
-/// Σ_i Σ_(oh,ow) dy_i[oh·W + ow][lane] · x_i[(oh + ki)·wp + ow + kj] over `images` images, image i's
-/// dy at `dy[i·H·W·8..]` and its padded input plane at `x[i·x_image..]`. 9 accumulators; per
-/// pixel 1 load, 9 broadcasts and 9 FMAs.
+/// For the 3 taps (ki, kj) of kernel row `ki` and the 16 output channels of a block (2 vectors of
+/// lanes): Σ_i Σ_(oh,ow) dy_i[oh·W + ow][lane] · x_i[(oh + ki)·wp + ow + kj] over `images` images,
+/// image i's dy at `dy[i·H·W·16..]` and its padded input plane at `x[i·x_image..]`. Even and odd ow
+/// accumulate separately (12 accumulators, enough to hide the FMA latency) and are added at the
+/// end; per 2 pixels 4 loads, 6 broadcasts and 12 FMAs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn filter_taps(dy: &[f32], x: &[f32], x_image: usize, images: usize, g: &Planes) -> [[f32; CO_VEC]; 9] {
+unsafe fn filter_taps(dy: &[f32], x: &[f32], x_image: usize, images: usize, g: &Planes, ki: usize) -> [[f32; CO_BLK]; 3] {
     let hw = g.h * g.w;
-    debug_assert!(images > 0 && dy.len() >= images * hw * CO_VEC);
+    debug_assert!(images > 0 && g.w % 2 == 0 && dy.len() >= images * hw * CO_BLK);
     debug_assert!(x.len() >= (images - 1) * x_image + (g.h + 2) * g.wp);
-    let mut acc = [_mm256_setzero_ps(); 9];
+    let mut acc = [[[_mm256_setzero_ps(); 2]; 3]; 2];
     for i in 0..images {
-        let (d, x) = (dy.as_ptr().add(i * hw * CO_VEC), x.as_ptr().add(i * x_image));
+        let (d, x) = (dy.as_ptr().add(i * hw * CO_BLK), x.as_ptr().add(i * x_image + ki * g.wp));
         for oh in 0..g.h {
-            for ow in 0..g.w {
-                let dv = _mm256_loadu_ps(d.add((oh * g.w + ow) * CO_VEC));
-                let xs = x.add(oh * g.wp + ow);
-                for ki in 0..3 {
-                    for kj in 0..3 {
-                        let b = _mm256_broadcast_ss(&*xs.add(ki * g.wp + kj));
-                        acc[ki * 3 + kj] = _mm256_fmadd_ps(b, dv, acc[ki * 3 + kj]);
+            for ow in (0..g.w).step_by(2) {
+                for (parity, acc) in acc.iter_mut().enumerate() {
+                    let dp = d.add((oh * g.w + ow + parity) * CO_BLK);
+                    let dv = [_mm256_loadu_ps(dp), _mm256_loadu_ps(dp.add(8))];
+                    let xs = x.add(oh * g.wp + ow + parity);
+                    for (kj, acc) in acc.iter_mut().enumerate() {
+                        let b = _mm256_broadcast_ss(&*xs.add(kj));
+                        acc[0] = _mm256_fmadd_ps(b, dv[0], acc[0]);
+                        acc[1] = _mm256_fmadd_ps(b, dv[1], acc[1]);
                     }
                 }
             }
         }
     }
-    let mut out = [[0.0f32; CO_VEC]; 9];
-    for (o, &a) in out.iter_mut().zip(&acc) {
-        _mm256_storeu_ps(o.as_mut_ptr(), a);
+    let mut out = [[0.0f32; CO_BLK]; 3];
+    for (kj, o) in out.iter_mut().enumerate() {
+        for v in 0..2 {
+            _mm256_storeu_ps(o.as_mut_ptr().add(8 * v), _mm256_add_ps(acc[0][kj][v], acc[1][kj][v]));
+        }
     }
     out
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn filter_taps(_: &[f32], _: &[f32], _: usize, _: usize, _: &Planes) -> [[f32; CO_VEC]; 9] {
+unsafe fn filter_taps(_: &[f32], _: &[f32], _: usize, _: usize, _: &Planes, _: usize) -> [[f32; CO_BLK]; 3] {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
