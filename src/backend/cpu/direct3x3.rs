@@ -12,18 +12,21 @@
 //! - forward: y[co][q] = Σ_ci Σ_(ki,kj) w[co][ci][ki][kj] · xp[ci][q + ki·wp + kj];
 //! - backward data: the same convolution of padded dy with w'[ci][co][ki][kj] = w[co][ci][2−ki][2−kj];
 //! - backward filter: dw[co][ci][ki][kj] = Σ_n Σ_(oh,ow) dy[n][co][oh][ow] · xp[n][ci][(oh + ki)·wp + ow + kj],
-//!   along the rows of dy (so W is a multiple of 8).
+//!   vectorized over co: dy is copied with 16 channels innermost, dyb[p][16], a pixel's 16 values
+//!   being two vectors, and each x value is broadcast.
 //!
-//! **Registers.** A forward tile is 4 output channels × 16 consecutive q: 8 accumulators; per
-//! (ci, tap) it does 8 FMAs for 2 loads and 4 broadcasts. (4 × 24 would do 12 FMAs per 7 loads, but
-//! needs all 16 AVX2 registers and the compiler spills.) A filter tile is 4 output channels × the 3
-//! taps of one kernel row: 12 accumulators, 12 FMAs per 7 loads.
+//! **Registers** (AVX2 has 16). A forward tile is 4 output channels × 16 consecutive q: 8
+//! accumulators, and per (ci, tap) 2 loads, 4 broadcasts and 8 FMAs. (4 × 24 would give 12
+//! accumulators, but then the compiler spills.) A filter tile is 16 output channels × the 3 taps of
+//! one kernel row, with even and odd pixels in separate accumulators: 12 accumulators, and per 2
+//! pixels 4 loads, 6 broadcasts and 12 FMAs.
 //!
 //! **Summation order, fixed by the shape.** Forward and backward data sum each output in one FMA
-//! chain over (ci, ki, kj) in order. The filter gradient sums each image in 8 f32 lanes along the
-//! rows, adds each image's lanes into f64 lanes in image order, and combines the 8 lanes in a fixed
-//! tree. Tasks are images (forward, data) or blocks of 4 output channels (filter), so no result
-//! depends on the thread count.
+//! chain over (ci, ki, kj) in order, one task per image. The filter gradient cuts the batch into
+//! [`FILTER_CHUNKS`] fixed chunks; a task (16 output channels, one chunk) sums groups of about
+//! 1024 pixels in f32 (even and odd pixels apart, then added), adds each group's sums into f64 in
+//! image order, and the chunks' f64 partials are added in chunk order. No result depends on the
+//! thread count.
 
 use crate::backend::ConvShape;
 use rayon::prelude::*;
@@ -36,6 +39,7 @@ const TILE_CO: usize = 4;
 const TILE_Q: usize = 16;
 /// Vectors of 8 per forward tile.
 const TILE_V: usize = TILE_Q / 8;
+
 /// Whether the direct path computes this convolution when `c_out` channels come out (the input
 /// channels of the conv for its backward-data pass): a 3×3 stride-1 pad-1 conv on planes whose
 /// width is a multiple of 8 (one vector: 8, 16, 32 in the CIFAR nets; the 4×4 and 2×2 maps of the
@@ -93,7 +97,7 @@ impl Planes {
     }
 
     /// The valid outputs of q-layout planes (length q) into H × W planes.
-    fn from_q(&self, src: &[f32], dst: &mut [f32]) {
+    fn unpad_q(&self, src: &[f32], dst: &mut [f32]) {
         for (s, d) in src.chunks_exact(self.q).zip(dst.chunks_exact_mut(self.h * self.w)) {
             for (i, row) in d.chunks_exact_mut(self.w).enumerate() {
                 row.copy_from_slice(&s[i * self.wp..][..self.w]);
@@ -149,22 +153,25 @@ fn same_conv(n: usize, g: Planes, c_in: usize, c_out: usize, inp: &[f32], wt: &[
             for (wt, yq) in wt.chunks_exact(c_in * 9 * TILE_CO).zip(yq.chunks_exact_mut(TILE_CO * g.q)) {
                 for q0 in (0..g.q).step_by(TILE_Q) {
                     // SAFETY: AVX2 and FMA were detected above; the tile reads xp[ci·plane + q0 + tap
-                    // offset + 0..24] ≤ (c_in − 1)·plane + q − 1 + 2·wp + 2 < c_in·plane, reads
-                    // wt[0..c_in·36], and writes yq[r·q + q0 + 0..24] for r < 4, all inside the
+                    // offset + 0..16] ≤ (c_in − 1)·plane + q − 1 + 2·wp + 2 < c_in·plane, reads
+                    // wt[0..c_in·36], and writes yq[r·q + q0 + 0..16] for r < 4, all inside the
                     // slices whose lengths are fixed above.
                     unsafe { forward_tile(xp, &g, c_in, wt, yq, q0) };
                 }
             }
-            g.from_q(yq, out);
+            g.unpad_q(yq, out);
         },
     );
 }
 
-/// yq[r][q0..q0+24] = Σ_ci Σ_tap wt[ci][tap][r] · xp[ci][q0 + off(tap) ..][..24] for r < 4.
+/// yq[r][q0..q0+16] = Σ_ci Σ_tap wt[ci][tap][r] · xp[ci][q0 + off(tap) ..][..16] for r < 4, where
+/// off(ki, kj) = ki·wp + kj.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn forward_tile(xp: &[f32], g: &Planes, c_in: usize, wt: &[f32], yq: &mut [f32], q0: usize) {
-    debug_assert!(xp.len() >= c_in * g.plane && wt.len() >= c_in * 36 && yq.len() >= 3 * g.q + q0 + TILE_Q);
+    debug_assert!(
+        xp.len() >= c_in * g.plane && wt.len() >= c_in * 36 && yq.len() >= (TILE_CO - 1) * g.q + q0 + TILE_Q
+    );
     let mut acc = [[_mm256_setzero_ps(); TILE_V]; TILE_CO];
     let (x, w) = (xp.as_ptr(), wt.as_ptr());
     for ci in 0..c_in {
@@ -277,7 +284,14 @@ pub(super) fn backward_filter(s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f3
 /// end; per 2 pixels 4 loads, 6 broadcasts and 12 FMAs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn filter_taps(dy: &[f32], x: &[f32], x_image: usize, images: usize, g: &Planes, ki: usize) -> [[f32; CO_BLK]; 3] {
+unsafe fn filter_taps(
+    dy: &[f32],
+    x: &[f32],
+    x_image: usize,
+    images: usize,
+    g: &Planes,
+    ki: usize,
+) -> [[f32; CO_BLK]; 3] {
     let hw = g.h * g.w;
     debug_assert!(images > 0 && g.w % 2 == 0 && dy.len() >= images * hw * CO_BLK);
     debug_assert!(x.len() >= (images - 1) * x_image + (g.h + 2) * g.wp);
@@ -300,9 +314,9 @@ unsafe fn filter_taps(dy: &[f32], x: &[f32], x_image: usize, images: usize, g: &
         }
     }
     let mut out = [[0.0f32; CO_BLK]; 3];
-    for (kj, o) in out.iter_mut().enumerate() {
-        for v in 0..2 {
-            _mm256_storeu_ps(o.as_mut_ptr().add(8 * v), _mm256_add_ps(acc[0][kj][v], acc[1][kj][v]));
+    for ((o, even), odd) in out.iter_mut().zip(&acc[0]).zip(&acc[1]) {
+        for (v, (&e, &d)) in even.iter().zip(odd).enumerate() {
+            _mm256_storeu_ps(o.as_mut_ptr().add(8 * v), _mm256_add_ps(e, d));
         }
     }
     out

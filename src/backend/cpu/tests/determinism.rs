@@ -22,9 +22,10 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn conv_filter_gradient_is_reproducible() {
-    // 12×12: im2col + GEMM over fixed chunks of the batch; 16×16: the direct path, over channel blocks.
-    for (hw, seed) in [(12, 60), (16, 61)] {
-        let s = ConvShape { n: 37, c_in: 8, h: hw, w: hw, c_out: 8, kernel: 3, stride: 1, pad: 1 };
+    // 12×12 with 8 outputs: im2col + GEMM; 16×16 with 32 outputs: the direct path (on AVX2 + FMA).
+    // Both sum over fixed chunks of the batch of 37.
+    for (hw, c_out, seed) in [(12, 8, 60), (16, 32, 61)] {
+        let s = ConvShape { n: 37, c_in: 8, h: hw, w: hw, c_out, kernel: 3, stride: 1, pad: 1 };
         let mut g = rng(seed);
         let (x, dy) = (to_f32(&uniform(&mut g, s.x_len())), to_f32(&uniform(&mut g, s.y_len())));
         assert_reproducible("conv backward_filter", || {
@@ -92,7 +93,8 @@ fn conv_timing() {
             to_f32(&uniform(&mut g, s.w_len())),
             to_f32(&uniform(&mut g, s.y_len())),
         );
-        let (mut y, mut dx, mut dw) = (vec![0.0f32; s.y_len()], vec![0.0f32; s.x_len()], vec![0.0f32; s.w_len()]);
+        let (mut y, mut dx, mut dw) =
+            (vec![0.0f32; s.y_len()], vec![0.0f32; s.x_len()], vec![0.0f32; s.w_len()]);
         let cpu = Cpu::<f32>::new();
         let mut total = 0.0;
         let passes: [(&str, &mut dyn FnMut()); 3] = [
@@ -103,7 +105,11 @@ fn conv_timing() {
         for (name, f) in passes {
             let secs = best_of_10(f);
             total += secs;
-            println!("{c}->{c} {hw}x{hw} {name:>16}: {:7.2} ms, {:5.1} GFLOP/s", secs * 1e3, 2.0 * s.macs() as f64 / secs / 1e9);
+            println!(
+                "{c}->{c} {hw}x{hw} {name:>16}: {:7.2} ms, {:5.1} GFLOP/s",
+                secs * 1e3,
+                2.0 * s.macs() as f64 / secs / 1e9
+            );
         }
         println!("{c}->{c} {hw}x{hw} {:>16}: {:7.2} ms", "total", total * 1e3);
     }
@@ -120,13 +126,21 @@ fn batchnorm_timing() {
         let mut g = rng(64);
         let (x, dy) = (to_f32(&uniform(&mut g, s.len())), to_f32(&uniform(&mut g, s.len())));
         let affine = to_f32(&uniform(&mut g, 2 * c));
-        let (mut running, mut saved, mut y) = (vec![1.0f32; 2 * c], vec![0.0f32; 2 * c], vec![0.0f32; s.len()]);
+        let (mut running, mut saved, mut y) =
+            (vec![1.0f32; 2 * c], vec![0.0f32; 2 * c], vec![0.0f32; s.len()]);
         let (mut dx, mut d_affine) = (vec![0.0f32; s.len()], vec![0.0f32; 2 * c]);
         let cpu = Cpu::<f32>::new();
-        let fwd = best_of_10(|| cpu.batchnorm_forward_train(&s, &x, &affine, &mut running, &mut saved, &mut y));
-        let bwd = best_of_10(|| cpu.batchnorm_backward(&s, &x, &y, &dy, &affine, &saved, &mut dx, &mut d_affine));
+        let fwd =
+            best_of_10(|| cpu.batchnorm_forward_train(&s, &x, &affine, &mut running, &mut saved, &mut y));
+        let bwd =
+            best_of_10(|| cpu.batchnorm_backward(&s, &x, &y, &dy, &affine, &saved, &mut dx, &mut d_affine));
         let mb = (s.len() * 4) as f64 / 1e6;
-        println!("n128 c{c} hw{hw}  forward: {:6.2} ms ({:5.1} GB/s)  backward: {:6.2} ms ({:5.1} GB/s)",
-            fwd * 1e3, 2.0 * mb / fwd / 1e3, bwd * 1e3, 4.0 * mb / bwd / 1e3);
+        println!(
+            "n128 c{c} hw{hw}  forward: {:6.2} ms ({:5.1} GB/s)  backward: {:6.2} ms ({:5.1} GB/s)",
+            fwd * 1e3,
+            2.0 * mb / fwd / 1e3,
+            bwd * 1e3,
+            4.0 * mb / bwd / 1e3
+        );
     }
 }

@@ -39,8 +39,11 @@ fn direct_convolutions_match_the_f64_references() {
     }
     for (i, s) in SHAPES.iter().enumerate() {
         let mut g = rng(900 + i as u64);
-        let (x32, w32, dy32) =
-            (to_f32(&uniform(&mut g, s.x_len())), to_f32(&uniform(&mut g, s.w_len())), to_f32(&uniform(&mut g, s.y_len())));
+        let (x32, w32, dy32) = (
+            to_f32(&uniform(&mut g, s.x_len())),
+            to_f32(&uniform(&mut g, s.w_len())),
+            to_f32(&uniform(&mut g, s.y_len())),
+        );
         let cpu = Cpu::<f64>::new();
 
         let mut y = vec![f32::NAN; s.y_len()];
