@@ -90,10 +90,20 @@ impl FitGroup {
     }
 }
 
-/// T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 over (norm term, T_eq·λ_e) points. The norm decays
-/// from ‖w₀‖ to ‖w*‖ in ≈ ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps, so b ≈ 1 when that decay is what T_eq
-/// waits for, and a is the time to equilibrium that is left, in units of 1/λ_e.
+/// The least spread (max − min) of the norm term over a fit's points for b to be determined. Where
+/// the recipe holds the norm term fixed (the `matched` arm at ≈ 0, `large` at ≈ ln 10), the
+/// regressor is nearly constant and b's CI spans tens of units: no fit is reported there.
+pub const MIN_NORM_TERM_SPREAD: f64 = 0.5;
+
+/// T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 over (norm term, T_eq·λ_e) points, or None when the
+/// norm term spreads over less than [`MIN_NORM_TERM_SPREAD`]. The norm decays from ‖w₀‖ to ‖w*‖
+/// in ≈ ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps, so b ≈ 1 when that decay is what T_eq waits for, and a is the
+/// time to equilibrium that is left, in units of 1/λ_e.
 pub fn norm_term_fit(points: &[(f64, f64)]) -> Option<LinearFit> {
+    let spread = points.iter().map(|p| p.0).fold([f64::INFINITY, f64::NEG_INFINITY], |[lo, hi], v| [lo.min(v), hi.max(v)]);
+    if !(spread[1] - spread[0] >= MIN_NORM_TERM_SPREAD) {
+        return None;
+    }
     fit::fit_linear(points)
 }
 
@@ -281,7 +291,9 @@ fn print_fit(g: &FitGroup) {
     }
     match &g.norm_fit {
         Some(f) => println!("  norm term: {}", norm_fit_text(f)),
-        None if n > 0 => println!("  norm term: no fit (the runs' ln(‖w₀‖²/‖w*‖²) do not vary)"),
+        None if n > 0 => println!(
+            "  norm term: no fit (the runs' ln(‖w₀‖²/‖w*‖²)/2 spread over less than {MIN_NORM_TERM_SPREAD}, so b is not determined)"
+        ),
         None => {}
     }
     for ((id, le, t), rn) in g.points.iter().zip(&g.norms) {
@@ -603,5 +615,23 @@ fn funcspace_figure(g: &funcspace::GroupResult) -> plot::Figure {
         ],
         cols: 3,
         panel_size: (720, 420),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{norm_term_fit, MIN_NORM_TERM_SPREAD};
+
+    /// T_eq·λ_e = 1.3 + 1·(norm term) with a little scatter: b is found where the norm term spreads,
+    /// and withheld where it is (nearly) constant, as in the recipe's `matched` and `large` arms.
+    #[test]
+    fn the_norm_term_fit_needs_a_spread_of_norm_terms() {
+        let scatter = [0.05, -0.04, 0.02, -0.03, 0.01];
+        let line = |xs: &[f64]| -> Vec<(f64, f64)> { xs.iter().zip(scatter).map(|(&x, e)| (x, 1.3 + x + e)).collect() };
+        let f = norm_term_fit(&line(&[0.9, 1.2, 1.45, 1.75, 2.2])).expect("a spread of 1.3 is enough");
+        assert!((f.slope - 1.0).abs() < 0.1 && (f.intercept - 1.3).abs() < 0.2, "{f:?}");
+        assert!(norm_term_fit(&line(&[2.23, 2.3, 2.27, 2.35, 2.25])).is_none(), "a spread of 0.12 determines no b");
+        let edge = [0.0, MIN_NORM_TERM_SPREAD / 2.0, MIN_NORM_TERM_SPREAD];
+        assert!(norm_term_fit(&line(&edge)).is_some(), "a spread of exactly the minimum is fitted");
     }
 }

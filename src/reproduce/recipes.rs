@@ -52,8 +52,10 @@ impl Recipe {
                  Δ* = sqrt(2ηλ/(1+γ)) (within 10%)."
             }
             Recipe::FastEquilibrium => {
-                "The steps to equilibrium scale as 1/λ_e (up to log factors): the slope of log T_eq against \
-                 log(1/λ_e) is about 1, in parameter space and in function space."
+                "Equilibrium is reached within O(1/λ_e) steps, up to log factors (an upper bound): over a sweep of \
+                 λ_e, T_eq·λ_e stays bounded up to a log factor and curves collapse against steps·λ_e, in \
+                 parameter space and in function space. (A slope of log T_eq on log(1/λ_e) below 1 does not \
+                 refute it.)"
             }
             Recipe::IntrinsicLr => {
                 "Runs with the same λ_e = ηλ but different (η, λ) reach the same equilibrium in accuracy, effective \
