@@ -100,7 +100,10 @@ pub const MIN_NORM_TERM_SPREAD: f64 = 0.5;
 /// in ≈ ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps, so b ≈ 1 when that decay is what T_eq waits for, and a is the
 /// time to equilibrium that is left, in units of 1/λ_e.
 pub fn norm_term_fit(points: &[(f64, f64)]) -> Option<LinearFit> {
-    let spread = points.iter().map(|p| p.0).fold([f64::INFINITY, f64::NEG_INFINITY], |[lo, hi], v| [lo.min(v), hi.max(v)]);
+    let spread = points
+        .iter()
+        .map(|p| p.0)
+        .fold([f64::INFINITY, f64::NEG_INFINITY], |[lo, hi], v| [lo.min(v), hi.max(v)]);
     if !(spread[1] - spread[0] >= MIN_NORM_TERM_SPREAD) {
         return None;
     }
@@ -627,10 +630,15 @@ mod tests {
     #[test]
     fn the_norm_term_fit_needs_a_spread_of_norm_terms() {
         let scatter = [0.05, -0.04, 0.02, -0.03, 0.01];
-        let line = |xs: &[f64]| -> Vec<(f64, f64)> { xs.iter().zip(scatter).map(|(&x, e)| (x, 1.3 + x + e)).collect() };
+        let line = |xs: &[f64]| -> Vec<(f64, f64)> {
+            xs.iter().zip(scatter).map(|(&x, e)| (x, 1.3 + x + e)).collect()
+        };
         let f = norm_term_fit(&line(&[0.9, 1.2, 1.45, 1.75, 2.2])).expect("a spread of 1.3 is enough");
         assert!((f.slope - 1.0).abs() < 0.1 && (f.intercept - 1.3).abs() < 0.2, "{f:?}");
-        assert!(norm_term_fit(&line(&[2.23, 2.3, 2.27, 2.35, 2.25])).is_none(), "a spread of 0.12 determines no b");
+        assert!(
+            norm_term_fit(&line(&[2.23, 2.3, 2.27, 2.35, 2.25])).is_none(),
+            "a spread of 0.12 determines no b"
+        );
         let edge = [0.0, MIN_NORM_TERM_SPREAD / 2.0, MIN_NORM_TERM_SPREAD];
         assert!(norm_term_fit(&line(&edge)).is_some(), "a spread of exactly the minimum is fitted");
     }

@@ -6,8 +6,9 @@
 //! flattened: xp[i·wp + j] = x[i−1][j−1], zero on the border and in the trailing slack. Output
 //! (oh, ow) is computed at flat index q = oh·wp + ow, where tap (ki, kj) reads xp[q + ki·wp + kj]:
 //! every tap is one constant offset, so a run of consecutive q is one contiguous load per tap. The
-//! q with ow ≥ W (2 a row) are computed and discarded: (W + 2)/W of the useful work, 6% more at
-//! W = 32 and 25% at W = 8, still faster than im2col + GEMM there (docs/PERFORMANCE.md).
+//! tiles of 16 consecutive q cover each output row exactly when W is a multiple of 16 and store
+//! straight into y; otherwise (W = 8) they run over the whole q layout, and the q with ow ≥ W (2 a
+//! row, 25% more work at W = 8, still faster than im2col + GEMM there) are discarded.
 //!
 //! - forward: y[co][q] = Σ_ci Σ_(ki,kj) w[co][ci][ki][kj] · xp[ci][q + ki·wp + kj];
 //! - backward data: the same convolution of padded dy with w'[ci][co][ki][kj] = w[co][ci][2−ki][2−kj];
@@ -146,31 +147,56 @@ fn same_conv(n: usize, g: Planes, c_in: usize, c_out: usize, inp: &[f32], wt: &[
     if n == 0 || out_img == 0 {
         return;
     }
+    // With W a multiple of the tile, the tiles cover each output row exactly and store straight
+    // into `out`; otherwise they run over the q layout (discarding ow ≥ W) into `yq`, copied out.
+    let row_tiles = g.w % TILE_Q == 0;
     out.par_chunks_mut(out_img).zip(inp.par_chunks(in_img)).for_each_init(
-        || (vec![0.0f32; c_in * g.plane], vec![0.0f32; c_out * g.q]),
+        || (vec![0.0f32; c_in * g.plane], vec![0.0f32; if row_tiles { 0 } else { c_out * g.q }]),
         |(xp, yq), (out, inp)| {
             g.pad(inp, xp);
-            for (wt, yq) in wt.chunks_exact(c_in * 9 * TILE_CO).zip(yq.chunks_exact_mut(TILE_CO * g.q)) {
-                for q0 in (0..g.q).step_by(TILE_Q) {
-                    // SAFETY: AVX2 and FMA were detected above; the tile reads xp[ci·plane + q0 + tap
-                    // offset + 0..16] ≤ (c_in − 1)·plane + q − 1 + 2·wp + 2 < c_in·plane, reads
-                    // wt[0..c_in·36], and writes yq[r·q + q0 + 0..16] for r < 4, all inside the
-                    // slices whose lengths are fixed above.
-                    unsafe { forward_tile(xp, &g, c_in, wt, yq, q0) };
+            let hw = g.h * g.w;
+            for (blk, wt) in wt.chunks_exact(c_in * 9 * TILE_CO).enumerate() {
+                // SAFETY (both calls): AVX2 and FMA were detected above. A tile at q0 reads
+                // xp[ci·plane + q0 + ki·wp + kj + 0..16] ≤ (c_in − 1)·plane + q − 1 + 2·wp + 2 <
+                // c_in·plane (q0 + 16 ≤ q), and wt[0..c_in·36]. It writes dst[r·ld + 0..16] for r < 4:
+                // in `out` at (4·blk + r)·hw + oh·W + ow0 + 0..16 ≤ c_out·hw, in `yq` at
+                // (4·blk + r)·q + q0 + 0..16 ≤ c_out·q.
+                if row_tiles {
+                    for oh in 0..g.h {
+                        for ow0 in (0..g.w).step_by(TILE_Q) {
+                            let dst = &mut out[blk * TILE_CO * hw + oh * g.w + ow0..];
+                            unsafe { forward_tile(xp, &g, c_in, wt, oh * g.wp + ow0, dst, hw) };
+                        }
+                    }
+                } else {
+                    for q0 in (0..g.q).step_by(TILE_Q) {
+                        let dst = &mut yq[blk * TILE_CO * g.q + q0..];
+                        unsafe { forward_tile(xp, &g, c_in, wt, q0, dst, g.q) };
+                    }
                 }
             }
-            g.unpad_q(yq, out);
+            if !row_tiles {
+                g.unpad_q(yq, out);
+            }
         },
     );
 }
 
-/// yq[r][q0..q0+16] = Σ_ci Σ_tap wt[ci][tap][r] · xp[ci][q0 + off(tap) ..][..16] for r < 4, where
-/// off(ki, kj) = ki·wp + kj.
+/// dst[r·ld..][..16] = Σ_ci Σ_tap wt[ci][tap][r] · xp[ci][q0 + off(tap) ..][..16] for r < 4, where
+/// off(ki, kj) = ki·wp + kj: 16 consecutive q of 4 output channels whose rows are `ld` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn forward_tile(xp: &[f32], g: &Planes, c_in: usize, wt: &[f32], yq: &mut [f32], q0: usize) {
+unsafe fn forward_tile(
+    xp: &[f32],
+    g: &Planes,
+    c_in: usize,
+    wt: &[f32],
+    q0: usize,
+    dst: &mut [f32],
+    ld: usize,
+) {
     debug_assert!(
-        xp.len() >= c_in * g.plane && wt.len() >= c_in * 36 && yq.len() >= (TILE_CO - 1) * g.q + q0 + TILE_Q
+        xp.len() >= c_in * g.plane && wt.len() >= c_in * 36 && dst.len() >= (TILE_CO - 1) * ld + TILE_Q
     );
     let mut acc = [[_mm256_setzero_ps(); TILE_V]; TILE_CO];
     let (x, w) = (xp.as_ptr(), wt.as_ptr());
@@ -189,16 +215,16 @@ unsafe fn forward_tile(xp: &[f32], g: &Planes, c_in: usize, wt: &[f32], yq: &mut
             }
         }
     }
-    let y = yq.as_mut_ptr();
+    let y = dst.as_mut_ptr();
     for (r, acc) in acc.iter().enumerate() {
         for (j, &a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(y.add(r * g.q + q0 + 8 * j), a);
+            _mm256_storeu_ps(y.add(r * ld + 8 * j), a);
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn forward_tile(_: &[f32], _: &Planes, _: usize, _: &[f32], _: &mut [f32], _: usize) {
+unsafe fn forward_tile(_: &[f32], _: &Planes, _: usize, _: &[f32], _: usize, _: &mut [f32], _: usize) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
