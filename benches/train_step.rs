@@ -1,11 +1,13 @@
-//! One full training step (upload, forward, loss, backward, SGD) of PreResNet-20/32/56, reported as
-//! images/s, then the equilibrium-time budget: c/λ_e steps × the measured step time (c = T_eq·λ_e,
-//! from `ILR_BENCH_C`, default 2.0: the quick default run's value). CPU at batch 128; the GPU at 128
-//! and 512 when the CUDA backend opens one: eager, as CUDA graphs, and as graphs with bf16
+//! One full training step (upload, forward, loss, backward, SGD) of PreResNet-20/32/56 and of the
+//! tiny recipes' PreResNet-8 ×0.5 (batch 32, 8×8 and 16×16), reported as images/s, then the
+//! equilibrium-time budget: c/λ_e steps × the measured step time (c = T_eq·λ_e, from `ILR_BENCH_C`,
+//! default 2.0: the quick default run's value). CPU at batch 128; the GPU at 128 and 512 (the tiny
+//! nets at 32) when the CUDA backend opens one: eager, as CUDA graphs, and as graphs with bf16
 //! convolutions.
 //!
 //!     cargo bench --bench train_step              # about 35 s on 2 idle cores
 //!     ILR_BENCH_C=1.0 cargo bench --bench train_step -- preresnet20
+//!     cargo bench --bench train_step -- preresnet8x0.5
 
 mod common;
 

@@ -107,6 +107,8 @@ fn help_says_what_the_flags_do() {
     }
     let bench = help("bench");
     assert!(bench.contains("--t-eq-lambda-e <C>") && !bench.contains("--c <"), "{bench}");
+    // The tiny recipes' steps run by default and are selected by their shape label.
+    assert!(bench.contains("PreResNet-8 ×0.5") && bench.contains("preresnet8x0.5"), "{bench}");
     let sweep = help("sweep");
     assert!(sweep.contains("writes nothing"), "{sweep}");
 }

@@ -15,7 +15,10 @@ Cases (names and shape labels match src/bench/work.rs exactly):
   reduce_sqnorm   torch._foreach_norm over the same tensors
   train_step      zero_grad, forward, cross-entropy, backward, SGD step, for each variant:
                   eager fp32; eager channels_last (CPU) or channels_last+AMP bf16 (GPU);
-                  torch.compile (GPU; --variants to choose)
+                  torch.compile (GPU; --variants to choose). PreResNet-depth on 32x32 at each
+                  --train-batches ("preresnet20 b128 32x32"), then the tiny recipes' net,
+                  PreResNet-8 x0.5 at batch 32 on 8x8 and 16x16 ("preresnet8x0.5 b32 8x8",
+                  "preresnet8x0.5 b32 16x16"; --filter preresnet8x0.5 for those alone)
 Timing, as ilr's src/bench/timing.rs: one calibration call, calls batched so that a sample lasts at
 least 2 ms (--quick) or 5 ms, warmup, then samples (median and min); CUDA events on a GPU. Kernels
 cycle through copies of their buffers filling --cold-mib, so each call runs from DRAM (as ilr).
@@ -42,6 +45,15 @@ from preresnet import PreResNet, bn_input_shapes  # noqa: E402
 SCHEMA = "ilr-bench/1"
 # Bytes per element (per parameter) as ilr counts them (src/bench/cost.rs).
 BYTES = {"bn_fwd_train": (12, 8), "bn_bwd": (28, 16), "sgd_step": (20, 20), "reduce_sqnorm": (4, 4)}
+# The tiny recipes' training steps (experiments/*.tiny.toml; TINY_STEPS in src/bench/work.rs):
+# (depth, batch, width, image size), the argument order of step_label.
+TINY_STEPS = [(8, 32, 0.5, 8), (8, 32, 0.5, 16)]
+
+
+def step_label(depth, batch, width=1.0, size=32):
+    """ilr's shape label of a training step (src/bench/cost.rs, Net::step_label)."""
+    net = f"preresnet{depth}" if width == 1.0 else f"preresnet{depth}x{width}"
+    return f"{net} b{batch} {size}x{size}"
 
 
 def cycle(fns):
@@ -170,10 +182,10 @@ class Runner:
         self.add("reduce_sqnorm", "torch _foreach_norm", label, cycle(norms), 4 * count, 4 * count)
 
     # ---- training step -------------------------------------------------------------------------
-    def train_step(self, depth, batch, variant):
+    def train_step(self, depth, batch, variant, width=1.0, size=32):
         cuda = self.a.device == "cuda"
-        model = PreResNet(depth).to(self.dev)
-        x = torch.randn(batch, 3, 32, 32, device=self.dev)
+        model = PreResNet(depth, width=width).to(self.dev)
+        x = torch.randn(batch, 3, size, size, device=self.dev)
         y = torch.randint(0, 10, (batch,), device=self.dev)
         channels_last = "channels_last" in variant
         amp = "amp" in variant
@@ -194,7 +206,7 @@ class Runner:
             opt.step()
 
         warm = 3 if (variant.startswith("compile") or cuda) else 0
-        self.add("train_step", f"torch {variant}", f"preresnet{depth} b{batch} 32x32", step,
+        self.add("train_step", f"torch {variant}", step_label(depth, batch, width, size), step,
                  images=batch, warmup=warm)
 
     def run(self):
@@ -210,14 +222,22 @@ class Runner:
                 self.batchnorm(s)
         for d in a.depths:
             self.optimizer(d)
-        for batch in a.train_batches:
+        # The 32x32 nets at every batch, then the tiny recipes' steps at their own batch.
+        steps = [[(d, batch, 1.0, 32) for d in a.depths] for batch in a.train_batches] + [TINY_STEPS]
+        for group in steps:
             for v in a.variants:
-                for d in a.depths:
-                    try:
-                        self.train_step(d, batch, v)
-                    except Exception as e:  # e.g. torch.compile without a C++ compiler
-                        print(f"  train_step {v} preresnet{d}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
-                        notes.append(f"train_step {v} preresnet{d} b{batch} skipped: {type(e).__name__}")
+                for d, batch, width, size in group:
+                    self.try_train_step(d, batch, v, width, size)
+
+    def try_train_step(self, depth, batch, variant, width, size):
+        label = step_label(depth, batch, width, size)
+        if self.a.filter and self.a.filter not in "train_step" and self.a.filter not in label:
+            return  # (add() would skip it too, but after building the net)
+        try:
+            self.train_step(depth, batch, variant, width, size)
+        except Exception as e:  # e.g. torch.compile without a C++ compiler
+            print(f"  train_step {variant} {label}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
+            notes.append(f"train_step {variant} {label} skipped: {type(e).__name__}")
 
 
 notes = []

@@ -91,14 +91,50 @@ pub const IN_CHANNELS: usize = 3;
 pub const IMAGE_SIZE: usize = 32;
 pub const CLASSES: usize = 10;
 
-/// The PreResNet-`depth` we benchmark: width 1, option-A shortcuts, trained BN affine and last layer
-/// (the ordinary net; the paper's scale-invariant variant trains slightly fewer parameters).
+/// A benchmarked net: PreResNet-`depth` with width multiplier `width` on `size`×`size`×3 images and
+/// 10 classes; option-A shortcuts, trained BN affine and last layer (the ordinary net: the paper's
+/// scale-invariant variant runs the same ops and only skips those tensors in the SGD step).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Net {
+    pub depth: usize,
+    pub width: f64,
+    pub size: usize,
+}
+
+impl Net {
+    /// PreResNet-`depth`, width 1, on CIFAR's 32×32 images: the nets of the paper-scale recipes.
+    pub const fn cifar(depth: usize) -> Self {
+        Net { depth, width: 1.0, size: IMAGE_SIZE }
+    }
+
+    /// The net of the tiny recipes (experiments/*.tiny.toml): PreResNet-8 ×0.5 on `size`×`size`
+    /// synthetic images.
+    pub const fn tiny(size: usize) -> Self {
+        Net { depth: 8, width: 0.5, size }
+    }
+
+    pub fn config(&self) -> ModelConfig {
+        ModelConfig { depth: self.depth, width: self.width, ..ModelConfig::default() }
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.config(), IN_CHANNELS, self.size, CLASSES)
+    }
+
+    /// "preresnet20 b128 32x32", "preresnet8x0.5 b32 8x8": the shape label of a training step at
+    /// `batch` (peers/pytorch/bench_torch.py writes the same).
+    pub fn step_label(&self, batch: usize) -> String {
+        format!("{} b{batch} {}x{}", self.config().label(), self.size, self.size)
+    }
+}
+
+/// The PreResNet-`depth` we benchmark the kernels on: [`Net::cifar`].
 pub fn net_config(depth: usize) -> ModelConfig {
-    ModelConfig { depth, ..ModelConfig::default() }
+    Net::cifar(depth).config()
 }
 
 pub fn net_layout(depth: usize) -> Layout {
-    Layout::new(&net_config(depth), IN_CHANNELS, IMAGE_SIZE, CLASSES)
+    Net::cifar(depth).layout()
 }
 
 /// Every BatchNorm of one forward pass at `batch`, in order, derived from the layout.

@@ -22,12 +22,13 @@ pub mod timed;
 pub mod timing;
 pub mod work;
 
+pub use cost::Net;
 pub use nvtx::nvtx_range;
 pub use ops::BenchOps;
 pub use report::{BenchFile, BenchResult, EqBudget, Machine};
 pub use timed::{profile_train_step, Profile, Timed};
 pub use timing::{measure, Clock, Plan, Timing, WallClock};
-pub use work::{StepMode, Suite, Work};
+pub use work::{StepMode, Suite, Work, TINY_STEPS};
 
 use anyhow::{Context, Result};
 

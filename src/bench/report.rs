@@ -407,6 +407,7 @@ fn utc_from_unix(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::cost::Net;
 
     #[test]
     fn dates_and_durations() {
@@ -424,7 +425,7 @@ mod tests {
         let copy = BenchResult::new(&Work::Copy { bytes: 1 << 30 }, "ilr cpu-f32", "cpu", &t, None);
         assert!((copy.gbps.unwrap() - 2.0 * (1u64 << 30) as f64 / 0.5e9).abs() < 1e-9);
         let step = BenchResult::new(
-            &Work::TrainStep { depth: 32, batch: 128, mode: Default::default() },
+            &Work::TrainStep { net: Net::cifar(32), batch: 128, mode: Default::default() },
             "ilr cpu-f32",
             "cpu",
             &t,
@@ -451,6 +452,40 @@ mod tests {
         assert!(text.contains("images/s") && text.contains("paper setting"), "{text}");
         assert!(text.contains("c/λ_e = 40000 steps") && !text.contains("20000 steps ×"), "{text}");
         assert!(!text.contains(ABOVE_COPY_NOTE), "{text}");
+    }
+
+    #[test]
+    fn tiny_steps_are_reported_and_budgeted_under_their_own_labels() {
+        let t = Timing { median_s: 0.004, min_s: 0.0035, reps: 5, calls_per_rep: 1 };
+        let mode = Default::default();
+        let tiny = BenchResult::new(
+            &Work::TrainStep { net: Net::tiny(16), batch: 32, mode },
+            "ilr cpu-f32",
+            "cpu",
+            &t,
+            None,
+        );
+        assert_eq!((tiny.name.as_str(), tiny.shape.as_str()), ("train_step", "preresnet8x0.5 b32 16x16"));
+        assert_eq!(tiny.flops, Some(148_697_088));
+        assert_eq!(tiny.images_per_s, Some(8000.0));
+        let paper = BenchResult::new(
+            &Work::TrainStep { net: Net::cifar(32), batch: 128, mode },
+            "ilr cpu-f32",
+            "cpu",
+            &Timing { median_s: 0.5, ..t },
+            None,
+        );
+        assert_eq!(paper.shape, PAPER_STEP);
+        let budget = EqBudget::new(2.0, &[tiny.clone(), paper]);
+        assert_eq!(budget.rows.len(), 2 * LAMBDA_E_GRID.len());
+        assert_eq!(budget.rows[0].step, "preresnet8x0.5 b32 16x16");
+        // The paper's line stays on the paper's net, however fast the tiny step is.
+        assert_eq!(budget.paper.as_ref().unwrap().step, PAPER_STEP);
+        let table = budget.table();
+        assert!(table.contains("PreResNet-8x0.5 b32 16x16 ilr cpu-f32"), "{table}");
+        assert!(table.contains("PreResNet-32 b128 ilr cpu-f32"), "{table}");
+        let back: BenchResult = serde_json::from_str(&serde_json::to_string(&tiny).unwrap()).unwrap();
+        assert_eq!(back.shape, tiny.shape);
     }
 
     #[test]

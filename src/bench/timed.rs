@@ -3,6 +3,7 @@
 //! around each. Any model code runs on it unchanged, which gives `ilr profile` its per-op tables.
 //! Steps always run eagerly on it (no CUDA-graph replay), so that each op runs where it is called.
 
+use super::cost::Net;
 use super::nvtx::nvtx_range;
 use super::ops::BenchOps;
 use super::timing::Clock;
@@ -329,18 +330,17 @@ pub struct Profile {
     pub ops: Vec<OpTime>,
 }
 
-/// Profiles `steps` training steps of PreResNet-`depth` at `batch` on `be` (after `warmup` untimed
-/// ones).
+/// Profiles `steps` training steps of `net` at `batch` on `be` (after `warmup` untimed ones).
 pub fn profile_train_step<B: BenchOps, C: Clock<B> + Clone>(
     be: &B,
     clock: C,
-    depth: usize,
+    net: &Net,
     batch: usize,
     warmup: usize,
     steps: usize,
 ) -> Result<Profile> {
     let timed = Timed::new(be, clock.clone());
-    let mut step = TrainStep::new(&timed, depth, batch)?;
+    let mut step = TrainStep::new(&timed, net, batch)?;
     for _ in 0..warmup {
         step.run(&timed)?;
     }
@@ -416,7 +416,7 @@ mod tests {
     #[test]
     fn profile_covers_the_step_and_matches_the_plain_backend() {
         let be = Cpu::<f32>::new();
-        let p = profile_train_step(&be, WallClock, 8, 4, 1, 2).unwrap();
+        let p = profile_train_step(&be, WallClock, &Net::cifar(8), 4, 1, 2).unwrap();
         assert_eq!(p.step_s.len(), 2);
         let rows = p.rows(false);
         let ops: Vec<_> = rows.iter().map(|r| r.op).collect();
@@ -439,10 +439,10 @@ mod tests {
         assert!(best.step_s[0] <= covered * 1.0001);
 
         // The adapter changes nothing: same parameters after a step as on the plain backend.
-        let mut plain = TrainStep::new(&be, 8, 4).unwrap();
+        let mut plain = TrainStep::new(&be, &Net::cifar(8), 4).unwrap();
         plain.run(&be).unwrap();
         let timed = Timed::new(&be, WallClock);
-        let mut wrapped = TrainStep::new(&timed, 8, 4).unwrap();
+        let mut wrapped = TrainStep::new(&timed, &Net::cifar(8), 4).unwrap();
         wrapped.run(&timed).unwrap();
         assert_eq!(plain.model.params, wrapped.model.params);
     }

@@ -2,7 +2,7 @@
 //! ([`Work::build`]) and returns a closure that runs one call. `ilr bench` and the criterion benches
 //! take their cases from here, so both time exactly the same thing.
 
-use super::cost::{self, Cost, Reduction};
+use super::cost::{self, Cost, Net, Reduction};
 use super::ops::BenchOps;
 use crate::backend::{Backend, BnShape, ComputePrecision, Real, Segment, StepSums};
 use crate::model::PreResNet;
@@ -34,10 +34,10 @@ pub enum Work {
         depth: usize,
         kind: Reduction,
     },
-    /// One training step of PreResNet-`depth` on 32×32 images: upload the batch, forward, loss,
-    /// backward, SGD step (without statistics), as `mode` says.
+    /// One training step of `net`: upload the batch, forward, loss, backward, SGD step (without
+    /// statistics), as `mode` says.
     TrainStep {
-        depth: usize,
+        net: Net,
         batch: usize,
         mode: StepMode,
     },
@@ -107,8 +107,13 @@ impl Work {
             Work::Sgd { depth, .. } | Work::Reduce { depth, .. } => {
                 format!("preresnet{depth} p{}", cost::net_layout(*depth).num_params)
             }
-            Work::TrainStep { depth, batch, .. } => format!("preresnet{depth} b{batch} 32x32"),
+            Work::TrainStep { net, batch, .. } => net.step_label(*batch),
         }
+    }
+
+    /// Whether `--filter` `f` selects this case: its name or its shape label contains `f`.
+    pub fn matches(&self, f: &str) -> bool {
+        self.name().contains(f) || self.shape().contains(f)
     }
 
     /// Bytes and FLOPs of one call (a training step counts only its conv/linear FLOPs).
@@ -119,11 +124,9 @@ impl Work {
             Work::BnBackward(s) => cost::bn_backward(s),
             Work::Sgd { depth, sums } => cost::sgd_step(cost::net_layout(*depth).num_params, *sums),
             Work::Reduce { depth, kind } => cost::reduction(*kind, cost::net_layout(*depth).num_params),
-            Work::TrainStep { depth, batch, .. } => Cost {
-                bytes: 0,
-                min_bytes: 0,
-                flops: cost::train_step_flops(&cost::net_layout(*depth), *batch),
-            },
+            Work::TrainStep { net, batch, .. } => {
+                Cost { bytes: 0, min_bytes: 0, flops: cost::train_step_flops(&net.layout(), *batch) }
+            }
         }
     }
 
@@ -261,9 +264,9 @@ impl Work {
                     }));
                 }
             }
-            Work::TrainStep { depth, batch, mode } => {
+            Work::TrainStep { net, batch, mode } => {
                 let guard = StepGuard::new(be, mode.precision)?;
-                let mut step = TrainStep::new(be, depth, batch)?;
+                let mut step = TrainStep::new(be, &net, batch)?;
                 step.graphs = mode.graphs;
                 if mode.graphs {
                     // Warm-up and capture, so that the timed calls replay the graph.
@@ -326,13 +329,12 @@ pub struct TrainStep<B: BenchOps> {
 }
 
 impl<B: BenchOps> TrainStep<B> {
-    /// PreResNet-`depth` on 32×32×3 inputs with 10 classes, SGD with η = 0.1, λ = 5e-4, γ = 0.9.
-    pub fn new(be: &B, depth: usize, batch: usize) -> Result<Self> {
-        let cfg = cost::net_config(depth);
-        let mut model = PreResNet::new(be, &cfg, cost::IN_CHANNELS, cost::IMAGE_SIZE, cost::CLASSES, batch)?;
+    /// `net` (on its `size`×`size`×3 inputs, 10 classes), SGD with η = 0.1, λ = 5e-4, γ = 0.9.
+    pub fn new(be: &B, net: &Net, batch: usize) -> Result<Self> {
+        let mut model = PreResNet::new(be, &net.config(), cost::IN_CHANNELS, net.size, cost::CLASSES, batch)?;
         model.init(be, 0)?;
         let opt = Sgd::new(be, &OptimConfig::default(), &model.layout)?;
-        let images = random(batch * cost::IN_CHANNELS * cost::IMAGE_SIZE * cost::IMAGE_SIZE, 9);
+        let images = random(batch * cost::IN_CHANNELS * net.size * net.size, 9);
         let mut rng = ChaCha8Rng::seed_from_u64(10);
         let labels = (0..batch).map(|_| rng.gen_range(0..cost::CLASSES as u32)).collect();
         Ok(Self { model, opt, images, labels, graphs: false })
@@ -353,14 +355,22 @@ impl<B: BenchOps> TrainStep<B> {
     }
 }
 
+/// The training steps of the tiny recipes (experiments/*.tiny.toml): PreResNet-8 ×0.5 at batch 32
+/// on 8×8 and 16×16 images.
+pub const TINY_STEPS: [(Net, usize); 2] = [(Net::tiny(8), 32), (Net::tiny(16), 32)];
+
 /// Which nets and batch sizes a suite covers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Suite {
+    /// Depths of the width-1 PreResNets on 32×32 images (kernel shapes and training steps).
     pub depths: Vec<usize>,
     /// Batch sizes of the BatchNorm shapes.
     pub kernel_batches: Vec<usize>,
-    /// Batch sizes of the training steps.
+    /// Batch sizes of the training steps of the `depths` nets.
     pub train_batches: Vec<usize>,
+    /// More training steps, each (net, batch) as given, after those of `depths` (by default
+    /// [`TINY_STEPS`]).
+    pub extra_steps: Vec<(Net, usize)>,
     pub copy_bytes: usize,
     /// How the training steps run (one case per mode).
     pub step_modes: Vec<StepMode>,
@@ -370,20 +380,23 @@ pub struct Suite {
 }
 
 impl Suite {
-    /// The CPU suite: kernels at batch 128 and 512, training steps at 128.
+    /// The CPU suite: kernels at batch 128 and 512, training steps at 128, and the tiny recipes'
+    /// steps.
     pub fn cpu() -> Self {
         Suite {
             depths: vec![20, 32, 56],
             kernel_batches: vec![128, 512],
             train_batches: vec![128],
+            extra_steps: TINY_STEPS.to_vec(),
             copy_bytes: 256 << 20,
             step_modes: vec![StepMode::default()],
             cold_bytes: 256 << 20,
         }
     }
 
-    /// The GPU suite: training steps at 128 and 512 too, and copy and cold sets far larger than L2
-    /// (60 MiB on H200).
+    /// The GPU suite: training steps at 128 and 512 too (the tiny recipes' at their batch 32), each
+    /// eager, as a CUDA graph and as a graph with bf16 convolutions, and copy and cold sets far larger
+    /// than L2 (60 MiB on H200).
     pub fn gpu() -> Self {
         Suite {
             train_batches: vec![128, 512],
@@ -414,13 +427,17 @@ impl Suite {
         v
     }
 
+    /// Per mode: every depth at every train batch, then the extra steps.
     pub fn train_steps(&self) -> Vec<Work> {
         let mut v = Vec::new();
         for &mode in &self.step_modes {
             for &batch in &self.train_batches {
                 for &depth in &self.depths {
-                    v.push(Work::TrainStep { depth, batch, mode });
+                    v.push(Work::TrainStep { net: Net::cifar(depth), batch, mode });
                 }
+            }
+            for &(net, batch) in &self.extra_steps {
+                v.push(Work::TrainStep { net, batch, mode });
             }
         }
         v
@@ -439,6 +456,7 @@ mod tests {
             depths: vec![8],
             kernel_batches: vec![2],
             train_batches: vec![2],
+            extra_steps: vec![(Net::tiny(8), 2)],
             copy_bytes: 1 << 20,
             // On the CPU a "graphs" step runs eagerly (step_begin declines).
             step_modes: vec![StepMode::default(), StepMode::GRAPHS],
@@ -454,8 +472,62 @@ mod tests {
             }
             assert!(w.cost().flops > 0 || w.name() == "copy", "{w:?}");
         }
-        let bf16 = Work::TrainStep { depth: 8, batch: 2, mode: StepMode::GRAPHS_BF16 };
+        let bf16 = Work::TrainStep { net: Net::cifar(8), batch: 2, mode: StepMode::GRAPHS_BF16 };
         assert_eq!(bf16.variant(), " graphs bf16-conv");
         assert!(bf16.build(&be, 0).is_err(), "the CPU computes convolutions in f32 only");
+    }
+
+    #[test]
+    fn default_train_steps_have_the_peer_labels() {
+        let shapes = |s: Suite| s.train_steps().iter().map(Work::shape).collect::<Vec<_>>();
+        // The 32×32 labels are those of stored JSON and of peers/pytorch: unchanged.
+        let cifar = ["preresnet20 b128 32x32", "preresnet32 b128 32x32", "preresnet56 b128 32x32"];
+        let tiny = ["preresnet8x0.5 b32 8x8", "preresnet8x0.5 b32 16x16"];
+        assert_eq!(shapes(Suite::cpu()), [&cifar[..], &tiny[..]].concat());
+        let gpu = Suite::gpu().train_steps();
+        assert_eq!(gpu.len(), 3 * (2 * 3 + 2));
+        for mode in Suite::gpu().step_modes {
+            let of_mode: Vec<String> = gpu
+                .iter()
+                .filter(|w| matches!(w, Work::TrainStep { mode: m, .. } if *m == mode))
+                .map(Work::shape)
+                .collect();
+            assert_eq!(of_mode.len(), 8);
+            assert_eq!(&of_mode[6..], tiny);
+        }
+        // `--filter preresnet8x0.5` keeps exactly the tiny steps (and no kernel but the copy, which
+        // always runs).
+        let cpu = Suite::cpu();
+        let kept: Vec<String> =
+            cpu.train_steps().iter().filter(|w| w.matches("preresnet8x0.5")).map(Work::shape).collect();
+        assert_eq!(kept, tiny);
+        assert!(!cpu.kernels().iter().any(|w| w.matches("preresnet8x0.5")));
+        assert_eq!(cpu.train_steps().iter().filter(|w| w.matches("train_step")).count(), 5);
+    }
+
+    #[test]
+    fn tiny_step_flops_from_the_conv_shapes() {
+        // PreResNet-8 ×0.5: stages of 8, 16, 32 channels, one block each, option-A shortcuts (no
+        // conv); stages 2 and 3 start with a stride-2 conv1. MACs per image of a 3×3 conv: c_out ·
+        // c_in · 9 · output pixels.
+        let macs = |c_out: u64, c_in: u64, side: u64| c_out * c_in * 9 * side * side;
+        for (size, want) in [(8u64, 37_220_352u64), (16, 148_697_088)] {
+            let stem = macs(8, 3, size);
+            let rest = 2 * macs(8, 8, size)
+                + macs(16, 8, size / 2)
+                + macs(16, 16, size / 2)
+                + macs(32, 16, size / 4)
+                + macs(32, 32, size / 4);
+            // 2 FLOPs per MAC; forward + weight gradient for the stem, + input gradient for the
+            // others; the linear layer 32 → 10 three times.
+            let per_image = 2 * (2 * stem + 3 * rest) + 2 * 3 * 32 * 10;
+            assert_eq!(32 * per_image, want);
+            let w = Work::TrainStep { net: Net::tiny(size as usize), batch: 32, mode: StepMode::default() };
+            assert_eq!(w.cost(), Cost { bytes: 0, min_bytes: 0, flops: want }, "{}", w.shape());
+            assert_eq!((w.name(), w.images(), w.variant().as_str()), ("train_step", Some(32), ""));
+        }
+        // The tiny net's layout: 8×8 inputs end in a 2×2 plane with 32 features.
+        let l = Net::tiny(8).layout();
+        assert_eq!((l.image_size, l.features, l.blocks.last().unwrap().size_out()), (8, 32, 2));
     }
 }

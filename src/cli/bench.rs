@@ -8,7 +8,7 @@ use ilr::backend::cuda::Cuda;
 use ilr::backend::Backend;
 use ilr::bench::report::{fmt_duration, fmt_pct_of_copy, load_avg};
 use ilr::bench::{
-    gpu, profile_train_step, run_cases, BenchFile, BenchResult, EqBudget, Machine, Plan, Suite, Target,
+    gpu, profile_train_step, run_cases, BenchFile, BenchResult, EqBudget, Machine, Net, Plan, Suite, Target,
     WallClock, Work,
 };
 use ilr::train::Device;
@@ -34,16 +34,20 @@ pub struct BenchArgs {
     /// summary): the budget table, the paper's setting included, assumes c/λ_e steps.
     #[arg(long = "t-eq-lambda-e", alias = "c", value_name = "C", default_value_t = 2.0)]
     pub c: f64,
-    /// Depths of the PreResNets whose shapes are benchmarked.
+    /// Depths of the width-1 PreResNets on 32×32 images whose shapes and training steps are
+    /// benchmarked. The tiny recipes' steps (PreResNet-8 ×0.5, batch 32, 8×8 and 16×16 images) run
+    /// besides them; --filter selects.
     #[arg(long, value_delimiter = ',', default_value = "20,32,56", value_parser = super::values::whole::<usize>)]
     pub depths: Vec<usize>,
     /// Batch sizes of the BatchNorm shapes (default 128,512).
     #[arg(long, value_delimiter = ',', value_parser = super::values::whole::<usize>)]
     pub kernel_batches: Option<Vec<usize>>,
-    /// Batch sizes of the training steps (CPU default 128; GPU 128,512).
+    /// Batch sizes of the training steps of the --depths nets (CPU default 128; GPU 128,512); the
+    /// tiny recipes' steps stay at their batch 32.
     #[arg(long, value_delimiter = ',', value_parser = super::values::whole::<usize>)]
     pub train_batches: Option<Vec<usize>>,
-    /// Only cases whose name or shape contains this (e.g. bn_, sgd, train_step, preresnet20).
+    /// Only cases whose name or shape label contains this (e.g. bn_, sgd, train_step, preresnet20,
+    /// "preresnet20 b128", preresnet8x0.5 for the tiny recipes' steps); the copy always runs.
     #[arg(long)]
     pub filter: Option<String>,
 }
@@ -157,9 +161,7 @@ pub fn run_bench(a: BenchArgs) -> Result<ExitCode> {
     let machine = Machine::detect(rayon::current_num_threads(), gpu_name);
     let mut file = BenchFile::new(std::env::args().collect::<Vec<_>>().join(" "), machine);
     let plan = if a.quick { Plan::QUICK } else { Plan::FULL };
-    let keep = |w: &Work| {
-        a.filter.as_ref().is_none_or(|f| w.name().contains(f.as_str()) || w.shape().contains(f.as_str()))
-    };
+    let keep = |w: &Work| a.filter.as_ref().is_none_or(|f| w.matches(f));
     // The copy always runs: the other cases are reported as a share of its bandwidth.
     let cases = |s: Suite| -> (Vec<Work>, Vec<Work>) {
         let kernels = s.kernels().into_iter().filter(|w| keep(w) || w.name() == "copy").collect();
@@ -236,11 +238,11 @@ pub fn run_profile(a: ProfileArgs) -> Result<ExitCode> {
     let (p, backend) = match open_gpu(a.device, &detected).map_err(|why| anyhow!("--device cuda: {why}"))? {
         Some(be) => {
             let clock = gpu::EventClock::new(&be)?;
-            (profile_train_step(&be, clock, a.depth, a.batch, 1, a.steps)?, be.name())
+            (profile_train_step(&be, clock, &Net::cifar(a.depth), a.batch, 1, a.steps)?, be.name())
         }
         None => {
             let be = Cpu::<f32>::new();
-            (profile_train_step(&be, WallClock, a.depth, a.batch, 1, a.steps)?, be.name())
+            (profile_train_step(&be, WallClock, &Net::cifar(a.depth), a.batch, 1, a.steps)?, be.name())
         }
     };
     let measured = ilr::bench::timing::median(&p.step_s);

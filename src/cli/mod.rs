@@ -48,7 +48,8 @@ pub enum Command {
     /// a verdict): angular-update, fast-equilibrium, intrinsic-lr, schedule-independence, small-lr.
     #[command(allow_negative_numbers = true)]
     Reproduce(reproduce::ReproduceArgs),
-    /// Time the kernels (GB/s against the copy ceiling) and the training step (images/s), print the
+    /// Time the kernels (GB/s against the copy ceiling) and the training steps (images/s) of the
+    /// 32×32 nets and of the tiny recipes' PreResNet-8 ×0.5 at 8×8 and 16×16, print the
     /// time-to-equilibrium budget, and optionally write JSON for regression tracking.
     #[command(allow_negative_numbers = true)]
     Bench(bench::BenchArgs),
