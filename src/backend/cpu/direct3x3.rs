@@ -7,8 +7,8 @@
 //! (oh, ow) is computed at flat index q = oh·wp + ow, where tap (ki, kj) reads xp[q + ki·wp + kj]:
 //! every tap is one constant offset, so a run of consecutive q is one contiguous load per tap. The
 //! tiles of 16 consecutive q cover each output row exactly when W is a multiple of 16 and store
-//! straight into y; otherwise (W = 8) they run over the whole q layout, and the q with ow ≥ W (2 a
-//! row, 25% more work at W = 8, still faster than im2col + GEMM there) are discarded.
+//! straight into y; otherwise (W = 8, 24, …) they run over the whole q layout, and the q with
+//! ow ≥ W (2 a row: 25% more work at W = 8, still faster than im2col + GEMM there) are discarded.
 //!
 //! - forward: y[co][q] = Σ_ci Σ_(ki,kj) w[co][ci][ki][kj] · xp[ci][q + ki·wp + kj];
 //! - backward data: the same convolution of padded dy with w'[ci][co][ki][kj] = w[co][ci][2−ki][2−kj];
