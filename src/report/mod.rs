@@ -100,11 +100,12 @@ pub const MIN_NORM_TERM_SPREAD: f64 = 0.5;
 /// in ≈ ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps, so b ≈ 1 when that decay is what T_eq waits for, and a is the
 /// time to equilibrium that is left, in units of 1/λ_e.
 pub fn norm_term_fit(points: &[(f64, f64)]) -> Option<LinearFit> {
-    let spread = points
+    // f64::min/max skip NaN; no points give −∞ − ∞ = −∞.
+    let [lo, hi] = points
         .iter()
         .map(|p| p.0)
         .fold([f64::INFINITY, f64::NEG_INFINITY], |[lo, hi], v| [lo.min(v), hi.max(v)]);
-    if !(spread[1] - spread[0] >= MIN_NORM_TERM_SPREAD) {
+    if hi - lo < MIN_NORM_TERM_SPREAD {
         return None;
     }
     fit::fit_linear(points)
