@@ -6,7 +6,7 @@
 //! constant λ_e).
 
 use super::plot::{Figure, Panel, Series, Style};
-use super::FitGroup;
+use super::{extent, FitGroup};
 use crate::train::MetricsRecord;
 
 /// The x axis of a dynamics figure.
@@ -219,14 +219,11 @@ pub fn fast_equilibrium_figure(groups: &[FitGroup], pooled: Option<&super::fit::
     };
     let all: Vec<(f64, f64)> =
         groups.iter().flat_map(|g| g.points.iter().map(|p| ((1.0 / p.1).ln(), (p.2 as f64).ln()))).collect();
-    let span = |xs: &mut dyn Iterator<Item = f64>| {
-        xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(x), b.max(x)))
-    };
     for (c, g) in groups.iter().enumerate() {
         let pts: Vec<(f64, f64)> = g.points.iter().map(|p| (1.0 / p.1, p.2 as f64)).collect();
         p.series.push(Series { label: g.label.clone(), points: pts.clone(), color: c, style: Style::Points });
         if let Some(f) = &g.fit {
-            let (lo, hi) = span(&mut pts.iter().map(|q| q.0));
+            let [lo, hi] = extent(pts.iter().map(|q| q.0));
             let line = |x: f64| (f.intercept + f.slope * x.ln()).exp();
             let ci = f.slope_ci95.map_or(String::new(), |[a, b]| format!(" [{a:.2}, {b:.2}]"));
             p.series.push(Series {
@@ -240,7 +237,7 @@ pub fn fast_equilibrium_figure(groups: &[FitGroup], pooled: Option<&super::fit::
     if !all.is_empty() {
         let n = all.len() as f64;
         let (mx, my) = (all.iter().map(|q| q.0).sum::<f64>() / n, all.iter().map(|q| q.1).sum::<f64>() / n);
-        let (lo, hi) = span(&mut all.iter().map(|q| q.0));
+        let [lo, hi] = extent(all.iter().map(|q| q.0));
         let line = |x: f64| (my + x - mx).exp();
         p.series.push(Series {
             label: "slope 1 (T_eq ∝ 1/λ_e)".into(),
@@ -260,12 +257,12 @@ pub fn fast_equilibrium_figure(groups: &[FitGroup], pooled: Option<&super::fit::
         vec![(lo, f.intercept + f.slope * lo), (hi, f.intercept + f.slope * hi)]
     };
     let norm_all: Vec<(f64, f64)> = groups.iter().flat_map(|g| g.norm_points()).collect();
-    let (nlo, nhi) = span(&mut norm_all.iter().map(|q| q.0));
+    let [nlo, nhi] = extent(norm_all.iter().map(|q| q.0));
     for (c, g) in groups.iter().enumerate() {
         let pts = g.norm_points();
         q.series.push(Series { label: g.label.clone(), points: pts.clone(), color: c, style: Style::Points });
         if let Some(f) = &g.norm_fit {
-            let (lo, hi) = span(&mut pts.iter().map(|q| q.0));
+            let [lo, hi] = extent(pts.iter().map(|q| q.0));
             q.series.push(Series {
                 label: format!("b = {:.2}", f.slope),
                 points: line_of(f, lo, hi),

@@ -84,10 +84,13 @@ impl FitGroup {
 
     /// [min, max] of T_eq·λ_e over the points.
     pub fn t_eq_lambda_e_range(&self) -> Option<[f64; 2]> {
-        let c = self.points.iter().map(|p| p.1 * p.2 as f64);
-        let r = c.fold([f64::INFINITY, f64::NEG_INFINITY], |[a, b], v| [a.min(v), b.max(v)]);
-        (!self.points.is_empty()).then_some(r)
+        (!self.points.is_empty()).then(|| extent(self.points.iter().map(|p| p.1 * p.2 as f64)))
     }
+}
+
+/// [min, max] of `values`, skipping NaN (as f64::min/max do); [∞, −∞] when there are none.
+pub(crate) fn extent(values: impl Iterator<Item = f64>) -> [f64; 2] {
+    values.fold([f64::INFINITY, f64::NEG_INFINITY], |[lo, hi], v| [lo.min(v), hi.max(v)])
 }
 
 /// The least spread (max − min) of the norm term over a fit's points for b to be determined. Where
@@ -100,11 +103,8 @@ pub const MIN_NORM_TERM_SPREAD: f64 = 0.5;
 /// in ≈ ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps, so b ≈ 1 when that decay is what T_eq waits for, and a is the
 /// time to equilibrium that is left, in units of 1/λ_e.
 pub fn norm_term_fit(points: &[(f64, f64)]) -> Option<LinearFit> {
-    // f64::min/max skip NaN; no points give −∞ − ∞ = −∞.
-    let [lo, hi] = points
-        .iter()
-        .map(|p| p.0)
-        .fold([f64::INFINITY, f64::NEG_INFINITY], |[lo, hi], v| [lo.min(v), hi.max(v)]);
+    // No points give −∞ − ∞ = −∞: no fit.
+    let [lo, hi] = extent(points.iter().map(|p| p.0));
     if hi - lo < MIN_NORM_TERM_SPREAD {
         return None;
     }
@@ -285,12 +285,10 @@ fn print_fit(g: &FitGroup) {
             if n == 1 { "run" } else { "runs" }
         ),
     }
-    if n > 0 {
-        let c: Vec<f64> = g.points.iter().map(|p| p.1 * p.2 as f64).collect();
-        let (lo, hi) = c.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    if let Some([lo, hi]) = g.t_eq_lambda_e_range() {
         println!(
             "  T_eq·λ_e: mean {:.2}, range [{lo:.2}, {hi:.2}] (the conjecture: about constant)",
-            c.iter().sum::<f64>() / n as f64
+            g.points.iter().map(|p| p.1 * p.2 as f64).sum::<f64>() / n as f64
         );
     }
     match &g.norm_fit {

@@ -74,9 +74,7 @@ fn ok(v: f64, log: bool) -> bool {
 
 /// Data range padded by 5% (multiplicatively on log axes), or a unit range when empty or flat.
 fn range(vals: impl Iterator<Item = f64>, log: bool) -> std::ops::Range<f64> {
-    let (lo, hi) = vals
-        .filter(|&v| ok(v, log))
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let [lo, hi] = super::extent(vals.filter(|&v| ok(v, log)));
     match (lo.is_finite(), log) {
         (false, false) => 0.0..1.0,
         (false, true) => 0.1..1.0,

@@ -32,7 +32,7 @@ use std::ops::Range;
 
 /// The batch is split into this many fixed chunks for the filter gradient: one partial dW per chunk,
 /// reduced in chunk order, so the result does not depend on rayon's scheduling.
-const FILTER_CHUNKS: usize = 8;
+pub(super) const FILTER_CHUNKS: usize = 8;
 
 /// Target size of one block's col matrix, in elements (1 MiB of f32: a core's L2 here).
 const COL_BLOCK: usize = 1 << 18;

@@ -24,11 +24,12 @@
 //!
 //! **Summation order, fixed by the shape.** Forward and backward data sum each output in one FMA
 //! chain over (ci, ki, kj) in order, one task per image. The filter gradient cuts the batch into
-//! [`FILTER_CHUNKS`] fixed chunks; a task (16 output channels, one chunk) sums groups of about
+//! the same [`FILTER_CHUNKS`] fixed chunks as the im2col path; a task (16 output channels, one chunk) sums groups of about
 //! 1024 pixels in f32 (even and odd pixels apart, then added), adds each group's sums into f64 in
 //! image order, and the chunks' f64 partials are added in chunk order. No result depends on the
 //! thread count.
 
+use super::conv::FILTER_CHUNKS;
 use crate::backend::ConvShape;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
@@ -230,9 +231,6 @@ unsafe fn forward_tile(_: &[f32], _: &Planes, _: usize, _: &[f32], _: usize, _: 
 
 /// Output channels per filter-gradient block: two AVX2 registers of 8 lanes.
 const CO_BLK: usize = 16;
-/// The batch is cut into this many fixed chunks for the filter gradient: one f64 partial dw per
-/// (channel block, chunk), added in chunk order, so the result does not depend on the thread count.
-const FILTER_CHUNKS: usize = 8;
 
 /// dw = Σ_n dy_n ⋆ x_n, overwritten. One task per (block of 16 output channels, chunk of the batch);
 /// per group of images (about 1024 pixels) it copies its images' x into padded planes and their dy

@@ -8,7 +8,7 @@
 //! the largest output; 2e-6 allows for it, while a wrong tap, offset or flip errs at O(1).
 
 use super::reference::naive_conv;
-use super::{assert_close, rel_err, rng, to_f32, uniform, Cpu};
+use super::{assert_close, rel_err, rng, to_f32, to_f64, uniform, Cpu};
 use crate::backend::cpu::direct3x3;
 use crate::backend::{Backend, ConvShape};
 
@@ -26,10 +26,6 @@ const SHAPES: [ConvShape; 5] = [
     ConvShape { n: 1, c_in: 3, h: 1, w: 40, c_out: 32, kernel: 3, stride: 1, pad: 1 },
     ConvShape { n: 20, c_in: 8, h: 8, w: 8, c_out: 16, kernel: 3, stride: 1, pad: 1 },
 ];
-
-fn wide(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
-}
 
 #[test]
 fn direct_convolutions_match_the_f64_references() {
@@ -49,12 +45,12 @@ fn direct_convolutions_match_the_f64_references() {
         let mut y = vec![f32::NAN; s.y_len()];
         direct3x3::forward(s, &x32, &w32, &mut y);
         // The reference from the f32-rounded inputs, so that only the arithmetic is compared.
-        assert_close(&format!("direct forward {s:?}"), &y, &naive_conv(s, &wide(&x32), &wide(&w32)), TOL);
+        assert_close(&format!("direct forward {s:?}"), &y, &naive_conv(s, &to_f64(&x32), &to_f64(&w32)), TOL);
 
         if direct3x3::applies(s, s.c_in) {
             let (mut dx, mut want) = (vec![f32::NAN; s.x_len()], vec![f64::NAN; s.x_len()]);
             direct3x3::backward_data(s, &dy32, &w32, &mut dx);
-            cpu.conv2d_backward_data(s, &wide(&dy32), &wide(&w32), &mut want);
+            cpu.conv2d_backward_data(s, &to_f64(&dy32), &to_f64(&w32), &mut want);
             assert_close(&format!("direct backward data {s:?}"), &dx, &want, TOL);
         }
 
@@ -63,7 +59,7 @@ fn direct_convolutions_match_the_f64_references() {
         }
         let (mut dw, mut want) = (vec![f32::NAN; s.w_len()], vec![f64::NAN; s.w_len()]);
         direct3x3::backward_filter(s, &x32, &dy32, &mut dw);
-        cpu.conv2d_backward_filter(s, &wide(&x32), &wide(&dy32), &mut want);
+        cpu.conv2d_backward_filter(s, &to_f64(&x32), &to_f64(&dy32), &mut want);
         assert_close(&format!("direct backward filter {s:?}"), &dw, &want, TOL);
     }
 }
@@ -94,5 +90,5 @@ fn the_direct_path_is_taken_exactly_where_it_applies() {
         direct3x3::forward(&s, &x, &w, &mut direct);
         assert_eq!(via_backend, direct, "the f32 backend should use the direct path here");
     }
-    assert!(rel_err(&via_backend, &naive_conv(&s, &wide(&x), &wide(&w))) < TOL);
+    assert!(rel_err(&via_backend, &naive_conv(&s, &to_f64(&x), &to_f64(&w))) < TOL);
 }

@@ -29,6 +29,11 @@ pub(super) fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
+/// `v` widened to f64, exactly.
+pub(super) fn to_f64<T: crate::backend::Real>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|&x| crate::backend::Real::to_f64(x)).collect()
+}
+
 /// Largest |a − b| relative to the largest |b|: the error measure for whole tensors.
 pub(super) fn rel_err<A: Copy + Into<f64>>(a: &[A], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths");

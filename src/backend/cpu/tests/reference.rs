@@ -1,7 +1,7 @@
 //! Forward ops against naive loops written from the definitions, the optimizer against a
 //! per-element loop, the loss against hand values, and the f32 backend against the f64 one.
 
-use super::{assert_close, rng, to_f32, uniform, Cpu};
+use super::{assert_close, rng, to_f32, to_f64, uniform, Cpu};
 use crate::backend::{Backend, BnShape, ConvShape, PoolShape, Real, Segment, ShortcutShape, StepSums};
 
 /// The definition: y[b][co][oh][ow] = Σ_{ci,ki,kj} x[b][ci][oh·s+ki−p][ow·s+kj−p] · w[co][ci][ki][kj].
@@ -254,7 +254,7 @@ fn sgd_step_rejects_bad_segments() {
 fn op_chain<T: Real>(seed: u64) -> Vec<(&'static str, Vec<f64>)> {
     let cpu = Cpu::<T>::new();
     let t = |v: &[f64]| -> Vec<T> { v.iter().map(|&x| T::from_f64(x as f32 as f64)).collect() };
-    let wide = |v: &[T]| -> Vec<f64> { v.iter().map(|&x| Real::to_f64(x)).collect() };
+    let wide = to_f64::<T>;
     let mut g = rng(seed);
     let mut out = Vec::new();
 
