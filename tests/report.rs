@@ -173,7 +173,8 @@ fn report_writes_tables_fit_function_space_and_plots() {
     assert_eq!(fs.as_array().unwrap().len(), 1, "{fs}");
     assert_eq!(fs[0]["t_fs"], 500, "{fs}");
     assert!((fs[0]["floor"]["disagreement"].as_f64().unwrap() - 0.1).abs() < 1e-9);
-    assert!(out.contains("function space 1"), "{out}");
+    assert_eq!(fs[0]["informative"], true, "{fs}");
+    assert!(out.contains("function space 1") && !out.contains("Uninformative"), "{out}");
 
     for stem in ["fast_equilibrium", "overview_steps", "overview_steps_x_lambda_e", "function_space_1"] {
         let png = std::fs::read(r.join(format!("{stem}.png"))).unwrap();
@@ -183,6 +184,26 @@ fn report_writes_tables_fit_function_space_and_plots() {
     }
     let runs: Vec<_> = std::fs::read_dir(r.join("runs")).unwrap().collect();
     assert_eq!(runs.len(), 5);
+}
+
+/// Seeds that disagree on 60% of the test images at equilibrium share no function: the group is
+/// reported, and flagged as uninformative.
+#[test]
+fn function_space_with_seeds_disagreeing_on_most_images_is_uninformative() {
+    let t = tempfile::tempdir().unwrap();
+    fake_run(t.path(), 4e-3, 0, 1000, |_, i| (i % 10) as u8);
+    fake_run(t.path(), 4e-3, 1, 1000, |_, i| ((i + (i % 10 < 6) as usize) % 10) as u8);
+    let (out, _) = report(t.path(), None);
+    let fs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("report/function_space.json")).unwrap())
+            .unwrap();
+    assert!((fs[0]["floor"]["disagreement"].as_f64().unwrap() - 0.6).abs() < 1e-9, "{fs}");
+    assert_eq!(fs[0]["informative"], false, "{fs}");
+    let line = out.lines().find(|l| l.starts_with("function space 1")).unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("Uninformative: at equilibrium the runs disagree on 60% of the test images"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! interval on the slope from Student's t with n − 2 degrees of freedom.
 //!
 //! slope b = Sxy/Sxx, intercept a = ȳ − b·x̄, residual variance s² = Σ(y − a − bx)²/(n − 2),
-//! SE(b) = sqrt(s²/Sxx), CI = b ± t_{0.975, n−2}·SE(b). The conjecture predicts b ≈ 1 (up to log
-//! factors), i.e. T_eq·λ_e about constant.
+//! SE(b) = sqrt(s²/Sxx), CI = b ± t_{0.975, n−2}·SE(b). The conjecture is an upper bound: T_eq =
+//! O(1/λ_e) up to log factors, i.e. T_eq·λ_e bounded up to a log factor; a slope below 1 is within
+//! it, and a slope of 1 is what a T_eq exactly proportional to 1/λ_e would give.
 
 use serde::Serialize;
 

@@ -16,12 +16,21 @@
 //! test samples (sqrt(2p(1−p)/N) for the accuracy gap at mean accuracy p, sqrt(F(1−F)/N) for the
 //! disagreement, 0 for the loss). T_fs is the first evaluation step from which all three stay
 //! within noise; reported as T_fs − S and (T_fs − S)·λ_e.
+//!
+//! A group is informative when F for the disagreement is below [`MAX_INFORMATIVE_DISAGREEMENT`]:
+//! runs that disagree on half the test set or more at equilibrium share no function to converge to
+//! (their equilibrium is mostly the noise of the dynamics; lower λ_e brings it down), so their T_fs
+//! only says how soon noise looks like noise. Fits of T_fs leave such groups out.
 
 use super::collect::RunInfo;
 use crate::train::{MetricsRecord, Predictions};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
+
+/// See the module doc: groups whose runs disagree on at least this fraction of the test images at
+/// equilibrium are not informative.
+pub const MAX_INFORMATIVE_DISAGREEMENT: f64 = 0.5;
 
 /// The three gaps at one evaluation step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -67,6 +76,8 @@ pub struct GroupResult {
     /// Whether T_fs comes before the reference window (else equilibrium is not clearly shown:
     /// train longer).
     pub reached_before_reference: bool,
+    /// floor.disagreement < MAX_INFORMATIVE_DISAGREEMENT (see the module doc).
+    pub informative: bool,
     pub points: Vec<Point>,
 }
 
@@ -198,6 +209,7 @@ fn analyse(label: String, runs: &[&RunData]) -> Option<GroupResult> {
         t_fs_since_common: t_fs.map(|t| t - s),
         t_fs_lambda_e: t_fs.map(|t| (t - s) as f64 * lambda_e),
         reached_before_reference: first.is_some_and(|k| k < w0),
+        informative: floor.disagreement < MAX_INFORMATIVE_DISAGREEMENT,
         points: steps
             .iter()
             .zip(&gaps)

@@ -287,7 +287,7 @@ fn print_fit(g: &FitGroup) {
     }
     if let Some([lo, hi]) = g.t_eq_lambda_e_range() {
         println!(
-            "  T_eq·λ_e: mean {:.2}, range [{lo:.2}, {hi:.2}] (the conjecture: about constant)",
+            "  T_eq·λ_e: mean {:.2}, range [{lo:.2}, {hi:.2}] (the conjecture: bounded, up to a log factor)",
             g.points.iter().map(|p| p.1 * p.2 as f64).sum::<f64>() / n as f64
         );
     }
@@ -428,9 +428,19 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
             ),
             _ => "not within noise at the end: train longer".into(),
         };
+        let informative = if g.informative {
+            String::new()
+        } else {
+            format!(
+                " Uninformative: at equilibrium the runs disagree on {:.0}% of the test images (at least {:.0}%), \
+                 so they share no function to converge to; a lower λ_e brings it down.",
+                100.0 * g.floor.disagreement,
+                100.0 * funcspace::MAX_INFORMATIVE_DISAGREEMENT
+            )
+        };
         if opts.print_function_space {
             println!(
-            "function space {} ({}): common (η, λ, γ) from step {}; {reached}. Noise levels: |Δ test acc| {:.4}, |Δ test loss| {:.4}, disagreement {:.4} (two runs at equilibrium, steps {}–{})",
+            "function space {} ({}): common (η, λ, γ) from step {}; {reached}. Noise levels: |Δ test acc| {:.4}, |Δ test loss| {:.4}, disagreement {:.4} (two runs at equilibrium, steps {}–{}).{informative}",
             k + 1,
             g.label,
             g.common_from,

@@ -6,6 +6,7 @@ use super::recipes::Recipe;
 use super::state::EqState;
 use crate::report::collect::RunInfo;
 use crate::report::fit::{fit_loglog, LinearFit, LogLogFit};
+use crate::report::funcspace::MAX_INFORMATIVE_DISAGREEMENT;
 use crate::report::{norm_fit_text, pooled_norm_fit, FitGroup, ReportOutput};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -215,7 +216,7 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
     let fs_points: Vec<(String, f64, f64)> = report
         .function_space
         .iter()
-        .filter(|g| g.reached_before_reference)
+        .filter(|g| g.reached_before_reference && g.informative)
         .filter_map(|g| {
             let arm = arm_of(g.runs.first()?);
             g.t_fs_since_common.map(|t| (arm, g.lambda_e, t as f64))
@@ -255,7 +256,12 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
             g.runs.first().map_or("?".into(), |id| arm_of(id)),
             "function".into(),
             format!("{:.2e}", g.lambda_e),
-            format!("{} runs (disagreement floor {:.2})", g.runs.len(), g.floor.disagreement),
+            format!(
+                "{} runs (disagreement floor {:.2}{})",
+                g.runs.len(),
+                g.floor.disagreement,
+                if g.informative { "" } else { ": uninformative, not fitted" }
+            ),
             t.map_or("not reached".into(), |t| t.to_string()),
             t.map_or("—".into(), |t| format!("{:.2}", g.lambda_e * t as f64)),
             "".into(),
@@ -273,7 +279,8 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
         "The conjecture (Li, Lyu, Arora 2020) is an upper bound: equilibrium within O(1/λ_e) steps up to log factors, \
          so T_eq·λ_e stays bounded (up to a log factor) and curves collapse when plotted against steps·λ_e; a slope \
          below 1 does not refute it. {}: {}.{} Norm term (the time for ‖w‖ to decay from ‖w₀‖ to ‖w*‖, \
-         ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps): {}. Function space (seeds agree within noise): {}.",
+         ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps): {}. Function space (seeds agree within noise; fitted only where two \
+         seeds at equilibrium disagree on less than {:.0}% of the test images{}): {}.",
         if holds { "Consistent with it" } else { "Not consistent with it" },
         verdicts.iter().map(arm_sentence).collect::<Vec<_>>().join("; "),
         if censored > 0 { format!(" {censored} run(s) without T_eq are left out (the fits are biased low).") } else { String::new() },
@@ -281,6 +288,11 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
             || report.fits.first().and_then(|g| g.norm_fit.as_ref()).map_or("no fit".into(), norm_fit_text),
             |f| format!("{} over all arms", norm_fit_text(f))
         ),
+        100.0 * MAX_INFORMATIVE_DISAGREEMENT,
+        match report.function_space.iter().filter(|g| !g.informative).count() {
+            0 => String::new(),
+            k => format!(", which leaves out {k} of the {} (arm, λ_e) groups", report.function_space.len()),
+        },
         fs_by_arm
             .iter()
             .map(|(arm, f, n)| format!("{arm}: slope {} over {n} λ_e values", fit_text(f)))
@@ -389,13 +401,23 @@ fn schedule_independence(runs: &[&RunInfo], states: &[EqState], report: &ReportO
     let cmp = compare_all(&refs, &["train_acc", "test_acc", "norm", "effective_lr", "angular_update"]);
     let fs = report.function_space.first();
     let fs_text = match fs {
-        Some(g) => match (g.t_fs_since_common, g.reached_before_reference) {
-            (Some(t), true) => format!(
-                "in function space they agree within noise {t} steps after the switch (·λ_e = {:.2})",
-                t as f64 * g.lambda_e
-            ),
-            _ => "in function space they do not clearly agree within noise before the end".into(),
-        },
+        Some(g) => {
+            let agree = match (g.t_fs_since_common, g.reached_before_reference) {
+                (Some(t), true) => format!(
+                    "in function space they agree within noise {t} steps after the switch (·λ_e = {:.2})",
+                    t as f64 * g.lambda_e
+                ),
+                _ => "in function space they do not clearly agree within noise before the end".into(),
+            };
+            if g.informative {
+                agree
+            } else {
+                format!(
+                    "{agree} (uninformative: at equilibrium they disagree on {:.0}% of the test images)",
+                    100.0 * g.floor.disagreement
+                )
+            }
+        }
         None => "no function-space comparison (runs lack predictions)".into(),
     };
     let holds = !cmp.is_empty() && cmp.iter().all(|c| c.agree);

@@ -4,13 +4,14 @@
 //! [reproduce]
 //! derived_arms = [
 //!   { name = "matched", init_scale = 1.0, steps_factor = 1.0 },   # ‖w₀‖ = ‖w*‖ of the λ_e
-//!   { name = "large", init_scale = 10.0, steps_factor = 1.5 },    # ‖w₀‖ = 10·‖w*‖
+//!   { name = "large", init_scale = 10.0, steps_factor = 1.5, lambda_e_min = 1e-3 },
 //! ]
 //! ```
 //! The spec without this table is phase 1 (the `default` arm). From its finished runs, each λ_e's
 //! equilibrium norm per scale-invariant group (the mean over seeds of ‖w‖ over the averaging
-//! window) becomes `model.init_norm` of phase 2's runs: one copy of every `[[runs]]` entry per
-//! derived arm, with `model.init_scale` and `train.steps` × `steps_factor`. The combined spec is
+//! window) becomes `model.init_norm` of phase 2's runs: one copy per derived arm of every `[[runs]]`
+//! entry whose λ_e is at least the arm's `lambda_e_min` (all of them without it), with
+//! `model.init_scale` and `train.steps` × `steps_factor`. The combined spec is
 //! then trained like any sweep: phase 1's runs are reused, not retrained.
 
 use crate::report::collect::{self, Status};
@@ -31,6 +32,10 @@ pub struct DerivedArm {
     /// The arm trains for steps_factor times the steps of the `[[runs]]` entry it copies.
     #[serde(default = "one")]
     pub steps_factor: f64,
+    /// Copy only the `[[runs]]` entries with λ_e ≥ this (all of them when absent): the default arm
+    /// may reach lower λ_e, whose runs are long, than the derived arms need.
+    #[serde(default)]
+    pub lambda_e_min: Option<f64>,
 }
 
 fn one() -> f64 {
@@ -55,9 +60,13 @@ pub fn split(text: &str) -> Result<(Table, Vec<DerivedArm>)> {
         if !(a.init_scale.is_finite()
             && a.init_scale > 0.0
             && a.steps_factor.is_finite()
-            && a.steps_factor > 0.0)
+            && a.steps_factor > 0.0
+            && a.lambda_e_min.is_none_or(|l| l.is_finite() && l > 0.0))
         {
-            bail!("derived arm {:?}: init_scale and steps_factor must be positive numbers", a.name);
+            bail!(
+                "derived arm {:?}: init_scale, steps_factor and lambda_e_min must be positive numbers",
+                a.name
+            );
         }
     }
     Ok((doc, arms))
@@ -70,7 +79,7 @@ fn lambda_e_of(run: &Table) -> Option<f64> {
 
 /// Phase 2: `doc` with one copy of each `[[runs]]` entry per derived arm, its initial norms set from
 /// the finished runs in `out`. Fails if some λ_e has no finished run to measure.
-pub fn add_derived_runs(mut doc: Table, arms: &[DerivedArm], out: &Path) -> Result<Table> {
+pub fn add_derived_runs(doc: Table, arms: &[DerivedArm], out: &Path) -> Result<Table> {
     let infos = collect::collect(out)?;
     let mut measured = Vec::new();
     for r in infos.iter().filter(|r| r.status == Status::Completed) {
@@ -78,7 +87,12 @@ pub fn add_derived_runs(mut doc: Table, arms: &[DerivedArm], out: &Path) -> Resu
             measured.extend(run_norms(r, &r.metrics()?)?);
         }
     }
-    let by_le = equilibrium_norms_by_lambda_e(&measured);
+    with_derived_runs(doc, arms, &equilibrium_norms_by_lambda_e(&measured))
+}
+
+/// `doc` with the derived arms' copies of its `[[runs]]` entries, given each λ_e's equilibrium norms
+/// per scale-invariant group (`by_le`: (λ_e, ‖w*‖ per group)).
+fn with_derived_runs(mut doc: Table, arms: &[DerivedArm], by_le: &[(f64, Vec<f64>)]) -> Result<Table> {
     let runs = match doc.get("runs") {
         Some(Value::Array(a)) => a.clone(),
         _ => bail!("a recipe with derived arms needs [[runs]] entries that set optim.lambda_e"),
@@ -89,6 +103,9 @@ pub fn add_derived_runs(mut doc: Table, arms: &[DerivedArm], out: &Path) -> Resu
             let t = entry.as_table().ok_or_else(|| anyhow!("[[runs]] entries must be tables"))?;
             let le = lambda_e_of(t)
                 .ok_or_else(|| anyhow!("derived arms: a [[runs]] entry sets no optim.lambda_e"))?;
+            if arm.lambda_e_min.is_some_and(|min| le < min) {
+                continue;
+            }
             let norms =
                 by_le.iter().find(|(l, _)| (l / le - 1.0).abs() < 1e-9).map(|p| &p.1).ok_or_else(|| {
                     anyhow!(
@@ -133,10 +150,60 @@ mod tests {
                     [reproduce]\nderived_arms = [{ name = \"large\", init_scale = 10.0, steps_factor = 1.5 }]\n";
         let (doc, arms) = split(text).unwrap();
         assert!(!doc.contains_key("reproduce"));
-        assert_eq!(arms, vec![DerivedArm { name: "large".into(), init_scale: 10.0, steps_factor: 1.5 }]);
+        assert_eq!(
+            arms,
+            vec![DerivedArm {
+                name: "large".into(),
+                init_scale: 10.0,
+                steps_factor: 1.5,
+                lambda_e_min: None
+            }]
+        );
         let bad = text.replace("10.0", "-1.0");
         assert!(split(&bad).unwrap_err().to_string().contains("positive"));
+        let bad = text.replace("1.5 }", "1.5, lambda_e_min = 0.0 }");
+        assert!(split(&bad).unwrap_err().to_string().contains("lambda_e_min"));
         let (_, none) = split("[base]\n").unwrap();
         assert!(none.is_empty());
+    }
+    #[test]
+    fn derived_runs_copy_the_entries_at_or_above_lambda_e_min() {
+        let text = "[[runs]]\noptim.lambda_e = 4e-3\ntrain.steps = 100\n\
+                    [[runs]]\noptim.lambda_e = 1e-3\ntrain.steps = 400\n\
+                    [[runs]]\noptim.lambda_e = 5e-4\ntrain.steps = 800\n\
+                    [reproduce]\nderived_arms = [{ name = \"matched\", lambda_e_min = 1e-3, init_scale = 1.0 },\
+                    { name = \"large\", init_scale = 10.0, steps_factor = 1.5 }]\n";
+        let (doc, arms) = split(text).unwrap();
+        let by_le = vec![(4e-3, vec![2.0, 3.0]), (1e-3, vec![5.0, 6.0]), (5e-4, vec![7.0, 8.0])];
+        let doc = with_derived_runs(doc, &arms, &by_le).unwrap();
+        let runs: Vec<&Table> =
+            doc["runs"].as_array().unwrap().iter().map(|v| v.as_table().unwrap()).collect();
+        // 3 phase-1 entries, 2 matched (λ_e ≥ 1e-3), 3 large.
+        assert_eq!(runs.len(), 8);
+        let summary: Vec<(f64, i64, Option<f64>, Vec<f64>)> = runs[3..]
+            .iter()
+            .map(|t| {
+                let model = t["model"].as_table().unwrap();
+                (
+                    lambda_e_of(t).unwrap(),
+                    t["train"]["steps"].as_integer().unwrap(),
+                    model.get("init_scale").and_then(Value::as_float),
+                    model["init_norm"].as_array().unwrap().iter().map(|v| v.as_float().unwrap()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (4e-3, 100, None, vec![2.0, 3.0]),
+                (1e-3, 400, None, vec![5.0, 6.0]),
+                (4e-3, 150, Some(10.0), vec![2.0, 3.0]),
+                (1e-3, 600, Some(10.0), vec![5.0, 6.0]),
+                (5e-4, 1200, Some(10.0), vec![7.0, 8.0]),
+            ]
+        );
+        // A λ_e without a measured ‖w*‖ is an error that names it.
+        let err = with_derived_runs(split(text).unwrap().0, &arms, &by_le[..2]).unwrap_err();
+        assert!(err.to_string().contains("5e-4"), "{err}");
     }
 }
