@@ -619,7 +619,15 @@ fn funcspace_figure(g: &funcspace::GroupResult) -> plot::Figure {
         }
     };
     plot::Figure {
-        title: format!("function-space equilibrium: {}", g.label),
+        title: format!(
+            "function-space equilibrium: {}{}",
+            g.label,
+            if g.informative {
+                ""
+            } else {
+                " (uninformative: the runs disagree on half the test set or more)"
+            }
+        ),
         panels: vec![
             panel("|Δ test accuracy|", "mean over pairs", |x| x.acc_gap),
             panel("|Δ test loss|", "mean over pairs", |x| x.loss_gap),

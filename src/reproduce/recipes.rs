@@ -155,4 +155,17 @@ mod tests {
         }
         assert!(Recipe::parse("nope").unwrap_err().to_string().contains("angular-update"));
     }
+
+    /// The control specs (experiments/controls/) are plain sweep specs: 3 init-norm arms × 3 λ_e × 4
+    /// seeds, the derived arms' runs written out with their init_norm.
+    #[test]
+    fn the_fast_equilibrium_control_expands_to_three_arms_of_four_seeds() {
+        let text = include_str!("../../experiments/controls/fast-equilibrium-4-seeds.toml");
+        let runs = Spec::parse(text, "control").unwrap().expand().unwrap();
+        assert_eq!(runs.len(), 36);
+        let arm = |r: &&crate::sweep::PlannedRun| crate::report::init_arm(&r.config.model);
+        for name in ["default", "matched", "large"] {
+            assert_eq!(runs.iter().filter(|r| arm(r) == name).count(), 12, "{name}");
+        }
+    }
 }
