@@ -203,6 +203,21 @@ fn arm_sentence(v: &ArmVerdict) -> String {
 
 /// T_eq against 1/λ_e per arm (parameter space, the detector), the norm-term fit, and the
 /// function-space times (seeds agree).
+/// The function-space part of the verdict: one T_fs fit per arm, over its informative groups.
+fn function_space_fits_text(fs_by_arm: &[(String, Option<LogLogFit>, usize)]) -> String {
+    if fs_by_arm.iter().all(|(_, _, n)| *n == 0) {
+        return "no group is informative, so nothing is fitted".into();
+    }
+    fs_by_arm
+        .iter()
+        .map(|(arm, f, n)| match n {
+            0 => format!("{arm}: no informative group"),
+            n => format!("{arm}: slope {} over {n} λ_e values", fit_text(f)),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 fn fast_equilibrium(report: &ReportOutput) -> Analysis {
     let verdicts: Vec<ArmVerdict> = report.fits.iter().map(arm_verdict).collect();
     let pooled = pooled_norm_fit(&report.fits);
@@ -293,11 +308,7 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
             0 => String::new(),
             k => format!(", which leaves out {k} of the {} (arm, λ_e) groups", report.function_space.len()),
         },
-        fs_by_arm
-            .iter()
-            .map(|(arm, f, n)| format!("{arm}: slope {} over {n} λ_e values", fit_text(f)))
-            .collect::<Vec<_>>()
-            .join("; ")
+        function_space_fits_text(&fs_by_arm)
     );
     Analysis {
         json: json!({ "fits": fits,
@@ -475,4 +486,24 @@ fn small_lr(states: &[EqState]) -> Analysis {
 
 fn empty(why: &str) -> Analysis {
     Analysis { json: json!({}), table: String::new(), verdict: Verdict { holds: false, text: why.into() } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_space_verdict_names_arms_without_an_informative_group() {
+        // T_fs = 2/λ_e exactly at three λ_e: slope 1.
+        let pts: Vec<(f64, f64)> = [4e-3, 2e-3, 1e-3].iter().map(|&le| (le, 2.0 / le)).collect();
+        let fitted = ("default".to_string(), fit_loglog(&pts), pts.len());
+        let empty = ("large".to_string(), None, 0);
+
+        let none = function_space_fits_text(&[empty.clone(), ("matched".into(), None, 0)]);
+        assert_eq!(none, "no group is informative, so nothing is fitted");
+
+        let mixed = function_space_fits_text(&[fitted, empty]);
+        assert!(mixed.starts_with("default: slope 1.000"), "{mixed}");
+        assert!(mixed.ends_with("over 3 λ_e values; large: no informative group"), "{mixed}");
+    }
 }
