@@ -16,8 +16,8 @@ pub struct ReproduceArgs {
     #[arg(value_enum)]
     pub recipe: Recipe,
     /// tiny: minutes on 2 CPU cores on synthetic data; small: about an hour on 2 CPU cores on
-    /// real CIFAR-10 (needs --data; fast-equilibrium only so far); paper: the paper's PreResNet-32
-    /// on CIFAR-10 (a GPU job; needs --data).
+    /// real CIFAR-10 with --workers 2 --threads 1 (needs --data; fast-equilibrium only so far);
+    /// paper: the paper's PreResNet-32 on CIFAR-10 (a GPU job; needs --data).
     #[arg(long, value_enum, default_value = "tiny")]
     pub scale: Scale,
     /// Output directory: runs in DIR/runs/, the standard report in DIR/report/, and
