@@ -623,9 +623,12 @@ fn funcspace_figure(g: &funcspace::GroupResult) -> plot::Figure {
             "function-space equilibrium: {}{}",
             g.label,
             if g.informative {
-                ""
+                String::new()
             } else {
-                " (uninformative: the runs disagree on half the test set or more)"
+                format!(
+                    " (uninformative: the runs disagree on {:.0}% of the test images or more)",
+                    100.0 * funcspace::MAX_INFORMATIVE_DISAGREEMENT
+                )
             }
         ),
         panels: vec![

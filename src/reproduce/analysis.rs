@@ -201,8 +201,6 @@ fn arm_sentence(v: &ArmVerdict) -> String {
     )
 }
 
-/// T_eq against 1/λ_e per arm (parameter space, the detector), the norm-term fit, and the
-/// function-space times (seeds agree).
 /// The function-space part of the verdict: one T_fs fit per arm, over its informative groups.
 fn function_space_fits_text(fs_by_arm: &[(String, Option<LogLogFit>, usize)]) -> String {
     if fs_by_arm.iter().all(|(_, _, n)| *n == 0) {
@@ -218,6 +216,8 @@ fn function_space_fits_text(fs_by_arm: &[(String, Option<LogLogFit>, usize)]) ->
         .join("; ")
 }
 
+/// T_eq against 1/λ_e per arm (parameter space, the detector), the norm-term fit, and the
+/// function-space times (seeds agree).
 fn fast_equilibrium(report: &ReportOutput) -> Analysis {
     let verdicts: Vec<ArmVerdict> = report.fits.iter().map(arm_verdict).collect();
     let pooled = pooled_norm_fit(&report.fits);
