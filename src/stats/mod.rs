@@ -4,7 +4,9 @@
 pub mod angle;
 pub mod equilibrium;
 pub mod layer;
+pub mod units;
 
 pub use angle::angle_from_sums;
 pub use equilibrium::{Detector, EquilibriumConfig};
 pub use layer::VectorStats;
+pub use units::{relaxation_rate, unit_label};
