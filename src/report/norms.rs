@@ -4,11 +4,13 @@
 //! invariance G = ‖∇L(w)‖·‖w‖ at any w): x_{t+1} = (1 − λ_e)²·x_t + η²G²/x_t, so the equilibrium is
 //! x*² = η²⟨G²⟩/(λ_e(2 − λ_e)) ≈ η²⟨G²⟩/(2λ_e). From far above it the norm decays like (1 − 2λ_e)^t,
 //! which takes τ = ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps: the log term the conjecture's "up to log factors"
-//! allows. Per run and group this module gives ‖w₀‖, the measured ‖w*‖ (mean over the summary's
+//! allows. With heavy-ball momentum γ the same holds with λ_e replaced by the relaxation rate
+//! ρ = λ_e/(1 − γ) (stats::units), and x*² ≈ η²⟨G²⟩/(2λ_e(1 − γ)). Per run and group this module gives ‖w₀‖, the measured ‖w*‖ (mean over the summary's
 //! averaging window), τ (signed: negative when the norm must grow) and the predicted ‖w*‖.
 
 use super::collect::RunInfo;
 use crate::model::{init_params, rescale_init, Layout};
+use crate::stats::relaxation_rate;
 use crate::train::rundir::SUMMARY_FILE;
 use crate::train::{MetricsRecord, TrainConfig};
 use anyhow::{Context, Result};
@@ -21,12 +23,12 @@ pub struct GroupNorms {
     pub initial: f64,
     /// ‖w*‖ measured: mean ‖w‖ over the averaging window.
     pub equilibrium: f64,
-    /// ‖w*‖ predicted from the measured gradient norms, (η²⟨G²⟩/(λ_e(2 − λ_e)))^{1/4}; null with
-    /// momentum (the formula is for plain SGD).
+    /// ‖w*‖ predicted from the measured gradient norms by [`predicted_equilibrium_norm`] (with
+    /// momentum too).
     pub predicted: Option<f64>,
     /// ln(‖w₀‖²/‖w*‖²).
     pub log_ratio: f64,
-    /// τ = ln(‖w₀‖²/‖w*‖²)/(2λ_e), in steps (negative: the norm must grow).
+    /// τ = ln(‖w₀‖²/‖w*‖²)/(2ρ), in steps, with ρ = λ_e/(1 − γ) (negative: the norm must grow).
     pub tau_steps: f64,
 }
 
@@ -78,6 +80,17 @@ pub fn config_initial_norms(cfg: &TrainConfig) -> Result<Vec<(String, f64)>> {
     Ok(layout.groups.iter().zip(norms).map(|(g, n)| (g.name.clone(), n)).collect())
 }
 
+/// ‖w*‖ from η, λ_e, γ and ⟨G²⟩ (G = ‖∇L‖ at unit norm): x*² = η²⟨G²⟩/((1 − γ)·λ_e·(2 − ρ)) with
+/// x = ‖w‖² and ρ = λ_e/(1 − γ) the relaxation rate. Without momentum this is the exact fixed point
+/// of x ← (1 − λ_e)²x + η²G²/x; with momentum the weight decay acts at rate ρ and the gradient
+/// noise enters with gain 1/(1 − γ)², so the leading term is η²⟨G²⟩/(2λ_e(1 − γ)), which gives
+/// Δ*² = η²⟨G²⟩/(x*²(1 − γ²)) = 2λ_e/(1 + γ) as the theory's angular update (docs/CALIBRATION.md);
+/// the (2 − ρ) keeps the γ = 0 formula exact and is an O(ρ) correction otherwise.
+pub fn predicted_equilibrium_norm(lr: f64, lambda_e: f64, momentum: f64, g2: f64) -> f64 {
+    let rate = relaxation_rate(lambda_e, momentum);
+    (lr * lr * g2 / ((1.0 - momentum) * lambda_e * (2.0 - rate))).powf(0.25)
+}
+
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     (n > 0).then(|| s / n as f64)
@@ -96,8 +109,9 @@ pub fn run_norms(run: &RunInfo, metrics: &[MetricsRecord]) -> Result<Option<RunN
         let stats = || window.iter().filter_map(|r| r.groups.get(gi)).map(|g| &g.stats);
         let Some(equilibrium) = mean(stats().map(|g| g.norm)) else { continue };
         let g2 = mean(stats().map(|g| (g.grad_norm * g.norm).powi(2))).unwrap_or(f64::NAN);
-        let predicted = (last.momentum == 0.0 && le > 0.0)
-            .then(|| (last.lr * last.lr * g2 / (le * (2.0 - le))).powf(0.25))
+        let rate = relaxation_rate(le, last.momentum);
+        let predicted = (le > 0.0 && last.momentum < 1.0)
+            .then(|| predicted_equilibrium_norm(last.lr, le, last.momentum, g2))
             .filter(|p| p.is_finite());
         let log_ratio = (initial * initial / (equilibrium * equilibrium)).ln();
         groups.push(GroupNorms {
@@ -106,7 +120,7 @@ pub fn run_norms(run: &RunInfo, metrics: &[MetricsRecord]) -> Result<Option<RunN
             equilibrium,
             predicted,
             log_ratio,
-            tau_steps: log_ratio / (2.0 * le),
+            tau_steps: log_ratio / (2.0 * rate),
         });
     }
     Ok((!groups.is_empty()).then(|| RunNorms { run_id: run.id.clone(), lambda_e: le, groups }))
@@ -130,4 +144,33 @@ pub fn equilibrium_norms_by_lambda_e(runs: &[RunNorms]) -> Vec<(f64, Vec<f64>)> 
             (le, m)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_momentum_the_prediction_is_the_fixed_point_of_the_norm_recursion() {
+        // x = (1 − λ_e)²x + η²G²/x at x = ‖w*‖²: the recursion's fixed point, exactly.
+        let (lr, le, g2) = (0.2, 1e-2, 3.7);
+        let x = predicted_equilibrium_norm(lr, le, 0.0, g2).powi(2);
+        let next = (1.0 - le) * (1.0 - le) * x + lr * lr * g2 / x;
+        assert!((next / x - 1.0).abs() < 1e-12, "{next} vs {x}");
+    }
+
+    #[test]
+    fn with_momentum_the_prediction_gives_the_theory_angular_update() {
+        // Δ² = η²‖v‖²/x with the stationary ‖v‖² = G²/(x(1 − γ²)): at x*, Δ² = 2λ_e/(1 + γ) up to
+        // the O(ρ) term, ρ = λ_e/(1 − γ) = 1e-3 here.
+        let (lr, le, gamma, g2) = (0.05, 1e-4, 0.9, 2.0);
+        let x = predicted_equilibrium_norm(lr, le, gamma, g2).powi(2);
+        let delta2 = lr * lr * g2 / (x * x * (1.0 - gamma * gamma));
+        let theory = 2.0 * le / (1.0 + gamma);
+        assert!((delta2 / theory - 1.0).abs() < 1e-3, "{delta2} vs {theory}");
+        // Momentum raises ‖w*‖ by (1 − γ)^{-1/4} at the same η, λ_e and G.
+        let ratio =
+            predicted_equilibrium_norm(lr, le, gamma, g2) / predicted_equilibrium_norm(lr, le, 0.0, g2);
+        assert!((ratio / (0.1f64).powf(-0.25) - 1.0).abs() < 1e-3, "{ratio}");
+    }
 }
