@@ -16,7 +16,7 @@ pub struct ReproduceArgs {
     #[arg(value_enum)]
     pub recipe: Recipe,
     /// tiny: minutes on 2 CPU cores on synthetic data; small: about an hour on 2 CPU cores on
-    /// real CIFAR-10 with --workers 2 --threads 1 (needs --data; fast-equilibrium only so far);
+    /// real CIFAR-10 (needs --data; fast-equilibrium only so far);
     /// paper: the paper's PreResNet-32 on CIFAR-10 (a GPU job; needs --data).
     #[arg(long, value_enum, default_value = "tiny")]
     pub scale: Scale,
@@ -31,7 +31,9 @@ pub struct ReproduceArgs {
     /// Where the runs train: auto picks the GPUs when they work, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
-    /// CPU workers, at least 1 (default: one per visible GPU, else one).
+    /// CPU workers, at least 1. Default: one per visible GPU; on the CPU with neither this nor
+    /// --threads, one worker of one thread per core, fewer when fewer runs are left to train
+    /// (their threads take the spare cores) or memory is short.
     #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
     pub workers: Option<usize>,
     /// Host threads per worker, at least 1 (default: cores/workers).

@@ -18,7 +18,9 @@ pub struct SweepArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// CPU workers in this process, at least 1 (each with cores/N threads unless --threads).
-    /// Default: one worker per visible GPU (CUDA_VISIBLE_DEVICES), else one CPU worker.
+    /// Default: one worker per visible GPU (CUDA_VISIBLE_DEVICES); on the CPU with neither flag,
+    /// one worker of one thread per core, fewer when fewer runs are left to train (their threads
+    /// take the spare cores) or memory is short.
     #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
     pub workers: Option<usize>,
     /// Host threads per worker, at least 1 (default: cores/workers).

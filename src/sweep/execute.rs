@@ -1,7 +1,10 @@
 //! Train a list of planned runs in this process: choose the workers (GPUs or CPU thread pools),
 //! run the pool, and summarise what became of each run. Shared by `ilr sweep` and `ilr reproduce`.
 
-use super::pool::{plan_slots, run_pool, runs_root, visible_gpus, Outcome, PoolOptions};
+use super::pool::{
+    auto_cpu_workers, available_memory, finished, plan_slots, run_pool, runs_root, visible_gpus,
+    worker_bytes, Outcome, PoolOptions,
+};
 use super::spec::PlannedRun;
 use crate::train::{Device, RunStatus};
 use crate::util::text::count;
@@ -12,7 +15,8 @@ use std::path::Path;
 #[derive(Clone, Debug)]
 pub struct ExecOptions {
     pub device: Device,
-    /// CPU workers (default: one per visible GPU, else one).
+    /// CPU workers (default: one per visible GPU; on the CPU with neither this nor `threads`, one
+    /// per core up to the runs left to train and the memory, see [`auto_cpu_workers`]).
     pub workers: Option<usize>,
     /// Host threads per worker (default: cores/workers).
     pub threads: Option<usize>,
@@ -87,7 +91,24 @@ pub fn execute(
             }
         }
     };
-    let slots = plan_slots(device, o.workers, o.threads, &gpus, cores)?;
+    let mut workers = o.workers;
+    if gpus.is_empty() && device != Device::Cuda && o.workers.is_none() && o.threads.is_none() {
+        let root = runs_root(sweep_dir);
+        let pending: Vec<&PlannedRun> =
+            runs.iter().filter(|r| finished(&root.join(&r.id)).is_none()).collect();
+        let per_worker = pending.iter().map(|r| worker_bytes(&r.config)).max().unwrap_or(0);
+        let n = auto_cpu_workers(pending.len(), cores, per_worker, available_memory());
+        eprintln!(
+            "{}: {} to train on {}: {} × {} (--workers/--threads override)",
+            o.name,
+            count(pending.len(), "run"),
+            count(cores, "core"),
+            count(n, "CPU worker"),
+            count((cores / n).max(1), "thread")
+        );
+        workers = Some(n);
+    }
+    let slots = plan_slots(device, workers, o.threads, &gpus, cores)?;
     let slot_desc = slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
     let root = runs_root(sweep_dir);
     eprintln!(
