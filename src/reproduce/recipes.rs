@@ -168,4 +168,26 @@ mod tests {
             assert_eq!(runs.iter().filter(|r| arm(r) == name).count(), 12, "{name}");
         }
     }
+
+    /// The momentum control pairs γ = 0 and γ = 0.9 at the same relaxation rate ρ = λ_e/(1 − γ) and the
+    /// same λ, with 8/ρ steps in both arms.
+    #[test]
+    fn the_momentum_control_matches_the_relaxation_rate_of_its_two_arms() {
+        let text = include_str!("../../experiments/controls/fast-equilibrium-momentum.toml");
+        let runs = Spec::parse(text, "control").unwrap().expand().unwrap();
+        assert_eq!(runs.len(), 24);
+        let rate = |r: &crate::sweep::PlannedRun| {
+            let o = &r.config.optim;
+            crate::stats::relaxation_rate(o.lambda_e().unwrap(), o.momentum)
+        };
+        let (plain, heavy): (Vec<_>, Vec<_>) = runs.iter().partition(|r| r.config.optim.momentum == 0.0);
+        assert_eq!((plain.len(), heavy.len()), (12, 12));
+        for (a, b) in plain.iter().zip(&heavy) {
+            assert!((rate(a) / rate(b) - 1.0).abs() < 1e-12);
+            let wd = |r: &crate::sweep::PlannedRun| r.config.optim.lambda_e().unwrap() / r.config.optim.lr;
+            assert!((wd(a) / wd(b) - 1.0).abs() < 1e-12);
+            assert_eq!(a.config.train.steps, b.config.train.steps);
+            assert!((a.config.train.steps as f64 * rate(a) - 8.0).abs() < 0.01);
+        }
+    }
 }
