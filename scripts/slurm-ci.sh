@@ -2,7 +2,8 @@
 # A real SLURM check of `ilr sweep --slurm`: start a one-node cluster on localhost (munge,
 # slurmctld, slurmd; see ../shared/SLURM.md), generate the sbatch array script for a tiny CPU sweep,
 # submit it, wait, and check that every run finished exactly once with a summary, that each array
-# task logged to its %A_%a file, and that `ilr report` reads the result. Exits non-zero on failure.
+# task logged to its %A_%a file, and that `ilr report` reads the result; then a sweep with more runs
+# than the cluster's MaxArraySize (4 here), whose array ilr caps. Exits non-zero on failure.
 #
 # Everything the cluster needs lives in one scratch folder (config, spool, logs, pid files, munge
 # socket), on its own ports, so the machine's /etc/slurm and any running cluster are left alone.
@@ -101,6 +102,7 @@ ReturnToService=2
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 SchedulerType=sched/backfill
+MaxArraySize=4
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 CONF
@@ -152,4 +154,32 @@ done
 grep -q "4 runs: 4 completed" "$WORK/report.txt" || fail "report: $(cat "$WORK/report.txt")"
 [[ -s $OUT/report/runs.csv ]] || fail "no runs.csv"
 log "OK: 4 runs in 3 array tasks, one log per task, report written"
-echo "slurm-ci: 1 passed, 0 failed"
+
+# 8. More runs than MaxArraySize (4, set in slurm.conf above): ilr reads the cap with scontrol, writes
+#    an array of 4 tasks, each training a shard, and says so.
+cat >"$WORK/big.toml" <<'SPEC'
+[sweep]
+name = "slurm-ci-cap"
+[base]
+data = { augment = false, synthetic = { train = 128, test = 32, size = 8 } }
+model = { depth = 8, width = 0.25 }
+optim = { lr = 0.2, momentum = 0.0 }
+train = { steps = 40, batch_size = 16, stats_every = 5, eval_every = 20, device = "cpu" }
+[grid]
+"optim.lambda_e" = [1.6e-2, 8e-3, 4e-3]
+seed = [0, 1]
+SPEC
+BIG=$WORK/big
+"$ILR" sweep "$WORK/big.toml" --out "$BIG" --slurm --cpus-per-task 1 --partition debug 2>"$WORK/big.err" >/dev/null \
+    || fail "ilr sweep --slurm (6 runs): $(cat "$WORK/big.err")"
+grep -q "exceed the cluster's MaxArraySize of 4 (scontrol show config)" "$WORK/big.err" \
+    || fail "no note on the MaxArraySize cap: $(cat "$WORK/big.err")"
+grep -q -- '--array=0-3$' "$BIG/sweep.sbatch" || fail "the array is not capped at 4 tasks: $(grep array "$BIG/sweep.sbatch")"
+JOB=$(sbatch --parsable --wait "$BIG/sweep.sbatch") || fail "sbatch --wait reported a failed task (capped array)"
+JOB=${JOB%%;*}
+runs=$(find "$BIG/runs" -mindepth 2 -maxdepth 2 -name summary.json | wc -l)
+[[ $runs == 6 ]] || fail "capped array: expected 6 finished runs, found $runs"
+logs=$(find "$BIG/logs" -name "ilr-slurm-ci-cap-${JOB}_*.out" | wc -l)
+[[ $logs == 4 ]] || fail "capped array: expected 4 task logs, found $logs"
+log "OK: 6 runs in an array capped at MaxArraySize = 4"
+echo "slurm-ci: 2 passed, 0 failed"

@@ -169,6 +169,11 @@ fn a_dry_run_checks_everything_and_writes_nothing() {
     fails_saying(&dry(&["--workers", "0"]), &["--workers", "at least 1"]);
     fails_saying(&dry(&["--threads", "0"]), &["--threads", "at least 1"]);
     fails_saying(&dry(&["--device", "cuda", "--workers", "2"]), &["--workers sets CPU workers"]);
+    fails_saying(&dry(&["--runs-per-gpu", "0"]), &["--runs-per-gpu", "at least 1"]);
+    fails_saying(
+        &dry(&["--device", "cpu", "--runs-per-gpu", "4"]),
+        &["--runs-per-gpu applies to GPU workers"],
+    );
     std::fs::write(d.join("bad.toml"), "[grid]\n\"optim.lr\" = [0.1, -0.1]\n").unwrap();
     fails_saying(&ilr(&["sweep", "bad.toml", "--out", "out", "--dry-run"], d), &["optim.lr = -0.1"]);
     let ok = dry(&["--shard", "1/2"]);

@@ -2,15 +2,14 @@
 //! within 10% of 1 for every scale-invariant group and tensor, with γ = 0 and γ = 0.9.
 
 use ilr::reproduce::{reproduce, Recipe, Scale};
-use ilr::sweep::ExecOptions;
+use ilr::sweep::{ExecOptions, WorkerFlags};
 use ilr::train::Device;
 
 /// One CPU worker, no progress bar.
 fn cpu_exec() -> ExecOptions {
     ExecOptions {
         device: Device::Cpu,
-        workers: Some(1),
-        threads: None,
+        flags: WorkerFlags { workers: Some(1), ..WorkerFlags::default() },
         checkpoint_every: None,
         progress_bar: false,
         name: String::new(),

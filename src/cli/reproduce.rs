@@ -31,21 +31,14 @@ pub struct ReproduceArgs {
     /// Where the runs train: auto picks the GPUs when they work, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
-    /// CPU workers, at least 1. Default: one per visible GPU; on the CPU with neither this nor
-    /// --threads, one worker of one thread per core, fewer when fewer runs are left to train
-    /// (their threads take the spare cores) or memory is short.
-    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
-    pub workers: Option<usize>,
-    /// Host threads per worker, at least 1 (default: cores/workers).
-    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub workers: super::sweep::WorkerArgs,
 }
 
 pub fn run(a: ReproduceArgs) -> Result<ExitCode> {
     let exec = ExecOptions {
         device: a.device,
-        workers: a.workers,
-        threads: a.threads,
+        flags: a.workers.flags(),
         checkpoint_every: None,
         progress_bar: std::io::stderr().is_terminal(),
         name: String::new(),

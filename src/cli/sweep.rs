@@ -2,12 +2,36 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ilr::sweep::{self, ExecOptions, Shard, SlurmOptions};
+use ilr::sweep::{self, ExecOptions, Shard, SlurmOptions, WorkerFlags};
 use ilr::train::Device;
 use ilr::util::text::count;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// The worker flags of `ilr sweep` and `ilr reproduce`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct WorkerArgs {
+    /// CPU workers in this process, at least 1 (each with cores/N threads unless --threads).
+    /// Default: --runs-per-gpu workers per visible GPU (CUDA_VISIBLE_DEVICES); on the CPU with
+    /// neither this nor --threads, one worker of one thread per core, fewer when fewer runs are
+    /// left to train (their threads then take the spare cores) or memory is short.
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
+    pub workers: Option<usize>,
+    /// Host threads per worker, at least 1 (default: cores/workers).
+    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
+    pub threads: Option<usize>,
+    /// Workers on each visible GPU, at least 1: a tiny net uses a sliver of a large GPU, so K runs
+    /// can share it (passed through by --slurm).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = super::values::at_least_one::<usize>)]
+    pub runs_per_gpu: usize,
+}
+
+impl WorkerArgs {
+    pub fn flags(&self) -> WorkerFlags {
+        WorkerFlags { workers: self.workers, threads: self.threads, runs_per_gpu: self.runs_per_gpu }
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
@@ -17,15 +41,8 @@ pub struct SweepArgs {
     /// Sweep directory: runs go to DIR/runs/<run-id>/.
     #[arg(long)]
     pub out: PathBuf,
-    /// CPU workers in this process, at least 1 (each with cores/N threads unless --threads).
-    /// Default: one worker per visible GPU (CUDA_VISIBLE_DEVICES); on the CPU with neither flag,
-    /// one worker of one thread per core, fewer when fewer runs are left to train (their threads
-    /// take the spare cores) or memory is short.
-    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
-    pub workers: Option<usize>,
-    /// Host threads per worker, at least 1 (default: cores/workers).
-    #[arg(long, value_name = "N", value_parser = super::values::at_least_one::<usize>)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub workers: WorkerArgs,
     /// Where workers train; auto follows the runs' train.device when they all set cpu or cuda.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
@@ -44,7 +61,8 @@ pub struct SweepArgs {
     #[arg(long)]
     pub slurm: bool,
     /// With --slurm: number of array tasks, at least 1 (default: one per run; each task trains its
-    /// shard).
+    /// shard). Capped at the cluster's MaxArraySize (read with `scontrol show config`; 1000 where it
+    /// cannot be read), with a note when the cap applies.
     #[arg(long, value_name = "N", requires = "slurm", value_parser = super::values::at_least_one::<usize>)]
     pub array_tasks: Option<usize>,
     /// With --slurm: sbatch --partition.
@@ -75,7 +93,7 @@ pub fn run(a: SweepArgs) -> Result<ExitCode> {
         Some(s) => Shard::parse(s)?,
         None => Shard::from_env(|k| std::env::var(k).ok())?.unwrap_or(Shard::ALL),
     };
-    sweep::check_worker_flags(sweep::sweep_device(a.device, &runs), a.workers, a.threads)?;
+    sweep::check_worker_flags(sweep::sweep_device(a.device, &runs), &a.workers.flags())?;
     if a.dry_run {
         let mine: Vec<usize> = shard.select(runs.len()).collect();
         for &i in &mine {
@@ -100,8 +118,7 @@ pub fn run(a: SweepArgs) -> Result<ExitCode> {
     };
     let exec = ExecOptions {
         device: a.device,
-        workers: a.workers,
-        threads: a.threads,
+        flags: a.workers.flags(),
         checkpoint_every,
         progress_bar: std::io::stderr().is_terminal(),
         name,
@@ -128,6 +145,7 @@ fn write_slurm(a: &SweepArgs, name: &str, runs: usize, checkpoint_every: Option<
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
         .collect();
+    let (max_array_size, read) = sweep::slurm::max_array_size();
     let o = SlurmOptions {
         job_name,
         tasks: a.array_tasks,
@@ -137,6 +155,7 @@ fn write_slurm(a: &SweepArgs, name: &str, runs: usize, checkpoint_every: Option<
         time: a.time.clone(),
         max_concurrent: a.max_concurrent,
         extra: a.sbatch_args.clone(),
+        max_array_size: Some(max_array_size),
     };
     if o.tasks == Some(0) {
         bail!("--array-tasks must be at least 1");
@@ -144,6 +163,9 @@ fn write_slurm(a: &SweepArgs, name: &str, runs: usize, checkpoint_every: Option<
     let mut worker_args = Vec::new();
     if let Some(k) = checkpoint_every {
         worker_args.extend(["--checkpoint-every".to_string(), k.to_string()]);
+    }
+    if a.workers.runs_per_gpu > 1 {
+        worker_args.extend(["--runs-per-gpu".to_string(), a.workers.runs_per_gpu.to_string()]);
     }
     if a.device != Device::Auto {
         worker_args.extend(["--device".to_string(), format!("{:?}", a.device).to_lowercase()]);
@@ -156,7 +178,17 @@ fn write_slurm(a: &SweepArgs, name: &str, runs: usize, checkpoint_every: Option<
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     }
-    let tasks = o.tasks.unwrap_or(runs).clamp(1, runs.max(1));
+    let tasks = sweep::slurm::array_tasks(runs, o.tasks, o.max_array_size);
+    if tasks < o.tasks.unwrap_or(runs).min(runs) {
+        eprintln!(
+            "note: {} exceed the cluster's MaxArraySize of {max_array_size}{}: {} array tasks, each training \
+             a shard of up to {} runs",
+            count(runs, "run"),
+            if read { " (scontrol show config)" } else { " (assumed: scontrol show config could not be read)" },
+            tasks,
+            runs.div_ceil(tasks)
+        );
+    }
     eprintln!(
         "wrote {}: {} in an array of {}; logs go to {}",
         path.display(),

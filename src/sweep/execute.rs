@@ -3,7 +3,7 @@
 
 use super::pool::{
     auto_cpu_workers, available_memory, finished, plan_slots, run_pool, runs_root, visible_gpus,
-    worker_bytes, Outcome, PoolOptions,
+    worker_bytes, Outcome, PoolOptions, WorkerFlags,
 };
 use super::spec::PlannedRun;
 use crate::train::{Device, RunStatus};
@@ -15,11 +15,9 @@ use std::path::Path;
 #[derive(Clone, Debug)]
 pub struct ExecOptions {
     pub device: Device,
-    /// CPU workers (default: one per visible GPU; on the CPU with neither this nor `threads`, one
-    /// per core up to the runs left to train and the memory, see [`auto_cpu_workers`]).
-    pub workers: Option<usize>,
-    /// Host threads per worker (default: cores/workers).
-    pub threads: Option<usize>,
+    /// Workers, threads and runs per GPU. On the CPU with neither workers nor threads set: one
+    /// worker per core up to the runs left to train and the memory (see [`auto_cpu_workers`]).
+    pub flags: WorkerFlags,
     pub checkpoint_every: Option<u64>,
     pub progress_bar: bool,
     /// A word for the log lines, e.g. the sweep's name.
@@ -76,7 +74,7 @@ pub fn execute(
 ) -> Result<(Vec<(String, Outcome)>, Tally)> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let device = sweep_device(o.device, runs);
-    let gpus = if device == Device::Cpu || o.workers.is_some() {
+    let gpus = if device == Device::Cpu || o.flags.workers.is_some() {
         Vec::new()
     } else {
         match visible_gpus(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref()) {
@@ -91,8 +89,8 @@ pub fn execute(
             }
         }
     };
-    let mut workers = o.workers;
-    if gpus.is_empty() && device != Device::Cuda && o.workers.is_none() && o.threads.is_none() {
+    let mut flags = o.flags;
+    if gpus.is_empty() && device != Device::Cuda && flags.workers.is_none() && flags.threads.is_none() {
         let root = runs_root(sweep_dir);
         let pending: Vec<&PlannedRun> =
             runs.iter().filter(|r| finished(&root.join(&r.id)).is_none()).collect();
@@ -106,9 +104,10 @@ pub fn execute(
             count(n, "CPU worker"),
             count((cores / n).max(1), "thread")
         );
-        workers = Some(n);
+        flags.workers = Some(n);
+        flags.runs_per_gpu = 1;
     }
-    let slots = plan_slots(device, workers, o.threads, &gpus, cores)?;
+    let slots = plan_slots(device, &flags, &gpus, cores)?;
     let slot_desc = slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
     let root = runs_root(sweep_dir);
     eprintln!(

@@ -22,7 +22,9 @@ pub mod spec;
 pub use crate::train::lock;
 
 pub use execute::{execute, sweep_device, ExecOptions, Tally};
-pub use pool::{check_worker_flags, finished, plan_slots, run_pool, runs_root, Outcome, PoolOptions, Slot};
+pub use pool::{
+    check_worker_flags, finished, plan_slots, run_pool, runs_root, Outcome, PoolOptions, Slot, WorkerFlags,
+};
 pub use shard::Shard;
 pub use slurm::SlurmOptions;
 pub use spec::{PlannedRun, Spec};

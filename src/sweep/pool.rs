@@ -50,33 +50,52 @@ impl std::fmt::Display for Slot {
     }
 }
 
-/// The checks of [`plan_slots`] that need no hardware: at least one worker and one thread, and no
-/// `--workers` with `--device cuda` (which has one worker per visible GPU).
-pub fn check_worker_flags(device: Device, workers: Option<usize>, threads: Option<usize>) -> Result<()> {
-    if workers == Some(0) {
+/// How the workers of one process are chosen: the `--workers`, `--threads` and `--runs-per-gpu`
+/// flags of `ilr sweep` and `ilr reproduce`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkerFlags {
+    /// CPU workers (None: one per visible GPU, or automatic on the CPU).
+    pub workers: Option<usize>,
+    /// Host threads per worker (None: cores/workers).
+    pub threads: Option<usize>,
+    /// Workers on each visible GPU: a tiny net uses a sliver of a large GPU, so K runs share it.
+    pub runs_per_gpu: usize,
+}
+
+impl Default for WorkerFlags {
+    fn default() -> Self {
+        Self { workers: None, threads: None, runs_per_gpu: 1 }
+    }
+}
+
+/// The checks of [`plan_slots`] that need no hardware: at least one worker, one thread and one run
+/// per GPU, no `--workers` with `--device cuda` (which has one worker per visible GPU), and no
+/// `--runs-per-gpu` above 1 where no GPU is used.
+pub fn check_worker_flags(device: Device, f: &WorkerFlags) -> Result<()> {
+    if f.workers == Some(0) {
         bail!("--workers must be at least 1");
     }
-    if threads == Some(0) {
+    if f.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
-    if device == Device::Cuda && workers.is_some() {
+    if f.runs_per_gpu == 0 {
+        bail!("--runs-per-gpu must be at least 1");
+    }
+    if device == Device::Cuda && f.workers.is_some() {
         bail!("--workers sets CPU workers; with --device cuda there is one worker per visible GPU");
+    }
+    if f.runs_per_gpu > 1 && (device == Device::Cpu || f.workers.is_some()) {
+        bail!("--runs-per-gpu applies to GPU workers; with --device cpu or --workers N the runs train on the CPU");
     }
     Ok(())
 }
 
 /// The workers of one process. `workers` gives that many CPU workers; else, with usable `gpus`
-/// (the visible GPUs, e.g. from CUDA_VISIBLE_DEVICES), one worker per GPU; else one CPU worker.
-/// `device` cpu never uses GPUs; cuda requires them. Each worker gets `threads` host threads,
-/// default cores/N.
-pub fn plan_slots(
-    device: Device,
-    workers: Option<usize>,
-    threads: Option<usize>,
-    gpus: &[String],
-    cores: usize,
-) -> Result<Vec<Slot>> {
-    check_worker_flags(device, workers, threads)?;
+/// (the visible GPUs, e.g. from CUDA_VISIBLE_DEVICES), `runs_per_gpu` workers per GPU; else one CPU
+/// worker. `device` cpu never uses GPUs; cuda requires them. Each worker gets `threads` host
+/// threads, default cores/N.
+pub fn plan_slots(device: Device, f: &WorkerFlags, gpus: &[String], cores: usize) -> Result<Vec<Slot>> {
+    check_worker_flags(device, f)?;
     let use_gpus = match device {
         Device::Cpu => false,
         Device::Cuda => {
@@ -85,14 +104,16 @@ pub fn plan_slots(
             }
             true
         }
-        Device::Auto => workers.is_none() && !gpus.is_empty(),
+        Device::Auto => f.workers.is_none() && !gpus.is_empty(),
     };
-    let n = if use_gpus { gpus.len() } else { workers.unwrap_or(1) };
-    let threads = threads.unwrap_or((cores / n).max(1));
+    let n = if use_gpus { gpus.len() * f.runs_per_gpu } else { f.workers.unwrap_or(1) };
+    let threads = f.threads.unwrap_or((cores / n).max(1));
     Ok(if use_gpus {
         gpus.iter()
             .enumerate()
-            .map(|(ordinal, name)| Slot::Gpu { ordinal, name: name.clone(), threads })
+            .flat_map(|(ordinal, name)| {
+                std::iter::repeat_n(Slot::Gpu { ordinal, name: name.clone(), threads }, f.runs_per_gpu)
+            })
             .collect()
     } else {
         vec![Slot::Cpu { threads }; n]
@@ -389,30 +410,45 @@ mod tests {
     #[test]
     fn slots_follow_the_flags_and_the_visible_gpus() {
         let gpus = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(plan_slots(Device::Auto, None, None, &[], 8).unwrap(), vec![Slot::Cpu { threads: 8 }]);
+        let flags = |workers, threads, runs_per_gpu| WorkerFlags { workers, threads, runs_per_gpu };
+        let plain = WorkerFlags::default();
+        assert_eq!(plan_slots(Device::Auto, &plain, &[], 8).unwrap(), vec![Slot::Cpu { threads: 8 }]);
         assert_eq!(
-            plan_slots(Device::Auto, Some(4), None, &gpus(&["0", "1"]), 8).unwrap(),
+            plan_slots(Device::Auto, &flags(Some(4), None, 1), &gpus(&["0", "1"]), 8).unwrap(),
             vec![Slot::Cpu { threads: 2 }; 4]
         );
         assert_eq!(
-            plan_slots(Device::Cpu, Some(3), Some(1), &[], 2).unwrap(),
+            plan_slots(Device::Cpu, &flags(Some(3), Some(1), 1), &[], 2).unwrap(),
             vec![Slot::Cpu { threads: 1 }; 3]
         );
         assert_eq!(
-            plan_slots(Device::Cpu, Some(3), None, &gpus(&["0"]), 2).unwrap(),
+            plan_slots(Device::Cpu, &flags(Some(3), None, 1), &gpus(&["0"]), 2).unwrap(),
             vec![Slot::Cpu { threads: 1 }; 3]
         );
+        let gpu = |ordinal, name: &str, threads| Slot::Gpu { ordinal, name: name.into(), threads };
         assert_eq!(
-            plan_slots(Device::Auto, None, None, &gpus(&["2", "3"]), 8).unwrap(),
+            plan_slots(Device::Auto, &plain, &gpus(&["2", "3"]), 8).unwrap(),
+            vec![gpu(0, "2", 4), gpu(1, "3", 4)]
+        );
+        // K runs per GPU: K workers on each, in GPU order, sharing the cores.
+        assert_eq!(
+            plan_slots(Device::Auto, &flags(None, None, 3), &gpus(&["2", "3"]), 12).unwrap(),
             vec![
-                Slot::Gpu { ordinal: 0, name: "2".into(), threads: 4 },
-                Slot::Gpu { ordinal: 1, name: "3".into(), threads: 4 }
+                gpu(0, "2", 2),
+                gpu(0, "2", 2),
+                gpu(0, "2", 2),
+                gpu(1, "3", 2),
+                gpu(1, "3", 2),
+                gpu(1, "3", 2)
             ]
         );
-        assert!(plan_slots(Device::Cuda, None, None, &[], 8).is_err());
-        assert!(plan_slots(Device::Cuda, Some(2), None, &gpus(&["0"]), 8).is_err());
-        assert!(plan_slots(Device::Cpu, Some(0), None, &[], 8).is_err());
-        assert!(plan_slots(Device::Cpu, None, Some(0), &[], 8).is_err());
+        assert!(plan_slots(Device::Cuda, &plain, &[], 8).is_err());
+        assert!(plan_slots(Device::Cuda, &flags(Some(2), None, 1), &gpus(&["0"]), 8).is_err());
+        assert!(plan_slots(Device::Cpu, &flags(Some(0), None, 1), &[], 8).is_err());
+        assert!(plan_slots(Device::Cpu, &flags(None, Some(0), 1), &[], 8).is_err());
+        assert!(plan_slots(Device::Auto, &flags(None, None, 0), &gpus(&["0"]), 8).is_err());
+        let cpu_only = plan_slots(Device::Cpu, &flags(None, None, 2), &[], 8).unwrap_err().to_string();
+        assert!(cpu_only.contains("--runs-per-gpu applies to GPU workers"), "{cpu_only}");
     }
 
     #[test]
