@@ -42,6 +42,7 @@ fn main() {
     let require =
         env::var("ILR_REQUIRE_KERNELS").map(|v| v == "1" || v.eq_ignore_ascii_case("true")).unwrap_or(false);
 
+    embed_git_state(&manifest);
     let sources = list_sources(&kernel_dir);
     let nvcc = match find_nvcc(&manifest) {
         Ok(n) => n,
@@ -70,6 +71,13 @@ fn main() {
     let ptx_arch =
         env::var("ILR_CUDA_ARCH").ok().filter(|s| !s.trim().is_empty()).unwrap_or(DEFAULT_PTX_ARCH.into());
     let ccbin = env::var("NVCC_CCBIN").ok().filter(|s| !s.is_empty());
+    // This script also reruns for the git state (every source edit): skip nvcc when nothing it
+    // reads has changed since the last successful compile into this OUT_DIR.
+    let key_path = out.join("kernels.key");
+    let key = compile_key(&kernel_dir, &[&version, &ptx_arch, &format!("{ccbin:?}"), &require.to_string()]);
+    if fs::read_to_string(&key_path).is_ok_and(|k| k == key) && out.join("kernels.rs").exists() {
+        return;
+    }
     let common = |cmd: &mut Command| {
         cmd.args(["-std=c++17", "-O3", "-lineinfo", "--fmad=false"]).arg("-I").arg(&kernel_dir);
         if let Some(cc) = &ccbin {
@@ -167,6 +175,67 @@ fn main() {
             entries,
         },
     );
+    fs::write(&key_path, key).unwrap_or_else(|e| fail(&format!("writing {}: {e}", key_path.display())));
+}
+
+/// What the kernel compile depends on: the settings, then every file under kernels/ (name and
+/// bytes, sorted by name).
+fn compile_key(kernel_dir: &Path, settings: &[&str]) -> String {
+    let mut files: Vec<PathBuf> =
+        fs::read_dir(kernel_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    let mut key = settings.join("|");
+    for f in files.iter().filter(|f| f.is_file()) {
+        let _ = write!(
+            key,
+            "\n== {}\n{}",
+            f.display(),
+            String::from_utf8_lossy(&fs::read(f).unwrap_or_default())
+        );
+    }
+    key
+}
+
+/// Embeds the git commit and whether tracked files differ from it (`ILR_GIT_COMMIT`, `ILR_GIT_DIRTY`,
+/// read by util::provenance), as of this build: the script reruns when HEAD, the index or a source
+/// file changes. Outside a git checkout both are empty ("unknown").
+fn embed_git_state(manifest: &Path) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(manifest)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    for dir in ["src", "kernels", "Cargo.toml", "Cargo.lock", "build.rs"] {
+        println!("cargo:rerun-if-changed={dir}");
+    }
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_default();
+    let dirty = match commit.is_empty() {
+        true => String::new(),
+        false => git(&["status", "--porcelain", "--untracked-files=no"])
+            .map_or(String::new(), |s| (!s.is_empty()).to_string()),
+    };
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        let head = Path::new(&git_dir).join("HEAD");
+        println!("cargo:rerun-if-changed={}", head.display());
+        println!("cargo:rerun-if-changed={}", Path::new(&git_dir).join("index").display());
+        // A commit moves the branch's ref, not HEAD (which names the branch).
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            let common =
+                git(&["rev-parse", "--git-common-dir"]).map(|c| manifest.join(c)).unwrap_or_default();
+            // A packed ref has no file (cargo would rerun this every build); packed-refs moves then.
+            for f in [common.join(&r), common.join("packed-refs")] {
+                if f.exists() {
+                    println!("cargo:rerun-if-changed={}", f.display());
+                }
+            }
+        }
+    }
+    println!("cargo:rustc-env=ILR_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=ILR_GIT_DIRTY={dirty}");
 }
 
 fn fail(msg: &str) -> ! {

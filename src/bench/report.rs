@@ -27,15 +27,7 @@ pub struct Machine {
 
 impl Machine {
     pub fn detect(threads: usize, gpu: Option<String>) -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("model name")
-                    .and_then(|r| r.split_once(':'))
-                    .map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
+        let cpu_model = crate::util::provenance::cpu_model();
         Machine {
             cpu_model,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -360,64 +352,19 @@ pub fn fmt_duration(s: f64) -> String {
     }
 }
 
-/// The commit the binary was built from when the build recorded it (`ILR_GIT_COMMIT`, e.g. from
-/// build.rs), else the commit of the working directory and whether it has uncommitted changes (None
-/// outside a git checkout or without git).
-pub fn git_state() -> (Option<String>, Option<bool>) {
-    if let Some(c) = option_env!("ILR_GIT_COMMIT").filter(|c| !c.is_empty()) {
-        return (Some(c.to_string()), option_env!("ILR_GIT_DIRTY").map(|d| d == "1" || d == "true"));
-    }
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let commit = git(&["rev-parse", "HEAD"]).filter(|c| !c.is_empty());
-    let dirty = commit
-        .as_ref()
-        .and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"]))
-        .map(|s| !s.is_empty());
-    (commit, dirty)
-}
-
-/// Now, as "YYYY-MM-DDTHH:MM:SSZ".
-pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    utc_from_unix(secs)
-}
-
-fn utc_from_unix(secs: u64) -> String {
-    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
+pub use crate::util::provenance::{git_state, utc_now};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::cost::Net;
 
     #[test]
-    fn dates_and_durations() {
-        assert_eq!(utc_from_unix(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc_from_unix(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc_from_unix(1_700_000_000), "2023-11-14T22:13:20Z");
+    fn durations() {
         assert_eq!(fmt_duration(2.5e-6), "2.5 µs");
         assert_eq!(fmt_duration(0.25), "250.00 ms");
         assert_eq!(fmt_duration(3600.0), "60.0 min");
     }
+    use crate::bench::cost::Net;
 
     #[test]
     fn results_budget_and_json_round_trip() {

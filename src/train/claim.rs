@@ -81,7 +81,7 @@ fn holds_records(path: &Path) -> Result<bool> {
 
 /// `root/<run_id>.replaced-<UTC time>`, with `-2`, `-3`, ... if that exists.
 fn aside_path(root: &Path, run_id: &str) -> PathBuf {
-    let stamp = crate::bench::report::utc_now().replace([':', '-'], "");
+    let stamp = crate::util::provenance::utc_now().replace([':', '-'], "");
     let base = format!("{run_id}.replaced-{stamp}");
     let mut path = root.join(&base);
     let mut k = 2;
