@@ -150,6 +150,11 @@ pub trait Backend: Sync {
     /// A short name for logs, e.g. "cpu-f32".
     fn name(&self) -> String;
 
+    /// The GPU a run's provenance names (summary.json); None on the CPU.
+    fn gpu_provenance(&self) -> Option<crate::util::provenance::GpuProvenance> {
+        None
+    }
+
     // ---- memory -------------------------------------------------------------------------------
     /// A zero-filled buffer of `len` elements.
     fn alloc(&self, len: usize) -> Result<Self::Buf>;

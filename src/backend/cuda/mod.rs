@@ -450,6 +450,17 @@ impl Backend for Cuda {
         format!("cuda-{p} ({})", self.gpu.device_name)
     }
 
+    fn gpu_provenance(&self) -> Option<crate::util::provenance::GpuProvenance> {
+        let ((ma, mi), (da, di)) = (self.gpu.compute_capability, self.gpu.driver_version);
+        Some(crate::util::provenance::GpuProvenance {
+            name: self.gpu.device_name.clone(),
+            compute_capability: format!("sm_{ma}{mi}"),
+            driver_cuda: format!("{da}.{di}"),
+            cudnn: conv::cudnn_version(),
+            ptx_sha256: crate::util::provenance::sha256_of_modules(crate::kernels::PTX.iter().copied()),
+        })
+    }
+
     // ---- memory ---------------------------------------------------------------------------------
     fn alloc(&self, len: usize) -> Result<CudaSlice<f32>> {
         self.eager_only("allocating").and_then(|()| self.gpu.alloc_zeros::<f32>(len))
