@@ -146,8 +146,9 @@ fn report_writes_tables_fit_function_space_and_plots() {
     let (out, _) = report(t.path(), None);
     let fit = out.lines().find(|l| l.starts_with("Fast Equilibrium")).unwrap_or_else(|| panic!("{out}"));
     assert!(
-        fit.contains("slope of log T_eq on log(1/λ_e) = 1.00")
-            && fit.contains("95% CI [")
+        fit.contains("slope of log T_eq on log(1/λ_e) 1.000, 95% CI [")
+            && fit.contains("from 4 λ_e clusters")
+            && fit.contains("seeds as points: 1.000")
             && fit.contains("n = 5"),
         "{fit}"
     );
@@ -166,6 +167,10 @@ fn report_writes_tables_fit_function_space_and_plots() {
         serde_json::from_str(&std::fs::read_to_string(r.join("fast_equilibrium.json")).unwrap()).unwrap();
     let slope = fe["groups"][0]["fit"]["slope"].as_f64().unwrap();
     assert!((slope - 1.0).abs() < 0.01, "{slope}");
+    assert_eq!(fe["groups"][0]["fit"]["points"], "lambda_e_means", "{fe}");
+    assert_eq!(fe["groups"][0]["fit"]["n_lambda"], 4, "{fe}");
+    assert_eq!(fe["groups"][0]["fit_seeds_as_points"]["n"], 5, "{fe}");
+    assert_eq!(fe["groups"][0]["unit"], "1/λ_e", "{fe}");
 
     // Function space: one group (the two seeds at λ_e = 8e-3), within noise from step 500.
     let fs: serde_json::Value =

@@ -17,10 +17,18 @@
 //! disagreement, 0 for the loss). T_fs is the first evaluation step from which all three stay
 //! within noise; reported as T_fs − S and (T_fs − S)·λ_e.
 //!
-//! A group is informative when F for the disagreement is below [`MAX_INFORMATIVE_DISAGREEMENT`]:
-//! runs that disagree on half the test set or more at equilibrium share no function to converge to
-//! (their equilibrium is mostly the noise of the dynamics; lower λ_e brings it down), so their T_fs
-//! only says how soon noise looks like noise. Fits of T_fs leave such groups out.
+//! Informative groups. Two independent classifiers with accuracies p_i, p_j over K classes, each
+//! spreading its errors uniformly over the K − 1 wrong classes, agree on an image when both are right
+//! (p_i·p_j) or both wrong in the same way ((1 − p_i)(1 − p_j)/(K − 1)), so they disagree on
+//! c = 1 − p_i·p_j − (1 − p_i)(1 − p_j)/(K − 1) of the images (0.83 at p = 35%, 0.28 at 85%, K = 10).
+//! That is the chance level: runs that disagree that much share nothing beyond their accuracy. With
+//! p_i each run's mean test accuracy over W and c the mean over pairs, a group is informative when
+//! F ≤ [`INFORMATIVE_FRACTION_OF_CHANCE`]·c: the seeds disagree on at most half the images that
+//! chance would make them disagree on, so they share at least half of what chance would not. Far
+//! above that floor the runs' equilibrium is mostly the noise of the dynamics (a lower λ_e or a net
+//! that learns the task brings it down), and T_fs only says how soon noise looks like noise. Half is
+//! also far outside sampling noise: the binomial SE of a disagreement c on N test images,
+//! sqrt(c(1 − c)/N), is at most 0.011 at N = 2000. Fits of T_fs leave uninformative groups out.
 
 use super::collect::RunInfo;
 use crate::train::{MetricsRecord, Predictions};
@@ -28,9 +36,25 @@ use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// See the module doc: groups whose runs disagree on at least this fraction of the test images at
-/// equilibrium are not informative.
-pub const MAX_INFORMATIVE_DISAGREEMENT: f64 = 0.5;
+/// See the module doc: a group is informative when its equilibrium disagreement is at most this
+/// fraction of the chance disagreement at the runs' accuracy ([`chance_disagreement`]).
+pub const INFORMATIVE_FRACTION_OF_CHANCE: f64 = 0.5;
+
+/// c = 1 − p_i·p_j − (1 − p_i)(1 − p_j)/(K − 1): the fraction of images on which two independent
+/// classifiers with accuracies p_i and p_j over K classes (errors spread uniformly) disagree. NaN
+/// for K < 2.
+pub fn chance_disagreement(p_i: f64, p_j: f64, classes: usize) -> f64 {
+    if classes < 2 {
+        return f64::NAN;
+    }
+    1.0 - p_i * p_j - (1.0 - p_i) * (1.0 - p_j) / (classes - 1) as f64
+}
+
+/// Informative: the disagreement floor is at most [`INFORMATIVE_FRACTION_OF_CHANCE`] of chance
+/// (false when the chance level is not positive or not finite).
+pub fn is_informative(floor: f64, chance: f64) -> bool {
+    chance > 0.0 && floor <= INFORMATIVE_FRACTION_OF_CHANCE * chance
+}
 
 /// The three gaps at one evaluation step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -76,9 +100,34 @@ pub struct GroupResult {
     /// Whether T_fs comes before the reference window (else equilibrium is not clearly shown:
     /// train longer).
     pub reached_before_reference: bool,
-    /// floor.disagreement < MAX_INFORMATIVE_DISAGREEMENT (see the module doc).
+    /// K, the number of classes the predictions range over.
+    pub classes: usize,
+    /// Mean test accuracy of the runs over the reference window.
+    pub test_accuracy: f64,
+    /// c: the disagreement of two independent classifiers at the runs' accuracies (mean over pairs
+    /// of [`chance_disagreement`] of each run's mean test accuracy over the reference window).
+    pub chance_disagreement: f64,
+    /// floor.disagreement / chance_disagreement.
+    pub disagreement_to_chance: f64,
+    /// disagreement_to_chance ≤ [`INFORMATIVE_FRACTION_OF_CHANCE`] (see the module doc).
     pub informative: bool,
     pub points: Vec<Point>,
+}
+
+impl GroupResult {
+    /// "61% of the test images, 0.80 × chance (76% for two independent classifiers at 45% test
+    /// accuracy over 10 classes)": the equilibrium disagreement against chance.
+    pub fn chance_text(&self) -> String {
+        format!(
+            "{:.0}% of the test images, {:.2} × chance ({:.0}% for two independent classifiers at {:.0}% test \
+             accuracy over {} classes)",
+            100.0 * self.floor.disagreement,
+            self.disagreement_to_chance,
+            100.0 * self.chance_disagreement,
+            100.0 * self.test_accuracy,
+            self.classes
+        )
+    }
 }
 
 /// What one run contributes.
@@ -180,6 +229,10 @@ fn analyse(label: String, runs: &[&RunData]) -> Option<GroupResult> {
         disagreement: mean(dis.iter().copied()),
     };
     let p = mean(steps[w0..].iter().flat_map(|t| tests.iter().map(move |m| m[t].0)));
+    // Each run's mean test accuracy over W, and the chance disagreement of its pairs.
+    let acc_w: Vec<f64> = tests.iter().map(|m| mean(steps[w0..].iter().map(|t| m[t].0))).collect();
+    let classes = runs[0].predictions.classes;
+    let chance = mean(pairs.iter().map(|&(i, j)| chance_disagreement(acc_w[i], acc_w[j], classes)));
     let nf = n.max(1) as f64;
     let threshold = Gaps {
         acc_gap: floor.acc_gap + 3.0 * sd(&acc).max((2.0 * p * (1.0 - p) / nf).sqrt()),
@@ -209,7 +262,11 @@ fn analyse(label: String, runs: &[&RunData]) -> Option<GroupResult> {
         t_fs_since_common: t_fs.map(|t| t - s),
         t_fs_lambda_e: t_fs.map(|t| (t - s) as f64 * lambda_e),
         reached_before_reference: first.is_some_and(|k| k < w0),
-        informative: floor.disagreement < MAX_INFORMATIVE_DISAGREEMENT,
+        classes,
+        test_accuracy: p,
+        chance_disagreement: chance,
+        disagreement_to_chance: floor.disagreement / chance,
+        informative: is_informative(floor.disagreement, chance),
         points: steps
             .iter()
             .zip(&gaps)
@@ -259,5 +316,24 @@ mod tests {
         let first = (0..within.len()).rev().take_while(|&k| within[k]).last();
         assert_eq!(first, Some(3));
         assert_eq!(sd(&[1.0, 3.0]), 2f64.sqrt());
+    }
+
+    /// By hand, K = 10: p = 0.35: 1 − 0.1225 − 0.4225/9 = 0.830556; p = 0.85: 1 − 0.7225 − 0.0225/9
+    /// = 0.275; p = 0.5 and 0.7: 1 − 0.35 − 0.15/9 = 0.633333. A chance classifier (p = 1/K)
+    /// disagrees on 1 − 1/K.
+    #[test]
+    fn chance_disagreement_at_accuracy_and_classes() {
+        assert!((chance_disagreement(0.35, 0.35, 10) - 0.830_555_6).abs() < 1e-6);
+        assert!((chance_disagreement(0.85, 0.85, 10) - 0.275).abs() < 1e-12);
+        assert!((chance_disagreement(0.5, 0.7, 10) - 0.633_333_3).abs() < 1e-6);
+        assert!((chance_disagreement(0.1, 0.1, 10) - 0.9).abs() < 1e-12);
+        assert!(chance_disagreement(0.5, 0.5, 1).is_nan());
+        // The small CIFAR-10 groups (floor 0.61 at 35–46% accuracy) are uninformative; the same floor
+        // at 85% accuracy would be above chance, and 0.13 at 85% is informative (0.13 ≤ 0.1375).
+        assert!(!is_informative(0.61, chance_disagreement(0.45, 0.45, 10)));
+        assert!(!is_informative(0.61, chance_disagreement(0.85, 0.85, 10)));
+        assert!(is_informative(0.13, chance_disagreement(0.85, 0.85, 10)));
+        assert!(!is_informative(0.14, chance_disagreement(0.85, 0.85, 10)));
+        assert!(!is_informative(0.0, f64::NAN));
     }
 }
