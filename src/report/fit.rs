@@ -193,26 +193,33 @@ pub struct WithinFit {
 /// A cluster-level offset (anything that shifts all y of one λ_e) cancels in ỹ, so it cannot bias
 /// b. None when no cluster has two distinct x.
 pub fn fit_within(clusters: &[(f64, Vec<(f64, f64)>)]) -> Option<WithinFit> {
-    let used: Vec<(f64, Vec<(f64, f64)>, f64, f64)> = clusters
+    // (key, finite points, x̄_j, ȳ_j) of the clusters with two or more points.
+    struct Cluster {
+        key: f64,
+        pts: Vec<(f64, f64)>,
+        mx: f64,
+        my: f64,
+    }
+    let used: Vec<Cluster> = clusters
         .iter()
-        .map(|(k, pts)| {
+        .map(|(key, pts)| {
             let pts: Vec<(f64, f64)> =
                 pts.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
             let m = pts.len().max(1) as f64;
             let (mx, my) =
                 (pts.iter().map(|p| p.0).sum::<f64>() / m, pts.iter().map(|p| p.1).sum::<f64>() / m);
-            (*k, pts, mx, my)
+            Cluster { key: *key, pts, mx, my }
         })
-        .filter(|c| c.1.len() >= 2)
+        .filter(|c| c.pts.len() >= 2)
         .collect();
-    let demeaned = || used.iter().flat_map(|(_, pts, mx, my)| pts.iter().map(move |(x, y)| (x - mx, y - my)));
+    let demeaned = || used.iter().flat_map(|c| c.pts.iter().map(move |(x, y)| (x - c.mx, y - c.my)));
     let sxx: f64 = demeaned().map(|(x, _)| x * x).sum();
     if sxx <= 1e-300 {
         return None;
     }
     let slope = demeaned().map(|(x, y)| x * y).sum::<f64>() / sxx;
     let ssr: f64 = demeaned().map(|(x, y)| (y - slope * x).powi(2)).sum();
-    let n: usize = used.iter().map(|c| c.1.len()).sum();
+    let n: usize = used.iter().map(|c| c.pts.len()).sum();
     let dof = n - used.len() - 1;
     let (slope_se, slope_ci95) = if dof >= 1 {
         let se = (ssr / dof as f64 / sxx).sqrt();
@@ -230,7 +237,7 @@ pub fn fit_within(clusters: &[(f64, Vec<(f64, f64)>)]) -> Option<WithinFit> {
         slope_ci95,
         intercepts: used
             .iter()
-            .map(|(k, pts, mx, my)| ClusterIntercept { lambda_e: *k, n: pts.len(), a: my - slope * mx })
+            .map(|c| ClusterIntercept { lambda_e: c.key, n: c.pts.len(), a: c.my - slope * c.mx })
             .collect(),
     })
 }

@@ -97,6 +97,8 @@ pub struct GroupResult {
     pub t_fs: Option<u64>,
     pub t_fs_since_common: Option<u64>,
     pub t_fs_lambda_e: Option<f64>,
+    /// (T_fs − S)·λ_e/(1 − γ): T_fs − S in units of (1 − γ)/λ_e ([`crate::stats::relaxation_rate`]).
+    pub t_fs_units: Option<f64>,
     /// Whether T_fs comes before the reference window (else equilibrium is not clearly shown:
     /// train longer).
     pub reached_before_reference: bool,
@@ -261,6 +263,7 @@ fn analyse(label: String, runs: &[&RunData]) -> Option<GroupResult> {
         t_fs,
         t_fs_since_common: t_fs.map(|t| t - s),
         t_fs_lambda_e: t_fs.map(|t| (t - s) as f64 * lambda_e),
+        t_fs_units: t_fs.map(|t| (t - s) as f64 * crate::stats::relaxation_rate(lambda_e, last.momentum)),
         reached_before_reference: first.is_some_and(|k| k < w0),
         classes,
         test_accuracy: p,

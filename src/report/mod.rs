@@ -294,16 +294,20 @@ pub fn pooled_norm_fit(fits: &[FitGroup]) -> Option<LinearFit> {
 /// λ_e has norm terms spread over at least [`MIN_NORM_TERM_SPREAD`] (seeds of one arm alone do not
 /// determine b).
 pub fn within_norm_fit(fits: &[FitGroup]) -> Option<WithinFit> {
-    let mut by_momentum: Vec<(f64, Vec<(f64, (f64, f64))>)> = Vec::new();
-    for g in fits {
-        let pts = g.norm_points_by_lambda_e().into_iter().map(|(le, x, y)| (le, (x, y)));
-        match by_momentum.iter_mut().find(|(m, _)| *m == g.momentum) {
-            Some((_, v)) => v.extend(pts),
-            None => by_momentum.push((g.momentum, pts.collect())),
-        }
-    }
-    let clusters: Vec<(f64, Vec<(f64, f64)>)> =
-        by_momentum.into_iter().flat_map(|(_, pts)| fit::group_by_lambda_e(pts)).collect();
+    let mut momenta: Vec<f64> = fits.iter().map(|g| g.momentum).collect();
+    momenta.sort_by(f64::total_cmp);
+    momenta.dedup();
+    let clusters: Vec<(f64, Vec<(f64, f64)>)> = momenta
+        .iter()
+        .flat_map(|&m| {
+            fit::group_by_lambda_e(
+                fits.iter()
+                    .filter(|g| g.momentum == m)
+                    .flat_map(|g| g.norm_points_by_lambda_e())
+                    .map(|(le, x, y)| (le, (x, y))),
+            )
+        })
+        .collect();
     let spread = |pts: &[(f64, f64)]| {
         let [lo, hi] = extent(pts.iter().map(|p| p.0));
         hi - lo
@@ -530,19 +534,20 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
         println!();
     }
     for (k, g) in fs.iter().enumerate() {
-        let reached = match (g.t_fs_since_common, g.t_fs_lambda_e) {
+        let unit = crate::stats::unit_label(g.momentum);
+        let reached = match (g.t_fs_since_common, g.t_fs_units) {
             (Some(t), Some(tl)) if g.reached_before_reference => {
-                format!("within noise {t} steps after it (·λ_e = {tl:.2})")
+                format!("within noise {t} steps after it ({tl:.2} × {unit})")
             }
             (Some(t), Some(tl)) => format!(
-                "within noise only from {t} steps after it (·λ_e = {tl:.2}), inside the reference window: \
+                "within noise only from {t} steps after it ({tl:.2} × {unit}), inside the reference window: \
                  not clearly at equilibrium; train longer"
             ),
             _ => "not within noise at the end: train longer".into(),
         };
         let informative = if g.informative {
             format!(
-                " Informative: at equilibrium the runs disagree on {} (at most {} × chance).",
+                " Informative: at equilibrium the runs disagree on {}, at most {} × chance.",
                 g.chance_text(),
                 funcspace::INFORMATIVE_FRACTION_OF_CHANCE
             )
@@ -567,17 +572,20 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
             g.reference_window[1]
         );
         }
-        let mut csv = String::from("step,steps_since_common,steps_since_common_x_lambda_e,acc_gap,loss_gap,disagreement,within_noise\n");
+        // steps_since_common_units: steps·λ_e/(1 − γ), in units of (1 − γ)/λ_e.
+        let mut csv = String::from("step,steps_since_common,steps_since_common_x_lambda_e,acc_gap,loss_gap,disagreement,within_noise,steps_since_common_units\n");
+        let rate = crate::stats::relaxation_rate(g.lambda_e, g.momentum);
         for p in &g.points {
             csv += &format!(
-                "{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{}\n",
                 p.step,
                 p.steps_since_common,
                 p.steps_since_common as f64 * g.lambda_e,
                 p.gaps.acc_gap,
                 p.gaps.loss_gap,
                 p.gaps.disagreement,
-                p.within_noise
+                p.within_noise,
+                p.steps_since_common as f64 * rate
             );
         }
         let path = out.join(format!("function_space_{}.csv", k + 1));
@@ -759,6 +767,36 @@ fn funcspace_figure(g: &funcspace::GroupResult) -> plot::Figure {
         ],
         cols: 3,
         panel_size: (720, 420),
+    }
+}
+
+/// A test group "arm" of γ = 0 runs at (λ_e, T_eq) named r0, r1, …, with censored runs c0, … and
+/// diverged runs d0, … at (λ_e, steps), fitted as `fast_equilibrium` fits it.
+#[cfg(test)]
+pub(crate) fn test_group(
+    points: &[(f64, u64)],
+    censored: &[(f64, u64)],
+    diverged: &[(f64, u64)],
+) -> FitGroup {
+    let pts: Vec<(String, f64, u64)> =
+        points.iter().enumerate().map(|(i, &(le, t))| (format!("r{i}"), le, t)).collect();
+    let ex = |v: &[(f64, u64)], p: &str| -> Vec<Excluded> {
+        v.iter()
+            .enumerate()
+            .map(|(i, &(le, s))| Excluded { run_id: format!("{p}{i}"), lambda_e: le, steps: s })
+            .collect()
+    };
+    let xy: Vec<(f64, f64)> = points.iter().map(|&(le, t)| (le, t as f64)).collect();
+    FitGroup {
+        label: "arm".into(),
+        momentum: 0.0,
+        norms: vec![None; pts.len()],
+        points: pts,
+        censored: ex(censored, "c"),
+        diverged: ex(diverged, "d"),
+        fit: fit::fit_loglog_clusters(&xy),
+        fit_seeds: fit::fit_loglog(&xy),
+        norm_fit: None,
     }
 }
 

@@ -91,10 +91,10 @@ pub fn slope_text(g: &FitGroup) -> String {
     )
 }
 
-/// " (seeds as points: slope, CI, n; too narrow …)": the secondary figure.
+/// "; seeds as points: slope [CI], n = …": the secondary figure.
 fn seeds_text(f: &LogLogFit) -> String {
     format!(
-        "; seeds as points: {:.3}{}, n = {} (seeds at one λ_e are not independent, so this CI is too narrow)",
+        "; seeds as points: {:.3}{}, n = {} (treats seeds at one λ_e as independent; not used for the verdict)",
         f.slope,
         f.slope_ci95.map_or(String::new(), |ci| format!(" {}", ci_text(ci))),
         f.n
@@ -244,32 +244,7 @@ pub fn excluded_text(g: &FitGroup) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::fit::{fit_loglog, fit_loglog_clusters};
-    use crate::report::{Excluded, FitGroup};
-
-    /// A group of γ = 0 runs at (λ_e, T_eq), fitted as `fast_equilibrium` fits it.
-    fn group(points: &[(f64, u64)], censored: &[(f64, u64)], diverged: &[(f64, u64)]) -> FitGroup {
-        let pts: Vec<(String, f64, u64)> =
-            points.iter().enumerate().map(|(i, &(le, t))| (format!("r{i}"), le, t)).collect();
-        let ex = |v: &[(f64, u64)], p: &str| -> Vec<Excluded> {
-            v.iter()
-                .enumerate()
-                .map(|(i, &(le, s))| Excluded { run_id: format!("{p}{i}"), lambda_e: le, steps: s })
-                .collect()
-        };
-        let xy: Vec<(f64, f64)> = points.iter().map(|&(le, t)| (le, t as f64)).collect();
-        FitGroup {
-            label: "arm".into(),
-            momentum: 0.0,
-            norms: vec![None; pts.len()],
-            points: pts,
-            censored: ex(censored, "c"),
-            diverged: ex(diverged, "d"),
-            fit: fit_loglog_clusters(&xy),
-            fit_seeds: fit_loglog(&xy),
-            norm_fit: None,
-        }
-    }
+    use crate::report::test_group as group;
 
     #[test]
     fn no_fit_is_undetermined() {

@@ -11,7 +11,7 @@ use crate::report::funcspace::INFORMATIVE_FRACTION_OF_CHANCE;
 use crate::report::verdict::{self, SlopeJudgement};
 use crate::report::{
     norm_fit_text, pooled_norm_fit, t_eq_units_name, t_eq_units_name_of, within_fit_text, within_norm_fit,
-    FitGroup, ReportOutput,
+    FitGroup, ReportOutput, MIN_NORM_TERM_SPREAD,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -190,6 +190,14 @@ fn overall_text(fits: &[FitGroup], judgements: &[SlopeJudgement]) -> String {
         parts.push(format!("the data do not reject O(1/λ_e) up to a log factor in {every}{}", ok.join(", ")));
     }
     parts.join("; ")
+}
+
+/// Why there is no norm-term fit at all.
+fn no_norm_fit() -> String {
+    format!(
+        "not determined (no λ_e has runs whose norm terms differ by {MIN_NORM_TERM_SPREAD} or more, and no arm's \
+         norm terms spread that much)"
+    )
 }
 
 /// The function-space part of the verdict: one T_fs fit per arm, over its informative groups.
@@ -405,7 +413,7 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
              intercept for all λ_e (biased where the intercept depends on λ_e): {}",
             norm_fit_text(f, y)
         ),
-        (None, None) => fits.first().and_then(|g| g.norm_fit.as_ref()).map_or("no fit".into(), |f| {
+        (None, None) => fits.first().and_then(|g| g.norm_fit.as_ref()).map_or(no_norm_fit(), |f| {
             format!("one arm, one intercept for all its λ_e: {}", norm_fit_text(f, y))
         }),
     };
@@ -417,8 +425,8 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
          n_λ − 2 dof): {}. {}. Norm term (the time for ‖w‖ to decay from ‖w₀‖ to ‖w*‖, \
          ln(‖w₀‖²/‖w*‖²)/(2λ_e/(1−γ)) steps): {norm_text}. Function space (seeds agree within noise; fitted only where \
          two seeds at equilibrium disagree on at most {} × the images that two independent classifiers at their test \
-         accuracy would{}): {}. This verdict is about parameter space only: function space is reported above and does \
-         not enter it.",
+         accuracy would{}): {}. This verdict is about parameter space only: function space is reported here but does not \
+         enter it.",
         overall_text(fits, &judgements),
         fits.iter().map(arm_sentence).collect::<Vec<_>>().join(". "),
         INFORMATIVE_FRACTION_OF_CHANCE,
@@ -538,10 +546,10 @@ fn schedule_independence(runs: &[&RunInfo], states: &[EqState], report: &ReportO
     let fs = report.function_space.first();
     let fs_text = match fs {
         Some(g) => {
-            let agree = match (g.t_fs_since_common, g.reached_before_reference) {
-                (Some(t), true) => format!(
-                    "in function space they agree within noise {t} steps after the switch (·λ_e = {:.2})",
-                    t as f64 * g.lambda_e
+            let agree = match (g.t_fs_since_common, g.t_fs_units, g.reached_before_reference) {
+                (Some(t), Some(u), true) => format!(
+                    "in function space they agree within noise {t} steps after the switch ({u:.2} × {})",
+                    crate::stats::unit_label(g.momentum)
                 ),
                 _ => "in function space they do not clearly agree within noise before the end".into(),
             };
@@ -617,6 +625,7 @@ fn empty(why: &str) -> Analysis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::test_group;
 
     #[test]
     fn function_space_verdict_names_arms_without_an_informative_group() {
@@ -631,5 +640,86 @@ mod tests {
         let mixed = function_space_fits_text(&[fitted, empty]);
         assert!(mixed.starts_with("default: slope 1.000"), "{mixed}");
         assert!(mixed.ends_with("over 3 λ_e values; large: no informative group"), "{mixed}");
+    }
+
+    fn output(fits: Vec<FitGroup>) -> ReportOutput {
+        ReportOutput { dir: Default::default(), runs: 0, fits, function_space: vec![], files: vec![] }
+    }
+
+    fn named(label: &str, mut g: FitGroup) -> FitGroup {
+        g.label = label.into();
+        g
+    }
+
+    /// T_eq·λ_e = 2·(1/λ_e)^(−0.3) over 8e-3 … 1e-3 (slope 0.7), two seeds 2% apart at each λ_e.
+    fn slope_07() -> Vec<(f64, u64)> {
+        [8e-3, 4e-3, 2e-3, 1e-3]
+            .iter()
+            .flat_map(|&le: &f64| {
+                let t = 2.0 * (1.0 / le).powf(0.7);
+                [(le, (t * 1.02) as u64), (le, (t / 1.02) as u64)]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_verdict_says_undetermined_names_left_out_runs_and_is_about_parameter_space_only() {
+        let default = named("default", test_group(&slope_07(), &[(8e-3, 750)], &[]));
+        let large = named("large", test_group(&[(4e-3, 900)], &[], &[]));
+        let matched = named("matched", test_group(&slope_07(), &[], &[(1.6e-2, 120)]));
+        let a = fast_equilibrium(&output(vec![default, large, matched]));
+        let t = &a.verdict.text;
+        assert!(!a.verdict.holds, "{t}");
+        assert!(!t.contains("Not consistent") && !t.contains("Consistent with it"), "{t}");
+        assert!(
+            t.contains(
+                "): undetermined in large; the data do not reject O(1/λ_e) up to a log factor in default, matched."
+            ),
+            "{t}"
+        );
+        assert!(t.contains("large (T_eq in units of 1/λ_e): T_eq·λ_e in [3.60, 3.60] over 1× of λ_e; undetermined: no fit (1 run(s) reached equilibrium, at 1 λ_e value(s); a slope needs two λ_e)"), "{t}");
+        // Slope 0.7: the cluster CI excludes 1 from below; never "consistent with slope 1".
+        assert!(!t.contains("consistent with slope 1"), "{t}");
+        assert!(
+            t.contains("the cluster CI excludes 1: T_eq grows more slowly than 1/λ_e over this range"),
+            "{t}"
+        );
+        assert!(
+            t.contains("c0 (λ_e 8.00e-3, T_eq > 750 steps = 6.00 × 1/λ_e)")
+                && t.contains("so the slope is biased up"),
+            "{t}"
+        );
+        assert!(
+            t.contains("d0 (λ_e 1.60e-2, diverged at step 120); the fit says nothing about λ_e 1.60e-2"),
+            "{t}"
+        );
+        assert!(t.ends_with("This verdict is about parameter space only: function space is reported here but does not enter it."), "{t}");
+
+        let f = &a.json["fits"][0];
+        assert_eq!(
+            (f["arm"].as_str(), f["n_lambda"].as_u64(), f["n"].as_u64()),
+            (Some("default"), Some(4), Some(8)),
+            "{f}"
+        );
+        let [lo, hi] = [0, 1].map(|k| f["ci95_cluster"][k].as_f64().unwrap());
+        assert!(lo < 0.7 && 0.7 < hi && hi < 1.0, "{f}");
+        assert_eq!(f["ci95_contains_1"], false);
+        assert_eq!(a.json["fits"][1]["bounded"], Value::Null, "no fit: undetermined");
+        assert_eq!(a.json["norm_term"]["b_within"], Value::Null);
+        assert!(
+            a.table.contains("95% CI, λ_e clusters (verdict)") && a.table.contains("seeds as points"),
+            "{}",
+            a.table
+        );
+    }
+
+    #[test]
+    fn every_arm_bounded_holds_in_parameter_space() {
+        let a = fast_equilibrium(&output(vec![named("default", test_group(&slope_07(), &[], &[]))]));
+        assert!(a.verdict.holds, "{}", a.verdict.text);
+        assert!(a
+            .verdict
+            .text
+            .contains("): the data do not reject O(1/λ_e) up to a log factor in every arm: default."));
     }
 }
