@@ -4,8 +4,11 @@
 //! Writes under DIR/report/ (every file atomically):
 //! ```text
 //! runs.csv, runs.json                       one row per run (see [`table`])
-//! fast_equilibrium.json, .png, .svg         the log-log fit per group of runs (see [`fit`]), and the
-//!                                           norm-term fit of T_eq·λ_e (see [`norms`])
+//! fast_equilibrium.json, .png, .svg         per group of runs: the log-log fit on λ_e clusters and
+//!                                           seeds as points (see [`fit`]), its judgement and the runs
+//!                                           left out (see [`verdict`]), the norm-term fit of T_eq in
+//!                                           units of (1 − γ)/λ_e (see [`norms`]); over all groups the
+//!                                           within-λ_e and pooled norm-term fits
 //! function_space.json, function_space_<k>.csv, .png, .svg   (see [`funcspace`])
 //! overview_steps.png/.svg, overview_steps_x_lambda_e.png/.svg   all selected runs overlaid
 //! runs/<run-id>/steps.png/.svg, steps_x_lambda_e.png/.svg       one run's dynamics
