@@ -2,7 +2,9 @@
 //! and two seeds whose predictions agree from step 500 on.
 
 use ilr::stats::VectorStats;
-use ilr::train::record::{AngularSummary, FinalMetrics, GroupRecord, MetricsRecord, RunStatus, Summary};
+use ilr::train::record::{
+    AngularSummary, Divergence, FinalMetrics, GroupRecord, MetricsRecord, RunStatus, Summary,
+};
 use ilr::train::{RunDir, TrainConfig};
 use std::path::Path;
 use std::process::Command;
@@ -39,8 +41,32 @@ fn fake_run_with(
     model: &str,
     pred: impl Fn(u64, usize) -> u8,
 ) {
+    let extra = Extra { model, ..Extra::default() };
+    fake_run_ext(dir, lambda_e, seed, Some(t_eq), &extra, pred)
+}
+
+/// What else a fake run may differ in.
+#[derive(Default)]
+struct Extra<'a> {
+    /// Extra `[model]` keys.
+    model: &'a str,
+    momentum: f64,
+    /// The run diverged at this step.
+    diverged_at: Option<u64>,
+}
+
+/// A finished run: completed with T_eq `t_eq` (None: no equilibrium by the end), or diverged.
+fn fake_run_ext(
+    dir: &Path,
+    lambda_e: f64,
+    seed: u64,
+    t_eq: Option<u64>,
+    extra: &Extra,
+    pred: impl Fn(u64, usize) -> u8,
+) {
+    let (model, momentum) = (extra.model, extra.momentum);
     let cfg = TrainConfig::from_toml_str(&format!(
-        "seed = {seed}\n[model]\n{model}\n[optim]\nlr = 0.1\nlambda_e = {lambda_e}\nmomentum = 0.0\n[train]\nsteps = {STEPS}\neval_every = 50\n"
+        "seed = {seed}\n[model]\n{model}\n[optim]\nlr = 0.1\nlambda_e = {lambda_e}\nmomentum = {momentum:?}\n[train]\nsteps = {STEPS}\neval_every = 50\n"
     ))
     .unwrap();
     let mut d = RunDir::create(&dir.join("runs"), &cfg).unwrap();
@@ -53,7 +79,7 @@ fn fake_run_with(
             epoch: step as f64 / 100.0,
             lr: 0.1,
             wd: lambda_e / 0.1,
-            momentum: 0.0,
+            momentum,
             lambda_e,
             train_loss: 1.0,
             train_acc: acc,
@@ -88,14 +114,14 @@ fn fake_run_with(
     };
     d.write_summary(&Summary {
         run_id: cfg.run_id(),
-        status: RunStatus::Completed,
-        divergence: None,
+        status: if extra.diverged_at.is_some() { RunStatus::Diverged } else { RunStatus::Completed },
+        divergence: extra.diverged_at.map(|step| Divergence { step, reason: "loss is NaN".into() }),
         backend: "fake".into(),
         steps: STEPS,
         lambda_e,
-        t_eq_steps: Some(t_eq),
-        t_eq_lambda_e: Some(t_eq as f64 * lambda_e),
-        in_equilibrium_at_end: true,
+        t_eq_steps: t_eq,
+        t_eq_lambda_e: t_eq.map(|t| t as f64 * lambda_e),
+        in_equilibrium_at_end: t_eq.is_some(),
         averaging_window: [800, 1000],
         final_metrics: FinalMetrics {
             train_loss: 1.0,
@@ -146,8 +172,9 @@ fn report_writes_tables_fit_function_space_and_plots() {
     let (out, _) = report(t.path(), None);
     let fit = out.lines().find(|l| l.starts_with("Fast Equilibrium")).unwrap_or_else(|| panic!("{out}"));
     assert!(
-        fit.contains("slope of log T_eq on log(1/λ_e) = 1.00")
-            && fit.contains("95% CI [")
+        fit.contains("slope of log T_eq on log(1/λ_e) 1.000, 95% CI [")
+            && fit.contains("from 4 λ_e clusters")
+            && fit.contains("seeds as points: 1.000")
             && fit.contains("n = 5"),
         "{fit}"
     );
@@ -166,6 +193,10 @@ fn report_writes_tables_fit_function_space_and_plots() {
         serde_json::from_str(&std::fs::read_to_string(r.join("fast_equilibrium.json")).unwrap()).unwrap();
     let slope = fe["groups"][0]["fit"]["slope"].as_f64().unwrap();
     assert!((slope - 1.0).abs() < 0.01, "{slope}");
+    assert_eq!(fe["groups"][0]["fit"]["points"], "lambda_e_means", "{fe}");
+    assert_eq!(fe["groups"][0]["fit"]["n_lambda"], 4, "{fe}");
+    assert_eq!(fe["groups"][0]["fit_seeds_as_points"]["n"], 5, "{fe}");
+    assert_eq!(fe["groups"][0]["unit"], "1/λ_e", "{fe}");
 
     // Function space: one group (the two seeds at λ_e = 8e-3), within noise from step 500.
     let fs: serde_json::Value =
@@ -263,7 +294,66 @@ fn norm_term_fit_recovers_a_and_b_and_arms_are_grouped() {
     let w0 = default["points"][0]["groups"][0]["initial"].as_f64().unwrap();
     assert!(w0 > 1.0 && w0 != 60.0, "{w0}");
     assert!(fe["pooled_norm_fit"]["slope"].is_number(), "{fe}");
+    // Both arms at 8e-3, 4e-3 and 2e-3: b from within those λ_e (1e-3 has one run: no contrast).
+    let w = &fe["within_norm_fit"];
+    assert_eq!(
+        (w["n"].as_u64(), w["n_lambda"].as_u64(), w["dof"].as_u64()),
+        (Some(6), Some(3), Some(2)),
+        "{w}"
+    );
+    assert!(out.contains("Norm term, all groups, within λ_e: T_eq·λ_e = a_λ + b·"), "{out}");
+    assert!(out.contains("pooled with one intercept for all λ_e (secondary"), "{out}");
     for stem in ["fast_equilibrium", "overview_default_steps", "overview_matched_steps_x_lambda_e"] {
         assert!(t.path().join(format!("report/{stem}.png")).is_file(), "{stem}");
     }
+}
+
+/// Runs at γ = 0 and γ = 0.9 are fitted apart, the latter in units of (1−γ)/λ_e; a run censored
+/// at the highest λ_e and a diverged run are named, with what they do to the fit.
+#[test]
+fn momenta_are_fitted_apart_and_left_out_runs_are_named() {
+    let t = tempfile::tempdir().unwrap();
+    let same = |_: u64, i: usize| (i % 10) as u8;
+    let plain = Extra::default();
+    for (le, k) in [(8e-3, 1.05), (4e-3, 0.97), (2e-3, 1.02), (1e-3, 0.99)] {
+        fake_run_ext(t.path(), le, 0, Some((4.0 * k / le) as u64), &plain, same);
+        fake_run_ext(t.path(), le, 1, Some((4.0 / k / le) as u64), &plain, same);
+    }
+    fake_run_ext(t.path(), 8e-3, 2, None, &plain, same);
+    fake_run_ext(t.path(), 1.6e-2, 0, None, &Extra { diverged_at: Some(120), ..Extra::default() }, same);
+    let heavy = Extra { momentum: 0.9, ..Extra::default() };
+    for le in [4e-3, 2e-3, 1e-3] {
+        // T_eq·λ_e/(1 − γ) = 4: T_eq = 0.4/λ_e.
+        fake_run_ext(t.path(), le, 0, Some((0.4 / le).round() as u64), &heavy, same);
+    }
+    let (out, _) = report(t.path(), None);
+    let fe: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(t.path().join("report/fast_equilibrium.json")).unwrap(),
+    )
+    .unwrap();
+    let groups = fe["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{fe}");
+    let g9 = groups.iter().find(|g| g["momentum"] == 0.9).unwrap_or_else(|| panic!("{fe}"));
+    assert_eq!(g9["unit"], "(1−γ)/λ_e");
+    for p in g9["points"].as_array().unwrap() {
+        assert!((p["t_eq_units"].as_f64().unwrap() - 4.0).abs() < 1e-9, "{p}");
+    }
+    let g0 = groups.iter().find(|g| g["momentum"] == 0.0).unwrap();
+    assert_eq!(g0["fit"]["n_lambda"], 4);
+    assert_eq!(g0["censored_by_lambda_e"][0]["slope_bias"], "up", "{g0}");
+    assert_eq!(g0["diverged"][0]["steps"], 120, "{g0}");
+    assert!(out.contains("T_eq·λ_e/(1−γ) (T_eq in units of (1−γ)/λ_e): mean 4.00"), "{out}");
+    assert!(
+        out.contains("1 completed run(s) reached no equilibrium by their end and are dropped: ")
+            && out.contains("(λ_e 8.00e-3, T_eq > 1000 steps = 8.00 × 1/λ_e)")
+            && out.contains("at λ_e 8.00e-3 the mean log T_eq is biased low, above the centre of the fitted λ_e range, so the slope is biased up"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 diverged run(s) are excluded: ")
+            && out.contains("the fit says nothing about λ_e 1.60e-2"),
+        "{out}"
+    );
+    let csv = std::fs::read_to_string(t.path().join("report/runs.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains("t_eq_units,time_unit"), "{csv}");
 }

@@ -5,13 +5,31 @@
 //! SE(b) = sqrt(s²/Sxx), CI = b ± t_{0.975, n−2}·SE(b). The conjecture is an upper bound: T_eq =
 //! O(1/λ_e) up to log factors, i.e. T_eq·λ_e bounded up to a log factor; a slope below 1 is within
 //! it, and a slope of 1 is what a T_eq exactly proportional to 1/λ_e would give.
+//!
+//! Seeds at one λ_e are not independent points of that line: they share the λ_e's deviation from
+//! it. [`fit_loglog_clusters`] therefore fits the per-λ_e means (n_λ points, n_λ − 2 dof), the CI
+//! that verdicts use; [`fit_loglog`] (every run a point) is kept as the secondary "seeds as points"
+//! figure. [`fit_within`] fits a slope with one intercept per λ_e (fixed effects), for the norm term.
 
 use serde::Serialize;
 
+/// What the points of a [`LogLogFit`] are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitPoints {
+    /// Every run is a point (seeds at one λ_e counted as independent).
+    SeedsAsPoints,
+    /// One point per λ_e: the mean of log T over its runs.
+    LambdaEMeans,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LogLogFit {
-    /// Points used.
+    pub points: FitPoints,
+    /// Points used (runs, or λ_e values for [`FitPoints::LambdaEMeans`]).
     pub n: usize,
+    /// Distinct λ_e among them.
+    pub n_lambda: usize,
     pub slope: f64,
     /// Natural-log intercept: T_eq ≈ e^a · (1/λ_e)^b.
     pub intercept: f64,
@@ -82,22 +100,155 @@ pub fn fit_linear(points: &[(f64, f64)]) -> Option<LinearFit> {
     Some(fit)
 }
 
-/// Fit log T_eq against log(1/λ_e) over (λ_e, T_eq) pairs; None without two distinct λ_e.
-pub fn fit_loglog(points: &[(f64, f64)]) -> Option<LogLogFit> {
-    let pts: Vec<(f64, f64)> = points
+/// Two λ_e values are the same λ_e when they agree to 1e-9 relative.
+pub fn same_lambda_e(a: f64, b: f64) -> bool {
+    (a / b - 1.0).abs() < 1e-9
+}
+
+/// Items grouped by λ_e ([`same_lambda_e`]), groups in order of first appearance, items in input
+/// order: the λ_e clusters of the slope's cluster CI and of the within-λ_e norm-term fit.
+pub fn group_by_lambda_e<T>(items: impl IntoIterator<Item = (f64, T)>) -> Vec<(f64, Vec<T>)> {
+    let mut out: Vec<(f64, Vec<T>)> = Vec::new();
+    for (le, v) in items {
+        match out.iter_mut().find(|(l, _)| same_lambda_e(*l, le)) {
+            Some((_, vs)) => vs.push(v),
+            None => out.push((le, vec![v])),
+        }
+    }
+    out
+}
+
+/// (λ_e, ln T) of the usable (λ_e, T) pairs: both positive and finite.
+fn log_points(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    points
         .iter()
         .filter(|(le, t)| *le > 0.0 && *t > 0.0 && le.is_finite() && t.is_finite())
-        .map(|(le, t)| ((1.0 / le).ln(), t.ln()))
-        .collect();
-    let f = fit_linear(&pts)?;
+        .map(|&(le, t)| (le, t.ln()))
+        .collect()
+}
+
+fn loglog(points: FitPoints, xy: &[(f64, f64)], n_lambda: usize) -> Option<LogLogFit> {
+    let f = fit_linear(xy)?;
     Some(LogLogFit {
+        points,
         n: f.n,
+        n_lambda,
         slope: f.slope,
         intercept: f.intercept,
         slope_se: f.slope_se,
         slope_ci95: f.slope_ci95,
         r_squared: f.r_squared,
     })
+}
+
+/// Seeds as points: log T against log(1/λ_e) over every (λ_e, T) pair, n − 2 dof; None without two
+/// distinct λ_e. Its CI treats seeds at one λ_e as independent and is too narrow when they are not.
+pub fn fit_loglog(points: &[(f64, f64)]) -> Option<LogLogFit> {
+    let lp = log_points(points);
+    let n_lambda = group_by_lambda_e(lp.iter().map(|p| (p.0, ()))).len();
+    let xy: Vec<(f64, f64)> = lp.iter().map(|&(le, y)| ((1.0 / le).ln(), y)).collect();
+    loglog(FitPoints::SeedsAsPoints, &xy, n_lambda)
+}
+
+/// λ_e clusters: ȳ_j = mean of ln T over the runs at λ_e_j, then OLS of ȳ_j on x_j = ln(1/λ_e_j);
+/// SE and CI from Student's t with n_λ − 2 dof (no CI with 2 λ_e). None without two distinct λ_e.
+pub fn fit_loglog_clusters(points: &[(f64, f64)]) -> Option<LogLogFit> {
+    let means: Vec<(f64, f64)> = group_by_lambda_e(log_points(points))
+        .into_iter()
+        .map(|(le, ys)| ((1.0 / le).ln(), ys.iter().sum::<f64>() / ys.len() as f64))
+        .collect();
+    loglog(FitPoints::LambdaEMeans, &means, means.len())
+}
+
+/// The intercept of one cluster in a [`WithinFit`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterIntercept {
+    pub lambda_e: f64,
+    /// Points in the cluster.
+    pub n: usize,
+    /// a_j = ȳ_j − b·x̄_j.
+    pub a: f64,
+}
+
+/// y = a_j + b·x with one intercept a_j per cluster (fixed effects), fitted on within-cluster
+/// contrasts only.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WithinFit {
+    /// Points in clusters of two or more (a single point has no contrast within its cluster).
+    pub n: usize,
+    /// Those clusters.
+    pub n_lambda: usize,
+    /// n − n_λ − 1.
+    pub dof: usize,
+    pub slope: f64,
+    /// Null when dof = 0.
+    pub slope_se: Option<f64>,
+    pub slope_ci95: Option<[f64; 2]>,
+    pub intercepts: Vec<ClusterIntercept>,
+}
+
+/// Fixed-effects slope over (key, points) clusters: with x̃ = x − x̄_j and ỹ = y − ȳ_j inside cluster
+/// j, b = Σx̃ỹ/Σx̃² (OLS through the origin on the demeaned points), s² = Σ(ỹ − b·x̃)²/(n − n_λ − 1),
+/// SE(b) = s/sqrt(Σx̃²), CI = b ± t_{0.975, n−n_λ−1}·SE(b). Clusters of one point are left out.
+/// A cluster-level offset (anything that shifts all y of one λ_e) cancels in ỹ, so it cannot bias
+/// b. None when no cluster has two distinct x.
+pub fn fit_within(clusters: &[(f64, Vec<(f64, f64)>)]) -> Option<WithinFit> {
+    // (key, finite points, x̄_j, ȳ_j) of the clusters with two or more points.
+    struct Cluster {
+        key: f64,
+        pts: Vec<(f64, f64)>,
+        mx: f64,
+        my: f64,
+    }
+    let used: Vec<Cluster> = clusters
+        .iter()
+        .map(|(key, pts)| {
+            let pts: Vec<(f64, f64)> =
+                pts.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+            let m = pts.len().max(1) as f64;
+            let (mx, my) =
+                (pts.iter().map(|p| p.0).sum::<f64>() / m, pts.iter().map(|p| p.1).sum::<f64>() / m);
+            Cluster { key: *key, pts, mx, my }
+        })
+        .filter(|c| c.pts.len() >= 2)
+        .collect();
+    let demeaned = || used.iter().flat_map(|c| c.pts.iter().map(move |(x, y)| (x - c.mx, y - c.my)));
+    let sxx: f64 = demeaned().map(|(x, _)| x * x).sum();
+    if sxx <= 1e-300 {
+        return None;
+    }
+    let slope = demeaned().map(|(x, y)| x * y).sum::<f64>() / sxx;
+    let ssr: f64 = demeaned().map(|(x, y)| (y - slope * x).powi(2)).sum();
+    let n: usize = used.iter().map(|c| c.pts.len()).sum();
+    let dof = n - used.len() - 1;
+    let (slope_se, slope_ci95) = if dof >= 1 {
+        let se = (ssr / dof as f64 / sxx).sqrt();
+        let t = t_quantile(0.975, dof as f64);
+        (Some(se), Some([slope - t * se, slope + t * se]))
+    } else {
+        (None, None)
+    };
+    Some(WithinFit {
+        n,
+        n_lambda: used.len(),
+        dof,
+        slope,
+        slope_se,
+        slope_ci95,
+        intercepts: used
+            .iter()
+            .map(|c| ClusterIntercept { lambda_e: c.key, n: c.pts.len(), a: c.my - slope * c.mx })
+            .collect(),
+    })
+}
+
+/// The log-log slope that a log factor alone gives over [λ_min, λ_max]: T = C·ln(1/λ_e)/λ_e has
+/// slope 1 + ln(ln(1/λ_min)/ln(1/λ_max))/ln(λ_max/λ_min). 1 when the range is empty or reaches λ_e ≥ 1.
+pub fn log_factor_slope(le_min: f64, le_max: f64) -> f64 {
+    if !(le_min > 0.0 && le_max < 1.0 && le_max > le_min) {
+        return 1.0;
+    }
+    1.0 + ((1.0 / le_min).ln() / (1.0 / le_max).ln()).ln() / (le_max / le_min).ln()
 }
 
 /// ln Γ(x) for x > 0 (Lanczos, g = 7, 9 terms; ~1e-15 relative).
@@ -261,5 +412,96 @@ mod tests {
         let [lo, hi] = f.intercept_ci95.unwrap();
         assert!((hi - lo - 2.0 * 12.706_204_736 * se).abs() < 1e-6);
         assert!(fit_linear(&[(1.0, 2.0), (1.0, 3.0)]).is_none(), "one x: no slope");
+    }
+
+    /// Four λ_e (x = ln(1/λ_e) = 0, 1, 2, 3) with 2, 3, 4 and 2 seeds; ln T per seed:
+    /// x = 0: −0.5, 0.5 (mean 0); x = 1: 0.5, 1, 1.5 (mean 1); x = 2: 2, 2.5, 3.5, 4 (mean 3);
+    /// x = 3: 2, 4 (mean 3). By hand on the four means: x̄ = 1.5, ȳ = 1.75, Sxx = 5, Sxy = 5.5,
+    /// b = 1.1, a = 0.1; residuals −0.1, −0.2, 0.7, −0.4, SSR = 0.7, s² = 0.35 on 2 dof,
+    /// SE = sqrt(0.35/5) = sqrt(0.07), t_{0.975,2} = 4.302653: CI = 1.1 ± 1.138375.
+    /// Seeds as points (11 points): Sxx = 37 − 17²/11 = 118/11, Sxy = 45 − 17·21/11 = 138/11,
+    /// b = 138/118, SSR = 913/118 on 9 dof, SE = sqrt(913·11/9)/118 = 0.283093, half-width
+    /// 2.262157·SE = 0.6404: 1.28 wide against the cluster CI's 2.28, from the same data.
+    #[test]
+    fn the_cluster_ci_fits_the_lambda_e_means_on_n_lambda_minus_2_dof() {
+        let seeds: [(f64, &[f64]); 4] =
+            [(0.0, &[-0.5, 0.5]), (1.0, &[0.5, 1.0, 1.5]), (2.0, &[2.0, 2.5, 3.5, 4.0]), (3.0, &[2.0, 4.0])];
+        let pts: Vec<(f64, f64)> =
+            seeds.iter().flat_map(|(x, ys)| ys.iter().map(move |y| ((-x).exp(), y.exp()))).collect();
+        let c = fit_loglog_clusters(&pts).unwrap();
+        assert_eq!((c.points, c.n, c.n_lambda), (FitPoints::LambdaEMeans, 4, 4));
+        assert!((c.slope - 1.1).abs() < 1e-12 && (c.intercept - 0.1).abs() < 1e-12, "{c:?}");
+        assert!((c.slope_se.unwrap() - 0.07f64.sqrt()).abs() < 1e-12);
+        let [lo, hi] = c.slope_ci95.unwrap();
+        assert!((lo - (1.1 - 1.138_375)).abs() < 1e-5 && (hi - (1.1 + 1.138_375)).abs() < 1e-5, "{lo} {hi}");
+        let s = fit_loglog(&pts).unwrap();
+        assert_eq!((s.points, s.n, s.n_lambda), (FitPoints::SeedsAsPoints, 11, 4));
+        assert!((s.slope - 138.0 / 118.0).abs() < 1e-12, "{s:?}");
+        assert!((s.slope_se.unwrap() - (913.0f64 * 11.0 / 9.0).sqrt() / 118.0).abs() < 1e-12, "{s:?}");
+        let [slo, shi] = s.slope_ci95.unwrap();
+        assert!((shi - slo - 2.0 * 0.6404).abs() < 1e-3 && shi - slo < hi - lo, "{slo} {shi}");
+        // Two λ_e: a slope, no CI.
+        let two = fit_loglog_clusters(&pts[..5]).unwrap();
+        assert_eq!(two.n_lambda, 2);
+        assert!(two.slope_ci95.is_none() && (two.slope - 1.0).abs() < 1e-12);
+    }
+
+    /// Cluster A: (0, 0), (2, 2); cluster B: (0, 5), (1, 5.5), (2, 7); a singleton C is left out.
+    /// Demeaned: A x̃ = ∓1, ỹ = ∓1; B x̃ = −1, 0, 1, ỹ = −5/6, −1/3, 7/6. Σx̃ỹ = 4, Σx̃² = 4: b = 1.
+    /// Residuals 0, 0, 1/6, −1/3, 1/6: SSR = 1/6 on 5 − 2 − 1 = 2 dof, SE = sqrt(1/12/4),
+    /// t_{0.975,2} = 4.302653; intercepts a_A = 1 − 1 = 0, a_B = 35/6 − 1 = 29/6.
+    #[test]
+    fn the_within_fit_uses_contrasts_inside_each_cluster() {
+        let f = fit_within(&[
+            (1.0, vec![(0.0, 0.0), (2.0, 2.0)]),
+            (2.0, vec![(0.0, 5.0), (1.0, 5.5), (2.0, 7.0)]),
+            (3.0, vec![(9.0, -40.0)]),
+        ])
+        .unwrap();
+        assert_eq!((f.n, f.n_lambda, f.dof), (5, 2, 2));
+        assert!((f.slope - 1.0).abs() < 1e-12, "{f:?}");
+        let se = f.slope_se.unwrap();
+        assert!((se - (1.0f64 / 48.0).sqrt()).abs() < 1e-12);
+        let [lo, hi] = f.slope_ci95.unwrap();
+        assert!((hi - lo - 2.0 * 4.302_652_730 * se).abs() < 1e-6);
+        assert!(f.intercepts[0].a.abs() < 1e-12 && (f.intercepts[1].a - 29.0 / 6.0).abs() < 1e-12);
+        assert!(fit_within(&[(1.0, vec![(1.0, 0.0), (1.0, 3.0)])]).is_none(), "no x contrast: no b");
+    }
+
+    /// y = a(λ_e) + 1.2·x with a(λ_e) rising as λ_e falls while the arms' mean norm term falls
+    /// (as when ‖w*‖ grows at a fixed ‖w₀‖): the within fit recovers b = 1.2, one intercept for all
+    /// λ_e (the pooled fit) does not.
+    #[test]
+    fn the_within_fit_is_not_biased_by_a_lambda_e_dependent_intercept() {
+        let b = 1.2;
+        let noise = [0.02, -0.015, 0.01, -0.02, 0.015, -0.01];
+        let mut clusters = Vec::new();
+        for (j, le) in [8e-3, 4e-3, 2e-3, 1e-3].into_iter().enumerate() {
+            let a = 0.5 + 0.8 * j as f64;
+            // matched ≈ 0.1, default falls 2.3 → 0.8, large ≈ 2.3.
+            let xs = [0.1, 0.15, 2.3 - 0.5 * j as f64, 2.25 - 0.5 * j as f64, 2.3, 2.35];
+            let pts: Vec<(f64, f64)> =
+                xs.iter().zip(noise).map(|(&x, e)| (x, a + b * x + e * (1.0 + j as f64 / 4.0))).collect();
+            clusters.push((le, pts));
+        }
+        let w = fit_within(&clusters).unwrap();
+        let [lo, hi] = w.slope_ci95.unwrap();
+        assert!((w.slope - b).abs() < 0.02 && lo < b && b < hi, "{w:?}");
+        assert_eq!((w.n, w.n_lambda, w.dof), (24, 4, 19));
+        for (j, c) in w.intercepts.iter().enumerate() {
+            assert!((c.a - (0.5 + 0.8 * j as f64)).abs() < 0.03, "{c:?}");
+        }
+        let all: Vec<(f64, f64)> = clusters.iter().flat_map(|c| c.1.clone()).collect();
+        // One intercept for all λ_e: b = 1.02 (hand-checked in Python), outside the within CI.
+        let pooled = fit_linear(&all).unwrap();
+        assert!(pooled.slope < b - 0.15 && pooled.slope < lo, "pooled: {pooled:?}");
+    }
+
+    #[test]
+    fn lambda_e_groups_keep_first_appearance_order() {
+        let g = group_by_lambda_e([(2e-3, 'a'), (1e-3, 'b'), (2e-3 * (1.0 + 1e-12), 'c')]);
+        assert_eq!(g, vec![(2e-3, vec!['a', 'c']), (1e-3, vec!['b'])]);
+        // ln(ln 1e3 / ln 1e2)/ln 10 = ln 1.5/ln 10.
+        assert!((log_factor_slope(1e-3, 1e-2) - (1.0 + 1.5f64.ln() / 10f64.ln())).abs() < 1e-12);
     }
 }

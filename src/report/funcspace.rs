@@ -15,12 +15,25 @@
 //! t when m(t) ≤ F + 3·max(sd over W, σ_sample), with σ_sample the binomial standard error on N
 //! test samples (sqrt(2p(1−p)/N) for the accuracy gap at mean accuracy p, sqrt(F(1−F)/N) for the
 //! disagreement, 0 for the loss). T_fs is the first evaluation step from which all three stay
-//! within noise; reported as T_fs − S and (T_fs − S)·λ_e.
+//! within noise; reported as T_fs − S, (T_fs − S)·λ_e and (T_fs − S)·λ_e/(1 − γ) (in units of (1 − γ)/λ_e).
 //!
-//! A group is informative when F for the disagreement is below [`MAX_INFORMATIVE_DISAGREEMENT`]:
-//! runs that disagree on half the test set or more at equilibrium share no function to converge to
-//! (their equilibrium is mostly the noise of the dynamics; lower λ_e brings it down), so their T_fs
-//! only says how soon noise looks like noise. Fits of T_fs leave such groups out.
+//! Informative groups. Two independent classifiers with accuracies p_i, p_j over K classes, each
+//! spreading its errors uniformly over the K − 1 wrong classes, agree on an image when both are right
+//! (p_i·p_j) or both wrong in the same way ((1 − p_i)(1 − p_j)/(K − 1)), so they disagree on
+//! c = 1 − p_i·p_j − (1 − p_i)(1 − p_j)/(K − 1) of the images (0.83 at p = 35%, 0.28 at 85%, K = 10).
+//! That is the chance level: runs that disagree that much share nothing beyond their accuracy. With
+//! p_i each run's mean test accuracy over W and c the mean over pairs, a group is informative when
+//! F ≤ [`INFORMATIVE_FRACTION_OF_CHANCE`]·c = 0.75·c: the seeds' shared function removes at least a
+//! quarter of the disagreement that chance would leave. Why 0.75 and not 0.5: independently trained
+//! networks typically disagree on about their test error e = 1 − p (the generalization-disagreement
+//! equality, Jiang et al., ICLR 2022), and against c = 2e − e²·K/(K − 1) that is a ratio
+//! F/c = 1/(2 − e·K/(K − 1)), above 0.5 for every e > 0: a cutoff of 0.5 would call every such pair
+//! uninformative, at any accuracy. 0.75 passes them from 40% accuracy up (K = 10: e ≤ 0.6) and fails
+//! groups that share less than trained networks do. Above the cutoff the runs' equilibrium is mostly
+//! the noise of the dynamics (a lower λ_e or a net that learns the task brings it down), and T_fs
+//! only says how soon noise looks like noise. The margin 0.25·c is far outside sampling noise: the
+//! binomial SE of a disagreement c on N test images,
+//! sqrt(c(1 − c)/N), is at most 0.011 at N = 2000. Fits of T_fs leave uninformative groups out.
 
 use super::collect::RunInfo;
 use crate::train::{MetricsRecord, Predictions};
@@ -28,9 +41,25 @@ use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// See the module doc: groups whose runs disagree on at least this fraction of the test images at
-/// equilibrium are not informative.
-pub const MAX_INFORMATIVE_DISAGREEMENT: f64 = 0.5;
+/// See the module doc: a group is informative when its equilibrium disagreement is at most this
+/// fraction of the chance disagreement at the runs' accuracy ([`chance_disagreement`]).
+pub const INFORMATIVE_FRACTION_OF_CHANCE: f64 = 0.75;
+
+/// c = 1 − p_i·p_j − (1 − p_i)(1 − p_j)/(K − 1): the fraction of images on which two independent
+/// classifiers with accuracies p_i and p_j over K classes (errors spread uniformly) disagree. NaN
+/// for K < 2.
+pub fn chance_disagreement(p_i: f64, p_j: f64, classes: usize) -> f64 {
+    if classes < 2 {
+        return f64::NAN;
+    }
+    1.0 - p_i * p_j - (1.0 - p_i) * (1.0 - p_j) / (classes - 1) as f64
+}
+
+/// Informative: the disagreement floor is at most [`INFORMATIVE_FRACTION_OF_CHANCE`] of chance
+/// (false when the chance level is not positive or not finite).
+pub fn is_informative(floor: f64, chance: f64) -> bool {
+    chance > 0.0 && floor <= INFORMATIVE_FRACTION_OF_CHANCE * chance
+}
 
 /// The three gaps at one evaluation step.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -73,12 +102,39 @@ pub struct GroupResult {
     pub t_fs: Option<u64>,
     pub t_fs_since_common: Option<u64>,
     pub t_fs_lambda_e: Option<f64>,
+    /// (T_fs − S)·λ_e/(1 − γ): T_fs − S in units of (1 − γ)/λ_e ([`crate::stats::relaxation_rate`]).
+    pub t_fs_units: Option<f64>,
     /// Whether T_fs comes before the reference window (else equilibrium is not clearly shown:
     /// train longer).
     pub reached_before_reference: bool,
-    /// floor.disagreement < MAX_INFORMATIVE_DISAGREEMENT (see the module doc).
+    /// K, the number of classes the predictions range over.
+    pub classes: usize,
+    /// Mean test accuracy of the runs over the reference window.
+    pub test_accuracy: f64,
+    /// c: the disagreement of two independent classifiers at the runs' accuracies (mean over pairs
+    /// of [`chance_disagreement`] of each run's mean test accuracy over the reference window).
+    pub chance_disagreement: f64,
+    /// floor.disagreement / chance_disagreement.
+    pub disagreement_to_chance: f64,
+    /// disagreement_to_chance ≤ [`INFORMATIVE_FRACTION_OF_CHANCE`] (see the module doc).
     pub informative: bool,
     pub points: Vec<Point>,
+}
+
+impl GroupResult {
+    /// "61% of the test images, 0.80 × chance (76% for two independent classifiers at 45% test
+    /// accuracy over 10 classes)": the equilibrium disagreement against chance.
+    pub fn chance_text(&self) -> String {
+        format!(
+            "{:.0}% of the test images, {:.2} × chance ({:.0}% for two independent classifiers at {:.0}% test \
+             accuracy over {} classes)",
+            100.0 * self.floor.disagreement,
+            self.disagreement_to_chance,
+            100.0 * self.chance_disagreement,
+            100.0 * self.test_accuracy,
+            self.classes
+        )
+    }
 }
 
 /// What one run contributes.
@@ -180,6 +236,10 @@ fn analyse(label: String, runs: &[&RunData]) -> Option<GroupResult> {
         disagreement: mean(dis.iter().copied()),
     };
     let p = mean(steps[w0..].iter().flat_map(|t| tests.iter().map(move |m| m[t].0)));
+    // Each run's mean test accuracy over W, and the chance disagreement of its pairs.
+    let acc_w: Vec<f64> = tests.iter().map(|m| mean(steps[w0..].iter().map(|t| m[t].0))).collect();
+    let classes = runs[0].predictions.classes;
+    let chance = mean(pairs.iter().map(|&(i, j)| chance_disagreement(acc_w[i], acc_w[j], classes)));
     let nf = n.max(1) as f64;
     let threshold = Gaps {
         acc_gap: floor.acc_gap + 3.0 * sd(&acc).max((2.0 * p * (1.0 - p) / nf).sqrt()),
@@ -208,8 +268,13 @@ fn analyse(label: String, runs: &[&RunData]) -> Option<GroupResult> {
         t_fs,
         t_fs_since_common: t_fs.map(|t| t - s),
         t_fs_lambda_e: t_fs.map(|t| (t - s) as f64 * lambda_e),
+        t_fs_units: t_fs.map(|t| (t - s) as f64 * crate::stats::relaxation_rate(lambda_e, last.momentum)),
         reached_before_reference: first.is_some_and(|k| k < w0),
-        informative: floor.disagreement < MAX_INFORMATIVE_DISAGREEMENT,
+        classes,
+        test_accuracy: p,
+        chance_disagreement: chance,
+        disagreement_to_chance: floor.disagreement / chance,
+        informative: is_informative(floor.disagreement, chance),
         points: steps
             .iter()
             .zip(&gaps)
@@ -259,5 +324,33 @@ mod tests {
         let first = (0..within.len()).rev().take_while(|&k| within[k]).last();
         assert_eq!(first, Some(3));
         assert_eq!(sd(&[1.0, 3.0]), 2f64.sqrt());
+    }
+
+    /// By hand, K = 10: p = 0.35: 1 − 0.1225 − 0.4225/9 = 0.830556; p = 0.85: 1 − 0.7225 − 0.0225/9
+    /// = 0.275; p = 0.5 and 0.7: 1 − 0.35 − 0.15/9 = 0.633333. A chance classifier (p = 1/K)
+    /// disagrees on 1 − 1/K.
+    #[test]
+    fn chance_disagreement_at_accuracy_and_classes() {
+        assert!((chance_disagreement(0.35, 0.35, 10) - 0.830_555_6).abs() < 1e-6);
+        assert!((chance_disagreement(0.85, 0.85, 10) - 0.275).abs() < 1e-12);
+        assert!((chance_disagreement(0.5, 0.7, 10) - 0.633_333_3).abs() < 1e-6);
+        assert!((chance_disagreement(0.1, 0.1, 10) - 0.9).abs() < 1e-12);
+        assert!(chance_disagreement(0.5, 0.5, 1).is_nan());
+        // The small CIFAR-10 groups (floor 0.61 at 45% accuracy: c = 0.7636, 0.75·c = 0.5727) are
+        // uninformative; the same floor at 85% accuracy is above chance itself; at 85% the cutoff is
+        // 0.75·0.275 = 0.20625.
+        assert!(!is_informative(0.61, chance_disagreement(0.45, 0.45, 10)));
+        assert!(is_informative(0.57, chance_disagreement(0.45, 0.45, 10)));
+        assert!(!is_informative(0.61, chance_disagreement(0.85, 0.85, 10)));
+        assert!(is_informative(0.20, chance_disagreement(0.85, 0.85, 10)));
+        assert!(!is_informative(0.21, chance_disagreement(0.85, 0.85, 10)));
+        // Networks whose disagreement equals their test error e (F/c = 1/(2 − e·10/9)) pass from 40%
+        // accuracy up and never pass a cutoff of 0.5.
+        for p in [0.41, 0.6, 0.85, 0.95, 0.99] {
+            let (e, c) = (1.0 - p, chance_disagreement(p, p, 10));
+            assert!(is_informative(e, c) && e / c > 0.5, "p = {p}");
+        }
+        assert!(!is_informative(0.61, chance_disagreement(0.39, 0.39, 10)));
+        assert!(!is_informative(0.0, f64::NAN));
     }
 }

@@ -4,8 +4,11 @@
 //! Writes under DIR/report/ (every file atomically):
 //! ```text
 //! runs.csv, runs.json                       one row per run (see [`table`])
-//! fast_equilibrium.json, .png, .svg         the log-log fit per group of runs (see [`fit`]), and the
-//!                                           norm-term fit of T_eq·λ_e (see [`norms`])
+//! fast_equilibrium.json, .png, .svg         per group of runs: the log-log fit on λ_e clusters and
+//!                                           seeds as points (see [`fit`]), its judgement and the runs
+//!                                           left out (see [`verdict`]), the norm-term fit of T_eq in
+//!                                           units of (1 − γ)/λ_e (see [`norms`]); over all groups the
+//!                                           within-λ_e and pooled norm-term fits
 //! function_space.json, function_space_<k>.csv, .png, .svg   (see [`funcspace`])
 //! overview_steps.png/.svg, overview_steps_x_lambda_e.png/.svg   all selected runs overlaid
 //! runs/<run-id>/steps.png/.svg, steps_x_lambda_e.png/.svg       one run's dynamics
@@ -19,13 +22,15 @@ pub mod funcspace;
 pub mod norms;
 pub mod plot;
 pub mod table;
+pub mod verdict;
 
 use crate::util::atomic::{write_atomic, write_json_atomic};
 use anyhow::{bail, Context, Result};
 use collect::{RunInfo, Status};
 use figures::Axis;
-use fit::{LinearFit, LogLogFit};
+use fit::{LinearFit, LogLogFit, WithinFit};
 use norms::RunNorms;
+use serde::Serialize;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -55,36 +60,76 @@ impl Default for ReportOptions {
     }
 }
 
+/// A run left out of a Fast Equilibrium fit.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Excluded {
+    pub run_id: String,
+    pub lambda_e: f64,
+    /// Censored runs: the steps trained (their T_eq is longer); diverged runs: the step of divergence.
+    pub steps: u64,
+}
+
 /// One group of runs in the Fast Equilibrium analysis (an arm of the init-norm control when runs
-/// differ in `model.init_norm` / `model.init_scale`).
+/// differ in `model.init_norm` / `model.init_scale`). Its runs share every config key but the seed
+/// and the λ_e-related ones, so one momentum γ (see [`fit_key`]).
 #[derive(Clone, Debug)]
 pub struct FitGroup {
     pub label: String,
+    /// Heavy-ball momentum γ of the runs: times are in units of (1 − γ)/λ_e
+    /// ([`crate::stats::relaxation_rate`]).
+    pub momentum: f64,
     /// (run id, λ_e, T_eq) of the runs that reached equilibrium.
     pub points: Vec<(String, f64, u64)>,
-    /// Completed runs without T_eq (left out of the fit).
-    pub censored: Vec<String>,
+    /// Completed runs without T_eq (censored: left out of the fit; see [`verdict::censored_by_lambda_e`]).
+    pub censored: Vec<Excluded>,
+    /// Diverged runs (left out of the fit).
+    pub diverged: Vec<Excluded>,
+    /// log T_eq on log(1/λ_e) over the per-λ_e means: the CI that verdicts use
+    /// ([`fit::fit_loglog_clusters`]).
     pub fit: Option<LogLogFit>,
+    /// The same with every run a point ([`fit::fit_loglog`]): secondary, labelled "seeds as points".
+    pub fit_seeds: Option<LogLogFit>,
     /// The norm-decay numbers of each point's run (same order as `points`; None where the run has
     /// no logged group statistics).
     pub norms: Vec<Option<RunNorms>>,
-    /// T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 over the points (see [`norm_term_fit`]).
+    /// T_eq·λ_e/(1 − γ) = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 over the points (see [`norm_term_fit`]).
     pub norm_fit: Option<LinearFit>,
 }
 
 impl FitGroup {
-    /// (norm term, T_eq·λ_e) of the points with norm data.
-    pub fn norm_points(&self) -> Vec<(f64, f64)> {
+    /// The relaxation rate λ_e/(1 − γ) of this group's runs at λ_e: T_eq times it is T_eq in units
+    /// of (1 − γ)/λ_e, comparable across γ (T_eq·λ_e when γ = 0).
+    pub fn rate(&self, lambda_e: f64) -> f64 {
+        crate::stats::relaxation_rate(lambda_e, self.momentum)
+    }
+
+    /// The unit of [`Self::rate`]-scaled times: "1/λ_e" or "(1−γ)/λ_e".
+    pub fn unit(&self) -> &'static str {
+        crate::stats::unit_label(self.momentum)
+    }
+
+    /// T_eq·λ_e/(1 − γ) of each point.
+    pub fn t_eq_units(&self) -> impl Iterator<Item = f64> + '_ {
+        self.points.iter().map(|p| p.2 as f64 * self.rate(p.1))
+    }
+
+    /// (λ_e, norm term, T_eq·λ_e/(1 − γ)) of the points with norm data.
+    pub fn norm_points_by_lambda_e(&self) -> Vec<(f64, f64, f64)> {
         self.points
             .iter()
             .zip(&self.norms)
-            .filter_map(|((_, le, t), n)| Some((n.as_ref()?.norm_term(), le * *t as f64)))
+            .filter_map(|((_, le, t), n)| Some((*le, n.as_ref()?.norm_term(), *t as f64 * self.rate(*le))))
             .collect()
     }
 
-    /// [min, max] of T_eq·λ_e over the points.
-    pub fn t_eq_lambda_e_range(&self) -> Option<[f64; 2]> {
-        (!self.points.is_empty()).then(|| extent(self.points.iter().map(|p| p.1 * p.2 as f64)))
+    /// (norm term, T_eq·λ_e/(1 − γ)) of the points with norm data.
+    pub fn norm_points(&self) -> Vec<(f64, f64)> {
+        self.norm_points_by_lambda_e().into_iter().map(|(_, x, y)| (x, y)).collect()
+    }
+
+    /// [min, max] of T_eq·λ_e/(1 − γ) over the points.
+    pub fn t_eq_units_range(&self) -> Option<[f64; 2]> {
+        (!self.points.is_empty()).then(|| extent(self.t_eq_units()))
     }
 }
 
@@ -98,10 +143,10 @@ pub(crate) fn extent(values: impl Iterator<Item = f64>) -> [f64; 2] {
 /// regressor is nearly constant and b's CI spans tens of units: no fit is reported there.
 pub const MIN_NORM_TERM_SPREAD: f64 = 0.5;
 
-/// T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 over (norm term, T_eq·λ_e) points, or None when the
-/// norm term spreads over less than [`MIN_NORM_TERM_SPREAD`]. The norm decays from ‖w₀‖ to ‖w*‖
-/// in ≈ ln(‖w₀‖²/‖w*‖²)/(2λ_e) steps, so b ≈ 1 when that decay is what T_eq waits for, and a is the
-/// time to equilibrium that is left, in units of 1/λ_e.
+/// T_eq·λ_e/(1 − γ) = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 over (norm term, T_eq·λ_e/(1 − γ)) points,
+/// or None when the norm term spreads over less than [`MIN_NORM_TERM_SPREAD`]. The norm decays from
+/// ‖w₀‖ to ‖w*‖ in ≈ ln(‖w₀‖²/‖w*‖²)/(2λ_e/(1 − γ)) steps, so b ≈ 1 when that decay is what T_eq
+/// waits for, and a is the time to equilibrium that is left, in units of (1 − γ)/λ_e.
 pub fn norm_term_fit(points: &[(f64, f64)]) -> Option<LinearFit> {
     // No points give −∞ − ∞ = −∞: no fit.
     let [lo, hi] = extent(points.iter().map(|p| p.0));
@@ -177,10 +222,11 @@ fn fit_key(r: &RunInfo) -> BTreeMap<String, String> {
     key
 }
 
-/// Group completed runs by everything but the λ_e-related keys and the seed, and fit each group.
+/// Group completed and diverged runs by everything but the λ_e-related keys and the seed (so runs of
+/// different γ fall in different groups), and fit each group.
 fn fast_equilibrium(runs: &[RunInfo]) -> Result<Vec<FitGroup>> {
     let mut groups: Vec<(BTreeMap<String, String>, Vec<&RunInfo>)> = Vec::new();
-    for r in runs.iter().filter(|r| r.status == Status::Completed) {
+    for r in runs.iter().filter(|r| matches!(r.status, Status::Completed | Status::Diverged)) {
         let key = fit_key(r);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => v.push(r),
@@ -205,38 +251,99 @@ fn fast_equilibrium(runs: &[RunInfo]) -> Result<Vec<FitGroup>> {
             };
             let mut points = Vec::new();
             let mut censored = Vec::new();
+            let mut diverged = Vec::new();
             let mut norms = Vec::new();
-            for r in rs {
-                let s = r.summary.as_ref().expect("completed runs have a summary");
-                match s.t_eq_steps {
-                    Some(t) => {
+            for r in &rs {
+                let s = r.summary.as_ref().expect("completed and diverged runs have a summary");
+                let excluded = |steps| Excluded { run_id: r.id.clone(), lambda_e: s.lambda_e, steps };
+                match (r.status, s.t_eq_steps) {
+                    (Status::Diverged, _) => {
+                        diverged.push(excluded(s.divergence.as_ref().map_or(s.steps, |d| d.step)))
+                    }
+                    (_, Some(t)) => {
                         points.push((r.id.clone(), s.lambda_e, t));
                         norms.push(norms::run_norms(r, &r.metrics()?)?);
                     }
-                    None => censored.push(r.id.clone()),
+                    (_, None) => censored.push(excluded(s.steps)),
                 }
             }
-            let fit = fit::fit_loglog(&points.iter().map(|p| (p.1, p.2 as f64)).collect::<Vec<_>>());
-            let mut g = FitGroup { label, points, censored, fit, norms, norm_fit: None };
+            let xy: Vec<(f64, f64)> = points.iter().map(|p| (p.1, p.2 as f64)).collect();
+            let mut g = FitGroup {
+                label,
+                momentum: rs[0].config.optim.momentum,
+                points,
+                censored,
+                diverged,
+                fit: fit::fit_loglog_clusters(&xy),
+                fit_seeds: fit::fit_loglog(&xy),
+                norms,
+                norm_fit: None,
+            };
             g.norm_fit = norm_term_fit(&g.norm_points());
             Ok(g)
         })
         .collect()
 }
 
-/// The norm-term fit over every group's points together (None with a single group).
+/// The norm-term fit over every group's points together with one intercept a for all λ_e (None
+/// with a single group): secondary to [`within_norm_fit`], since a that moves with λ_e biases b.
 pub fn pooled_norm_fit(fits: &[FitGroup]) -> Option<LinearFit> {
     (fits.len() > 1).then(|| norm_term_fit(&fits.iter().flat_map(|g| g.norm_points()).collect::<Vec<_>>()))?
+}
+
+/// b of T_eq·λ_e/(1 − γ) = a_λ + b·(norm term) with one intercept a_λ per λ_e (and γ), over every
+/// group's points ([`fit::fit_within`]): only runs at the same λ_e are compared, which in the
+/// init-norm control differ only in ‖w₀‖, so nothing that depends on λ_e biases b. None unless some
+/// λ_e has norm terms spread over at least [`MIN_NORM_TERM_SPREAD`] (seeds of one arm alone do not
+/// determine b).
+pub fn within_norm_fit(fits: &[FitGroup]) -> Option<WithinFit> {
+    let mut momenta: Vec<f64> = fits.iter().map(|g| g.momentum).collect();
+    momenta.sort_by(f64::total_cmp);
+    momenta.dedup();
+    let clusters: Vec<(f64, Vec<(f64, f64)>)> = momenta
+        .iter()
+        .flat_map(|&m| {
+            fit::group_by_lambda_e(
+                fits.iter()
+                    .filter(|g| g.momentum == m)
+                    .flat_map(|g| g.norm_points_by_lambda_e())
+                    .map(|(le, x, y)| (le, (x, y))),
+            )
+        })
+        .collect();
+    let spread = |pts: &[(f64, f64)]| {
+        let [lo, hi] = extent(pts.iter().map(|p| p.0));
+        hi - lo
+    };
+    if !clusters.iter().any(|(_, pts)| spread(pts) >= MIN_NORM_TERM_SPREAD) {
+        return None;
+    }
+    fit::fit_within(&clusters)
 }
 
 fn ci_text(ci: Option<[f64; 2]>) -> String {
     ci.map_or(" (no CI)".into(), |[lo, hi]| format!(" [{lo:.3}, {hi:.3}]"))
 }
 
-/// "a = …, 95% CI […], b = …, 95% CI […]" of a norm-term fit.
-pub fn norm_fit_text(f: &LinearFit) -> String {
+/// The name of T_eq in units of (1 − γ)/λ_e: "T_eq·λ_e" when γ = 0, else "T_eq·λ_e/(1−γ)".
+pub fn t_eq_units_name(momentum: f64) -> &'static str {
+    if momentum == 0.0 {
+        "T_eq·λ_e"
+    } else {
+        "T_eq·λ_e/(1−γ)"
+    }
+}
+
+/// The name of T_eq in units for a set of groups: "T_eq·λ_e" when every γ is 0.
+pub fn t_eq_units_name_of(fits: &[FitGroup]) -> &'static str {
+    t_eq_units_name(fits.iter().map(|g| g.momentum).find(|&m| m != 0.0).unwrap_or(0.0))
+}
+
+/// "y = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2: a = …, b = … (95% CIs, n = …)" of a norm-term fit, with y
+/// the name of the time in units ([`t_eq_units_name`]).
+pub fn norm_fit_text(f: &LinearFit, y: &str) -> String {
     format!(
-        "T_eq·λ_e = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2: a = {:.3}{}, b = {:.3}{} (95% CIs, n = {})",
+        "{y} = a + b·max(0, ln(‖w₀‖²/‖w*‖²))/2: a = {:.3}{}, b = {:.3}{} (95% CIs, n = {})",
         f.intercept,
         ci_text(f.intercept_ci95),
         f.slope,
@@ -245,54 +352,55 @@ pub fn norm_fit_text(f: &LinearFit) -> String {
     )
 }
 
+/// "b = … [95% CI] from contrasts within each λ_e (…)" of the within-λ_e norm-term fit.
+pub fn within_fit_text(f: &WithinFit, y: &str) -> String {
+    format!(
+        "{y} = a_λ + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 with one intercept a_λ per λ_e (b from runs at the same λ_e,          which differ only in ‖w₀‖): b = {:.3}{} (95% CI, t with {} dof; n = {} runs at {} λ_e)",
+        f.slope,
+        ci_text(f.slope_ci95),
+        f.dof,
+        f.n,
+        f.n_lambda
+    )
+}
+
 fn print_table(runs: &[RunInfo]) {
     println!(
-        "{:<48} {:>9} {:>5} {:>10} {:>8} {:>7} {:>8}",
-        "run", "λ_e", "seed", "status", "test acc", "T_eq", "T_eq·λ_e"
+        "{:<48} {:>9} {:>5} {:>10} {:>8} {:>7} {:>14}",
+        "run", "λ_e", "seed", "status", "test acc", "T_eq", "T_eq·λ_e/(1−γ)"
     );
     for r in runs {
         let s = r.summary.as_ref();
         let acc =
             s.and_then(|s| s.final_metrics.test_acc).map_or("—".into(), |a| format!("{:.2}%", 100.0 * a));
         let teq = s.and_then(|s| s.t_eq_steps).map_or("—".into(), |t| t.to_string());
-        let tl = s.and_then(|s| s.t_eq_lambda_e).map_or("—".into(), |t| format!("{t:.2}"));
+        let tl = s.and_then(|s| Some(table::t_eq_units(s.t_eq_steps?, s.lambda_e, r.config.optim.momentum)));
         println!(
-            "{:<48} {:>9.2e} {:>5} {:>10} {:>8} {:>7} {:>8}",
+            "{:<48} {:>9.2e} {:>5} {:>10} {:>8} {:>7} {:>14}",
             r.id,
             r.lambda_e(),
             r.config.seed,
             r.status.as_str(),
             acc,
             teq,
-            tl
+            tl.map_or("—".into(), |t| format!("{t:.2}"))
         );
     }
 }
 
 fn print_fit(g: &FitGroup) {
     let n = g.points.len();
-    match &g.fit {
-        Some(f) => {
-            let ci = match (f.slope_ci95, f.slope_se) {
-                (Some([lo, hi]), Some(se)) => format!(", 95% CI [{lo:.3}, {hi:.3}] (SE {se:.3}, t with {} df)", n - 2),
-                _ => " (no confidence interval with 2 points)".into(),
-            };
-            println!("Fast Equilibrium ({}): slope of log T_eq on log(1/λ_e) = {:.3}{ci}, R² = {:.3}, n = {n}", g.label, f.slope, f.r_squared);
-        }
-        None => println!(
-            "Fast Equilibrium ({}): no fit ({n} {} reached equilibrium; a fit needs at least two distinct λ_e)",
-            g.label,
-            if n == 1 { "run" } else { "runs" }
-        ),
-    }
-    if let Some([lo, hi]) = g.t_eq_lambda_e_range() {
+    println!("Fast Equilibrium ({}): {}", g.label, verdict::slope_text(g));
+    let y = t_eq_units_name(g.momentum);
+    if let Some([lo, hi]) = g.t_eq_units_range() {
         println!(
-            "  T_eq·λ_e: mean {:.2}, range [{lo:.2}, {hi:.2}] (the conjecture: bounded, up to a log factor)",
-            g.points.iter().map(|p| p.1 * p.2 as f64).sum::<f64>() / n as f64
+            "  {y} (T_eq in units of {}): mean {:.2}, range [{lo:.2}, {hi:.2}] (the conjecture: bounded, up to a log factor)",
+            g.unit(),
+            g.t_eq_units().sum::<f64>() / n as f64
         );
     }
     match &g.norm_fit {
-        Some(f) => println!("  norm term: {}", norm_fit_text(f)),
+        Some(f) => println!("  norm term: {}", norm_fit_text(f, y)),
         None if n > 0 => println!(
             "  norm term: no fit (the runs' ln(‖w₀‖²/‖w*‖²)/2 spread over less than {MIN_NORM_TERM_SPREAD}, so b is not determined)"
         ),
@@ -301,8 +409,8 @@ fn print_fit(g: &FitGroup) {
     for ((id, le, t), rn) in g.points.iter().zip(&g.norms) {
         if let Some(d) = rn.as_ref().and_then(|r| r.deciding_group()) {
             println!(
-                "    {id}: λ_e {le:.2e}, T_eq·λ_e {:.2}; {}: ‖w₀‖ {:.3}, ‖w*‖ {:.3}{}, τ·λ_e = ln(‖w₀‖²/‖w*‖²)/2 = {:.2}",
-                le * *t as f64,
+                "    {id}: λ_e {le:.2e}, {y} {:.2}; {}: ‖w₀‖ {:.3}, ‖w*‖ {:.3}{}, ln(‖w₀‖²/‖w*‖²)/2 = {:.2}",
+                *t as f64 * g.rate(*le),
                 d.group,
                 d.initial,
                 d.equilibrium,
@@ -311,12 +419,8 @@ fn print_fit(g: &FitGroup) {
             );
         }
     }
-    if !g.censored.is_empty() {
-        println!(
-            "  {} completed run(s) did not reach equilibrium and are left out (the fit is biased low): {}",
-            g.censored.len(),
-            g.censored.join(", ")
-        );
+    if let Some(t) = verdict::excluded_text(g) {
+        println!("  {t}");
     }
 }
 
@@ -369,13 +473,21 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
 
     let fits = fast_equilibrium(&runs)?;
     let pooled = pooled_norm_fit(&fits);
+    let within = within_norm_fit(&fits);
     if opts.print_fits {
         println!();
         for g in &fits {
             print_fit(g);
         }
+        let y = t_eq_units_name_of(&fits);
+        if let Some(f) = &within {
+            println!("Norm term, all groups, within λ_e: {}", within_fit_text(f, y));
+        }
         if let Some(f) = &pooled {
-            println!("Norm term, all groups together: {}", norm_fit_text(f));
+            println!(
+                "Norm term, all groups pooled with one intercept for all λ_e (secondary: biased where a depends on λ_e): {}",
+                norm_fit_text(f, y)
+            );
         }
     }
     let fit_json: Vec<_> = fits
@@ -383,20 +495,27 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
         .map(|g| {
             json!({
                 "group": g.label,
+                "momentum": g.momentum,
+                "unit": g.unit(),
                 "fit": g.fit,
+                "fit_seeds_as_points": g.fit_seeds,
+                "judgement": verdict::judge(g),
                 "norm_fit": g.norm_fit,
                 "points": g.points.iter().zip(&g.norms).map(|((id, le, t), n)| json!({
                     "run_id": id, "lambda_e": le, "t_eq_steps": t, "t_eq_lambda_e": le * *t as f64,
+                    "t_eq_units": *t as f64 * g.rate(*le),
                     "norm_term": n.as_ref().map(|n| n.norm_term()),
                     "groups": n.as_ref().map(|n| &n.groups),
                 })).collect::<Vec<_>>(),
                 "censored": g.censored,
+                "censored_by_lambda_e": verdict::censored_by_lambda_e(g),
+                "diverged": g.diverged,
             })
         })
         .collect();
     write_json_atomic(
         &out.join("fast_equilibrium.json"),
-        &json!({ "groups": fit_json, "pooled_norm_fit": pooled }),
+        &json!({ "groups": fit_json, "within_norm_fit": within, "pooled_norm_fit": pooled }),
     )?;
     files.push(out.join("fast_equilibrium.json"));
 
@@ -418,24 +537,29 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
         println!();
     }
     for (k, g) in fs.iter().enumerate() {
-        let reached = match (g.t_fs_since_common, g.t_fs_lambda_e) {
+        let unit = crate::stats::unit_label(g.momentum);
+        let reached = match (g.t_fs_since_common, g.t_fs_units) {
             (Some(t), Some(tl)) if g.reached_before_reference => {
-                format!("within noise {t} steps after it (·λ_e = {tl:.2})")
+                format!("within noise {t} steps after it ({tl:.2} × {unit})")
             }
             (Some(t), Some(tl)) => format!(
-                "within noise only from {t} steps after it (·λ_e = {tl:.2}), inside the reference window: \
+                "within noise only from {t} steps after it ({tl:.2} × {unit}), inside the reference window: \
                  not clearly at equilibrium; train longer"
             ),
             _ => "not within noise at the end: train longer".into(),
         };
         let informative = if g.informative {
-            String::new()
+            format!(
+                " Informative: at equilibrium the runs disagree on {}, at most {} × chance.",
+                g.chance_text(),
+                funcspace::INFORMATIVE_FRACTION_OF_CHANCE
+            )
         } else {
             format!(
-                " Uninformative: at equilibrium the runs disagree on {:.0}% of the test images (at least {:.0}%), \
-                 so they share no function to converge to; a lower λ_e brings it down.",
-                100.0 * g.floor.disagreement,
-                100.0 * funcspace::MAX_INFORMATIVE_DISAGREEMENT
+                " Uninformative: at equilibrium the runs disagree on {}, more than {} × chance, so they share \
+                 little function beyond their accuracy; a lower λ_e or a net that learns the task brings it down.",
+                g.chance_text(),
+                funcspace::INFORMATIVE_FRACTION_OF_CHANCE
             )
         };
         if opts.print_function_space {
@@ -451,17 +575,20 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
             g.reference_window[1]
         );
         }
-        let mut csv = String::from("step,steps_since_common,steps_since_common_x_lambda_e,acc_gap,loss_gap,disagreement,within_noise\n");
+        // steps_since_common_units: steps·λ_e/(1 − γ), in units of (1 − γ)/λ_e.
+        let mut csv = String::from("step,steps_since_common,steps_since_common_x_lambda_e,acc_gap,loss_gap,disagreement,within_noise,steps_since_common_units\n");
+        let rate = crate::stats::relaxation_rate(g.lambda_e, g.momentum);
         for p in &g.points {
             csv += &format!(
-                "{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{}\n",
                 p.step,
                 p.steps_since_common,
                 p.steps_since_common as f64 * g.lambda_e,
                 p.gaps.acc_gap,
                 p.gaps.loss_gap,
                 p.gaps.disagreement,
-                p.within_noise
+                p.within_noise,
+                p.steps_since_common as f64 * rate
             );
         }
         let path = out.join(format!("function_space_{}.csv", k + 1));
@@ -543,8 +670,12 @@ fn write_plots(
     let mut overviews = vec![(String::new(), format!("{} runs", with_metrics.len()), with_metrics.clone())];
     if fits.len() > 1 {
         for g in fits {
-            let ids: Vec<&str> =
-                g.points.iter().map(|p| p.0.as_str()).chain(g.censored.iter().map(|c| c.as_str())).collect();
+            let ids: Vec<&str> = g
+                .points
+                .iter()
+                .map(|p| p.0.as_str())
+                .chain(g.censored.iter().chain(&g.diverged).map(|c| c.run_id.as_str()))
+                .collect();
             let member: Vec<_> =
                 with_metrics.iter().filter(|(r, _)| ids.contains(&r.id.as_str())).cloned().collect();
             if !member.is_empty() {
@@ -626,8 +757,9 @@ fn funcspace_figure(g: &funcspace::GroupResult) -> plot::Figure {
                 String::new()
             } else {
                 format!(
-                    " (uninformative: the runs disagree on {:.0}% of the test images or more)",
-                    100.0 * funcspace::MAX_INFORMATIVE_DISAGREEMENT
+                    " (uninformative: disagreement {:.2} × chance, above {})",
+                    g.disagreement_to_chance,
+                    funcspace::INFORMATIVE_FRACTION_OF_CHANCE
                 )
             }
         ),
@@ -638,6 +770,36 @@ fn funcspace_figure(g: &funcspace::GroupResult) -> plot::Figure {
         ],
         cols: 3,
         panel_size: (720, 420),
+    }
+}
+
+/// A test group "arm" of γ = 0 runs at (λ_e, T_eq) named r0, r1, …, with censored runs c0, … and
+/// diverged runs d0, … at (λ_e, steps), fitted as `fast_equilibrium` fits it.
+#[cfg(test)]
+pub(crate) fn test_group(
+    points: &[(f64, u64)],
+    censored: &[(f64, u64)],
+    diverged: &[(f64, u64)],
+) -> FitGroup {
+    let pts: Vec<(String, f64, u64)> =
+        points.iter().enumerate().map(|(i, &(le, t))| (format!("r{i}"), le, t)).collect();
+    let ex = |v: &[(f64, u64)], p: &str| -> Vec<Excluded> {
+        v.iter()
+            .enumerate()
+            .map(|(i, &(le, s))| Excluded { run_id: format!("{p}{i}"), lambda_e: le, steps: s })
+            .collect()
+    };
+    let xy: Vec<(f64, f64)> = points.iter().map(|&(le, t)| (le, t as f64)).collect();
+    FitGroup {
+        label: "arm".into(),
+        momentum: 0.0,
+        norms: vec![None; pts.len()],
+        points: pts,
+        censored: ex(censored, "c"),
+        diverged: ex(diverged, "d"),
+        fit: fit::fit_loglog_clusters(&xy),
+        fit_seeds: fit::fit_loglog(&xy),
+        norm_fit: None,
     }
 }
 

@@ -3,8 +3,9 @@
 //! Fixed columns first (run_id, model, data, lr η, wd λ, lambda_e λ_e, momentum, batch_size,
 //! schedule, seed, steps), then every other config key whose value differs between runs (dotted,
 //! e.g. `data.synthetic.size`), then the outcome: status, steps_done, final accuracies and test loss,
-//! t_eq_steps, t_eq_lambda_e (T_eq·λ_e), in_equilibrium_at_end, diverged_at_step, note (divergence
-//! reason or error), wall_time_s.
+//! t_eq_steps, t_eq_lambda_e (T_eq·λ_e, as the run's summary records it), t_eq_units (T_eq·λ_e/(1 − γ):
+//! T_eq in units of (1 − γ)/λ_e, comparable across momenta), time_unit ("1/λ_e" or "(1−γ)/λ_e"),
+//! in_equilibrium_at_end, diverged_at_step, note (divergence reason or error), wall_time_s.
 
 use super::collect::RunInfo;
 use crate::optim::Schedule;
@@ -76,6 +77,11 @@ impl Table {
                 .collect(),
         )
     }
+}
+
+/// T_eq in units of (1 − γ)/λ_e: T_eq·λ_e/(1 − γ) ([`crate::stats::relaxation_rate`]).
+pub fn t_eq_units(t_eq_steps: u64, lambda_e: f64, momentum: f64) -> f64 {
+    t_eq_steps as f64 * crate::stats::relaxation_rate(lambda_e, momentum)
 }
 
 /// Dotted leaf keys of a config, values as TOML text.
@@ -165,6 +171,8 @@ pub fn runs_table(runs: &[RunInfo]) -> Table {
             "final_test_loss",
             "t_eq_steps",
             "t_eq_lambda_e",
+            "t_eq_units",
+            "time_unit",
             "in_equilibrium_at_end",
             "diverged_at_step",
             "note",
@@ -221,6 +229,8 @@ pub fn runs_table(runs: &[RunInfo]) -> Table {
                 opt_num(f.and_then(|f| f.test_loss)),
                 s.and_then(|s| s.t_eq_steps).map_or(Cell::Null, Cell::Int),
                 opt_num(s.and_then(|s| s.t_eq_lambda_e)),
+                opt_num(s.and_then(|s| Some(t_eq_units(s.t_eq_steps?, s.lambda_e, c.optim.momentum)))),
+                Cell::Str(crate::stats::unit_label(c.optim.momentum).into()),
                 s.map_or(Cell::Null, |s| Cell::Bool(s.in_equilibrium_at_end)),
                 s.and_then(|s| s.divergence.as_ref()).map_or(Cell::Null, |d| Cell::Int(d.step)),
                 Cell::Str(note),
@@ -247,5 +257,11 @@ mod tests {
         };
         assert_eq!(t.to_csv(), "a,b\n\"x,y\",0.5\n\"say \"\"hi\"\"\",\n");
         assert_eq!(t.to_json()[1]["b"], Value::Null);
+    }
+
+    #[test]
+    fn t_eq_in_units_divides_by_one_minus_momentum() {
+        assert!((t_eq_units(1000, 2e-3, 0.0) - 2.0).abs() < 1e-12);
+        assert!((t_eq_units(1000, 2e-3, 0.9) - 20.0).abs() < 1e-9);
     }
 }
