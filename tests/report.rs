@@ -95,6 +95,8 @@ fn fake_run_with(
         lambda_e,
         t_eq_steps: Some(t_eq),
         t_eq_lambda_e: Some(t_eq as f64 * lambda_e),
+        t_eq_units: Some(t_eq as f64 * lambda_e),
+        time_unit: "1/λ_e".into(),
         in_equilibrium_at_end: true,
         averaging_window: [800, 1000],
         final_metrics: FinalMetrics {
