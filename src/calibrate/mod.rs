@@ -79,7 +79,10 @@ impl CalibrationConfig {
             self.lambda_es,
             self.momentum_rates
         );
-        ensure!(ok(self.lr) && ok(self.large_init) && self.spread.is_finite() && self.spread >= 0.0, "bad lr/init/spread");
+        ensure!(
+            ok(self.lr) && ok(self.large_init) && self.spread.is_finite() && self.spread >= 0.0,
+            "bad lr/init/spread"
+        );
         ensure!((0.0..1.0).contains(&self.momentum), "--momentum must lie in [0, 1)");
         ensure!(ok(self.units_large) && ok(self.units_matched), "run lengths must be positive");
         self.equilibrium.validate()
@@ -180,7 +183,15 @@ fn mean_sd(v: &[f64]) -> (Option<f64>, Option<f64>) {
 }
 
 /// Run one (arm, λ_e, γ) with `init` = ‖w₀‖/‖w*‖; `stream` keeps every cell's noise distinct.
-pub fn run_cell(cfg: &CalibrationConfig, arm: &str, lambda_e: f64, momentum: f64, init: f64, units: f64, stream: u64) -> Result<Row> {
+pub fn run_cell(
+    cfg: &CalibrationConfig,
+    arm: &str,
+    lambda_e: f64,
+    momentum: f64,
+    init: f64,
+    units: f64,
+    stream: u64,
+) -> Result<Row> {
     let h = ToyHyper { lr: cfg.lr, wd: lambda_e / cfg.lr, momentum, g2: Toy::g2(cfg.dim) };
     let unit = 1.0 / relaxation_rate(lambda_e, momentum);
     let every = stats_every(unit);
@@ -255,10 +266,16 @@ pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Cali
     }
     for (i, &rate) in cfg.momentum_rates.iter().enumerate() {
         let le = rate * (1.0 - cfg.momentum);
-        momentum_rows.push(cell("momentum", le, cfg.momentum, cfg.large_init, cfg.units_large, 3000 + i as u64)?);
+        momentum_rows.push(cell(
+            "momentum",
+            le,
+            cfg.momentum,
+            cfg.large_init,
+            cfg.units_large,
+            3000 + i as u64,
+        )?);
     }
-    let points: Vec<(f64, f64)> =
-        rows.iter().filter_map(|r| r.t_eq_steps.map(|t| (r.lambda_e, t))).collect();
+    let points: Vec<(f64, f64)> = rows.iter().filter_map(|r| r.t_eq_steps.map(|t| (r.lambda_e, t))).collect();
     let fit = fit_loglog(&points);
     let ci95 = fit.as_ref().and_then(|f| f.slope_ci95);
     let slope_passes = ci95.is_some_and(|[lo, hi]| lo <= 1.0 && hi >= 1.0 && lo >= 0.95 && hi <= 1.05);
@@ -278,7 +295,8 @@ pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Cali
     let pooled_sd = pooled.map(|m| ((ss - n * m * m) / (n - 1.0)).max(0.0).sqrt());
     let matched_lag_uniform = match (pooled, pooled_sd) {
         (Some(m), Some(sd)) => lag_rows.iter().all(|r| {
-            r.reached == r.seeds && r.t_eq_units.is_some_and(|x| (x - m).abs() <= 3.0 * sd / (r.reached as f64).sqrt())
+            r.reached == r.seeds
+                && r.t_eq_units.is_some_and(|x| (x - m).abs() <= 3.0 * sd / (r.reached as f64).sqrt())
         }),
         _ => false,
     };
@@ -381,7 +399,12 @@ pub fn write(dir: &Path, c: &Calibration) -> Result<()> {
             series("large: analytic", pts(&c.rows, &|r| Some(r.analytic_t_eq_units)), 0, Style::Dashed),
             series("matched: detector", pts(&c.lag_rows, &|r| r.t_eq_units), 1, Style::Line),
             series("matched: analytic", pts(&c.lag_rows, &|r| Some(r.analytic_t_eq_units)), 1, Style::Dashed),
-            series(&format!("large, γ={}: detector", c.settings.momentum), pts(&c.momentum_rows, &|r| r.t_eq_units), 2, Style::Points),
+            series(
+                &format!("large, γ={}: detector", c.settings.momentum),
+                pts(&c.momentum_rows, &|r| r.t_eq_units),
+                2,
+                Style::Points,
+            ),
         ],
     };
     let slope = c.slope.map_or("no fit".into(), |s| {
@@ -403,13 +426,28 @@ pub fn write(dir: &Path, c: &Calibration) -> Result<()> {
         legend: true,
         markers: Vec::new(),
         series: vec![
-            series("detector (mean over seeds)", c.rows.iter().filter_map(|r| r.t_eq_steps.map(|t| (1.0 / r.lambda_e, t))).collect(), 0, Style::Points),
+            series(
+                "detector (mean over seeds)",
+                c.rows.iter().filter_map(|r| r.t_eq_steps.map(|t| (1.0 / r.lambda_e, t))).collect(),
+                0,
+                Style::Points,
+            ),
             series("fit", fit_line, 0, Style::Line),
-            series("analytic", c.rows.iter().map(|r| (1.0 / r.lambda_e, r.analytic_t_eq_lambda_e / r.lambda_e)).collect(), 3, Style::Dashed),
+            series(
+                "analytic",
+                c.rows.iter().map(|r| (1.0 / r.lambda_e, r.analytic_t_eq_lambda_e / r.lambda_e)).collect(),
+                3,
+                Style::Dashed,
+            ),
         ],
     };
-    Figure { title: "ilr calibrate: the equilibrium detector on the toy".into(), panels: vec![teq, loglog], cols: 2, panel_size: (640, 420) }
-        .save(&dir.join("calibration"))
+    Figure {
+        title: "ilr calibrate: the equilibrium detector on the toy".into(),
+        panels: vec![teq, loglog],
+        cols: 2,
+        panel_size: (640, 420),
+    }
+    .save(&dir.join("calibration"))
 }
 
 #[cfg(test)]
@@ -505,7 +543,9 @@ mod tests {
         for k in ["slope", "ci95", "n_lambda", "lambda_e_span", "rows", "lag_rows", "momentum_rows"] {
             assert!(json.get(k).is_some(), "calibration.json lacks {k}");
         }
-        assert!(json["rows"][0].get("bias").is_some() && json["rows"][0].get("analytic_t_eq_lambda_e").is_some());
+        assert!(
+            json["rows"][0].get("bias").is_some() && json["rows"][0].get("analytic_t_eq_lambda_e").is_some()
+        );
         assert!(dir.path().join("calibration.png").exists());
     }
 }

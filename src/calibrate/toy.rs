@@ -39,10 +39,18 @@ pub struct Toy {
 
 impl Toy {
     /// Seeds `seeds` (each its own stream `stream`), every w₀ a random direction with ‖w₀‖² = `a0`.
-    pub fn new(dim: usize, seeds: &[u64], stream: u64, hyper: ToyHyper, spread: f64, a0: f64) -> Result<Self> {
+    pub fn new(
+        dim: usize,
+        seeds: &[u64],
+        stream: u64,
+        hyper: ToyHyper,
+        spread: f64,
+        a0: f64,
+    ) -> Result<Self> {
         anyhow::ensure!(dim >= 2, "the toy needs d ≥ 2 (got {dim})");
         let n = seeds.len();
-        let mut rngs: Vec<ChaCha8Rng> = seeds.iter().map(|&s| keyed_rng(s, DOMAIN_CALIBRATE, stream)).collect();
+        let mut rngs: Vec<ChaCha8Rng> =
+            seeds.iter().map(|&s| keyed_rng(s, DOMAIN_CALIBRATE, stream)).collect();
         let mut params = vec![0.0; n * dim];
         for (w, rng) in params.chunks_mut(dim).zip(&mut rngs) {
             w.iter_mut().for_each(|x| *x = rng.sample::<f64, _>(StandardNormal));
@@ -50,7 +58,13 @@ impl Toy {
             w.iter_mut().for_each(|x| *x *= scale);
         }
         let segments = (0..n)
-            .map(|k| Segment { offset: k * dim, len: dim, lr: hyper.lr, wd: hyper.wd, momentum: hyper.momentum })
+            .map(|k| Segment {
+                offset: k * dim,
+                len: dim,
+                lr: hyper.lr,
+                wd: hyper.wd,
+                momentum: hyper.momentum,
+            })
             .collect();
         Ok(Self {
             be: Cpu::new(),
@@ -78,7 +92,8 @@ impl Toy {
             g.iter_mut().for_each(|x| *x = rng.sample::<f64, _>(StandardNormal));
             let z: f64 = rng.sample(StandardNormal);
             let s = (sigma * z - sigma * sigma).exp();
-            let (ww, wx) = w.iter().zip(g.iter()).fold((0.0, 0.0), |(a, b), (wi, xi)| (a + wi * wi, b + wi * xi));
+            let (ww, wx) =
+                w.iter().zip(g.iter()).fold((0.0, 0.0), |(a, b), (wi, xi)| (a + wi * wi, b + wi * xi));
             // g = s·(ξ − (ξ·w/‖w‖²)w)/‖w‖.
             let (p, f) = (wx / ww, s / ww.sqrt());
             g.iter_mut().zip(w).for_each(|(x, wi)| *x = f * (*x - p * wi));

@@ -71,13 +71,21 @@ pub fn run_cmd(a: CalibrateArgs) -> Result<ExitCode> {
         c.slope.map_or("—".into(), |s| format!("{s:.3}")),
         c.n_lambda,
         c.lambda_e_span,
-        if c.slope_passes { "PASS (CI contains 1, within [0.95, 1.05])" } else { "FAIL (want a CI containing 1 within [0.95, 1.05])" }
+        if c.slope_passes {
+            "PASS (CI contains 1, within [0.95, 1.05])"
+        } else {
+            "FAIL (want a CI containing 1 within [0.95, 1.05])"
+        }
     );
     println!(
         "matched arm: the detector's delay {} ± {} units; {}",
         c.matched_lag.map_or("—".into(), |m| format!("{m:.2}")),
         c.matched_lag_sd.map_or("—".into(), |m| format!("{m:.2}")),
-        if c.matched_lag_uniform { "the same at every λ_e (each mean within 3 SE)" } else { "NOT the same at every λ_e" }
+        if c.matched_lag_uniform {
+            "the same at every λ_e (each mean within 3 SE)"
+        } else {
+            "NOT the same at every λ_e"
+        }
     );
     println!(
         "momentum γ = {}: largest |T_eq − T_eq(γ=0)| at the same λ_e/(1−γ) = {} units; {}",
@@ -86,5 +94,9 @@ pub fn run_cmd(a: CalibrateArgs) -> Result<ExitCode> {
         if c.momentum_matches { "matches (within 3 SE)" } else { "does NOT match" }
     );
     println!("wrote {} ({:.1}s)", a.out.join("calibration.json").display(), c.wall_time_s);
-    Ok(if c.slope_passes && c.matched_lag_uniform && c.momentum_matches { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if c.slope_passes && c.matched_lag_uniform && c.momentum_matches {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }

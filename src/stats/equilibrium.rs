@@ -146,7 +146,8 @@ impl Detector {
             return;
         }
         // The next grid point after this one (a fixed grid, so skipped steps do not shift it).
-        self.next_grid += self.grid_steps * ((since - self.next_grid) / self.grid_steps).floor().max(0.0) + self.grid_steps;
+        self.next_grid +=
+            self.grid_steps * ((since - self.next_grid) / self.grid_steps).floor().max(0.0) + self.grid_steps;
         let decay = match self.last_step {
             Some(prev) => (-(step.saturating_sub(prev) as f64) / self.tau_steps).exp(),
             None => 0.0,
