@@ -312,7 +312,7 @@ fn print_summary(s: &Summary) {
         None => println!("equilibrium: not reached within {} steps (see README: the criterion)", s.steps),
     }
     println!(
-        "{:<28} {:>11} {:>11} {:>9} {:>9} {:>10}",
+        "{:<28} {:>11} {:>11} {:>10} {:>9} {:>10}",
         "group (steps {}-{})"
             .replace("{}-{}", &format!("{}-{}", s.averaging_window[0], s.averaging_window[1])),
         "Δ",
@@ -323,7 +323,7 @@ fn print_summary(s: &Summary) {
     );
     for g in &s.groups {
         println!(
-            "{:<28} {:>11.3e} {:>11} {:>9} {:>9.3} {:>10.3e}",
+            "{:<28} {:>11.3e} {:>11} {:>10} {:>9.3} {:>10.3e}",
             g.name,
             g.angular_update,
             g.angular_theory.map_or("—".into(), |t| format!("{t:.3e}")),
