@@ -74,7 +74,7 @@ impl CalibrationConfig {
         ensure!(self.lambda_es.len() >= 3, "give at least 3 λ_e values, for a slope with a CI");
         let ok = |v: f64| v.is_finite() && v > 0.0;
         ensure!(
-            self.lambda_es.iter().chain(&self.momentum_rates).all(|&l| ok(l) && l * (1.0 + self.lr) < 0.5),
+            self.lambda_es.iter().chain(&self.momentum_rates).all(|&l| ok(l) && l < 0.5),
             "every λ_e and momentum rate must lie in (0, 0.5) (got {:?} and {:?})",
             self.lambda_es,
             self.momentum_rates
