@@ -121,6 +121,8 @@ fn fake_run_ext(
         lambda_e,
         t_eq_steps: t_eq,
         t_eq_lambda_e: t_eq.map(|t| t as f64 * lambda_e),
+        t_eq_units: t_eq.map(|t| t as f64 * ilr::stats::relaxation_rate(lambda_e, momentum)),
+        time_unit: ilr::stats::unit_label(momentum).into(),
         in_equilibrium_at_end: t_eq.is_some(),
         averaging_window: [800, 1000],
         final_metrics: FinalMetrics {

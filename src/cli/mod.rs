@@ -1,6 +1,7 @@
 //! Subcommands and their options.
 
 mod bench;
+mod calibrate;
 mod check;
 mod device;
 mod overrides;
@@ -53,6 +54,11 @@ pub enum Command {
     /// time-to-equilibrium budget, and optionally write JSON for regression tracking.
     #[command(allow_negative_numbers = true)]
     Bench(bench::BenchArgs),
+    /// Calibrate the equilibrium detector on a toy with known dynamics: T_eq against its analytic
+    /// value over λ_e, the slope of log T_eq on log(1/λ_e), the delay at a matched start, and the
+    /// momentum unit (1−γ)/λ_e. Writes DIR/calibration.{json,png,svg}; exits 2 if a criterion fails.
+    #[command(allow_negative_numbers = true)]
+    Calibrate(calibrate::CalibrateArgs),
     /// Per-op time table of a training step (CPU: wall clock; GPU: CUDA events), with NVTX ranges.
     #[command(allow_negative_numbers = true)]
     Profile(bench::ProfileArgs),
@@ -67,5 +73,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reproduce(a) => reproduce::run(a),
         Command::Bench(a) => bench::run_bench(a),
         Command::Profile(a) => bench::run_profile(a),
+        Command::Calibrate(a) => calibrate::run_cmd(a),
     }
 }

@@ -302,23 +302,28 @@ fn print_summary(s: &Summary) {
     }
     match s.t_eq_steps {
         Some(t) => {
-            println!("equilibrium: T_eq = {t} steps, T_eq·λ_e = {:.3}", s.t_eq_lambda_e.unwrap_or(f64::NAN))
+            println!(
+                "equilibrium (smoothed RMS Δ/Δ* in band): T_eq = {t} steps, T_eq·λ_e = {:.3}, {:.3} units of {}",
+                s.t_eq_lambda_e.unwrap_or(f64::NAN),
+                s.t_eq_units.unwrap_or(f64::NAN),
+                s.time_unit
+            )
         }
         None => println!("equilibrium: not reached within {} steps (see README: the criterion)", s.steps),
     }
     println!(
-        "{:<28} {:>11} {:>11} {:>8} {:>9} {:>10}",
+        "{:<28} {:>11} {:>11} {:>10} {:>9} {:>10}",
         "group (steps {}-{})"
             .replace("{}-{}", &format!("{}-{}", s.averaging_window[0], s.averaging_window[1])),
         "Δ",
         "Δ*",
-        "Δ/Δ*",
+        "mean Δ/Δ*",
         "‖w‖",
         "η/‖w‖²"
     );
     for g in &s.groups {
         println!(
-            "{:<28} {:>11.3e} {:>11} {:>8} {:>9.3} {:>10.3e}",
+            "{:<28} {:>11.3e} {:>11} {:>10} {:>9.3} {:>10.3e}",
             g.name,
             g.angular_update,
             g.angular_theory.map_or("—".into(), |t| format!("{t:.3e}")),

@@ -8,7 +8,7 @@ mod batcher;
 mod cifar;
 mod dataset;
 mod error;
-mod rng;
+pub(crate) mod rng;
 mod synthetic;
 
 pub use augment::{write_image, Augment, NormTable, PAD};

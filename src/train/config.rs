@@ -232,10 +232,7 @@ impl TrainConfig {
                  with train.precision = \"f32\", or train.dtype = \"f32\" (--dtype f32) on the GPU"
             );
         }
-        let e = &self.equilibrium;
-        if !(e.tolerance > 0.0 && e.window > 0.0 && e.smoothing > 0.0) {
-            bail!("equilibrium.tolerance, window and smoothing must all be positive");
-        }
+        self.equilibrium.validate()?;
         if self.data.dir.is_none() {
             let s = &self.data.synthetic;
             if s.size < 4 || s.classes < 2 || s.train < t.batch_size || s.test == 0 {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 pub enum Progress {
     /// A progress bar (for a terminal).
     Bar,
-    /// A plain line "step S/N: loss … acc … Δ/Δ* …" at the first logged step at least `every`
+    /// A plain line "step S/N: loss … acc … smoothed RMS Δ/Δ* …" (the detector's R̂) at the first logged step at least `every`
     /// after the previous line (for logs).
     Lines {
         every: Duration,
@@ -44,7 +44,7 @@ impl Reporter {
         Self { bar, lines, steps }
     }
 
-    /// The state after logged step `step`, e.g. "loss 1.234 acc 56.7% Δ/Δ* 0.95–1.02".
+    /// The state after logged step `step`, e.g. "loss 1.234 acc 56.7% smoothed RMS Δ/Δ* 0.95–1.02".
     pub fn logged(&mut self, step: u64, state: String) {
         if let Some((every, last)) = &mut self.lines {
             if last.elapsed() >= *every {

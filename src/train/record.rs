@@ -107,7 +107,16 @@ pub struct Summary {
     pub t_eq_steps: Option<u64>,
     /// T_eq·λ_e (the Fast Equilibrium Conjecture says this is O(1), up to log factors).
     pub t_eq_lambda_e: Option<f64>,
-    /// Whether every group's smoothed Δ/Δ* was within tolerance at the last logged step.
+    /// T_eq in units of relaxation, T_eq·λ_e/(1 − γ) (`stats::relaxation_rate`): comparable across
+    /// momenta; equal to `t_eq_lambda_e` at γ = 0. Null if not reached (and in older summaries).
+    #[serde(default)]
+    pub t_eq_units: Option<f64>,
+    /// The unit of `t_eq_units`: "1/λ_e" or "(1−γ)/λ_e" (`stats::unit_label`); empty in older
+    /// summaries.
+    #[serde(default)]
+    pub time_unit: String,
+    /// Whether every group's smoothed RMS Δ/Δ* (the detector's) was within tolerance at the last
+    /// logged step.
     pub in_equilibrium_at_end: bool,
     /// The logged steps over which the final angular updates were averaged: [first, last].
     pub averaging_window: [u64; 2],

@@ -25,7 +25,7 @@ use crate::checkpoint::{self, Checkpoint, Precision, Rows};
 use crate::data::Batcher;
 use crate::model::PreResNet;
 use crate::optim::{Hyper, Sgd};
-use crate::stats::{Detector, VectorStats};
+use crate::stats::{relaxation_rate, unit_label, Detector, VectorStats};
 use anyhow::{bail, Context, Result};
 use std::time::Instant;
 
@@ -219,7 +219,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let precision = if checkpointing { Precision::of_size(elem_bytes)? } else { Precision::F32 };
         let hyper = opt.hyper_at(0.0);
         let n_groups = model.layout.groups.len();
-        let detector = Detector::new(&cfg.equilibrium, n_groups, hyper.lambda_e(), cfg.train.stats_every, 0);
+        let detector = Detector::new(
+            &cfg.equilibrium,
+            n_groups,
+            hyper.lambda_e(),
+            hyper.momentum,
+            cfg.train.stats_every,
+            0,
+        );
         Ok(Self {
             be,
             cfg,
@@ -271,6 +278,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             &self.cfg.equilibrium,
             n_groups,
             self.hyper.lambda_e(),
+            self.hyper.momentum,
             every,
             ck.trainer.phase_start,
         );
@@ -291,6 +299,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
                 &self.cfg.equilibrium,
                 n_groups,
                 h.lambda_e(),
+                h.momentum,
                 self.cfg.train.stats_every,
                 step,
             );
@@ -396,7 +405,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         self.reporter.logged(
             completed,
             format!(
-                "loss {:.3} acc {:.1}% Δ/Δ* {lo:.2}–{hi:.2}{}",
+                "loss {:.3} acc {:.1}% smoothed RMS Δ/Δ* {lo:.2}–{hi:.2}{}",
                 self.st.last_train.0,
                 100.0 * self.st.last_train.1,
                 if self.detector.t_eq().is_some() { " (equilibrium)" } else { "" }
@@ -477,6 +486,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             lambda_e: self.hyper.lambda_e(),
             t_eq_steps: t_eq,
             t_eq_lambda_e: t_eq.map(|t| t as f64 * self.hyper.lambda_e()),
+            t_eq_units: t_eq.map(|t| t as f64 * relaxation_rate(self.hyper.lambda_e(), self.hyper.momentum)),
+            time_unit: unit_label(self.hyper.momentum).to_string(),
             in_equilibrium_at_end: self.detector.inside_now(),
             averaging_window: avg_window,
             final_metrics: FinalMetrics {
