@@ -34,6 +34,17 @@ pub(super) fn to_f64<T: crate::backend::Real>(v: &[T]) -> Vec<f64> {
     v.iter().map(|&x| crate::backend::Real::to_f64(x)).collect()
 }
 
+/// Whether this CPU takes the direct 3×3 path (AVX2 + FMA): asked with a shape that qualifies.
+pub(super) fn cpu_has_direct_path() -> bool {
+    let s = crate::backend::ConvShape { n: 1, c_in: 1, h: 8, w: 8, c_out: 16, kernel: 3, stride: 1, pad: 1 };
+    super::direct3x3::applies(&s, s.c_out)
+}
+
+/// Whether `f` panics (its message still goes to stderr).
+pub(super) fn panics(f: impl FnOnce() + std::panic::UnwindSafe) -> bool {
+    std::panic::catch_unwind(f).is_err()
+}
+
 /// Largest |a − b| relative to the largest |b|: the error measure for whole tensors. Infinite when
 /// any difference is not finite (a NaN or an infinity on either side), so that no tolerance accepts
 /// it: a plain fold with `f64::max` would drop the NaNs.
@@ -83,11 +94,6 @@ pub(super) fn check_gradient(what: &str, x: &[f64], analytic: &[f64], loss: impl
         .collect();
     assert!(numeric.iter().any(|g| g.abs() > 1e-3), "{what}: gradient is (nearly) zero; test is vacuous");
     assert_close(what, analytic, &numeric, 1e-6);
-}
-
-/// Whether `f` panics (its message still goes to stderr).
-fn panics(f: impl FnOnce() + std::panic::UnwindSafe) -> bool {
-    std::panic::catch_unwind(f).is_err()
 }
 
 /// A NaN or an infinity on either side is an error no tolerance accepts, in [`rel_err`],
