@@ -146,7 +146,8 @@ fn same_conv(n: usize, g: Planes, c_in: usize, c_out: usize, inp: &[f32], wt: &[
     assert_eq!(wt.len(), c_out * c_in * 9, "direct conv: weight length");
     assert!(c_out % TILE_CO == 0 && avx2_fma(), "direct conv: not applicable");
     if n == 0 || out_img == 0 || in_img == 0 {
-        // No input channels: every output is an empty sum, as im2col + GEMM gives.
+        // Nothing to compute, or no input channels: every output is then an empty sum, zero as
+        // from im2col + GEMM.
         out.fill(0.0);
         return;
     }
