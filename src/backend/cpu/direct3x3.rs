@@ -145,7 +145,10 @@ fn same_conv(n: usize, g: Planes, c_in: usize, c_out: usize, inp: &[f32], wt: &[
     assert_eq!(out.len(), n * out_img, "direct conv: output length");
     assert_eq!(wt.len(), c_out * c_in * 9, "direct conv: weight length");
     assert!(c_out % TILE_CO == 0 && avx2_fma(), "direct conv: not applicable");
-    if n == 0 || out_img == 0 {
+    if n == 0 || out_img == 0 || in_img == 0 {
+        // Nothing to compute, or no input channels: every output is then an empty sum, zero as
+        // from im2col + GEMM.
+        out.fill(0.0);
         return;
     }
     // With W a multiple of the tile, the tiles cover each output row exactly and store straight
@@ -237,14 +240,17 @@ const CO_BLK: usize = 16;
 /// block with the channel innermost, dyb[i][p][16] (both stay in L2), sums every (ci, kernel row)
 /// over the group in f32 and adds the sums to its f64 partial dw. x and dy are read from memory
 /// once per channel block.
+///
+/// Panics unless [`applies_to_filter`]: its reads are in bounds only for an even W (pixels go in
+/// pairs) and 16-channel blocks, and it computes a 3×3 stride-1 pad-1 gradient only.
 pub(super) fn backward_filter(s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    assert!(applies_to_filter(s), "direct conv: backward_filter does not apply to {s:?}");
     let g = Planes::new(s.h, s.w);
     let hw = s.h * s.w;
     let (x_img, dy_img) = (s.c_in * hw, s.c_out * hw);
     assert_eq!(x.len(), s.n * x_img, "direct conv: x length");
     assert_eq!(dy.len(), s.n * dy_img, "direct conv: dy length");
     assert_eq!(dw.len(), s.c_out * s.c_in * 9, "direct conv: dw length");
-    assert!(s.c_out % CO_BLK == 0 && avx2_fma(), "direct conv: not applicable");
     if s.n == 0 || hw == 0 {
         dw.fill(0.0);
         return;
@@ -275,7 +281,8 @@ pub(super) fn backward_filter(s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f3
                 }
                 for ci in 0..s.c_in {
                     for ki in 0..3 {
-                        // SAFETY: AVX2 and FMA were detected above; image i of the group reads
+                        // SAFETY: AVX2 and FMA were detected and W is even (`applies_to_filter`,
+                        // asserted above); image i of the group reads
                         // dyb[(i·hw + p)·16 + 0..16] for p < hw, inside `dyb`, and
                         // xp[i·xp_img + ci·plane + (oh + ki)·wp + ow + kj] for oh < H, ow < W, kj < 3,
                         // below i·xp_img + ci·plane + (H + 2)·wp ≤ group·xp_img: inside `xp`.

@@ -34,11 +34,32 @@ pub(super) fn to_f64<T: crate::backend::Real>(v: &[T]) -> Vec<f64> {
     v.iter().map(|&x| crate::backend::Real::to_f64(x)).collect()
 }
 
-/// Largest |a − b| relative to the largest |b|: the error measure for whole tensors.
+/// Whether this CPU takes the direct 3×3 path (AVX2 + FMA): asked with a shape that qualifies.
+pub(super) fn cpu_has_direct_path() -> bool {
+    let s = crate::backend::ConvShape { n: 1, c_in: 1, h: 8, w: 8, c_out: 16, kernel: 3, stride: 1, pad: 1 };
+    super::direct3x3::applies(&s, s.c_out)
+}
+
+/// Whether `f` panics (its message still goes to stderr).
+pub(super) fn panics(f: impl FnOnce() + std::panic::UnwindSafe) -> bool {
+    std::panic::catch_unwind(f).is_err()
+}
+
+/// Largest |a − b| relative to the largest |b|: the error measure for whole tensors. Infinite when
+/// any difference is not finite (a NaN or an infinity on either side), so that no tolerance accepts
+/// it: a plain fold with `f64::max` would drop the NaNs.
 pub(super) fn rel_err<A: Copy + Into<f64>>(a: &[A], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths");
-    let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE);
-    a.iter().zip(b).fold(0.0f64, |m, (&x, y)| m.max((x.into() - y).abs())) / scale
+    let mut worst = 0.0f64;
+    for (&x, y) in a.iter().zip(b) {
+        let d = (x.into() - y).abs();
+        if !d.is_finite() {
+            return f64::INFINITY;
+        }
+        worst = worst.max(d);
+    }
+    // Every b is finite here (a finite difference from a finite or infinite a needs a finite b).
+    worst / b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(f64::MIN_POSITIVE)
 }
 
 /// Asserts `a` ≈ `b` with [`rel_err`] ≤ tol.
@@ -54,7 +75,8 @@ pub(super) fn assert_close<A: Copy + Into<f64>>(what: &str, a: &[A], b: &[f64], 
 /// (mostly linear) losses, and the rounding error is about ε·Σ|terms of L|/h ≈ 1e-16·100/1e-6 = 1e-8
 /// for losses of ≤ 100 O(1) terms, so a correct gradient agrees to ~1e-8 while any indexing or
 /// formula error shows up at O(1). Each component is compared relative to the gradient's largest
-/// component, so that components near zero are not held to an impossible relative standard.
+/// component, so that components near zero are not held to an impossible relative standard. A
+/// non-finite component, analytic or numeric, fails (see [`rel_err`]).
 #[track_caller]
 pub(super) fn check_gradient(what: &str, x: &[f64], analytic: &[f64], loss: impl Fn(&[f64]) -> f64) {
     const H: f64 = 1e-6;
@@ -72,6 +94,31 @@ pub(super) fn check_gradient(what: &str, x: &[f64], analytic: &[f64], loss: impl
         .collect();
     assert!(numeric.iter().any(|g| g.abs() > 1e-3), "{what}: gradient is (nearly) zero; test is vacuous");
     assert_close(what, analytic, &numeric, 1e-6);
+}
+
+/// A NaN or an infinity on either side is an error no tolerance accepts, in [`rel_err`],
+/// [`assert_close`] and [`check_gradient`].
+#[test]
+fn non_finite_values_never_compare_close() {
+    let want = [1.0, 2.0, 3.0];
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        assert_eq!(rel_err(&[bad; 3], &want), f64::INFINITY, "{bad} against finite values");
+        assert_eq!(rel_err(&[1.0, bad, 3.0], &want), f64::INFINITY, "one {bad} among finite values");
+        assert_eq!(rel_err(&[1.0f32, 2.0, 3.0], &[1.0, f64::from(bad), 3.0]), f64::INFINITY, "{bad} in b");
+        assert!(panics(|| assert_close("x", &[bad; 3], &want, 1e-6)), "assert_close accepts {bad}");
+    }
+    assert_eq!(rel_err(&[f32::INFINITY], &[f64::INFINITY]), f64::INFINITY, "inf − inf is NaN");
+    // Finite values still measure as before: the largest difference over the largest |b|.
+    assert_eq!(rel_err(&[1.0f32, 2.5, 3.0], &want), 0.5 / 3.0);
+
+    // The loss x₀² + 2x₁ has gradient (2x₀, 2).
+    let (x, loss) = ([0.5, -1.0], |x: &[f64]| x[0] * x[0] + 2.0 * x[1]);
+    check_gradient("finite", &x, &[1.0, 2.0], loss);
+    for bad in [f64::NAN, f64::INFINITY] {
+        assert!(panics(|| check_gradient("analytic", &x, &[bad, 2.0], loss)), "analytic {bad} accepted");
+        let numeric_bad = move |x: &[f64]| if x[0] > 0.5 { bad } else { loss(x) };
+        assert!(panics(|| check_gradient("numeric", &x, &[1.0, 2.0], numeric_bad)), "numeric {bad} accepted");
+    }
 }
 
 #[test]
