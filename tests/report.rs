@@ -6,6 +6,7 @@ use ilr::train::record::{
     AngularSummary, Divergence, FinalMetrics, GroupRecord, MetricsRecord, RunStatus, Summary,
 };
 use ilr::train::{RunDir, TrainConfig};
+use ilr::util::provenance::Provenance;
 use std::path::Path;
 use std::process::Command;
 
@@ -53,6 +54,8 @@ struct Extra<'a> {
     momentum: f64,
     /// The run diverged at this step.
     diverged_at: Option<u64>,
+    /// The commit its provenance names (default "c0ffee").
+    commit: Option<&'a str>,
 }
 
 /// A finished run: completed with T_eq `t_eq` (None: no equilibrium by the end), or diverged.
@@ -138,6 +141,10 @@ fn fake_run_ext(
         groups: vec![angular("stream")],
         layers: vec![angular("conv1.weight")],
         normalization: None,
+        provenance: Some(Provenance {
+            commit: extra.commit.unwrap_or("c0ffee").into(),
+            ..Provenance::current(None)
+        }),
     })
     .unwrap();
 }
@@ -358,4 +365,19 @@ fn momenta_are_fitted_apart_and_left_out_runs_are_named() {
     );
     let csv = std::fs::read_to_string(t.path().join("report/runs.csv")).unwrap();
     assert!(csv.lines().next().unwrap().contains("t_eq_units,time_unit"), "{csv}");
+}
+
+#[test]
+fn runs_from_different_builds_are_named_as_such() {
+    let t = tempfile::tempdir().unwrap();
+    let same = |_: u64, i: usize| (i % 10) as u8;
+    fake_run_ext(t.path(), 4e-3, 0, Some(1000), &Extra::default(), same);
+    fake_run_ext(t.path(), 4e-3, 1, Some(1000), &Extra::default(), same);
+    let (out, _) = report(t.path(), None);
+    assert!(!out.contains("differ in provenance"), "{out}");
+    fake_run_ext(t.path(), 2e-3, 0, Some(2000), &Extra { commit: Some("beef"), ..Extra::default() }, same);
+    let (out, _) = report(t.path(), None);
+    assert!(out.contains("note: the runs differ in provenance"), "{out}");
+    assert!(out.contains("2 run(s): ilr") && out.contains("commit c0ffee"), "{out}");
+    assert!(out.contains("1 run(s): ilr") && out.contains("commit beef"), "{out}");
 }

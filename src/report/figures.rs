@@ -225,7 +225,8 @@ pub fn fast_equilibrium_figure(groups: &[FitGroup], pooled: Option<&super::fit::
         if let Some(f) = &g.fit {
             let [lo, hi] = extent(pts.iter().map(|q| q.0));
             let line = |x: f64| (f.intercept + f.slope * x.ln()).exp();
-            let ci = f.slope_ci95.map_or(String::new(), |[a, b]| format!(", λ_e-cluster CI [{a:.2}, {b:.2}]"));
+            let ci =
+                f.slope_ci95.map_or(String::new(), |[a, b]| format!(", λ_e-cluster CI [{a:.2}, {b:.2}]"));
             p.series.push(Series {
                 label: format!("slope {:.2}{ci}", f.slope),
                 points: vec![(lo, line(lo)), (hi, line(hi))],

@@ -443,6 +443,28 @@ fn select<'a>(runs: &'a [RunInfo], wanted: &[String]) -> Result<Vec<&'a RunInfo>
         .collect()
 }
 
+/// A note when the finished runs do not all share one provenance (build, CPU and SIMD features,
+/// GPU; the thread count leaves the bits unchanged): each distinct one with its number of runs.
+/// Runs whose summary predates provenance count as "not recorded". None when they all agree.
+pub fn provenance_note(runs: &[RunInfo]) -> Option<String> {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for s in runs.iter().filter_map(|r| r.summary.as_ref()) {
+        let key = s.provenance.as_ref().map_or("not recorded".into(), |p| p.numeric_identity().join(", "));
+        match kinds.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((key, 1)),
+        }
+    }
+    (kinds.len() > 1).then(|| {
+        let list: Vec<String> = kinds.iter().map(|(k, n)| format!("  {n} run(s): {k}")).collect();
+        format!(
+            "note: the runs differ in provenance (summary.json → provenance), so bitwise comparisons across \
+             them do not hold:\n{}",
+            list.join("\n")
+        )
+    })
+}
+
 pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
     let runs = collect::collect(dir)?;
     if runs.is_empty() {
@@ -470,6 +492,10 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
         by_status(Status::Unfinished),
         by_status(Status::Pending)
     );
+
+    if let Some(note) = provenance_note(&runs) {
+        println!("{note}");
+    }
 
     let fits = fast_equilibrium(&runs)?;
     let pooled = pooled_norm_fit(&fits);

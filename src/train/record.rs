@@ -130,4 +130,9 @@ pub struct Summary {
     /// training images it used (after data.train_limit). Absent in summaries written before it.
     #[serde(default)]
     pub normalization: Option<crate::data::Normalization>,
+    /// Where this result came from: ilr version, git commit and dirty flag, CPU model and SIMD
+    /// features, threads, and the GPU (name, driver CUDA, cuDNN, PTX hash) where one trained
+    /// (`util::provenance`). Absent in summaries written before it.
+    #[serde(default)]
+    pub provenance: Option<crate::util::provenance::Provenance>,
 }

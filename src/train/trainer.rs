@@ -26,6 +26,7 @@ use crate::data::Batcher;
 use crate::model::PreResNet;
 use crate::optim::{Hyper, Sgd};
 use crate::stats::{relaxation_rate, unit_label, Detector, VectorStats};
+use crate::util::provenance::Provenance;
 use anyhow::{bail, Context, Result};
 use std::time::Instant;
 
@@ -503,6 +504,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             groups,
             layers,
             normalization: Some(self.batcher.normalization().clone()),
+            provenance: Some(Provenance::current(be.gpu_provenance())),
         };
         if let Some(dir) = self.out.as_deref_mut() {
             dir.write_summary(&summary)?;
