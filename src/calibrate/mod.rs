@@ -149,11 +149,58 @@ pub struct Calibration {
     /// every difference lies within 3 combined standard errors.
     pub momentum_max_diff_units: Option<f64>,
     pub momentum_matches: bool,
+    /// What the toy gives for the norm-term coefficient b of the nets' fit, from the contrast that
+    /// fit uses (see [`NormTermContrast`]).
+    pub norm_term_b: Option<NormTermContrast>,
     pub rows: Vec<Row>,
     pub lag_rows: Vec<Row>,
     pub momentum_rows: Vec<Row>,
     pub settings: Settings,
     pub wall_time_s: f64,
+}
+
+/// b of T_eq·λ_e = a_λ + b·ln(‖w₀‖/‖w*‖) from the contrast of the large and matched arms at each λ_e,
+/// (T_large − T_matched)/ln(large_init), the within-λ_e contrast of `ilr report`'s norm-term fit: the
+/// value that a toy whose norm decays exactly as modelled gives, through the detector and exactly.
+/// It exceeds 1 even exactly: the 10% band adds ln(1/(y_b² − 1))/4 ≈ 0.36 units to the large arm's
+/// entry, while the matched arm starts inside the band; and the detector's delay is longer when the
+/// ratio must climb from near 0 than when it starts near 1.
+#[derive(Clone, Debug, Serialize)]
+pub struct NormTermContrast {
+    /// ln(‖w₀‖/‖w*‖) of the large arm (ln 10 by default).
+    pub norm_term: f64,
+    /// Mean and SD over λ_e of the detector's contrast.
+    pub detector_b: f64,
+    pub detector_b_sd: f64,
+    /// Mean over λ_e of the exact (analytic) contrast.
+    pub analytic_b: f64,
+    pub n_lambda: usize,
+}
+
+fn norm_term_contrast(large: &[Row], matched: &[Row], large_init: f64) -> Option<NormTermContrast> {
+    let norm_term = large_init.ln();
+    let pairs: Vec<(f64, f64)> = large
+        .iter()
+        .filter_map(|l| {
+            let m = matched.iter().find(|m| (m.lambda_e / l.lambda_e - 1.0).abs() < 1e-9)?;
+            let detector = (l.t_eq_units? - m.t_eq_units?) / norm_term;
+            Some((detector, (l.analytic_t_eq_units - m.analytic_t_eq_units) / norm_term))
+        })
+        .collect();
+    let n = pairs.len();
+    if n < 2 || norm_term <= 0.0 {
+        return None;
+    }
+    let mean = pairs.iter().map(|p| p.0).sum::<f64>() / n as f64;
+    let sd = (pairs.iter().map(|p| (p.0 - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let analytic = pairs.iter().map(|p| p.1).sum::<f64>() / n as f64;
+    Some(NormTermContrast {
+        norm_term,
+        detector_b: mean,
+        detector_b_sd: sd,
+        analytic_b: analytic,
+        n_lambda: n,
+    })
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -318,6 +365,7 @@ pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Cali
             _ => momentum_matches = false,
         }
     }
+    let norm_term_b = norm_term_contrast(&rows, &lag_rows, cfg.large_init);
     let e = &cfg.equilibrium;
     Ok(Calibration {
         slope: fit.as_ref().map(|f| f.slope),
@@ -331,6 +379,7 @@ pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Cali
         matched_lag_uniform,
         momentum_max_diff_units: max_diff,
         momentum_matches,
+        norm_term_b,
         rows,
         lag_rows,
         momentum_rows,

@@ -93,6 +93,13 @@ pub fn run_cmd(a: CalibrateArgs) -> Result<ExitCode> {
         c.momentum_max_diff_units.map_or("—".into(), |m| format!("{m:.2}")),
         if c.momentum_matches { "matches (within 3 SE)" } else { "does NOT match" }
     );
+    if let Some(b) = &c.norm_term_b {
+        println!(
+            "norm term: large − matched over ln(‖w₀‖/‖w*‖) = {:.2} gives b = {:.2} ± {:.2} through the detector, \
+             {:.2} exactly (over {} λ_e): what the nets' within-λ_e b reads for a norm that decays as modelled",
+            b.norm_term, b.detector_b, b.detector_b_sd, b.analytic_b, b.n_lambda
+        );
+    }
     println!("wrote {} ({:.1}s)", a.out.join("calibration.json").display(), c.wall_time_s);
     Ok(if c.slope_passes && c.matched_lag_uniform && c.momentum_matches {
         ExitCode::SUCCESS

@@ -209,7 +209,7 @@ pub fn group_figure(title: &str, runs: &[Overlay], axis: Axis) -> Figure {
 /// max(0, ln(‖w₀‖²/‖w*‖²))/2, with the norm-term fit of every group and of all groups together.
 pub fn fast_equilibrium_figure(groups: &[FitGroup], pooled: Option<&super::fit::LinearFit>) -> Figure {
     let mut p = Panel {
-        title: "time to equilibrium".into(),
+        title: "time to equilibrium (slope 95% CIs from λ_e clusters)".into(),
         x_label: "1/λ_e".into(),
         y_label: "T_eq (steps)".into(),
         log_x: true,

@@ -355,7 +355,8 @@ pub fn norm_fit_text(f: &LinearFit, y: &str) -> String {
 /// "b = … [95% CI] from contrasts within each λ_e (…)" of the within-λ_e norm-term fit.
 pub fn within_fit_text(f: &WithinFit, y: &str) -> String {
     format!(
-        "{y} = a_λ + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 with one intercept a_λ per λ_e (b from runs at the same λ_e,          which differ only in ‖w₀‖): b = {:.3}{} (95% CI, t with {} dof; n = {} runs at {} λ_e)",
+        "{y} = a_λ + b·max(0, ln(‖w₀‖²/‖w*‖²))/2 with one intercept a_λ per λ_e (b from runs at the same λ_e, \
+         which differ only in ‖w₀‖): b = {:.3}{} (95% CI, t with {} dof; n = {} runs at {} λ_e)",
         f.slope,
         ci_text(f.slope_ci95),
         f.dof,

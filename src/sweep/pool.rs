@@ -44,7 +44,7 @@ impl Slot {
 impl std::fmt::Display for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Slot::Cpu { threads } => write!(f, "CPU ({threads} threads)"),
+            Slot::Cpu { threads } => write!(f, "CPU ({})", crate::util::text::count(*threads, "thread")),
             Slot::Gpu { name, .. } => write!(f, "GPU {name}"),
         }
     }
@@ -321,8 +321,11 @@ fn run_one(runs_root: &Path, run: &PlannedRun, w: &mut Worker, opts: &PoolOption
 
 fn describe(s: &Summary) -> String {
     let acc = s.final_metrics.test_acc.map_or("—".into(), |a| format!("{:.2}%", 100.0 * a));
-    let teq = match (s.t_eq_steps, s.t_eq_lambda_e) {
-        (Some(t), Some(tl)) => format!("T_eq {t} steps (T_eq·λ_e {tl:.2})"),
+    let teq = match (s.t_eq_steps, s.t_eq_lambda_e, s.t_eq_units) {
+        (Some(t), _, Some(u)) if !s.time_unit.is_empty() && s.time_unit != crate::stats::unit_label(0.0) => {
+            format!("T_eq {t} steps ({u:.2} units of {})", s.time_unit)
+        }
+        (Some(t), Some(tl), _) => format!("T_eq {t} steps (T_eq·λ_e {tl:.2})"),
         _ => "no equilibrium".into(),
     };
     match (&s.status, &s.divergence) {
