@@ -356,8 +356,7 @@ pub fn run_pool(
             let (next, order, finished_count, outcomes) = (&next, &order, &finished_count, &outcomes);
             handles.push(scope.spawn(move || {
                 let mut worker = Worker { slot, backend: None, cache: DataCache::default() };
-                loop {
-                    let Some(&i) = order.get(next.fetch_add(1, Ordering::SeqCst)) else { break };
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
                     let run = &runs[i];
                     let t0 = std::time::Instant::now();
                     let outcome = pool.install(|| {
