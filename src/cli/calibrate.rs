@@ -30,8 +30,8 @@ pub struct CalibrateArgs {
     /// Relaxation rates λ_e/(1 − γ) of the momentum arm (each should be one of --lambda-e).
     #[arg(long, value_delimiter = ',', default_value = "8e-3,2e-3,5e-4")]
     pub momentum_rates: Vec<f64>,
-    /// The detector's settings (defaults: the `[equilibrium]` defaults of training; the
-    /// fast-equilibrium recipes set --smoothing 0.3).
+    /// The detector's settings (defaults: the `[equilibrium]` defaults of training, which the
+    /// fast-equilibrium recipes use).
     #[arg(long, default_value_t = EquilibriumConfig::default().tolerance)]
     pub tolerance: f64,
     #[arg(long, default_value_t = EquilibriumConfig::default().window)]
