@@ -3,7 +3,6 @@
 mod bench;
 mod calibrate;
 mod check;
-mod device;
 mod overrides;
 mod report;
 mod reproduce;

@@ -1,14 +1,12 @@
 //! `ilr train`.
 
-use super::device::Chosen;
 use super::overrides;
 use anyhow::{Context, Result};
 use clap::Args;
-use ilr::backend::cpu::Cpu;
 use ilr::backend::ComputePrecision;
 use ilr::model::ShortcutKind;
 use ilr::train::{
-    self, Claim, Device, Dtype, Progress, RunDir, RunStatus, Summary, TrainConfig, TrainOptions,
+    self, AnyBackend, Device, Dtype, Mode, Outcome, Progress, RunStatus, Summary, TrainConfig, TrainOptions,
 };
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -178,47 +176,17 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             .build_global()
             .context("setting the CPU thread count")?;
     }
-    // A finished run is never trained again; checked before anything is loaded or written (and
-    // again under the lock, in claim).
-    let run_id = cfg.run_id();
-    let run_dir = a.out.join(&run_id);
+    // A finished run is never trained again; checked before a backend is opened or data loaded
+    // (and again under the lock, in run_config).
+    let run_dir = a.out.join(cfg.run_id());
     if let Some(summary) = train::finished(&run_dir).filter(|_| !a.force) {
         return Ok(already_finished(&run_dir, &summary));
     }
-    // f64 exists on the CPU only (validate() refuses cuda): None stands for Cpu<f64>.
-    let chosen = match cfg.train.dtype {
-        Dtype::F64 => None,
-        Dtype::F32 => Some(super::device::choose(cfg.train.device)?),
-    };
+    let backend = AnyBackend::open(cfg.train.device, cfg.train.dtype)?;
     let data = train::load_datasets(&cfg.data)?;
     if let Some(note) = &data.note {
         eprintln!("note: {note}");
     }
-    let (mut dir, _lock) = match train::claim(&a.out, &run_id, a.force)? {
-        Claim::Finished { path, summary } => return Ok(already_finished(&path, &summary)),
-        Claim::Ready { path, lock, unfinished, moved_aside } => {
-            if let Some(aside) = moved_aside {
-                eprintln!("note: --force: moved the earlier {} to {}", path.display(), aside.display());
-            } else if unfinished {
-                eprintln!(
-                    "note: {} holds an unfinished run: continuing it from its newest checkpoint \
-                     (from step 0 if it has none); --force starts it over",
-                    path.display()
-                );
-            }
-            (RunDir::open(&a.out, &cfg)?, lock)
-        }
-    };
-    eprintln!(
-        "training {} on {} ({} train / {} test images), λ_e = {:.3e}, {} steps → {}",
-        cfg.model.label(),
-        data.train.name,
-        data.train.len(),
-        data.test.len(),
-        cfg.optim.lambda_e()?,
-        cfg.train.steps,
-        dir.path.display()
-    );
     let progress = if a.quiet {
         Progress::Quiet
     } else if std::io::stderr().is_terminal() {
@@ -226,20 +194,25 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     } else {
         Progress::Lines { every: Duration::from_secs(a.progress_every.unwrap_or(30)) }
     };
-    let opts = TrainOptions {
-        checkpoint_every: a.checkpoint_every.unwrap_or(0),
-        checkpoint_at_start: true,
-        resume: true,
+    let mode = Mode {
+        force: a.force,
+        worker: false,
+        progress,
+        options: TrainOptions {
+            checkpoint_every: a.checkpoint_every.unwrap_or(0),
+            checkpoint_at_start: true,
+            resume: true,
+        },
     };
-    let summary = match &chosen {
-        None => train::train_with(&Cpu::<f64>::new(), &cfg, &data, Some(&mut dir), progress, &opts)?,
-        Some(Chosen::Cpu(be)) => train::train_with(be, &cfg, &data, Some(&mut dir), progress, &opts)?,
-        Some(Chosen::Cuda(be)) => {
-            train::train_with(be.as_ref(), &cfg, &data, Some(&mut dir), progress, &opts)?
+    match train::run_config(&a.out, &cfg, || Ok((&backend, &data)), &mode)? {
+        Outcome::Trained(summary) => {
+            print_summary(&summary);
+            Ok(exit_code(&summary, &run_dir))
         }
-    };
-    print_summary(&summary);
-    Ok(exit_code(&summary, &dir.path))
+        Outcome::AlreadyDone(summary) => Ok(already_finished(&run_dir, &summary)),
+        Outcome::Busy => Err(train::busy_error(&run_dir)),
+        Outcome::Failed(e) => Err(anyhow::anyhow!(e)),
+    }
 }
 
 /// A rerun of a finished run: where its results are, and the exit code the run itself had.

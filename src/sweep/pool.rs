@@ -1,23 +1,21 @@
 //! The worker pool of one `ilr sweep` process: one worker per slot (a CPU thread pool, or a GPU),
-//! each taking the next run of its shard's list. A run is trained only by the worker that holds its
-//! lock, only if it has no summary.json yet, and from its newest usable checkpoint.
+//! each taking the next run of its shard's list and training it with [`run_config`]: only by the
+//! worker that holds its lock, only if it has no summary.json yet, and from its newest usable
+//! checkpoint.
 
-use super::lock::RunLock;
 use super::spec::PlannedRun;
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::Cuda;
 use crate::train::{
-    load_datasets, train_with, Datasets, Device, Progress, RunDir, RunStatus, Summary, TrainOptions,
+    load_datasets, run_config, AnyBackend, Datasets, Device, Mode, Progress, RunStatus, Summary, TrainOptions,
 };
-use crate::util::atomic::write_atomic;
 use anyhow::{bail, Context, Result};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-/// The file a failed run leaves its error in (removed when it is tried again).
-pub const ERROR_FILE: &str = "error.txt";
+pub use crate::train::job::{Outcome, ERROR_FILE};
 
 /// Where one worker trains.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,18 +196,6 @@ pub fn visible_gpus(cuda_visible: Option<&str>) -> Result<Vec<String>> {
     Ok(found)
 }
 
-/// What became of one run.
-#[derive(Clone, Debug)]
-pub enum Outcome {
-    /// Trained (or finished training) by this process.
-    Trained(Summary),
-    /// Finished before: summary.json was there.
-    AlreadyDone(Summary),
-    /// Another worker holds its lock.
-    Busy,
-    Failed(String),
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct PoolOptions {
     /// Steps between checkpoints (default: each run's steps/10, at least 1).
@@ -224,11 +210,11 @@ pub use crate::train::rundir::finished;
 #[derive(Default)]
 struct DataCache {
     key: String,
-    data: Option<Arc<Datasets>>,
+    data: Option<Datasets>,
 }
 
 impl DataCache {
-    fn get(&mut self, cfg: &crate::train::DataConfig) -> Result<Arc<Datasets>> {
+    fn get(&mut self, cfg: &crate::train::DataConfig) -> Result<&Datasets> {
         let key = serde_json::to_string(cfg)?;
         if self.key != key || self.data.is_none() {
             self.data = None;
@@ -236,87 +222,57 @@ impl DataCache {
             if let Some(note) = &d.note {
                 eprintln!("note: {note}");
             }
-            self.data = Some(Arc::new(d));
+            self.data = Some(d);
             self.key = key;
         }
-        Ok(self.data.clone().expect("loaded above"))
+        Ok(self.data.as_ref().expect("loaded above"))
     }
 }
 
-/// A worker's backend, opened on its first run and reused.
-enum WorkerBackend {
-    Cpu(Cpu<f32>),
-    Cuda(Box<Cuda>),
-}
-
-impl WorkerBackend {
-    fn open(slot: &Slot) -> Result<Self> {
-        Ok(match slot {
-            Slot::Cpu { .. } => WorkerBackend::Cpu(Cpu::new()),
-            Slot::Gpu { ordinal, name, .. } => WorkerBackend::Cuda(Box::new(
-                Cuda::new(*ordinal).with_context(|| format!("opening GPU {name}"))?,
-            )),
-        })
-    }
-}
-
-fn train_on(
-    be: &WorkerBackend,
-    cfg: &crate::train::TrainConfig,
-    data: &Datasets,
-    dir: &mut RunDir,
-    progress: Progress,
-    opts: &TrainOptions,
-) -> Result<Summary> {
-    match be {
-        WorkerBackend::Cpu(be) => {
-            if cfg.train.device == Device::Cuda {
-                bail!("the run's config sets train.device = \"cuda\", but this worker trains on the CPU");
-            }
-            train_with(be, cfg, data, Some(dir), progress, opts)
+/// The backend of a worker's slot.
+fn open_slot(slot: &Slot) -> Result<AnyBackend> {
+    Ok(match slot {
+        Slot::Cpu { .. } => AnyBackend::CpuF32(Cpu::new()),
+        Slot::Gpu { ordinal, name, .. } => {
+            AnyBackend::gpu(*ordinal).with_context(|| format!("opening GPU {name}"))?
         }
-        WorkerBackend::Cuda(be) => train_with(be.as_ref(), cfg, data, Some(dir), progress, opts),
-    }
+    })
 }
 
-/// What a worker keeps between runs.
+/// What a worker keeps between runs: its backend, opened on its first run that needs training, and
+/// its data.
 struct Worker<'a> {
     slot: &'a Slot,
-    backend: Option<WorkerBackend>,
+    backend: Option<AnyBackend>,
     cache: DataCache,
 }
 
 /// Lock, check, and train one run.
 fn run_one(runs_root: &Path, run: &PlannedRun, w: &mut Worker, opts: &PoolOptions) -> Result<Outcome> {
-    let run_dir = runs_root.join(&run.id);
-    let Some(_lock) = RunLock::try_acquire(&run_dir)? else {
-        return Ok(Outcome::Busy);
+    let mode = Mode {
+        force: false,
+        worker: true,
+        progress: if opts.progress_bar { Progress::Bar } else { Progress::Quiet },
+        options: TrainOptions {
+            checkpoint_every: opts.checkpoint_every.unwrap_or((run.config.train.steps / 10).max(1)),
+            resume: true,
+            ..TrainOptions::default()
+        },
     };
-    if let Some(s) = finished(&run_dir) {
-        return Ok(Outcome::AlreadyDone(s));
-    }
-    crate::train::rundir::refuse_unreadable_summary(&run_dir)?;
-    let _ = std::fs::remove_file(run_dir.join(ERROR_FILE));
-    let result = (|| {
-        if w.backend.is_none() {
-            w.backend = Some(WorkerBackend::open(w.slot)?);
-        }
-        let be = w.backend.as_ref().expect("opened above");
-        let data = w.cache.get(&run.config.data)?;
-        let mut dir = RunDir::open(runs_root, &run.config)?;
-        let every = opts.checkpoint_every.unwrap_or((run.config.train.steps / 10).max(1));
-        let progress = if opts.progress_bar { Progress::Bar } else { Progress::Quiet };
-        let topts = TrainOptions { checkpoint_every: every, resume: true, ..TrainOptions::default() };
-        train_on(be, &run.config, &data, &mut dir, progress, &topts)
-    })();
-    match result {
-        Ok(s) => Ok(Outcome::Trained(s)),
-        Err(e) => {
-            let msg = format!("{e:#}");
-            write_atomic(&run_dir.join(ERROR_FILE), format!("{msg}\n").as_bytes())?;
-            Ok(Outcome::Failed(msg))
-        }
-    }
+    let Worker { slot, backend, cache } = w;
+    // Passed directly, so that the closure is inferred as FnOnce and may lend out the worker's state.
+    run_config(
+        runs_root,
+        &run.config,
+        move || {
+            if backend.is_none() {
+                *backend = Some(open_slot(slot)?);
+            }
+            let backend: &AnyBackend = backend.as_ref().expect("opened above");
+            Ok((backend, cache.get(&run.config.data)?))
+        },
+        &mode,
+    )
 }
 
 fn describe(s: &Summary) -> String {

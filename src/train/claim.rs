@@ -1,5 +1,5 @@
 //! Claiming a run directory before training into it, so that nothing a user ran is lost:
-//! - another process holds the run's lock: an error that names it (pid and host);
+//! - another process holds the run's lock: [`Claim::Busy`] ([`busy_error`] names the holder);
 //! - the run has a summary.json (it finished, or diverged): [`Claim::Finished`], nothing touched;
 //! - with `force`, a directory holding anything is first renamed to
 //!   `<run-id>.replaced-<UTC time>` beside it (never deleted), and the run starts afresh;
@@ -9,11 +9,13 @@
 use super::lock::{holder, RunLock, LOCK_FILE};
 use super::record::Summary;
 use super::rundir::{finished, refuse_unreadable_summary};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// What [`claim`] found.
 pub enum Claim {
+    /// Another process holds the run's lock.
+    Busy { path: PathBuf },
     /// The run finished before; its directory was left as it was.
     Finished { path: PathBuf, summary: Box<Summary> },
     /// This process may train the run while it holds `lock`.
@@ -30,7 +32,9 @@ pub enum Claim {
 /// Claim `root/<run_id>/` for training (see the module doc).
 pub fn claim(root: &Path, run_id: &str, force: bool) -> Result<Claim> {
     let path = root.join(run_id);
-    let lock = lock(&path)?;
+    let Some(lock) = RunLock::try_acquire(&path)? else {
+        return Ok(Claim::Busy { path });
+    };
     let holds_records = holds_records(&path)?;
     if !force {
         if let Some(summary) = finished(&path) {
@@ -49,23 +53,21 @@ pub fn claim(root: &Path, run_id: &str, force: bool) -> Result<Claim> {
         let _ = d.sync_all();
     }
     // The old lock moved with its directory; hold it until the new one is ours.
-    let fresh = self::lock(&path)?;
+    let Some(fresh) = RunLock::try_acquire(&path)? else {
+        return Ok(Claim::Busy { path });
+    };
     drop(lock);
     Ok(Claim::Ready { path, lock: fresh, unfinished: false, moved_aside: Some(aside) })
 }
 
-fn lock(path: &Path) -> Result<RunLock> {
-    match RunLock::try_acquire(path)? {
-        Some(lock) => Ok(lock),
-        None => {
-            let who = holder(path).map_or("another process".into(), |h| format!("another process ({h})"));
-            bail!(
-                "{} is being trained by {who}: two processes must not write one run. Wait for it to \
-                 finish (rerunning then prints its results), or stop that process and rerun to resume it",
-                path.display()
-            )
-        }
-    }
+/// The error `ilr train` gives for [`Claim::Busy`]: who holds `path` (pid and host) and what to do.
+pub fn busy_error(path: &Path) -> anyhow::Error {
+    let who = holder(path).map_or("another process".into(), |h| format!("another process ({h})"));
+    anyhow!(
+        "{} is being trained by {who}: two processes must not write one run. Wait for it to \
+         finish (rerunning then prints its results), or stop that process and rerun to resume it",
+        path.display()
+    )
 }
 
 /// Whether `path` holds anything but its lock file.
@@ -104,7 +106,10 @@ mod tests {
             panic!("a new run is ready to train")
         };
         assert!(!unfinished && moved_aside.is_none());
-        let e = claim(root.path(), "r", false).err().expect("the lock is held");
+        let Claim::Busy { path: busy } = claim(root.path(), "r", false).unwrap() else {
+            panic!("the lock is held")
+        };
+        let e = busy_error(&busy);
         assert!(format!("{e}").contains(&format!("pid {}", std::process::id())), "{e}");
         drop(lock);
 
