@@ -380,6 +380,8 @@ fn runs_from_different_builds_are_named_as_such() {
     assert!(out.contains("note: the runs differ in provenance"), "{out}");
     assert!(out.contains("2 run(s): ilr") && out.contains("commit c0ffee"), "{out}");
     assert!(out.contains("1 run(s): ilr") && out.contains("commit beef"), "{out}");
+    let html = std::fs::read_to_string(t.path().join("report/index.html")).unwrap();
+    assert!(html.contains("note: the runs differ in provenance"), "the note is on the page too");
 }
 
 /// The values of every `attr="..."` in `html`.
