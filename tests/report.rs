@@ -380,4 +380,62 @@ fn runs_from_different_builds_are_named_as_such() {
     assert!(out.contains("note: the runs differ in provenance"), "{out}");
     assert!(out.contains("2 run(s): ilr") && out.contains("commit c0ffee"), "{out}");
     assert!(out.contains("1 run(s): ilr") && out.contains("commit beef"), "{out}");
+    let html = std::fs::read_to_string(t.path().join("report/index.html")).unwrap();
+    assert!(html.contains("note: the runs differ in provenance"), "the note is on the page too");
+}
+
+/// The values of every `attr="..."` in `html`.
+fn attr_values<'a>(html: &'a str, attr: &str) -> Vec<&'a str> {
+    let pat = format!(" {attr}=\"");
+    html.match_indices(&pat)
+        .map(|(i, _)| {
+            let rest = &html[i + pat.len()..];
+            &rest[..rest.find('"').expect("closed attribute")]
+        })
+        .collect()
+}
+
+/// index.html names only files that exist in the report folder, shows every PNG, and carries the
+/// printed fit and function-space lines and the table, escaped.
+#[test]
+fn index_html_references_every_plot_and_only_existing_files() {
+    let t = sweep_dir();
+    let (out, _) = report(t.path(), None);
+    let r = t.path().join("report");
+    let html = std::fs::read_to_string(r.join("index.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    let srcs = attr_values(&html, "src");
+    let refs: Vec<&str> = srcs.iter().chain(&attr_values(&html, "href")).copied().collect();
+    assert!(!refs.is_empty());
+    for f in &refs {
+        assert!(!f.contains("://") && !f.starts_with('/'), "not a relative link: {f}");
+        assert!(r.join(f).is_file(), "index.html names {f}, which is not in the report folder");
+    }
+    let mut pngs = Vec::new();
+    let mut dirs = vec![r.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "png") {
+                pngs.push(p.strip_prefix(&r).unwrap().to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    assert_eq!(pngs.len(), 4 + 2 * 5, "{pngs:?}");
+    for p in &pngs {
+        assert!(srcs.contains(&p.as_str()), "{p} is not shown on the page");
+    }
+    // The printed lines, escaped as HTML text.
+    let escape =
+        |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\'', "&#39;");
+    for prefix in ["Fast Equilibrium (", "function space 1"] {
+        let line = out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{out}"));
+        assert!(html.contains(&escape(line)), "{line} not on the page");
+    }
+    let csv = std::fs::read_to_string(r.join("runs.csv")).unwrap();
+    let id = csv.lines().nth(1).unwrap().split(',').next().unwrap();
+    assert!(html.contains(&format!("<td>{id}</td>")), "run {id} not in the table");
+    assert_eq!(html.matches("<tr>").count(), 6, "header and five runs");
 }

@@ -12,6 +12,8 @@
 //! function_space.json, function_space_<k>.csv, .png, .svg   (see [`funcspace`])
 //! overview_steps.png/.svg, overview_steps_x_lambda_e.png/.svg   all selected runs overlaid
 //! runs/<run-id>/steps.png/.svg, steps_x_lambda_e.png/.svg       one run's dynamics
+//! index.html                                the printed verdicts, runs.csv and every PNG on one page
+//!                                           (see [`html`])
 //! ```
 
 pub mod collect;
@@ -19,6 +21,7 @@ pub mod figures;
 pub mod fit;
 pub mod font;
 pub mod funcspace;
+pub mod html;
 pub mod norms;
 pub mod plot;
 pub mod table;
@@ -389,27 +392,28 @@ fn print_table(runs: &[RunInfo]) {
     }
 }
 
-fn print_fit(g: &FitGroup) {
+/// The printed lines of one group's Fast Equilibrium fit (indented lines are details).
+pub fn fit_lines(g: &FitGroup) -> Vec<String> {
     let n = g.points.len();
-    println!("Fast Equilibrium ({}): {}", g.label, verdict::slope_text(g));
+    let mut lines = vec![format!("Fast Equilibrium ({}): {}", g.label, verdict::slope_text(g))];
     let y = t_eq_units_name(g.momentum);
     if let Some([lo, hi]) = g.t_eq_units_range() {
-        println!(
+        lines.push(format!(
             "  {y} (T_eq in units of {}): mean {:.2}, range [{lo:.2}, {hi:.2}] (the conjecture: bounded, up to a log factor)",
             g.unit(),
             g.t_eq_units().sum::<f64>() / n as f64
-        );
+        ));
     }
     match &g.norm_fit {
-        Some(f) => println!("  norm term: {}", norm_fit_text(f, y)),
-        None if n > 0 => println!(
+        Some(f) => lines.push(format!("  norm term: {}", norm_fit_text(f, y))),
+        None if n > 0 => lines.push(format!(
             "  norm term: no fit (the runs' ln(‖w₀‖²/‖w*‖²)/2 spread over less than {MIN_NORM_TERM_SPREAD}, so b is not determined)"
-        ),
+        )),
         None => {}
     }
     for ((id, le, t), rn) in g.points.iter().zip(&g.norms) {
         if let Some(d) = rn.as_ref().and_then(|r| r.deciding_group()) {
-            println!(
+            lines.push(format!(
                 "    {id}: λ_e {le:.2e}, {y} {:.2}; {}: ‖w₀‖ {:.3}, ‖w*‖ {:.3}{}, ln(‖w₀‖²/‖w*‖²)/2 = {:.2}",
                 *t as f64 * g.rate(*le),
                 d.group,
@@ -417,12 +421,86 @@ fn print_fit(g: &FitGroup) {
                 d.equilibrium,
                 d.predicted.map_or(String::new(), |p| format!(" (theory {p:.3})")),
                 d.log_ratio / 2.0
-            );
+            ));
         }
     }
     if let Some(t) = verdict::excluded_text(g) {
-        println!("  {t}");
+        lines.push(format!("  {t}"));
     }
+    lines
+}
+
+/// The printed lines of the norm-term fits over all groups (within λ_e, then pooled).
+pub fn all_groups_norm_lines(
+    fits: &[FitGroup],
+    within: Option<&WithinFit>,
+    pooled: Option<&LinearFit>,
+) -> Vec<String> {
+    let y = t_eq_units_name_of(fits);
+    within
+        .map(|f| format!("Norm term, all groups, within λ_e: {}", within_fit_text(f, y)))
+        .into_iter()
+        .chain(pooled.map(|f| {
+            format!(
+                "Norm term, all groups pooled with one intercept for all λ_e (secondary: biased where a depends on λ_e): {}",
+                norm_fit_text(f, y)
+            )
+        }))
+        .collect()
+}
+
+/// The printed line of function-space group `k` (0-based).
+pub fn funcspace_line(k: usize, g: &funcspace::GroupResult) -> String {
+    let unit = crate::stats::unit_label(g.momentum);
+    let reached = match (g.t_fs_since_common, g.t_fs_units) {
+        (Some(t), Some(tl)) if g.reached_before_reference => {
+            format!("within noise {t} steps after it ({tl:.2} × {unit})")
+        }
+        (Some(t), Some(tl)) => format!(
+            "within noise only from {t} steps after it ({tl:.2} × {unit}), inside the reference window: \
+             not clearly at equilibrium; train longer"
+        ),
+        _ => "not within noise at the end: train longer".into(),
+    };
+    let informative = if g.informative {
+        format!(
+            " Informative: at equilibrium the runs disagree on {}, at most {} × chance.",
+            g.chance_text(),
+            funcspace::INFORMATIVE_FRACTION_OF_CHANCE
+        )
+    } else {
+        format!(
+            " Uninformative: at equilibrium the runs disagree on {}, more than {} × chance, so they share \
+             little function beyond their accuracy; a lower λ_e or a net that learns the task brings it down.",
+            g.chance_text(),
+            funcspace::INFORMATIVE_FRACTION_OF_CHANCE
+        )
+    };
+    format!(
+        "function space {} ({}): common (η, λ, γ) from step {}; {reached}. Noise levels: |Δ test acc| {:.4}, |Δ test loss| {:.4}, disagreement {:.4} (two runs at equilibrium, steps {}–{}).{informative}",
+        k + 1,
+        g.label,
+        g.common_from,
+        g.floor.acc_gap,
+        g.floor.loss_gap,
+        g.floor.disagreement,
+        g.reference_window[0],
+        g.reference_window[1]
+    )
+}
+
+/// "N runs: … completed, … diverged, …".
+fn status_line(runs: &[RunInfo]) -> String {
+    let by_status = |s: Status| runs.iter().filter(|r| r.status == s).count();
+    format!(
+        "{} runs: {} completed, {} diverged, {} failed, {} unfinished, {} pending",
+        runs.len(),
+        by_status(Status::Completed),
+        by_status(Status::Diverged),
+        by_status(Status::Failed),
+        by_status(Status::Unfinished),
+        by_status(Status::Pending)
+    )
 }
 
 /// Runs selected by `opts.runs` (all when empty).
@@ -483,38 +561,23 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
     write_json_atomic(&out.join("runs.json"), &t.to_json())?;
     files.extend([out.join("runs.csv"), out.join("runs.json")]);
     print_table(&runs);
-    let by_status = |s: Status| runs.iter().filter(|r| r.status == s).count();
-    println!(
-        "{} runs: {} completed, {} diverged, {} failed, {} unfinished, {} pending",
-        runs.len(),
-        by_status(Status::Completed),
-        by_status(Status::Diverged),
-        by_status(Status::Failed),
-        by_status(Status::Unfinished),
-        by_status(Status::Pending)
-    );
+    let status = status_line(&runs);
+    println!("{status}");
 
-    if let Some(note) = provenance_note(&runs) {
+    let note = provenance_note(&runs);
+    if let Some(note) = &note {
         println!("{note}");
     }
 
     let fits = fast_equilibrium(&runs)?;
     let pooled = pooled_norm_fit(&fits);
     let within = within_norm_fit(&fits);
+    let fit_text: Vec<Vec<String>> = fits.iter().map(fit_lines).collect();
+    let norm_text = all_groups_norm_lines(&fits, within.as_ref(), pooled.as_ref());
     if opts.print_fits {
         println!();
-        for g in &fits {
-            print_fit(g);
-        }
-        let y = t_eq_units_name_of(&fits);
-        if let Some(f) = &within {
-            println!("Norm term, all groups, within λ_e: {}", within_fit_text(f, y));
-        }
-        if let Some(f) = &pooled {
-            println!(
-                "Norm term, all groups pooled with one intercept for all λ_e (secondary: biased where a depends on λ_e): {}",
-                norm_fit_text(f, y)
-            );
+        for line in fit_text.iter().flatten().chain(&norm_text) {
+            println!("{line}");
         }
     }
     let fit_json: Vec<_> = fits
@@ -563,44 +626,10 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
     if !fs.is_empty() && opts.print_function_space {
         println!();
     }
+    let fs_text: Vec<String> = fs.iter().enumerate().map(|(k, g)| funcspace_line(k, g)).collect();
     for (k, g) in fs.iter().enumerate() {
-        let unit = crate::stats::unit_label(g.momentum);
-        let reached = match (g.t_fs_since_common, g.t_fs_units) {
-            (Some(t), Some(tl)) if g.reached_before_reference => {
-                format!("within noise {t} steps after it ({tl:.2} × {unit})")
-            }
-            (Some(t), Some(tl)) => format!(
-                "within noise only from {t} steps after it ({tl:.2} × {unit}), inside the reference window: \
-                 not clearly at equilibrium; train longer"
-            ),
-            _ => "not within noise at the end: train longer".into(),
-        };
-        let informative = if g.informative {
-            format!(
-                " Informative: at equilibrium the runs disagree on {}, at most {} × chance.",
-                g.chance_text(),
-                funcspace::INFORMATIVE_FRACTION_OF_CHANCE
-            )
-        } else {
-            format!(
-                " Uninformative: at equilibrium the runs disagree on {}, more than {} × chance, so they share \
-                 little function beyond their accuracy; a lower λ_e or a net that learns the task brings it down.",
-                g.chance_text(),
-                funcspace::INFORMATIVE_FRACTION_OF_CHANCE
-            )
-        };
         if opts.print_function_space {
-            println!(
-            "function space {} ({}): common (η, λ, γ) from step {}; {reached}. Noise levels: |Δ test acc| {:.4}, |Δ test loss| {:.4}, disagreement {:.4} (two runs at equilibrium, steps {}–{}).{informative}",
-            k + 1,
-            g.label,
-            g.common_from,
-            g.floor.acc_gap,
-            g.floor.loss_gap,
-            g.floor.disagreement,
-            g.reference_window[0],
-            g.reference_window[1]
-        );
+            println!("{}", fs_text[k]);
         }
         // steps_since_common_units: steps·λ_e/(1 − γ), in units of (1 − γ)/λ_e.
         let mut csv = String::from("step,steps_since_common,steps_since_common_x_lambda_e,acc_gap,loss_gap,disagreement,within_noise,steps_since_common_units\n");
@@ -627,6 +656,19 @@ pub fn report(dir: &Path, opts: &ReportOptions) -> Result<ReportOutput> {
         let sel = select(&runs, &opts.runs)?;
         files.extend(write_plots(&out, &sel, &fits, pooled.as_ref(), &fs, &loaded, opts)?);
     }
+    let page = html::Page {
+        title: format!("ilr report: {}", dir.display()),
+        status,
+        provenance_note: note,
+        fits: fit_text,
+        norm_fits: norm_text,
+        function_space: fs_text,
+        table: &t,
+        files: &files,
+    };
+    let index = out.join("index.html");
+    write_atomic(&index, page.render(&out).as_bytes())?;
+    files.push(index);
     println!("\nwrote {} files to {}", files.len(), out.display());
     Ok(ReportOutput { dir: out, runs: runs.len(), fits, function_space: fs, files })
 }

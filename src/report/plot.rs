@@ -1,7 +1,9 @@
 //! Figures of line and scatter panels, written as PNG and SVG with plotters.
 //!
 //! Non-finite points (and non-positive ones on log axes) are dropped. A panel's legend is drawn in
-//! a strip to the right of its plotting area, so that it never covers the data.
+//! a strip to the right of its plotting area, so that it never covers the data: the strip is as wide
+//! as the longest label measured in the font (up to 2/5 of the panel), longer labels are wrapped onto
+//! more lines and never cut, and panels grow taller to hold a long legend.
 
 use super::font::text_available;
 use anyhow::{anyhow, Result};
@@ -54,7 +56,8 @@ pub struct Panel {
     pub series: Vec<Series>,
     /// Vertical marker lines (x, label).
     pub markers: Vec<(f64, String)>,
-    /// Show a legend right of the plotting area (when text can be drawn; at most 24 entries).
+    /// Show a legend right of the plotting area (when text can be drawn; at most 24 entries, each
+    /// label whole, wrapped onto more lines where it is wider than the legend strip).
     pub legend: bool,
 }
 
@@ -177,21 +180,92 @@ macro_rules! with_chart {
     };
 }
 
-/// Width in pixels of the legend strip right of a panel's plotting area.
+/// The least width in pixels of the legend strip right of a panel's plotting area.
 const LEGEND_WIDTH: u32 = 190;
+/// The legend's font size, the x of its text, its first line's y, line height and gap between
+/// entries, and the free space right of the text, in pixels.
+const LEGEND_FONT: u32 = 12;
+const LEGEND_TEXT_X: u32 = 32;
+const LEGEND_TOP: u32 = 40;
+const LEGEND_LINE: u32 = 15;
+const LEGEND_GAP: u32 = 3;
+const LEGEND_PAD: u32 = 10;
+/// At most this many legend entries per panel.
+const LEGEND_ENTRIES: usize = 24;
 
 fn labelled(p: &Panel) -> Vec<&Series> {
     p.series.iter().filter(|s| !s.label.is_empty()).collect()
 }
 
-/// The legend of `p` in its own strip: a line (or dot) sample and the label per labelled series.
-fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel) -> Result<()>
+/// Width in pixels of `text` in the legend's font (with no font, a generous estimate).
+fn legend_text_width(text: &str) -> u32 {
+    ("sans-serif", LEGEND_FONT)
+        .into_font()
+        .box_size(text)
+        .map_or(LEGEND_FONT * text.chars().count() as u32, |(w, _)| w)
+}
+
+/// `label` broken into lines at most `max` pixels wide by `width`: at spaces, and within a word
+/// only where the word alone is wider. Nothing is dropped: the lines concatenated are `label`.
+pub fn wrap(label: &str, max: u32, width: impl Fn(&str) -> u32) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in label.split_inclusive(' ') {
+        let joined = format!("{cur}{word}");
+        if cur.is_empty() || width(joined.trim_end()) <= max {
+            cur = joined;
+        } else {
+            lines.push(std::mem::replace(&mut cur, word.to_string()));
+        }
+        // A word wider than a line: break it before the first character that does not fit.
+        while width(cur.trim_end()) > max && cur.chars().count() > 1 {
+            // The longest prefix that fits, at least one character (shorter than `cur`, which does not).
+            let ends: Vec<usize> = cur.char_indices().map(|(i, c)| i + c.len_utf8()).collect();
+            let cut = ends.iter().copied().take_while(|&e| width(&cur[..e]) <= max).last().unwrap_or(ends[0]);
+            let rest = cur.split_off(cut);
+            lines.push(std::mem::replace(&mut cur, rest));
+        }
+    }
+    if !cur.is_empty() || lines.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+/// A panel's legend laid out: its strip's width, its height from the strip's top, and each entry
+/// with its label's lines.
+struct Legend<'a> {
+    width: u32,
+    height: u32,
+    entries: Vec<(&'a Series, Vec<String>)>,
+}
+
+/// The legend of `p` in a panel `panel_w` pixels wide: a strip wide enough for the widest label,
+/// up to 2/5 of the panel, with longer labels wrapped onto more lines; None without a legend.
+fn legend_layout(p: &Panel, panel_w: u32, width: impl Fn(&str) -> u32) -> Option<Legend<'_>> {
+    let series = labelled(p);
+    if !p.legend || series.is_empty() || panel_w <= 2 * LEGEND_WIDTH {
+        return None;
+    }
+    let series = &series[..series.len().min(LEGEND_ENTRIES)];
+    let widest = series.iter().map(|s| width(&s.label)).max().unwrap_or(0);
+    let strip = (LEGEND_TEXT_X + widest + LEGEND_PAD).clamp(LEGEND_WIDTH, panel_w * 2 / 5);
+    let text_w = strip - LEGEND_TEXT_X - LEGEND_PAD;
+    let entries: Vec<(&Series, Vec<String>)> =
+        series.iter().map(|s| (*s, wrap(&s.label, text_w, &width))).collect();
+    let lines: u32 = entries.iter().map(|e| e.1.len() as u32).sum();
+    let height = LEGEND_TOP + lines * LEGEND_LINE + entries.len() as u32 * LEGEND_GAP;
+    Some(Legend { width: strip, height, entries })
+}
+
+/// The legend in its own strip: a line (or dot) sample and the label's lines per entry.
+fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel, legend: &Legend) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let font = ("sans-serif", 12).into_font().color(&BLACK);
-    for (i, s) in labelled(p).into_iter().take(24).enumerate() {
-        let y = 40 + 16 * i as i32;
+    let font = ("sans-serif", LEGEND_FONT).into_font().color(&BLACK);
+    let mut y = LEGEND_TOP as i32;
+    for (s, lines) in &legend.entries {
         let c = color(s.color);
         let sample: Vec<(i32, i32)> = vec![(6, y), (26, y)];
         match s.style {
@@ -203,12 +277,12 @@ where
             Style::Dotted => (0..4).try_for_each(|k| area.draw(&Circle::new((7 + 6 * k, y), 1, c.filled()))),
         }
         .map_err(|e| anyhow!("plot {} legend: {e}", p.title))?;
-        let mut name = s.label.clone();
-        if name.chars().count() > 26 {
-            name = name.chars().take(25).collect::<String>() + "…";
+        for line in lines {
+            area.draw(&Text::new(line.trim_end().to_string(), (LEGEND_TEXT_X as i32, y - 7), font.clone()))
+                .map_err(|e| anyhow!("plot {} legend: {e}", p.title))?;
+            y += LEGEND_LINE as i32;
         }
-        area.draw(&Text::new(name, (32, y - 7), font.clone()))
-            .map_err(|e| anyhow!("plot {} legend: {e}", p.title))?;
+        y += LEGEND_GAP as i32;
     }
     Ok(())
 }
@@ -217,13 +291,14 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Panel, text
 where
     DB::ErrorType: 'static,
 {
-    let with_legend = text && p.legend && !labelled(p).is_empty();
     let (w, _) = area.dim_in_pixel();
-    let (area, legend_area) = if with_legend && w > 2 * LEGEND_WIDTH {
-        let (a, l) = area.split_horizontally(w - LEGEND_WIDTH);
-        (a, Some(l))
-    } else {
-        (area.clone(), None)
+    let legend = legend_layout(p, w, legend_text_width).filter(|_| text);
+    let (area, legend_area) = match &legend {
+        Some(l) => {
+            let (a, s) = area.split_horizontally(w - l.width);
+            (a, Some(s))
+        }
+        None => (area.clone(), None),
     };
     let area = &area;
     let pts: Vec<Vec<(f64, f64)>> = p
@@ -283,8 +358,8 @@ where
                 .map_err(|e| anyhow!("plot {}: {e}", p.title))?;
         }
     });
-    if let Some(l) = legend_area {
-        draw_legend(&l, p)?;
+    if let (Some(a), Some(l)) = (legend_area, &legend) {
+        draw_legend(&a, p, l)?;
     }
     Ok(())
 }
@@ -310,11 +385,19 @@ where
 }
 
 impl Figure {
-    fn size(&self) -> (u32, u32) {
+    /// Pixel size of the image: panels tall enough for their legends (when text is drawn).
+    fn size(&self, text: bool) -> (u32, u32) {
         let cols = self.cols.max(1) as u32;
         let rows = self.panels.len().div_ceil(self.cols.max(1)).max(1) as u32;
         let (w, h) = if self.panel_size == (0, 0) { (640, 420) } else { self.panel_size };
-        (w * cols, h * rows + 40)
+        let legend_h = self
+            .panels
+            .iter()
+            .filter_map(|p| legend_layout(p, w, legend_text_width).filter(|_| text))
+            .map(|l| l.height + LEGEND_PAD)
+            .max()
+            .unwrap_or(0);
+        (w * cols, h.max(legend_h) * rows + 40)
     }
 
     /// Write `<stem>.png` and `<stem>.svg` (each atomically).
@@ -325,7 +408,7 @@ impl Figure {
             std::path::PathBuf::from(s)
         };
         let text = text_available();
-        let (w, h) = self.size();
+        let (w, h) = self.size(text);
         let mut svg = String::new();
         draw(SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area(), self, text)?;
         crate::util::atomic::write_atomic(&with(".svg"), svg.as_bytes())?;
@@ -342,6 +425,52 @@ impl Figure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A long label is wrapped whole (its lines concatenated give it back), every line fits the
+    /// legend's text width, and the legend strip fits inside the panel — with the real font where
+    /// one is installed, and with a fixed-width stand-in otherwise.
+    #[test]
+    fn long_legend_labels_wrap_without_truncation() {
+        let label = "lr=0.5 momentum=0.0 wd=0.0005 seed=3 λ_e=2.5e-3 \
+                     slope 0.90, λ_e-cluster CI [0.81, 0.99] averyveryveryveryverylongwordwithoutspaces";
+        fn fixed(t: &str) -> u32 {
+            7 * t.chars().count() as u32
+        }
+        let lines = wrap(label, 120, fixed);
+        assert!(lines.len() > 3, "{lines:?}");
+        assert_eq!(lines.concat(), label);
+        assert!(lines.iter().all(|l| fixed(l.trim_end()) <= 120), "{lines:?}");
+        assert_eq!(wrap("short", 120, fixed), ["short"]);
+        assert_eq!(wrap("", 120, fixed), [""]);
+
+        let measure: fn(&str) -> u32 = if text_available() { legend_text_width } else { fixed };
+        let panel = Panel {
+            legend: true,
+            series: (0..3)
+                .map(|i| Series { label: format!("{label} {i}"), color: i, ..Series::default() })
+                .collect(),
+            ..Panel::default()
+        };
+        for panel_w in [640, 830] {
+            let l = legend_layout(&panel, panel_w, measure).expect("a legend");
+            assert!(l.width <= panel_w * 2 / 5 && l.width >= LEGEND_WIDTH, "{}", l.width);
+            for (s, lines) in &l.entries {
+                assert_eq!(lines.concat(), s.label);
+                for line in lines {
+                    let right = LEGEND_TEXT_X + measure(line.trim_end());
+                    assert!(right + LEGEND_PAD <= l.width, "{line:?} ends at {right} of {}", l.width);
+                }
+            }
+        }
+        // The image grows to hold a tall legend: 24 such entries do not fit in 420 pixels.
+        let many = Panel {
+            series: (0..24).map(|i| Series { color: i, ..panel.series[0].clone() }).collect(),
+            ..panel
+        };
+        let fig = Figure { panels: vec![many], cols: 1, panel_size: (640, 420), ..Figure::default() };
+        let tall = legend_layout(&fig.panels[0], 640, legend_text_width).unwrap().height;
+        assert!(fig.size(true).1 >= tall + 40, "{:?} for a legend {tall} tall", fig.size(true));
+    }
 
     #[test]
     fn labels_are_short() {
