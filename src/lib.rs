@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod bench;
 pub mod calibrate;
+pub mod check;
 pub mod checkpoint;
 pub mod data;
 pub mod model;

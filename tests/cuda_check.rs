@@ -15,9 +15,9 @@ fn gpu_matches_the_cpu_reference() {
         }
     };
     let second = Cuda::new(0).ok();
-    let rows = cuda::run_checks(&be, second.as_ref(), 7);
+    let rows = ilr::check::run_checks(&be, second.as_ref(), 7);
     let mut out = Vec::new();
-    cuda::print_table(&rows, &mut out).expect("writing to memory");
+    ilr::check::print_table(&rows, &mut out).expect("writing to memory");
     let table = String::from_utf8_lossy(&out);
     eprintln!("{}\n{table}", be.device_description());
     assert!(rows.iter().all(|r| r.pass), "GPU checks failed:\n{table}");

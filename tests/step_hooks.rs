@@ -12,9 +12,9 @@
 
 use anyhow::Result;
 use ilr::backend::cpu::Cpu;
-use ilr::backend::cuda::check::{print_table, run_checks_on};
 use ilr::backend::cuda::Bf16Cpu;
 use ilr::backend::{Backend, ComputePrecision, ConvShape, DeferredStep, LossSums, Segment, StepSums};
+use ilr::check::{print_table, run_checks_on};
 use ilr::train::{self, Progress, RunDir, RunStatus, TrainConfig};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;

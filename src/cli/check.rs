@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use ilr::backend::cuda::{self, Cuda};
+use ilr::backend::cuda::Cuda;
 use std::process::ExitCode;
 
 #[derive(Args, Debug)]
@@ -39,8 +39,8 @@ pub fn run(a: CheckArgs) -> Result<ExitCode> {
     // A second instance (its own stream and cuDNN/cuBLAS handles) for the library eager-vs-eager
     // row that decides whether the graph rows are bitwise.
     let second = Cuda::new(a.gpu).map_err(|e| eprintln!("note: no second GPU instance ({e:#})")).ok();
-    let rows = cuda::run_checks(&be, second.as_ref(), a.seed);
-    cuda::print_table(&rows, &mut std::io::stdout().lock())?;
+    let rows = ilr::check::run_checks(&be, second.as_ref(), a.seed);
+    ilr::check::print_table(&rows, &mut std::io::stdout().lock())?;
     Ok(if rows.iter().all(|r| r.pass) { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

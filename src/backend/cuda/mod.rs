@@ -1,7 +1,7 @@
 //! The CUDA backend: cudarc for memory and launches, the PTX kernels of `kernels/*.cu` for
 //! BatchNorm, the elementwise ops, the loss and the optimizer step, cuDNN for the convolutions and
 //! cuBLAS for the linear layer. f32 throughout, except the convolutions in bf16-conv mode; the CPU
-//! backend ([`super::cpu::Cpu`]) is the spec, and `ilr check` ([`check::run_checks`]) compares
+//! backend ([`super::cpu::Cpu`]) is the spec, and `ilr check` (the top-level `check` module) compares
 //! every op with it.
 //!
 //! # Design
@@ -84,7 +84,7 @@ mod ops;
 mod sgd;
 
 pub use bf16emu::Bf16Cpu;
-pub use check::{print_table, run_checks, CheckRow};
+pub use check::{print_table, CheckRow};
 pub use context::{cublas_present, cudnn_present, driver_present};
 
 use super::{

@@ -17,7 +17,7 @@ use anyhow::Result;
 /// other side of a bf16 rounding boundary, or through a transform algorithm's intermediate
 /// roundings: 4× the emulation's error leaves room for that, and is far below what a wrong
 /// rounding point (an operand not rounded, an output left in bf16 twice) would produce.
-pub(super) const STEP_BF16_FACTOR: f64 = 4.0;
+pub(crate) const STEP_BF16_FACTOR: f64 = 4.0;
 
 /// Lower bound of a bf16 convolution row: ‖got − exact‖₂ ≥ (u/16)·‖exact‖₂. Rounding the output
 /// alone to 8 significant bits leaves an rms relative error of about u/√3 ÷ (mean mantissa ≈ 1.4)
@@ -59,7 +59,7 @@ pub(super) fn op_lower_bound(got: &[f64], exact: &[f64]) -> Result<String, Strin
 }
 
 /// The lower bound of one bf16 whole-step row, from ‖gpu − f64‖ and ‖emu − f64‖ over its tensors.
-pub(super) fn step_lower_bound(err_gpu: f64, err_emu: f64) -> Result<(), String> {
+pub(crate) fn step_lower_bound(err_gpu: f64, err_emu: f64) -> Result<(), String> {
     if err_gpu >= STEP_MIN_OF_EMU * err_emu {
         Ok(())
     } else {

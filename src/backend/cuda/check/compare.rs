@@ -3,10 +3,10 @@
 /// f32 machine epsilon (one ulp of 1.0).
 pub(super) const EPS: f64 = f32::EPSILON as f64;
 /// bf16 unit roundoff: 8 significant bits, round to nearest, so |bf16(a) − a| ≤ 2⁻⁸·|a|.
-pub(super) const U_BF16: f64 = 1.0 / 256.0;
+pub(crate) const U_BF16: f64 = 1.0 / 256.0;
 
 /// How the allowance of each element is computed.
-pub(super) enum Tol<'a> {
+pub(crate) enum Tol<'a> {
     /// Bitwise equality (NaN matches NaN).
     Exact,
     /// rel·|ref| + abs·max|ref|.
@@ -26,15 +26,15 @@ pub(super) enum Tol<'a> {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct Stats {
+pub(crate) struct Stats {
     pub(super) max_abs: f64,
     pub(super) max_rel: f64,
-    pub(super) worst: f64,
+    pub(crate) worst: f64,
     /// (index, got, want) of the worst element when it fails.
     pub(super) bad: Option<(usize, f64, f64)>,
 }
 
-pub(super) fn compare(got: &[f64], want: &[f64], tol: &Tol) -> Stats {
+pub(crate) fn compare(got: &[f64], want: &[f64], tol: &Tol) -> Stats {
     if got.len() != want.len() {
         return Stats {
             worst: f64::INFINITY,
@@ -89,7 +89,7 @@ pub(super) fn compare(got: &[f64], want: &[f64], tol: &Tol) -> Stats {
     s
 }
 
-pub(super) fn wide(v: &[f32]) -> Vec<f64> {
+pub(crate) fn wide(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 

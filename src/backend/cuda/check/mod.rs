@@ -1,20 +1,10 @@
-//! `ilr check`: every op of a backend under test against the CPU reference `Cpu<f32>`, on fresh
-//! random inputs at several shapes (odd sizes, stride 2, views at odd and 16-byte-aligned offsets),
-//! plus one whole PreResNet-8 training step judged against `Cpu<f64>`. Where the backend supports
-//! them (see [`Backend::set_conv_precision`] and [`Backend::step_begin`]):
-//! - **bf16 convolutions**: each convolution case and the whole step again with
-//!   `ComputePrecision::Bf16Conv`, judged against the exact (f64) result of the same f32 inputs
-//!   with a bf16 tolerance: a worst-case rounding bound per op ([`Tol::Bf16`]), and for the whole
-//!   step the error of an exact CPU emulation of the same bf16 roundings ([`STEP_BF16_FACTOR`]);
-//! - **CUDA graphs**: five training steps of one model run eagerly against the same five steps of
-//!   a second model through `step_begin`/`step_end` (warm-up, capture, replays; changing lr and
-//!   statistics on/off). Our own kernels are bitwise by construction (same kernels, arguments and
-//!   order); cuDNN/cuBLAS calls are first compared eager against eager on a second instance of the
-//!   backend (its own stream and handles), and the graph rows are judged **bitwise** only if that
-//!   was bitwise, else with a stated tolerance (each row's tolerance column says which; see
-//!   graph.rs);
-//! - **lower bounds for bf16 rows**: a bf16 row must also show an error of bf16's size, so that f32
-//!   arithmetic under a bf16 label fails (see bf16.rs).
+//! The per-op checks of `ilr check`: every op of a backend under test against the CPU reference
+//! `Cpu<f32>`, on fresh random inputs at several shapes (odd sizes, stride 2, views at odd and
+//! 16-byte-aligned offsets), and, where the backend supports them (see
+//! [`Backend::set_conv_precision`]), each convolution case again in bf16 (see bf16.rs). The
+//! whole-step and CUDA-graph checks, and the entry points that run everything, live in the
+//! top-level `check` module (above the model and the optimizer), which drives this `Harness`
+//! through `Harness::new` and `Harness::op_checks`.
 //!
 //! How each comparison is made:
 //! - outputs are **poisoned** with NaN before the op (accumulating outputs get random values), so an
@@ -24,22 +14,15 @@
 //! - the **tolerance** of each op follows from how its arithmetic differs from the CPU's, and is
 //!   printed with the reason. An element passes when |gpu − cpu| ≤ its allowance; `err/tol` is the
 //!   worst ratio (≤ 1 passes).
-//!
-//! The harness is generic over the backend under test, so it also runs (and must pass exactly)
-//! with the CPU backend standing in for the GPU: that checks the harness itself without a GPU.
 
-mod bf16;
-mod compare;
+pub(crate) mod bf16;
+pub(crate) mod compare;
 mod conv;
-mod graph;
 mod ops;
 mod placement;
-mod step;
 
-use super::{BnMode, Cuda};
 use crate::backend::cpu::Cpu;
 use crate::backend::{Backend, BnShape, ComputePrecision, ConvShape, PoolShape, ShortcutShape};
-use crate::model::ShortcutKind;
 use anyhow::Result;
 use compare::Stats;
 use placement::{ALIGNED, ODD};
@@ -69,53 +52,7 @@ pub struct CheckRow {
     pub detail: String,
 }
 
-/// Runs every check on `be` (all BatchNorm variants) and returns one row per op and shape; a case
-/// that errors gives a failing row that carries the error. `second`, a second `Cuda` on the same
-/// GPU, serves the library eager-vs-eager row before the graph rows (None: that row says so and
-/// the graph rows stay bitwise).
-pub fn run_checks(be: &Cuda, second: Option<&Cuda>, seed: u64) -> Vec<CheckRow> {
-    let previous = be.bn_mode();
-    let (fused, nocache, split, auto) = (
-        |b: &Cuda| b.set_bn_mode(BnMode::Fused),
-        |b: &Cuda| b.set_bn_mode(BnMode::FusedNoCache),
-        |b: &Cuda| b.set_bn_mode(BnMode::Split),
-        |b: &Cuda| b.set_bn_mode(BnMode::Auto),
-    );
-    // Auto last: the whole-step check runs with the default.
-    let variants: [BnVariant<Cuda>; 4] =
-        [("fused", &fused), ("fused-nocache", &nocache), ("split", &split), ("auto", &auto)];
-    let mut rows = run_checks_on(be, second, seed, &variants, &|b: &Cuda| b.clear_error());
-    be.set_bn_mode(previous);
-    if let Err(e) = be.synchronize() {
-        rows.push(error_row("synchronize", &e));
-    }
-    rows
-}
-
-/// The checks on any f32 backend; `second` as in [`run_checks`]. `bn_variants` are (name, setter)
-/// pairs: each BatchNorm case runs once per variant after calling its setter. A case that errors gives a failing row; `reset` then
-/// clears the backend's recorded error and the next case runs.
-pub fn run_checks_on<B: Backend<Elem = f32>>(
-    be: &B,
-    second: Option<&B>,
-    seed: u64,
-    bn_variants: &[BnVariant<B>],
-    reset: &dyn Fn(&B),
-) -> Vec<CheckRow> {
-    let mut h = Harness {
-        be,
-        second,
-        reset,
-        rng: ChaCha8Rng::seed_from_u64(seed),
-        rows: Vec::new(),
-        cpu: Cpu::new(),
-        cpu64: Cpu::new(),
-    };
-    h.all(bn_variants, seed);
-    h.rows
-}
-
-fn error_row(op: &str, e: &anyhow::Error) -> CheckRow {
+pub(crate) fn error_row(op: &str, e: &anyhow::Error) -> CheckRow {
     CheckRow {
         op: op.into(),
         shape: String::new(),
@@ -163,21 +100,40 @@ pub fn print_table(rows: &[CheckRow], out: &mut dyn Write) -> std::io::Result<()
 
 // ---- the checks -------------------------------------------------------------------------------------
 
-struct Harness<'a, B: Backend<Elem = f32>> {
-    be: &'a B,
+/// The state of one run of the checks: the backend under test, the references, the random inputs'
+/// generator and the rows so far. The per-op checks are its methods here; the whole-step and graph
+/// checks add theirs in the top-level `check` module.
+pub(crate) struct Harness<'a, B: Backend<Elem = f32>> {
+    pub(crate) be: &'a B,
     /// A second instance of the backend (its own stream and library handles), for comparing
     /// library calls eager against eager before the graph rows; None where there is none.
-    second: Option<&'a B>,
+    pub(crate) second: Option<&'a B>,
     /// Clears an error the backend recorded, so that the next case runs.
     reset: &'a dyn Fn(&B),
-    rng: ChaCha8Rng,
-    rows: Vec<CheckRow>,
+    pub(crate) rng: ChaCha8Rng,
+    pub(crate) rows: Vec<CheckRow>,
     cpu: Cpu<f32>,
-    cpu64: Cpu<f64>,
+    pub(crate) cpu64: Cpu<f64>,
+}
+
+impl<'a, B: Backend<Elem = f32>> Harness<'a, B> {
+    /// A harness on `be` (and `second`, see [`Harness::second`]) with inputs drawn from `seed`;
+    /// `reset` clears the backend's recorded error after a case that failed.
+    pub(crate) fn new(be: &'a B, second: Option<&'a B>, seed: u64, reset: &'a dyn Fn(&B)) -> Self {
+        Harness {
+            be,
+            second,
+            reset,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            rows: Vec::new(),
+            cpu: Cpu::new(),
+            cpu64: Cpu::new(),
+        }
+    }
 }
 
 impl<B: Backend<Elem = f32>> Harness<'_, B> {
-    fn randn(&mut self, n: usize, scale: f32, shift: f32) -> Vec<f32> {
+    pub(crate) fn randn(&mut self, n: usize, scale: f32, shift: f32) -> Vec<f32> {
         (0..n).map(|_| shift + scale * self.rng.sample::<f32, _>(StandardNormal)).collect()
     }
     fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
@@ -185,7 +141,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn push(
+    pub(crate) fn push(
         &mut self,
         op: &str,
         shape: String,
@@ -230,7 +186,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
 
     /// Runs one case; an error becomes a failing row, the backend's recorded error is cleared, and
     /// the run goes on.
-    fn attempt(&mut self, what: &str, case: String, f: impl FnOnce(&mut Self) -> Result<()>) {
+    pub(crate) fn attempt(&mut self, what: &str, case: String, f: impl FnOnce(&mut Self) -> Result<()>) {
         if let Err(e) = f(self) {
             let mut row = error_row(what, &e);
             row.shape = case;
@@ -239,7 +195,8 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         }
     }
 
-    fn all(&mut self, bn_variants: &[BnVariant<B>], seed: u64) {
+    /// Every per-op check, in the report's order (the whole-step and graph rows follow them).
+    pub(crate) fn op_checks(&mut self, bn_variants: &[BnVariant<B>]) {
         let convs = [
             (ConvShape { n: 3, c_in: 5, h: 7, w: 7, c_out: 4, kernel: 3, stride: 2, pad: 1 }, ODD),
             (ConvShape { n: 3, c_in: 5, h: 7, w: 7, c_out: 4, kernel: 3, stride: 2, pad: 1 }, ALIGNED),
@@ -312,43 +269,5 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
             });
         }
         self.attempt("sgd_step", String::new(), |h| h.sgd());
-        for kind in [ShortcutKind::OptionA, ShortcutKind::BnProjection] {
-            self.attempt("step", format!("{kind:?}"), |h| h.whole_step(kind, seed, false));
-        }
-        if self.be.set_conv_precision(ComputePrecision::Bf16Conv) {
-            for kind in [ShortcutKind::OptionA, ShortcutKind::BnProjection] {
-                self.attempt("step bf16-conv", format!("{kind:?}"), |h| h.whole_step(kind, seed, true));
-            }
-        }
-        self.be.set_conv_precision(ComputePrecision::F32);
-        self.attempt("graph", String::new(), |h| {
-            let r = h.graph_vs_eager(seed);
-            h.be.step_reset();
-            r
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The harness, with the CPU backend standing in for the GPU, must pass every check exactly:
-    /// this exercises all of it (placement, guards, poisoning, tolerances, the whole step) here.
-    #[test]
-    fn harness_passes_with_the_cpu_as_the_device() {
-        let be = Cpu::<f32>::new();
-        let noop = |_: &Cpu<f32>| {};
-        let second = Cpu::<f32>::new();
-        let rows = run_checks_on(&be, Some(&second), 3, &[("cpu", &noop)], &noop);
-        let mut out = Vec::new();
-        print_table(&rows, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        eprintln!("{text}");
-        assert!(rows.iter().all(|r| r.pass), "{text}");
-        assert!(rows.len() > 60, "{text}");
-        for r in rows.iter().filter(|r| !r.op.starts_with("step:")) {
-            assert_eq!(r.err_over_tol, 0.0, "CPU against itself must agree exactly: {r:?}");
-        }
     }
 }

@@ -1,10 +1,10 @@
 //! The whole training step of a small PreResNet, judged tensor by tensor against `Cpu<f64>`.
 
-use super::super::bf16emu::Bf16Cpu;
-use super::bf16::{step_lower_bound, STEP_BF16_FACTOR};
-use super::compare::{compare, wide, Tol, U_BF16};
-use super::{CheckRow, Harness};
 use crate::backend::cpu::Cpu;
+use crate::backend::cuda::bf16emu::Bf16Cpu;
+use crate::backend::cuda::check::bf16::{step_lower_bound, STEP_BF16_FACTOR};
+use crate::backend::cuda::check::compare::{compare, wide, Tol, U_BF16};
+use crate::backend::cuda::check::{CheckRow, Harness};
 use crate::backend::Backend;
 use crate::model::{init_params, ModelConfig, PreResNet, ShortcutKind};
 use crate::optim::{OptimConfig, Sgd};

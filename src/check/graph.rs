@@ -9,8 +9,8 @@
 //! bitwise, the graph rows are judged bitwise; if not, they are judged with [`LIBRARY_TOL`] and
 //! say so in their tolerance column.
 
-use super::compare::{compare, wide, Tol};
-use super::{Harness, Stats};
+use crate::backend::cuda::check::compare::{compare, wide, Stats, Tol};
+use crate::backend::cuda::check::Harness;
 use crate::backend::{Backend, StepSums};
 use crate::model::{ModelConfig, PreResNet};
 use crate::optim::{Hyper, OptimConfig, Sgd};
