@@ -15,7 +15,7 @@
 pub mod analytic;
 pub mod toy;
 
-use crate::report::fit::{fit_loglog, LogLogFit};
+use crate::report::fit::{fit_loglog, same_lambda_e, LogLogFit};
 use crate::report::plot::{Figure, Panel, Series, Style};
 use crate::stats::{relaxation_rate, Detector, EquilibriumConfig};
 use analytic::{band_entry, closed_form_entry, Moments, ToyHyper};
@@ -182,7 +182,7 @@ fn norm_term_contrast(large: &[Row], matched: &[Row], large_init: f64) -> Option
     let pairs: Vec<(f64, f64)> = large
         .iter()
         .filter_map(|l| {
-            let m = matched.iter().find(|m| (m.lambda_e / l.lambda_e - 1.0).abs() < 1e-9)?;
+            let m = matched.iter().find(|m| same_lambda_e(m.lambda_e, l.lambda_e))?;
             let detector = (l.t_eq_units? - m.t_eq_units?) / norm_term;
             Some((detector, (l.analytic_t_eq_units - m.analytic_t_eq_units) / norm_term))
         })
@@ -326,8 +326,8 @@ pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Cali
     let fit = fit_loglog(&points);
     let ci95 = fit.as_ref().and_then(|f| f.slope_ci95);
     let slope_passes = ci95.is_some_and(|[lo, hi]| lo <= 1.0 && hi >= 1.0 && lo >= 0.95 && hi <= 1.05);
-    let les: Vec<f64> = points.iter().map(|p| p.0).collect();
-    let span = les.iter().cloned().fold(0.0, f64::max) / les.iter().cloned().fold(f64::INFINITY, f64::min);
+    let [lo, hi] = crate::report::extent(points.iter().map(|p| p.0));
+    let span = if points.is_empty() { 0.0 } else { hi / lo };
     // Matched arm: pooled over seeds (each row's mean and SD give its sum of squares back).
     let (mut n, mut s, mut ss) = (0.0, 0.0, 0.0);
     for r in &lag_rows {
@@ -352,7 +352,7 @@ pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Cali
     let mut momentum_matches = !momentum_rows.is_empty();
     for m in &momentum_rows {
         let rate = relaxation_rate(m.lambda_e, m.momentum);
-        let twin = rows.iter().find(|r| (r.lambda_e / rate - 1.0).abs() < 1e-9);
+        let twin = rows.iter().find(|r| same_lambda_e(r.lambda_e, rate));
         match (twin, m.t_eq_units, m.t_eq_units_sd) {
             (Some(r), Some(mu), Some(msd)) if r.t_eq_units.is_some() => {
                 let d = (mu - r.t_eq_units.unwrap_or(f64::NAN)).abs();

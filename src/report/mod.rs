@@ -324,8 +324,9 @@ pub fn within_norm_fit(fits: &[FitGroup]) -> Option<WithinFit> {
     fit::fit_within(&clusters)
 }
 
+/// " [lo, hi]" as [`verdict::ci_text`] writes it (never rounded onto 1), or " (no CI)".
 fn ci_text(ci: Option<[f64; 2]>) -> String {
-    ci.map_or(" (no CI)".into(), |[lo, hi]| format!(" [{lo:.3}, {hi:.3}]"))
+    ci.map_or(" (no CI)".into(), |ci| format!(" {}", verdict::ci_text(ci)))
 }
 
 /// The name of T_eq in units of (1 − γ)/λ_e: "T_eq·λ_e" when γ = 0, else "T_eq·λ_e/(1−γ)".

@@ -9,6 +9,7 @@
 //! averaging window), τ (signed: negative when the norm must grow) and the predicted ‖w*‖.
 
 use super::collect::RunInfo;
+use super::fit::group_by_lambda_e;
 use crate::model::{init_params, rescale_init, Layout};
 use crate::stats::relaxation_rate;
 use crate::train::rundir::SUMMARY_FILE;
@@ -129,15 +130,11 @@ pub fn run_norms(run: &RunInfo, metrics: &[MetricsRecord]) -> Result<Option<RunN
 /// Per λ_e (to 1e-9 relative), the mean ‖w*‖ of each group over `runs`: what a `matched` arm
 /// starts from. Groups keep the layout order of the first run.
 pub fn equilibrium_norms_by_lambda_e(runs: &[RunNorms]) -> Vec<(f64, Vec<f64>)> {
-    let mut out: Vec<(f64, Vec<Vec<f64>>)> = Vec::new();
-    for r in runs {
-        let norms: Vec<f64> = r.groups.iter().map(|g| g.equilibrium).collect();
-        match out.iter_mut().find(|(le, _)| (le / r.lambda_e - 1.0).abs() < 1e-9) {
-            Some((_, v)) => v.push(norms),
-            None => out.push((r.lambda_e, vec![norms])),
-        }
-    }
-    out.into_iter()
+    let by_le = group_by_lambda_e(
+        runs.iter().map(|r| (r.lambda_e, r.groups.iter().map(|g| g.equilibrium).collect::<Vec<f64>>())),
+    );
+    by_le
+        .into_iter()
         .map(|(le, vs)| {
             let k = vs[0].len();
             let m = (0..k).map(|g| vs.iter().map(|v| v[g]).sum::<f64>() / vs.len() as f64).collect();

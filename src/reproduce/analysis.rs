@@ -6,7 +6,9 @@ use super::recipes::Recipe;
 use super::state::EqState;
 use crate::report::collect::RunInfo;
 use crate::report::extent;
-use crate::report::fit::{fit_loglog_clusters, LinearFit, LogLogFit, WithinFit};
+use crate::report::fit::{
+    fit_loglog_clusters, group_by_lambda_e, same_lambda_e, LinearFit, LogLogFit, WithinFit,
+};
 use crate::report::funcspace::INFORMATIVE_FRACTION_OF_CHANCE;
 use crate::report::verdict::{self, SlopeJudgement};
 use crate::report::{
@@ -471,23 +473,16 @@ const EQUILIBRIUM_METRICS: [&str; 5] =
 /// Same λ_e arms agree; other λ_e arms differ in effective LR and angular update.
 fn intrinsic_lr(states: &[EqState]) -> Analysis {
     // The reference λ_e: the one most arms share.
-    let mut by_le: Vec<(f64, usize)> = Vec::new();
-    for s in states {
-        match by_le.iter_mut().find(|(le, _)| (le / s.lambda_e - 1.0).abs() < 1e-9) {
-            Some(e) => e.1 += 1,
-            None => by_le.push((s.lambda_e, 1)),
-        }
-    }
-    let Some(&(ref_le, _)) = by_le.iter().max_by_key(|e| e.1) else {
+    let by_le = group_by_lambda_e(states.iter().map(|s| (s.lambda_e, s)));
+    let Some((ref_le, same)) = by_le.iter().max_by_key(|g| g.1.len()) else {
         return empty("no runs");
     };
-    let same_le = |s: &&EqState| (s.lambda_e / ref_le - 1.0).abs() < 1e-9;
-    let same: Vec<&EqState> = states.iter().filter(same_le).collect();
-    let same_cmp = compare_all(&same, &EQUILIBRIUM_METRICS);
+    let ref_le = *ref_le;
+    let same_cmp = compare_all(same, &EQUILIBRIUM_METRICS);
     let mut differ_cmp = Vec::new();
-    for (le, _) in by_le.iter().filter(|(le, _)| (le / ref_le - 1.0).abs() >= 1e-9) {
+    for (_, other) in by_le.iter().filter(|(le, _)| !same_lambda_e(*le, ref_le)) {
         let mut pair: Vec<&EqState> = same.clone();
-        pair.extend(states.iter().filter(|s| (s.lambda_e / le - 1.0).abs() < 1e-9));
+        pair.extend(other);
         // Relabel: reference λ_e runs as one arm, the other λ_e as another.
         let relabelled: Vec<EqState> = pair
             .iter()

@@ -15,6 +15,7 @@
 //! then trained like any sweep: phase 1's runs are reused, not retrained.
 
 use crate::report::collect::{self, Status};
+use crate::report::fit::same_lambda_e;
 use crate::report::norms::{equilibrium_norms_by_lambda_e, run_norms};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
@@ -106,13 +107,12 @@ fn with_derived_runs(mut doc: Table, arms: &[DerivedArm], by_le: &[(f64, Vec<f64
             if arm.lambda_e_min.is_some_and(|min| le < min) {
                 continue;
             }
-            let norms =
-                by_le.iter().find(|(l, _)| (l / le - 1.0).abs() < 1e-9).map(|p| &p.1).ok_or_else(|| {
-                    anyhow!(
-                        "derived arm {:?}: no finished default run at λ_e = {le:e} to measure ‖w*‖ from",
-                        arm.name
-                    )
-                })?;
+            let norms = by_le.iter().find(|(l, _)| same_lambda_e(*l, le)).map(|p| &p.1).ok_or_else(|| {
+                anyhow!(
+                    "derived arm {:?}: no finished default run at λ_e = {le:e} to measure ‖w*‖ from",
+                    arm.name
+                )
+            })?;
             let mut t = t.clone();
             let model = t.entry("model").or_insert_with(|| Value::Table(Table::new()));
             let Value::Table(model) = model else { bail!("[[runs]] model is not a table") };
