@@ -89,9 +89,9 @@ pub fn execute(
             }
         }
     };
+    let root = runs_root(sweep_dir);
     let mut flags = o.flags;
     if gpus.is_empty() && device != Device::Cuda && flags.workers.is_none() && flags.threads.is_none() {
-        let root = runs_root(sweep_dir);
         let pending: Vec<&PlannedRun> =
             runs.iter().filter(|r| finished(&root.join(&r.id)).is_none()).collect();
         let per_worker = pending.iter().map(|r| worker_bytes(&r.config)).max().unwrap_or(0);
@@ -109,7 +109,6 @@ pub fn execute(
     }
     let slots = plan_slots(device, &flags, &gpus, cores)?;
     let slot_desc = slots.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
-    let root = runs_root(sweep_dir);
     eprintln!(
         "{}: {}; {}: {slot_desc} → {}",
         o.name,

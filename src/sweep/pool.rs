@@ -124,15 +124,22 @@ pub fn plan_slots(device: Device, f: &WorkerFlags, gpus: &[String], cores: usize
 /// plus 64 MiB for the rest. Only used to keep the automatic worker count within memory.
 pub fn worker_bytes(cfg: &crate::train::TrainConfig) -> u64 {
     let syn = &cfg.data.synthetic;
-    let (side, images) = match cfg.data.dir {
-        Some(_) => (32usize, 60_000usize),
-        None => (syn.size, syn.train + syn.test),
-    };
+    let images = if cfg.data.dir.is_some() { 60_000 } else { syn.train + syn.test };
+    let side = image_side(cfg);
     let data = (images * 3 * side * side) as f64;
     let m = &cfg.model;
     let scale = (cfg.train.batch_size * side * side) as f64 * m.width * (m.depth.max(3) - 2) as f64
         / (128.0 * 1024.0 * 18.0);
     (data + 256e6 * scale + 64.0 * 1024.0 * 1024.0) as u64
+}
+
+/// The side of a run's images: 32 for CIFAR, the synthetic set's size otherwise.
+fn image_side(cfg: &crate::train::TrainConfig) -> usize {
+    if cfg.data.dir.is_some() {
+        32
+    } else {
+        cfg.data.synthetic.size
+    }
 }
 
 /// The CPU workers to use when neither `--workers` nor `--threads` is given: one per core, as many
@@ -156,7 +163,7 @@ pub fn available_memory() -> Option<u64> {
 /// A run's relative cost, for ordering: steps · batch · H · W · width² · depth (a conv's FLOPs go as
 /// channels² · H · W).
 fn relative_cost(cfg: &crate::train::TrainConfig) -> f64 {
-    let side = if cfg.data.dir.is_some() { 32 } else { cfg.data.synthetic.size } as f64;
+    let side = image_side(cfg) as f64;
     let m = &cfg.model;
     cfg.train.steps as f64 * cfg.train.batch_size as f64 * side * side * m.width * m.width * m.depth as f64
 }

@@ -220,14 +220,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         let precision = if checkpointing { Precision::of_size(elem_bytes)? } else { Precision::F32 };
         let hyper = opt.hyper_at(0.0);
         let n_groups = model.layout.groups.len();
-        let detector = Detector::new(
-            &cfg.equilibrium,
-            n_groups,
-            hyper.lambda_e(),
-            hyper.momentum,
-            cfg.train.stats_every,
-            0,
-        );
+        let detector = phase_detector(cfg, n_groups, &hyper, 0);
         Ok(Self {
             be,
             cfg,
@@ -274,15 +267,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             self.hyper = self.opt.hyper_at((ck.step - 1) as f64 / self.batcher.steps_per_epoch() as f64);
         }
         // The detector is a pure function of its inputs since its restart: replay them.
-        let every = self.cfg.train.stats_every;
-        self.detector = Detector::new(
-            &self.cfg.equilibrium,
-            n_groups,
-            self.hyper.lambda_e(),
-            self.hyper.momentum,
-            every,
-            ck.trainer.phase_start,
-        );
+        self.detector = phase_detector(self.cfg, n_groups, &self.hyper, ck.trainer.phase_start);
         for (k, &s) in self.st.ratios.steps.iter().enumerate() {
             self.detector.observe(s, &self.st.ratios.values[k * n_groups..(k + 1) * n_groups]);
         }
@@ -296,14 +281,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         if h != self.hyper {
             self.hyper = h;
             let n_groups = self.model.layout.groups.len();
-            self.detector = Detector::new(
-                &self.cfg.equilibrium,
-                n_groups,
-                h.lambda_e(),
-                h.momentum,
-                self.cfg.train.stats_every,
-                step,
-            );
+            self.detector = phase_detector(self.cfg, n_groups, &h, step);
             self.st.ratios = Rows::default();
         }
         h
@@ -511,6 +489,11 @@ impl<'a, B: Backend> Trainer<'a, B> {
         }
         Ok(summary)
     }
+}
+
+/// The equilibrium detector of a phase of constant (η, λ, γ) `h` that starts at step `start`.
+fn phase_detector(cfg: &TrainConfig, groups: usize, h: &Hyper, start: u64) -> Detector {
+    Detector::new(&cfg.equilibrium, groups, h.lambda_e(), h.momentum, cfg.train.stats_every, start)
 }
 
 /// Train `cfg` on `be`, writing records to `out` when given. A diverged run returns Ok with
