@@ -13,7 +13,10 @@
 use anyhow::Result;
 use ilr::backend::cpu::Cpu;
 use ilr::backend::cuda::Bf16Cpu;
-use ilr::backend::{Backend, ComputePrecision, ConvShape, DeferredStep, LossSums, Segment, StepSums};
+use ilr::backend::{
+    Backend, ComputePrecision, ConvBackwardData, ConvBackwardFilter, ConvForward, DeferredStep, Layer,
+    LossSums, OpShape, SgdStep, SoftmaxXent, StepSums,
+};
 use ilr::check::{print_table, run_checks_on};
 use ilr::train::{self, Progress, RunDir, RunStatus, TrainConfig};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -103,63 +106,70 @@ impl Emu {
     }
 }
 
-impl Backend for Emu {
-    ilr::cpu_f32_passthrough!(cpu);
-
+impl Layer for Emu {
+    type Inner = Cpu<f32>;
+    fn inner(&self) -> &Cpu<f32> {
+        &self.cpu
+    }
     fn name(&self) -> String {
         "emu".into()
+    }
+    /// As on the GPU: transfers and evaluation are refused inside a deferred step.
+    fn around<R>(&self, op: &'static str, _: OpShape<'_>, f: impl FnOnce(&Cpu<f32>) -> R) -> R {
+        if matches!(op, "upload" | "upload_labels" | "download" | "softmax_cross_entropy_eval") {
+            assert!(!self.in_step(), "{op} inside a deferred step");
+        }
+        f(&self.cpu)
     }
     fn alloc(&self, len: usize) -> Result<Vec<f32>> {
         assert!(!self.in_step(), "alloc inside a deferred step");
         self.cpu.alloc(len)
     }
-    fn upload(&self, src: &[f32], dst: &mut Vec<f32>) -> Result<()> {
-        assert!(!self.in_step(), "upload inside a deferred step");
-        self.cpu.upload(src, dst)
-    }
-    fn upload_labels(&self, src: &[u32], dst: &mut Vec<u32>) -> Result<()> {
-        assert!(!self.in_step(), "upload inside a deferred step");
-        self.cpu.upload_labels(src, dst)
-    }
-    fn download(&self, src: &Vec<f32>, dst: &mut [f32]) -> Result<()> {
-        assert!(!self.in_step(), "download inside a deferred step");
-        self.cpu.download(src, dst)
-    }
-    fn conv2d_forward(&self, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
+    fn conv2d_forward(&self, a: ConvForward<'_, &[f32], &mut [f32]>) {
+        let ConvForward { s, x, w, y } = a;
         match (self.bf16(), self.kind) {
             (false, _) | (true, Bf16Kind::F32) => {
-                self.cpu.conv2d_forward(s, x, w, y);
+                self.cpu.conv2d_forward(ConvForward { s, x, w, y: &mut *y });
                 if let (true, Some(v)) = (self.ulp_off, y.first_mut()) {
                     *v = f32::from_bits(v.to_bits() + 1);
                 }
             }
-            (true, Bf16Kind::Exact) => Bf16Cpu::new().conv2d_forward(s, x, w, y),
-            (true, k) => conv_other(k, x, w, y, |c, a, b, o| c.conv2d_forward(s, a, b, o)),
+            (true, Bf16Kind::Exact) => Backend::conv2d_forward(&Bf16Cpu::new(), ConvForward { s, x, w, y }),
+            (true, k) => {
+                conv_other(k, x, w, y, |c, a, b, o| c.conv2d_forward(ConvForward { s, x: a, w: b, y: o }))
+            }
         }
     }
-    fn conv2d_backward_data(&self, s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    fn conv2d_backward_data(&self, a: ConvBackwardData<'_, &[f32], &mut [f32]>) {
+        let ConvBackwardData { s, dy, w, dx } = a;
         match (self.bf16(), self.kind) {
-            (false, _) | (true, Bf16Kind::F32) => self.cpu.conv2d_backward_data(s, dy, w, dx),
-            (true, Bf16Kind::Exact) => Bf16Cpu::new().conv2d_backward_data(s, dy, w, dx),
-            (true, k) => conv_other(k, dy, w, dx, |c, a, b, o| c.conv2d_backward_data(s, a, b, o)),
+            (false, _) | (true, Bf16Kind::F32) => {
+                self.cpu.conv2d_backward_data(ConvBackwardData { s, dy, w, dx })
+            }
+            (true, Bf16Kind::Exact) => {
+                Backend::conv2d_backward_data(&Bf16Cpu::new(), ConvBackwardData { s, dy, w, dx })
+            }
+            (true, k) => conv_other(k, dy, w, dx, |c, a, b, o| {
+                c.conv2d_backward_data(ConvBackwardData { s, dy: a, w: b, dx: o })
+            }),
         }
     }
-    fn conv2d_backward_filter(&self, s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    fn conv2d_backward_filter(&self, a: ConvBackwardFilter<'_, &[f32], &mut [f32]>) {
+        let ConvBackwardFilter { s, x, dy, dw } = a;
         match (self.bf16(), self.kind) {
-            (false, _) | (true, Bf16Kind::F32) => self.cpu.conv2d_backward_filter(s, x, dy, dw),
-            (true, Bf16Kind::Exact) => Bf16Cpu::new().conv2d_backward_filter(s, x, dy, dw),
-            (true, k) => conv_other(k, x, dy, dw, |c, a, b, o| c.conv2d_backward_filter(s, a, b, o)),
+            (false, _) | (true, Bf16Kind::F32) => {
+                self.cpu.conv2d_backward_filter(ConvBackwardFilter { s, x, dy, dw })
+            }
+            (true, Bf16Kind::Exact) => {
+                Backend::conv2d_backward_filter(&Bf16Cpu::new(), ConvBackwardFilter { s, x, dy, dw })
+            }
+            (true, k) => conv_other(k, x, dy, dw, |c, a, b, o| {
+                c.conv2d_backward_filter(ConvBackwardFilter { s, x: a, dy: b, dw: o })
+            }),
         }
     }
-    fn softmax_cross_entropy(
-        &self,
-        n: usize,
-        classes: usize,
-        logits: &[f32],
-        labels: &Vec<u32>,
-        dlogits: &mut [f32],
-    ) -> Result<LossSums> {
-        let real = self.cpu.softmax_cross_entropy(n, classes, logits, labels, dlogits)?;
+    fn softmax_cross_entropy(&self, a: SoftmaxXent<'_, &[f32], &mut [f32], Vec<u32>>) -> Result<LossSums> {
+        let real = self.cpu.softmax_cross_entropy(a)?;
         let mut d = self.defer.lock().unwrap();
         if d.in_step {
             assert!(d.loss.is_none(), "two losses in one step");
@@ -169,33 +179,16 @@ impl Backend for Emu {
         }
         Ok(real)
     }
-    fn softmax_cross_entropy_eval(
-        &self,
-        n: usize,
-        classes: usize,
-        logits: &[f32],
-        labels: &Vec<u32>,
-        predictions: &mut [u32],
-    ) -> Result<LossSums> {
-        assert!(!self.in_step(), "evaluation inside a deferred step");
-        self.cpu.softmax_cross_entropy_eval(n, classes, logits, labels, predictions)
-    }
-    fn sgd_step(
-        &self,
-        segments: &[Segment],
-        params: &mut Vec<f32>,
-        grads: &Vec<f32>,
-        momenta: &mut Vec<f32>,
-        sums: Option<&mut [StepSums]>,
-    ) -> Result<()> {
+    fn sgd_step(&self, a: SgdStep<'_, Vec<f32>>) -> Result<()> {
         let mut d = self.defer.lock().unwrap();
         if !d.in_step {
-            return self.cpu.sgd_step(segments, params, grads, momenta, sums);
+            return self.cpu.sgd_step(a);
         }
         // As the CUDA graph: the statistics are always computed, and read back only when asked.
         assert!(d.sums.is_none(), "two optimizer steps in one step");
+        let SgdStep { segments, params, grads, momenta, sums } = a;
         let mut real = vec![StepSums::default(); segments.len()];
-        self.cpu.sgd_step(segments, params, grads, momenta, Some(&mut real))?;
+        self.cpu.sgd_step(SgdStep { segments, params, grads, momenta, sums: Some(&mut real) })?;
         d.want_sums = sums.is_some();
         d.sums = Some(real);
         if let Some(s) = sums {

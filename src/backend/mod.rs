@@ -16,11 +16,29 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod layer;
+pub mod ops;
 pub mod real;
 pub mod shapes;
 
+pub use layer::Layer;
+pub use ops::{
+    AddAssign, BnBackward, BnEval, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward,
+    LinearBackward, LinearForward, OpArgs, OpShape, PoolBackward, PoolForward, SgdStep, ShortcutBackward,
+    ShortcutForward, SoftmaxXent, SoftmaxXentEval,
+};
 pub use real::{GemmArgs, Real};
-pub use shapes::{BnShape, ConvShape, PoolShape, ShortcutShape};
+pub use shapes::{BnShape, ConvShape, LinearShape, LossShape, PoolShape, ShortcutShape};
+
+use ops::{for_each_op, op_args};
+
+/// Declares each op of the list in the trait.
+macro_rules! declare_ops {
+    ([] $B:ty; $($name:ident($($args:tt)*) -> $ret:ty;)*) => {$(
+        #[doc = concat!("The op `", stringify!($name), "`: see its argument struct in ops.rs.")]
+        fn $name(&self, a: op_args!($B, $($args)*)) -> $ret;
+    )*};
+}
 
 use anyhow::{bail, ensure, Context as _, Result};
 use serde::{Deserialize, Serialize};
@@ -168,135 +186,8 @@ pub trait Backend: Sync {
     /// Fill a view with zeros.
     fn zero(&self, x: Self::ViewMut<'_>);
 
-    // ---- convolution (no bias) -----------------------------------------------------------------
-    /// y = conv(x, w).
-    fn conv2d_forward(&self, s: &ConvShape, x: Self::View<'_>, w: Self::View<'_>, y: Self::ViewMut<'_>);
-    /// dx = conv_transpose(dy, w) (overwritten).
-    fn conv2d_backward_data(
-        &self,
-        s: &ConvShape,
-        dy: Self::View<'_>,
-        w: Self::View<'_>,
-        dx: Self::ViewMut<'_>,
-    );
-    /// dw = Σ_n dy ⋆ x (overwritten).
-    fn conv2d_backward_filter(
-        &self,
-        s: &ConvShape,
-        x: Self::View<'_>,
-        dy: Self::View<'_>,
-        dw: Self::ViewMut<'_>,
-    );
-
-    // ---- BatchNorm (+ optional fused ReLU) ------------------------------------------------------
-    /// Training mode. Per channel c: μ = mean(x), σ² = biased var(x); y = γ (x−μ)/sqrt(σ²+ε) + β,
-    /// then ReLU if `s.relu`. Writes `saved` = [μ | 1/sqrt(σ²+ε)] and updates
-    /// running = (1−m)·running + m·[μ | unbiased σ²].
-    fn batchnorm_forward_train(
-        &self,
-        s: &BnShape,
-        x: Self::View<'_>,
-        affine: Self::View<'_>,
-        running: Self::ViewMut<'_>,
-        saved: Self::ViewMut<'_>,
-        y: Self::ViewMut<'_>,
-    );
-    /// Eval mode: normalize with the running statistics.
-    fn batchnorm_forward_eval(
-        &self,
-        s: &BnShape,
-        x: Self::View<'_>,
-        affine: Self::View<'_>,
-        running: Self::View<'_>,
-        y: Self::ViewMut<'_>,
-    );
-    /// Backward of the training-mode forward. `y` is the forward output (for the ReLU mask).
-    /// Writes dx and d_affine = [dγ | dβ] (both overwritten).
-    #[allow(clippy::too_many_arguments)]
-    fn batchnorm_backward(
-        &self,
-        s: &BnShape,
-        x: Self::View<'_>,
-        y: Self::View<'_>,
-        dy: Self::View<'_>,
-        affine: Self::View<'_>,
-        saved: Self::View<'_>,
-        dx: Self::ViewMut<'_>,
-        d_affine: Self::ViewMut<'_>,
-    );
-
-    // ---- elementwise and shape ops -------------------------------------------------------------
-    /// y += x.
-    fn add_assign(&self, y: Self::ViewMut<'_>, x: Self::View<'_>);
-    /// Option-A shortcut: y = zero-pad channels(subsample(x, stride)); y has c_out ≥ c_in channels,
-    /// the input channels placed at offset (c_out − c_in)/2.
-    fn shortcut_forward(&self, s: &ShortcutShape, x: Self::View<'_>, y: Self::ViewMut<'_>);
-    /// dx += adjoint of the shortcut applied to dy.
-    fn shortcut_backward_acc(&self, s: &ShortcutShape, dy: Self::View<'_>, dx: Self::ViewMut<'_>);
-    /// y[n][c] = mean over h,w of x[n][c].
-    fn avgpool_forward(&self, s: &PoolShape, x: Self::View<'_>, y: Self::ViewMut<'_>);
-    /// dx[n][c][i] = dy[n][c] / hw (overwritten).
-    fn avgpool_backward(&self, s: &PoolShape, dy: Self::View<'_>, dx: Self::ViewMut<'_>);
-
-    // ---- linear + loss -------------------------------------------------------------------------
-    /// y = x Wᵀ + b with x: [n][inp], params = [W (out×inp) | b (out)], y: [n][out].
-    fn linear_forward(
-        &self,
-        n: usize,
-        inp: usize,
-        out: usize,
-        x: Self::View<'_>,
-        params: Self::View<'_>,
-        y: Self::ViewMut<'_>,
-    );
-    /// dx = dy W (overwritten), d_params = [dyᵀ x | Σ_n dy] (overwritten).
-    #[allow(clippy::too_many_arguments)]
-    fn linear_backward(
-        &self,
-        n: usize,
-        inp: usize,
-        out: usize,
-        x: Self::View<'_>,
-        params: Self::View<'_>,
-        dy: Self::View<'_>,
-        dx: Self::ViewMut<'_>,
-        d_params: Self::ViewMut<'_>,
-    );
-    /// Mean softmax cross-entropy over the batch. Writes dlogits = (softmax − onehot)/n and returns
-    /// the loss sum and the number correct. `logits`: [n][classes].
-    fn softmax_cross_entropy(
-        &self,
-        n: usize,
-        classes: usize,
-        logits: Self::View<'_>,
-        labels: &Self::Labels,
-        dlogits: Self::ViewMut<'_>,
-    ) -> Result<LossSums>;
-    /// Loss and correct count without a gradient (evaluation). `predictions` gets each arg-max.
-    fn softmax_cross_entropy_eval(
-        &self,
-        n: usize,
-        classes: usize,
-        logits: Self::View<'_>,
-        labels: &Self::Labels,
-        predictions: &mut [u32],
-    ) -> Result<LossSums>;
-
-    // ---- optimizer -----------------------------------------------------------------------------
-    /// One SGD step over every segment (PyTorch semantics, dampening 0, momenta start at zero, so the
-    /// first step's buffer is g' exactly as PyTorch's clone):
-    /// g' = g + λ w;  v = γ v + g';  w ← w − η v.
-    /// Reads w, g, v and writes w, v: 20 bytes per f32 parameter.
-    /// When `sums` is given (one entry per segment), it also fills the f64 statistics sums
-    /// (Σw², Σg², Σd², Σw·d with d = w_new − w), so statistics cost no extra pass.
-    fn sgd_step(
-        &self,
-        segments: &[Segment],
-        params: &mut Self::Buf,
-        grads: &Self::Buf,
-        momenta: &mut Self::Buf,
-        sums: Option<&mut [StepSums]>,
-    ) -> Result<()>;
+    // ---- compute ops: one argument struct each (see ops.rs for their math) ---------------------
+    for_each_op!(declare_ops! [] Self);
 
     // ---- precision and step capture (defaults: a backend without either) -----------------------
     /// Selects the arithmetic of the convolutions from now on. Returns whether this backend

@@ -89,3 +89,18 @@ pub struct PoolShape {
     pub c: usize,
     pub hw: usize,
 }
+
+/// A linear layer on a batch: x [n][inp] → y [n][out], params = [W (out×inp) | b (out)].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinearShape {
+    pub n: usize,
+    pub inp: usize,
+    pub out: usize,
+}
+
+/// Softmax cross-entropy on a batch of n rows of `classes` logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LossShape {
+    pub n: usize,
+    pub classes: usize,
+}

@@ -8,11 +8,8 @@ use super::nvtx::nvtx_range;
 use super::ops::BenchOps;
 use super::timing::Clock;
 use super::work::TrainStep;
-use crate::backend::{
-    Backend, BnShape, ComputePrecision, ConvShape, LossSums, PoolShape, Segment, ShortcutShape, StepSums,
-};
+use crate::backend::{Backend, Layer, OpShape, Segment, StepSums};
 use anyhow::Result;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -40,12 +37,21 @@ pub struct Timed<'b, B: Backend, C: Clock<B>> {
     log: Mutex<Vec<OpRecord<C::Mark>>>,
 }
 
-fn conv_label(s: &ConvShape) -> String {
-    format!("{}->{} k{} s{} {}x{}", s.c_in, s.c_out, s.kernel, s.stride, s.h, s.w)
-}
-
-fn bn_label(s: &BnShape) -> String {
-    super::cost::bn_label(s)
+/// The label of an op's shape in profiles, e.g. "16->32 k3 s2 32x32" for a convolution.
+fn shape_label(shape: OpShape<'_>) -> String {
+    match shape {
+        OpShape::None => String::new(),
+        OpShape::Len(n) => n.to_string(),
+        OpShape::Conv(s) => format!("{}->{} k{} s{} {}x{}", s.c_in, s.c_out, s.kernel, s.stride, s.h, s.w),
+        OpShape::Bn(s) => super::cost::bn_label(s),
+        OpShape::Shortcut(s) => format!("{}->{} s{} {}x{}", s.c_in, s.c_out, s.stride, s.h, s.w),
+        OpShape::Pool(s) => format!("c{} hw{}", s.c, s.hw),
+        OpShape::Linear(s) => format!("{}->{}", s.inp, s.out),
+        OpShape::Loss(s) => format!("n{} k{}", s.n, s.classes),
+        OpShape::Step { params, segments, sums } => {
+            format!("p{params} segs{segments}{}", if sums { " sums" } else { "" })
+        }
+    }
 }
 
 impl<'b, B: Backend, C: Clock<B>> Timed<'b, B, C> {
@@ -85,216 +91,21 @@ impl<'b, B: Backend, C: Clock<B>> Timed<'b, B, C> {
     }
 }
 
-impl<'b, B: Backend, C: Clock<B>> Backend for Timed<'b, B, C> {
-    type Elem = B::Elem;
-    type Buf = B::Buf;
-    type Labels = B::Labels;
-    type View<'a>
-        = B::View<'a>
-    where
-        Self: 'a;
-    type ViewMut<'a>
-        = B::ViewMut<'a>
-    where
-        Self: 'a;
-
+impl<'b, B: Backend, C: Clock<B>> Layer for Timed<'b, B, C> {
+    type Inner = B;
+    fn inner(&self) -> &B {
+        self.inner
+    }
     fn name(&self) -> String {
         format!("timed-{}", self.inner.name())
     }
-
-    fn alloc(&self, len: usize) -> Result<Self::Buf> {
-        self.inner.alloc(len)
+    fn around<R>(&self, op: &'static str, shape: OpShape<'_>, f: impl FnOnce(&B) -> R) -> R {
+        self.timed(op, || shape_label(shape), f)
     }
-    fn alloc_labels(&self, len: usize) -> Result<Self::Labels> {
-        self.inner.alloc_labels(len)
-    }
-    fn len(&self, b: &Self::Buf) -> usize {
-        self.inner.len(b)
-    }
-    fn view<'a>(&'a self, b: &'a Self::Buf, r: Range<usize>) -> Self::View<'a> {
-        self.inner.view(b, r)
-    }
-    fn view_mut<'a>(&'a self, b: &'a mut Self::Buf, r: Range<usize>) -> Self::ViewMut<'a> {
-        self.inner.view_mut(b, r)
-    }
-    fn upload(&self, src: &[Self::Elem], dst: &mut Self::Buf) -> Result<()> {
-        self.timed("upload", || src.len().to_string(), |be| be.upload(src, dst))
-    }
-    fn upload_labels(&self, src: &[u32], dst: &mut Self::Labels) -> Result<()> {
-        self.timed("upload_labels", || src.len().to_string(), |be| be.upload_labels(src, dst))
-    }
-    fn download(&self, src: &Self::Buf, dst: &mut [Self::Elem]) -> Result<()> {
-        let n = dst.len();
-        self.timed("download", || n.to_string(), |be| be.download(src, dst))
-    }
-    fn zero(&self, x: B::ViewMut<'_>) {
-        self.timed("zero", String::new, |be| be.zero(x))
-    }
-
-    fn conv2d_forward(&self, s: &ConvShape, x: B::View<'_>, w: B::View<'_>, y: B::ViewMut<'_>) {
-        self.timed("conv2d_forward", || conv_label(s), |be| be.conv2d_forward(s, x, w, y))
-    }
-    fn conv2d_backward_data(&self, s: &ConvShape, dy: B::View<'_>, w: B::View<'_>, dx: B::ViewMut<'_>) {
-        self.timed("conv2d_backward_data", || conv_label(s), |be| be.conv2d_backward_data(s, dy, w, dx))
-    }
-    fn conv2d_backward_filter(&self, s: &ConvShape, x: B::View<'_>, dy: B::View<'_>, dw: B::ViewMut<'_>) {
-        self.timed("conv2d_backward_filter", || conv_label(s), |be| be.conv2d_backward_filter(s, x, dy, dw))
-    }
-
-    fn batchnorm_forward_train(
-        &self,
-        s: &BnShape,
-        x: B::View<'_>,
-        affine: B::View<'_>,
-        running: B::ViewMut<'_>,
-        saved: B::ViewMut<'_>,
-        y: B::ViewMut<'_>,
-    ) {
-        self.timed(
-            "batchnorm_forward_train",
-            || bn_label(s),
-            |be| be.batchnorm_forward_train(s, x, affine, running, saved, y),
-        )
-    }
-    fn batchnorm_forward_eval(
-        &self,
-        s: &BnShape,
-        x: B::View<'_>,
-        affine: B::View<'_>,
-        running: B::View<'_>,
-        y: B::ViewMut<'_>,
-    ) {
-        self.timed(
-            "batchnorm_forward_eval",
-            || bn_label(s),
-            |be| be.batchnorm_forward_eval(s, x, affine, running, y),
-        )
-    }
-    fn batchnorm_backward(
-        &self,
-        s: &BnShape,
-        x: B::View<'_>,
-        y: B::View<'_>,
-        dy: B::View<'_>,
-        affine: B::View<'_>,
-        saved: B::View<'_>,
-        dx: B::ViewMut<'_>,
-        d_affine: B::ViewMut<'_>,
-    ) {
-        self.timed(
-            "batchnorm_backward",
-            || bn_label(s),
-            |be| be.batchnorm_backward(s, x, y, dy, affine, saved, dx, d_affine),
-        )
-    }
-
-    fn add_assign(&self, y: B::ViewMut<'_>, x: B::View<'_>) {
-        self.timed("add_assign", String::new, |be| be.add_assign(y, x))
-    }
-    fn shortcut_forward(&self, s: &ShortcutShape, x: B::View<'_>, y: B::ViewMut<'_>) {
-        self.timed(
-            "shortcut_forward",
-            || format!("{}->{} s{} {}x{}", s.c_in, s.c_out, s.stride, s.h, s.w),
-            |be| be.shortcut_forward(s, x, y),
-        )
-    }
-    fn shortcut_backward_acc(&self, s: &ShortcutShape, dy: B::View<'_>, dx: B::ViewMut<'_>) {
-        self.timed(
-            "shortcut_backward_acc",
-            || format!("{}->{} s{} {}x{}", s.c_in, s.c_out, s.stride, s.h, s.w),
-            |be| be.shortcut_backward_acc(s, dy, dx),
-        )
-    }
-    fn avgpool_forward(&self, s: &PoolShape, x: B::View<'_>, y: B::ViewMut<'_>) {
-        self.timed("avgpool_forward", || format!("c{} hw{}", s.c, s.hw), |be| be.avgpool_forward(s, x, y))
-    }
-    fn avgpool_backward(&self, s: &PoolShape, dy: B::View<'_>, dx: B::ViewMut<'_>) {
-        self.timed("avgpool_backward", || format!("c{} hw{}", s.c, s.hw), |be| be.avgpool_backward(s, dy, dx))
-    }
-
-    fn linear_forward(
-        &self,
-        n: usize,
-        inp: usize,
-        out: usize,
-        x: B::View<'_>,
-        params: B::View<'_>,
-        y: B::ViewMut<'_>,
-    ) {
-        self.timed(
-            "linear_forward",
-            || format!("{inp}->{out}"),
-            |be| be.linear_forward(n, inp, out, x, params, y),
-        )
-    }
-    fn linear_backward(
-        &self,
-        n: usize,
-        inp: usize,
-        out: usize,
-        x: B::View<'_>,
-        params: B::View<'_>,
-        dy: B::View<'_>,
-        dx: B::ViewMut<'_>,
-        d_params: B::ViewMut<'_>,
-    ) {
-        self.timed(
-            "linear_backward",
-            || format!("{inp}->{out}"),
-            |be| be.linear_backward(n, inp, out, x, params, dy, dx, d_params),
-        )
-    }
-    fn softmax_cross_entropy(
-        &self,
-        n: usize,
-        classes: usize,
-        logits: B::View<'_>,
-        labels: &Self::Labels,
-        dlogits: B::ViewMut<'_>,
-    ) -> Result<LossSums> {
-        self.timed(
-            "softmax_cross_entropy",
-            || format!("n{n} k{classes}"),
-            |be| be.softmax_cross_entropy(n, classes, logits, labels, dlogits),
-        )
-    }
-    fn softmax_cross_entropy_eval(
-        &self,
-        n: usize,
-        classes: usize,
-        logits: B::View<'_>,
-        labels: &Self::Labels,
-        predictions: &mut [u32],
-    ) -> Result<LossSums> {
-        self.timed(
-            "softmax_cross_entropy_eval",
-            || format!("n{n} k{classes}"),
-            |be| be.softmax_cross_entropy_eval(n, classes, logits, labels, predictions),
-        )
-    }
-
-    fn sgd_step(
-        &self,
-        segments: &[Segment],
-        params: &mut Self::Buf,
-        grads: &Self::Buf,
-        momenta: &mut Self::Buf,
-        sums: Option<&mut [StepSums]>,
-    ) -> Result<()> {
-        let with_sums = if sums.is_some() { " sums" } else { "" };
-        let label = || {
-            format!("p{} segs{}{with_sums}", segments.iter().map(|s| s.len).sum::<usize>(), segments.len())
-        };
-        self.timed("sgd_step", label, |be| be.sgd_step(segments, params, grads, momenta, sums))
-    }
-
-    fn set_conv_precision(&self, p: ComputePrecision) -> bool {
-        self.inner.set_conv_precision(p)
-    }
-    // `step_begin` keeps its default (false): every step runs eagerly, op by op, so each op can be
-    // timed. A deferred (graph-replayed) step would not run the ops where they are called.
-    fn step_reset(&self) {
-        self.inner.step_reset()
+    /// Every step runs eagerly, op by op, so that each op can be timed: a deferred
+    /// (graph-replayed) step would not run the ops where they are called.
+    fn step_begin(&self) -> Result<bool> {
+        Ok(false)
     }
 }
 

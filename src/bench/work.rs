@@ -4,7 +4,7 @@
 
 use super::cost::{self, Cost, Net, Reduction};
 use super::ops::BenchOps;
-use crate::backend::{Backend, BnShape, ComputePrecision, Real, Segment, StepSums};
+use crate::backend::{Backend, BnBackward, BnShape, BnTrain, ComputePrecision, Real, Segment, StepSums};
 use crate::model::PreResNet;
 use crate::optim::{OptimConfig, Sgd};
 use anyhow::Result;
@@ -195,14 +195,14 @@ impl Work {
                         (be.alloc(2 * s.c)?, be.alloc(2 * s.c)?, be.alloc(s.len())?);
                     runners.push(Box::new(move || {
                         let (ra, rs, ry) = (all(be, &running), all(be, &saved), all(be, &y));
-                        be.batchnorm_forward_train(
-                            &s,
-                            be.view(&x, all(be, &x)),
-                            be.view(&affine, 0..2 * s.c),
-                            be.view_mut(&mut running, ra),
-                            be.view_mut(&mut saved, rs),
-                            be.view_mut(&mut y, ry),
-                        );
+                        be.batchnorm_forward_train(BnTrain {
+                            s: &s,
+                            x: be.view(&x, all(be, &x)),
+                            affine: be.view(&affine, 0..2 * s.c),
+                            running: be.view_mut(&mut running, ra),
+                            saved: be.view_mut(&mut saved, rs),
+                            y: be.view_mut(&mut y, ry),
+                        });
                         Ok(())
                     }));
                 }
@@ -216,26 +216,26 @@ impl Work {
                         (be.alloc(2 * s.c)?, be.alloc(2 * s.c)?, be.alloc(s.len())?);
                     let (ra, rs, ry) = (all(be, &running), all(be, &saved), all(be, &y));
                     // A real forward gives y (the ReLU mask) and the saved statistics.
-                    be.batchnorm_forward_train(
-                        &s,
-                        be.view(&x, all(be, &x)),
-                        be.view(&affine, 0..2 * s.c),
-                        be.view_mut(&mut running, ra),
-                        be.view_mut(&mut saved, rs),
-                        be.view_mut(&mut y, ry.clone()),
-                    );
+                    be.batchnorm_forward_train(BnTrain {
+                        s: &s,
+                        x: be.view(&x, all(be, &x)),
+                        affine: be.view(&affine, 0..2 * s.c),
+                        running: be.view_mut(&mut running, ra),
+                        saved: be.view_mut(&mut saved, rs),
+                        y: be.view_mut(&mut y, ry.clone()),
+                    });
                     let (mut dx, mut d_affine) = (be.alloc(s.len())?, be.alloc(2 * s.c)?);
                     runners.push(Box::new(move || {
-                        be.batchnorm_backward(
-                            &s,
-                            be.view(&x, ry.clone()),
-                            be.view(&y, ry.clone()),
-                            be.view(&dy, ry.clone()),
-                            be.view(&affine, 0..2 * s.c),
-                            be.view(&saved, 0..2 * s.c),
-                            be.view_mut(&mut dx, ry.clone()),
-                            be.view_mut(&mut d_affine, 0..2 * s.c),
-                        );
+                        be.batchnorm_backward(BnBackward {
+                            s: &s,
+                            x: be.view(&x, ry.clone()),
+                            y: be.view(&y, ry.clone()),
+                            dy: be.view(&dy, ry.clone()),
+                            affine: be.view(&affine, 0..2 * s.c),
+                            saved: be.view(&saved, 0..2 * s.c),
+                            dx: be.view_mut(&mut dx, ry.clone()),
+                            d_affine: be.view_mut(&mut d_affine, 0..2 * s.c),
+                        });
                         Ok(())
                     }));
                 }

@@ -11,7 +11,7 @@
 
 use super::analytic::ToyHyper;
 use crate::backend::cpu::Cpu;
-use crate::backend::{Backend, Segment, StepSums};
+use crate::backend::{Backend, Segment, SgdStep, StepSums};
 use crate::data::rng::keyed_rng;
 use crate::optim::Hyper;
 use crate::stats::VectorStats;
@@ -99,7 +99,13 @@ impl Toy {
             g.iter_mut().zip(w).for_each(|(x, wi)| *x = f * (*x - p * wi));
         }
         let sums = log.then_some(&mut self.sums[..]);
-        self.be.sgd_step(&self.segments, &mut self.params, &self.grads, &mut self.momenta, sums)?;
+        self.be.sgd_step(SgdStep {
+            segments: &self.segments,
+            params: &mut self.params,
+            grads: &self.grads,
+            momenta: &mut self.momenta,
+            sums,
+        })?;
         if !log {
             return Ok(None);
         }

@@ -7,7 +7,12 @@
 
 use super::config::ModelConfig;
 use super::layout::{BlockLayout, BnLayout, Layout, ShortcutLayout};
-use crate::backend::{Backend, BnShape, ConvShape, LossSums, PoolShape, Real, ShortcutShape};
+use crate::backend::{
+    AddAssign, Backend, BnBackward, BnEval, BnShape, BnTrain, ConvBackwardData, ConvBackwardFilter,
+    ConvForward, ConvShape, LinearBackward, LinearForward, LinearShape, LossShape, LossSums, PoolBackward,
+    PoolForward, PoolShape, Real, ShortcutBackward, ShortcutForward, ShortcutShape, SoftmaxXent,
+    SoftmaxXentEval,
+};
 use anyhow::{bail, Result};
 use num_traits::{One, Zero};
 use rand::{Rng, SeedableRng};
@@ -222,23 +227,30 @@ impl<B: Backend> PreResNet<B> {
         s: &BnShape,
         train: bool,
         x: &B::Buf,
-        affine: B::View<'_>,
+        (params, affine): (&B::Buf, Range<usize>),
         state: &mut B::Buf,
         state_range: Range<usize>,
         saved: &mut B::Buf,
         y: &mut B::Buf,
     ) {
+        let affine = be.view(params, affine);
         if train {
-            be.batchnorm_forward_train(
+            be.batchnorm_forward_train(BnTrain {
                 s,
-                all(be, x),
+                x: all(be, x),
                 affine,
-                be.view_mut(state, state_range),
-                all_mut(be, saved),
-                all_mut(be, y),
-            );
+                running: be.view_mut(state, state_range),
+                saved: all_mut(be, saved),
+                y: all_mut(be, y),
+            });
         } else {
-            be.batchnorm_forward_eval(s, all(be, x), affine, be.view(state, state_range), all_mut(be, y));
+            be.batchnorm_forward_eval(BnEval {
+                s,
+                x: all(be, x),
+                affine,
+                running: be.view(state, state_range),
+                y: all_mut(be, y),
+            });
         }
     }
 
@@ -247,12 +259,12 @@ impl<B: Backend> PreResNet<B> {
     pub fn forward(&mut self, be: &B, train: bool) {
         let l = &self.layout;
         let s = self.conv_shape(l.in_channels, self.cfg.stage_widths()[0], l.image_size, 3, 1);
-        be.conv2d_forward(
-            &s,
-            all(be, &self.input),
-            be.view(&self.params, self.tensor_range(l.stem)),
-            all_mut(be, &mut self.stem_out),
-        );
+        be.conv2d_forward(ConvForward {
+            s: &s,
+            x: all(be, &self.input),
+            w: be.view(&self.params, self.tensor_range(l.stem)),
+            y: all_mut(be, &mut self.stem_out),
+        });
         for i in 0..self.blocks.len() {
             let bl = self.layout.blocks[i];
             self.block_forward(be, i, &bl, train);
@@ -261,29 +273,26 @@ impl<B: Backend> PreResNet<B> {
         let size = self.layout.blocks.last().map_or(self.layout.image_size, |b| b.size_out());
         let bn = self.layout.bn_final;
         let s = self.bn_shape(&bn, size, true);
-        let affine = be.view(&self.params, self.layout.bn_affine_range(&bn));
         Self::bn_forward(
             be,
             &s,
             train,
             last,
-            affine,
+            (&self.params, self.layout.bn_affine_range(&bn)),
             &mut self.bn_state,
             Self::state_range(&bn),
             &mut self.head_saved,
             &mut self.head,
         );
         let ps = PoolShape { n: self.batch, c: self.layout.features, hw: size * size };
-        be.avgpool_forward(&ps, all(be, &self.head), all_mut(be, &mut self.pooled));
+        be.avgpool_forward(PoolForward { s: &ps, x: all(be, &self.head), y: all_mut(be, &mut self.pooled) });
         let fc = be.view(&self.params, self.layout.fc_range());
-        be.linear_forward(
-            self.batch,
-            self.layout.features,
-            self.layout.classes,
-            all(be, &self.pooled),
-            fc,
-            all_mut(be, &mut self.logits),
-        );
+        be.linear_forward(LinearForward {
+            s: LinearShape { n: self.batch, inp: self.layout.features, out: self.layout.classes },
+            x: all(be, &self.pooled),
+            params: fc,
+            y: all_mut(be, &mut self.logits),
+        });
     }
 
     fn block_forward(&mut self, be: &B, i: usize, bl: &BlockLayout, train: bool) {
@@ -299,7 +308,7 @@ impl<B: Backend> PreResNet<B> {
         let x = prev.last().map_or(&self.stem_out, |b| &b.out);
         let act = &mut rest[0];
         let p = &self.params;
-        let aff = |bn: &BnLayout| be.view(p, self.layout.bn_affine_range(bn));
+        let aff = |bn: &BnLayout| (p, self.layout.bn_affine_range(bn));
         Self::bn_forward(
             be,
             &s_bn1,
@@ -311,7 +320,12 @@ impl<B: Backend> PreResNet<B> {
             &mut act.saved1,
             &mut act.a,
         );
-        be.conv2d_forward(&s_c1, all(be, &act.a), be.view(p, r_c1), all_mut(be, &mut act.h));
+        be.conv2d_forward(ConvForward {
+            s: &s_c1,
+            x: all(be, &act.a),
+            w: be.view(p, r_c1),
+            y: all_mut(be, &mut act.h),
+        });
         Self::bn_forward(
             be,
             &s_bn2,
@@ -323,23 +337,30 @@ impl<B: Backend> PreResNet<B> {
             &mut act.saved2,
             &mut act.h2,
         );
-        be.conv2d_forward(&s_c2, all(be, &act.h2), be.view(p, r_c2), all_mut(be, &mut act.out));
+        be.conv2d_forward(ConvForward {
+            s: &s_c2,
+            x: all(be, &act.h2),
+            w: be.view(p, r_c2),
+            y: all_mut(be, &mut act.out),
+        });
         match bl.shortcut {
-            ShortcutLayout::Identity => be.add_assign(all_mut(be, &mut act.out), all(be, x)),
+            ShortcutLayout::Identity => {
+                be.add_assign(AddAssign { y: all_mut(be, &mut act.out), x: all(be, x) })
+            }
             ShortcutLayout::OptionA => {
                 let sc = act.shortcut_out.as_mut().expect("allocated for option A");
-                be.shortcut_forward(&s_a, all(be, x), all_mut(be, sc));
-                be.add_assign(all_mut(be, &mut act.out), all(be, sc));
+                be.shortcut_forward(ShortcutForward { s: &s_a, x: all(be, x), y: all_mut(be, sc) });
+                be.add_assign(AddAssign { y: all_mut(be, &mut act.out), x: all(be, sc) });
             }
             ShortcutLayout::Projection { conv, bn } => {
                 let (pc, saved) = act.projection.as_mut().expect("allocated for projection");
                 let sc = act.shortcut_out.as_mut().expect("allocated for projection");
-                be.conv2d_forward(
-                    &s_proj,
-                    all(be, &act.a),
-                    be.view(p, self.layout.tensors[conv].range()),
-                    all_mut(be, pc),
-                );
+                be.conv2d_forward(ConvForward {
+                    s: &s_proj,
+                    x: all(be, &act.a),
+                    w: be.view(p, self.layout.tensors[conv].range()),
+                    y: all_mut(be, pc),
+                });
                 Self::bn_forward(
                     be,
                     &s_bn_proj,
@@ -351,7 +372,7 @@ impl<B: Backend> PreResNet<B> {
                     saved,
                     sc,
                 );
-                be.add_assign(all_mut(be, &mut act.out), all(be, sc));
+                be.add_assign(AddAssign { y: all_mut(be, &mut act.out), x: all(be, sc) });
             }
         }
     }
@@ -384,46 +405,43 @@ impl<B: Backend> PreResNet<B> {
     pub fn loss_and_backward(&mut self, be: &B) -> Result<LossSums> {
         let l = &self.layout;
         let (n, classes, feat) = (self.batch, l.classes, l.features);
-        let sums = be.softmax_cross_entropy(
-            n,
-            classes,
-            all(be, &self.logits),
-            &self.labels,
-            all_mut(be, &mut self.g.logits),
-        )?;
+        let sums = be.softmax_cross_entropy(SoftmaxXent {
+            s: LossShape { n, classes },
+            logits: all(be, &self.logits),
+            labels: &self.labels,
+            dlogits: all_mut(be, &mut self.g.logits),
+        })?;
         let size = l.blocks.last().map_or(l.image_size, |b| b.size_out());
         let bn = l.bn_final;
         let s = self.bn_shape(&bn, size, true);
         let p = &self.params;
         let gr = &mut self.grads;
-        be.linear_backward(
-            n,
-            feat,
-            classes,
-            all(be, &self.pooled),
-            be.view(p, l.fc_range()),
-            all(be, &self.g.logits),
-            all_mut(be, &mut self.g.pooled),
-            be.view_mut(gr, l.fc_range()),
-        );
+        be.linear_backward(LinearBackward {
+            s: LinearShape { n, inp: feat, out: classes },
+            x: all(be, &self.pooled),
+            params: be.view(p, l.fc_range()),
+            dy: all(be, &self.g.logits),
+            dx: all_mut(be, &mut self.g.pooled),
+            d_params: be.view_mut(gr, l.fc_range()),
+        });
         let hw = size * size;
-        be.avgpool_backward(
-            &PoolShape { n, c: feat, hw },
-            all(be, &self.g.pooled),
-            all_mut(be, &mut self.g.head),
-        );
+        be.avgpool_backward(PoolBackward {
+            s: &PoolShape { n, c: feat, hw },
+            dy: all(be, &self.g.pooled),
+            dx: all_mut(be, &mut self.g.head),
+        });
         let last = self.blocks.last().map_or(&self.stem_out, |b| &b.out);
         let len = n * feat * hw;
-        be.batchnorm_backward(
-            &s,
-            all(be, last),
-            all(be, &self.head),
-            all(be, &self.g.head),
-            be.view(p, l.bn_affine_range(&bn)),
-            all(be, &self.head_saved),
-            be.view_mut(&mut self.g.stream[0], 0..len),
-            be.view_mut(gr, l.bn_affine_range(&bn)),
-        );
+        be.batchnorm_backward(BnBackward {
+            s: &s,
+            x: all(be, last),
+            y: all(be, &self.head),
+            dy: all(be, &self.g.head),
+            affine: be.view(p, l.bn_affine_range(&bn)),
+            saved: all(be, &self.head_saved),
+            dx: be.view_mut(&mut self.g.stream[0], 0..len),
+            d_affine: be.view_mut(gr, l.bn_affine_range(&bn)),
+        });
         let mut cur = 0;
         for i in (0..self.blocks.len()).rev() {
             let bl = self.layout.blocks[i];
@@ -432,12 +450,12 @@ impl<B: Backend> PreResNet<B> {
         }
         let l = &self.layout;
         let s = self.conv_shape(l.in_channels, self.cfg.stage_widths()[0], l.image_size, 3, 1);
-        be.conv2d_backward_filter(
-            &s,
-            all(be, &self.input),
-            be.view(&self.g.stream[cur], 0..s.y_len()),
-            be.view_mut(&mut self.grads, l.tensors[l.stem].range()),
-        );
+        be.conv2d_backward_filter(ConvBackwardFilter {
+            s: &s,
+            x: all(be, &self.input),
+            dy: be.view(&self.g.stream[cur], 0..s.y_len()),
+            dw: be.view_mut(&mut self.grads, l.tensors[l.stem].range()),
+        });
         Ok(sums)
     }
 
@@ -462,81 +480,85 @@ impl<B: Backend> PreResNet<B> {
         let dout = be.view(dout, 0..out_len);
         let aff = |bn: &BnLayout| l.bn_affine_range(bn);
 
-        be.conv2d_backward_filter(
-            &s_c2,
-            all(be, &act.h2),
-            dout,
-            be.view_mut(gr, l.tensors[bl.conv2].range()),
-        );
-        be.conv2d_backward_data(
-            &s_c2,
-            dout,
-            be.view(p, l.tensors[bl.conv2].range()),
-            be.view_mut(&mut g.h2, 0..out_len),
-        );
-        be.batchnorm_backward(
-            &s_bn2,
-            all(be, &act.h),
-            all(be, &act.h2),
-            be.view(&g.h2, 0..out_len),
-            be.view(p, aff(&bl.bn2)),
-            all(be, &act.saved2),
-            be.view_mut(&mut g.h, 0..out_len),
-            be.view_mut(gr, aff(&bl.bn2)),
-        );
-        be.conv2d_backward_filter(
-            &s_c1,
-            all(be, &act.a),
-            be.view(&g.h, 0..out_len),
-            be.view_mut(gr, l.tensors[bl.conv1].range()),
-        );
-        be.conv2d_backward_data(
-            &s_c1,
-            be.view(&g.h, 0..out_len),
-            be.view(p, l.tensors[bl.conv1].range()),
-            be.view_mut(&mut g.a, 0..in_len),
-        );
+        be.conv2d_backward_filter(ConvBackwardFilter {
+            s: &s_c2,
+            x: all(be, &act.h2),
+            dy: dout,
+            dw: be.view_mut(gr, l.tensors[bl.conv2].range()),
+        });
+        be.conv2d_backward_data(ConvBackwardData {
+            s: &s_c2,
+            dy: dout,
+            w: be.view(p, l.tensors[bl.conv2].range()),
+            dx: be.view_mut(&mut g.h2, 0..out_len),
+        });
+        be.batchnorm_backward(BnBackward {
+            s: &s_bn2,
+            x: all(be, &act.h),
+            y: all(be, &act.h2),
+            dy: be.view(&g.h2, 0..out_len),
+            affine: be.view(p, aff(&bl.bn2)),
+            saved: all(be, &act.saved2),
+            dx: be.view_mut(&mut g.h, 0..out_len),
+            d_affine: be.view_mut(gr, aff(&bl.bn2)),
+        });
+        be.conv2d_backward_filter(ConvBackwardFilter {
+            s: &s_c1,
+            x: all(be, &act.a),
+            dy: be.view(&g.h, 0..out_len),
+            dw: be.view_mut(gr, l.tensors[bl.conv1].range()),
+        });
+        be.conv2d_backward_data(ConvBackwardData {
+            s: &s_c1,
+            dy: be.view(&g.h, 0..out_len),
+            w: be.view(p, l.tensors[bl.conv1].range()),
+            dx: be.view_mut(&mut g.a, 0..in_len),
+        });
         if let ShortcutLayout::Projection { conv, bn } = bl.shortcut {
             // dL/da gains the projection's share: BN backward into g.h, conv backward into g.h2.
             let (pc, saved) = act.projection.as_ref().expect("allocated for projection");
             let sc = act.shortcut_out.as_ref().expect("allocated for projection");
-            be.batchnorm_backward(
-                &s_bn_proj,
-                all(be, pc),
-                all(be, sc),
-                dout,
-                be.view(p, aff(&bn)),
-                all(be, saved),
-                be.view_mut(&mut g.h, 0..out_len),
-                be.view_mut(gr, aff(&bn)),
-            );
-            be.conv2d_backward_filter(
-                &s_proj,
-                all(be, &act.a),
-                be.view(&g.h, 0..out_len),
-                be.view_mut(gr, l.tensors[conv].range()),
-            );
-            be.conv2d_backward_data(
-                &s_proj,
-                be.view(&g.h, 0..out_len),
-                be.view(p, l.tensors[conv].range()),
-                be.view_mut(&mut g.h2, 0..in_len),
-            );
-            be.add_assign(be.view_mut(&mut g.a, 0..in_len), be.view(&g.h2, 0..in_len));
+            be.batchnorm_backward(BnBackward {
+                s: &s_bn_proj,
+                x: all(be, pc),
+                y: all(be, sc),
+                dy: dout,
+                affine: be.view(p, aff(&bn)),
+                saved: all(be, saved),
+                dx: be.view_mut(&mut g.h, 0..out_len),
+                d_affine: be.view_mut(gr, aff(&bn)),
+            });
+            be.conv2d_backward_filter(ConvBackwardFilter {
+                s: &s_proj,
+                x: all(be, &act.a),
+                dy: be.view(&g.h, 0..out_len),
+                dw: be.view_mut(gr, l.tensors[conv].range()),
+            });
+            be.conv2d_backward_data(ConvBackwardData {
+                s: &s_proj,
+                dy: be.view(&g.h, 0..out_len),
+                w: be.view(p, l.tensors[conv].range()),
+                dx: be.view_mut(&mut g.h2, 0..in_len),
+            });
+            be.add_assign(AddAssign { y: be.view_mut(&mut g.a, 0..in_len), x: be.view(&g.h2, 0..in_len) });
         }
-        be.batchnorm_backward(
-            &s_bn1,
-            all(be, x),
-            all(be, &act.a),
-            be.view(&g.a, 0..in_len),
-            be.view(p, aff(&bl.bn1)),
-            all(be, &act.saved1),
-            be.view_mut(dx, 0..in_len),
-            be.view_mut(gr, aff(&bl.bn1)),
-        );
+        be.batchnorm_backward(BnBackward {
+            s: &s_bn1,
+            x: all(be, x),
+            y: all(be, &act.a),
+            dy: be.view(&g.a, 0..in_len),
+            affine: be.view(p, aff(&bl.bn1)),
+            saved: all(be, &act.saved1),
+            dx: be.view_mut(dx, 0..in_len),
+            d_affine: be.view_mut(gr, aff(&bl.bn1)),
+        });
         match bl.shortcut {
-            ShortcutLayout::Identity => be.add_assign(be.view_mut(dx, 0..in_len), dout),
-            ShortcutLayout::OptionA => be.shortcut_backward_acc(&s_a, dout, be.view_mut(dx, 0..in_len)),
+            ShortcutLayout::Identity => be.add_assign(AddAssign { y: be.view_mut(dx, 0..in_len), x: dout }),
+            ShortcutLayout::OptionA => be.shortcut_backward_acc(ShortcutBackward {
+                s: &s_a,
+                dy: dout,
+                dx: be.view_mut(dx, 0..in_len),
+            }),
             ShortcutLayout::Projection { .. } => {}
         }
     }
@@ -544,13 +566,12 @@ impl<B: Backend> PreResNet<B> {
     /// Loss and predictions of the last eval-mode forward pass, over the first `count` samples.
     pub fn eval_loss(&self, be: &B, count: usize, predictions: &mut [u32]) -> Result<LossSums> {
         let classes = self.layout.classes;
-        be.softmax_cross_entropy_eval(
-            count,
-            classes,
-            be.view(&self.logits, 0..count * classes),
-            &self.labels,
+        be.softmax_cross_entropy_eval(SoftmaxXentEval {
+            s: LossShape { n: count, classes },
+            logits: be.view(&self.logits, 0..count * classes),
+            labels: &self.labels,
             predictions,
-        )
+        })
     }
 
     /// Copy of the logits of the last forward pass.

@@ -8,7 +8,7 @@ pub mod schedule;
 
 pub use schedule::{Schedule, ScheduleConfig};
 
-use crate::backend::{Backend, Segment, StepSums};
+use crate::backend::{Backend, Segment, SgdStep, StepSums};
 use crate::model::Layout;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -192,10 +192,22 @@ impl<B: Backend> Sgd<B> {
             .collect();
         if want_sums {
             let mut sums = vec![StepSums::default(); segments.len()];
-            be.sgd_step(&segments, params, grads, &mut self.momenta, Some(&mut sums))?;
+            be.sgd_step(SgdStep {
+                segments: &segments,
+                params,
+                grads,
+                momenta: &mut self.momenta,
+                sums: Some(&mut sums),
+            })?;
             Ok(Some(self.trained.iter().map(|x| x.0).zip(sums).collect()))
         } else {
-            be.sgd_step(&segments, params, grads, &mut self.momenta, None)?;
+            be.sgd_step(SgdStep {
+                segments: &segments,
+                params,
+                grads,
+                momenta: &mut self.momenta,
+                sums: None,
+            })?;
             Ok(None)
         }
     }

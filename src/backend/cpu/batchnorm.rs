@@ -15,7 +15,7 @@
 //! and writes dx.
 
 use super::wide;
-use crate::backend::{BnShape, Real};
+use crate::backend::{BnBackward, BnEval, BnShape, BnTrain, Real};
 use rayon::prelude::*;
 
 /// Independent f64 accumulators per plane sum: they break the chain of dependent adds (4 cycles
@@ -141,14 +141,8 @@ fn check(s: &BnShape, x: usize, y: usize, affine: usize, stats: usize) {
 }
 
 /// Training forward: batch statistics, `saved` = [μ | 1/sqrt(σ²+ε)], running statistics updated.
-pub(crate) fn forward_train<T: Real>(
-    s: &BnShape,
-    x: &[T],
-    affine: &[T],
-    running: &mut [T],
-    saved: &mut [T],
-    y: &mut [T],
-) {
+pub(crate) fn forward_train<T: Real>(a: BnTrain<'_, &[T], &mut [T]>) {
+    let BnTrain { s, x, affine, running, saved, y } = a;
     check(s, x.len(), y.len(), affine.len(), running.len());
     assert_eq!(saved.len(), 2 * s.c, "batchnorm: saved length");
     let m = count(s);
@@ -173,7 +167,8 @@ pub(crate) fn forward_train<T: Real>(
 }
 
 /// Eval forward: normalize with the running statistics [mean | var].
-pub(crate) fn forward_eval<T: Real>(s: &BnShape, x: &[T], affine: &[T], running: &[T], y: &mut [T]) {
+pub(crate) fn forward_eval<T: Real>(a: BnEval<'_, &[T], &mut [T]>) {
+    let BnEval { s, x, affine, running, y } = a;
     check(s, x.len(), y.len(), affine.len(), running.len());
     let maps: Vec<Normalize<T>> = (0..s.c)
         .map(|c| {
@@ -185,17 +180,8 @@ pub(crate) fn forward_eval<T: Real>(s: &BnShape, x: &[T], affine: &[T], running:
 }
 
 /// Backward of [`forward_train`]: dx and d_affine = [dγ | dβ], both overwritten.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward<T: Real>(
-    s: &BnShape,
-    x: &[T],
-    y: &[T],
-    dy: &[T],
-    affine: &[T],
-    saved: &[T],
-    dx: &mut [T],
-    d_affine: &mut [T],
-) {
+pub(crate) fn backward<T: Real>(a: BnBackward<'_, &[T], &mut [T]>) {
+    let BnBackward { s, x, y, dy, affine, saved, dx, d_affine } = a;
     check(s, x.len(), y.len(), affine.len(), saved.len());
     assert_eq!(dy.len(), s.len(), "batchnorm: dy length");
     assert_eq!(dx.len(), s.len(), "batchnorm: dx length");

@@ -3,7 +3,7 @@
 
 use super::gemm::{gemm, Lib, Mat};
 use super::wide;
-use crate::backend::Real;
+use crate::backend::{LinearBackward, LinearForward, LinearShape, Real};
 
 fn check(n: usize, inp: usize, out: usize, x: usize, params: usize, y: usize) {
     assert_eq!(x, n * inp, "linear: x length");
@@ -12,7 +12,8 @@ fn check(n: usize, inp: usize, out: usize, x: usize, params: usize, y: usize) {
 }
 
 /// y = x Wᵀ + b, overwritten.
-pub(crate) fn forward<T: Real>(n: usize, inp: usize, out: usize, x: &[T], params: &[T], y: &mut [T]) {
+pub(crate) fn forward<T: Real>(a: LinearForward<&[T], &mut [T]>) {
+    let LinearForward { s: LinearShape { n, inp, out }, x, params, y } = a;
     check(n, inp, out, x.len(), params.len(), y.len());
     let (w, b) = params.split_at(out * inp);
     for row in y.chunks_mut(out.max(1)) {
@@ -22,17 +23,8 @@ pub(crate) fn forward<T: Real>(n: usize, inp: usize, out: usize, x: &[T], params
 }
 
 /// dx = dy W and d_params = [dyᵀ x | Σ_n dy (in f64)], all overwritten.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn backward<T: Real>(
-    n: usize,
-    inp: usize,
-    out: usize,
-    x: &[T],
-    params: &[T],
-    dy: &[T],
-    dx: &mut [T],
-    d_params: &mut [T],
-) {
+pub(crate) fn backward<T: Real>(a: LinearBackward<&[T], &mut [T]>) {
+    let LinearBackward { s: LinearShape { n, inp, out }, x, params, dy, dx, d_params } = a;
     check(n, inp, out, x.len(), params.len(), dy.len());
     assert_eq!(dx.len(), n * inp, "linear: dx length");
     assert_eq!(d_params.len(), params.len(), "linear: d_params length");

@@ -23,7 +23,12 @@ mod sgd;
 #[cfg(test)]
 mod tests;
 
-use super::{Backend, BnShape, ConvShape, LossSums, PoolShape, Real, Segment, ShortcutShape, StepSums};
+use super::ops::{
+    AddAssign, BnBackward, BnEval, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward,
+    LinearBackward, LinearForward, PoolBackward, PoolForward, SgdStep, ShortcutBackward, ShortcutForward,
+    SoftmaxXent, SoftmaxXentEval,
+};
+use super::{Backend, LossSums, Real};
 use anyhow::{ensure, Result};
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -94,109 +99,60 @@ impl<T: Real> Backend for Cpu<T> {
     }
 
     // ---- convolution ----------------------------------------------------------------------------
-    fn conv2d_forward(&self, s: &ConvShape, x: &[T], w: &[T], y: &mut [T]) {
-        conv::forward(s, x, w, y)
+    fn conv2d_forward(&self, a: ConvForward<'_, &[T], &mut [T]>) {
+        conv::forward(a.s, a.x, a.w, a.y)
     }
-    fn conv2d_backward_data(&self, s: &ConvShape, dy: &[T], w: &[T], dx: &mut [T]) {
-        conv::backward_data(s, dy, w, dx)
+    fn conv2d_backward_data(&self, a: ConvBackwardData<'_, &[T], &mut [T]>) {
+        conv::backward_data(a.s, a.dy, a.w, a.dx)
     }
-    fn conv2d_backward_filter(&self, s: &ConvShape, x: &[T], dy: &[T], dw: &mut [T]) {
-        conv::backward_filter(s, x, dy, dw)
+    fn conv2d_backward_filter(&self, a: ConvBackwardFilter<'_, &[T], &mut [T]>) {
+        conv::backward_filter(a.s, a.x, a.dy, a.dw)
     }
 
     // ---- BatchNorm ------------------------------------------------------------------------------
-    fn batchnorm_forward_train(
-        &self,
-        s: &BnShape,
-        x: &[T],
-        affine: &[T],
-        running: &mut [T],
-        saved: &mut [T],
-        y: &mut [T],
-    ) {
-        batchnorm::forward_train(s, x, affine, running, saved, y)
+    fn batchnorm_forward_train(&self, a: BnTrain<'_, &[T], &mut [T]>) {
+        batchnorm::forward_train(a)
     }
-    fn batchnorm_forward_eval(&self, s: &BnShape, x: &[T], affine: &[T], running: &[T], y: &mut [T]) {
-        batchnorm::forward_eval(s, x, affine, running, y)
+    fn batchnorm_forward_eval(&self, a: BnEval<'_, &[T], &mut [T]>) {
+        batchnorm::forward_eval(a)
     }
-    fn batchnorm_backward(
-        &self,
-        s: &BnShape,
-        x: &[T],
-        y: &[T],
-        dy: &[T],
-        affine: &[T],
-        saved: &[T],
-        dx: &mut [T],
-        d_affine: &mut [T],
-    ) {
-        batchnorm::backward(s, x, y, dy, affine, saved, dx, d_affine)
+    fn batchnorm_backward(&self, a: BnBackward<'_, &[T], &mut [T]>) {
+        batchnorm::backward(a)
     }
 
     // ---- elementwise and shape ops --------------------------------------------------------------
-    fn add_assign(&self, y: &mut [T], x: &[T]) {
-        elementwise::add_assign(y, x)
+    fn add_assign(&self, a: AddAssign<&[T], &mut [T]>) {
+        elementwise::add_assign(a.y, a.x)
     }
-    fn shortcut_forward(&self, s: &ShortcutShape, x: &[T], y: &mut [T]) {
-        elementwise::shortcut_forward(s, x, y)
+    fn shortcut_forward(&self, a: ShortcutForward<'_, &[T], &mut [T]>) {
+        elementwise::shortcut_forward(a.s, a.x, a.y)
     }
-    fn shortcut_backward_acc(&self, s: &ShortcutShape, dy: &[T], dx: &mut [T]) {
-        elementwise::shortcut_backward_acc(s, dy, dx)
+    fn shortcut_backward_acc(&self, a: ShortcutBackward<'_, &[T], &mut [T]>) {
+        elementwise::shortcut_backward_acc(a.s, a.dy, a.dx)
     }
-    fn avgpool_forward(&self, s: &PoolShape, x: &[T], y: &mut [T]) {
-        elementwise::avgpool_forward(s, x, y)
+    fn avgpool_forward(&self, a: PoolForward<'_, &[T], &mut [T]>) {
+        elementwise::avgpool_forward(a.s, a.x, a.y)
     }
-    fn avgpool_backward(&self, s: &PoolShape, dy: &[T], dx: &mut [T]) {
-        elementwise::avgpool_backward(s, dy, dx)
+    fn avgpool_backward(&self, a: PoolBackward<'_, &[T], &mut [T]>) {
+        elementwise::avgpool_backward(a.s, a.dy, a.dx)
     }
 
     // ---- linear + loss --------------------------------------------------------------------------
-    fn linear_forward(&self, n: usize, inp: usize, out: usize, x: &[T], params: &[T], y: &mut [T]) {
-        linear::forward(n, inp, out, x, params, y)
+    fn linear_forward(&self, a: LinearForward<&[T], &mut [T]>) {
+        linear::forward(a)
     }
-    fn linear_backward(
-        &self,
-        n: usize,
-        inp: usize,
-        out: usize,
-        x: &[T],
-        params: &[T],
-        dy: &[T],
-        dx: &mut [T],
-        d_params: &mut [T],
-    ) {
-        linear::backward(n, inp, out, x, params, dy, dx, d_params)
+    fn linear_backward(&self, a: LinearBackward<&[T], &mut [T]>) {
+        linear::backward(a)
     }
-    fn softmax_cross_entropy(
-        &self,
-        n: usize,
-        classes: usize,
-        logits: &[T],
-        labels: &Vec<u32>,
-        dlogits: &mut [T],
-    ) -> Result<LossSums> {
-        loss::train(n, classes, logits, labels, dlogits)
+    fn softmax_cross_entropy(&self, a: SoftmaxXent<'_, &[T], &mut [T], Vec<u32>>) -> Result<LossSums> {
+        loss::train(a.s.n, a.s.classes, a.logits, a.labels, a.dlogits)
     }
-    fn softmax_cross_entropy_eval(
-        &self,
-        n: usize,
-        classes: usize,
-        logits: &[T],
-        labels: &Vec<u32>,
-        predictions: &mut [u32],
-    ) -> Result<LossSums> {
-        loss::eval(n, classes, logits, labels, predictions)
+    fn softmax_cross_entropy_eval(&self, a: SoftmaxXentEval<'_, &[T], Vec<u32>>) -> Result<LossSums> {
+        loss::eval(a.s.n, a.s.classes, a.logits, a.labels, a.predictions)
     }
 
     // ---- optimizer ------------------------------------------------------------------------------
-    fn sgd_step(
-        &self,
-        segments: &[Segment],
-        params: &mut Vec<T>,
-        grads: &Vec<T>,
-        momenta: &mut Vec<T>,
-        sums: Option<&mut [StepSums]>,
-    ) -> Result<()> {
-        sgd::step(segments, params, grads, momenta, sums)
+    fn sgd_step(&self, a: SgdStep<'_, Vec<T>>) -> Result<()> {
+        sgd::step(a.segments, a.params, a.grads, a.momenta, a.sums)
     }
 }

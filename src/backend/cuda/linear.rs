@@ -18,6 +18,7 @@
 
 use super::context::{addr, addr_mut, Grow};
 use super::{expect_len, lock, Cuda, DevView, DevViewMut, Gpu};
+use crate::backend::{LinearBackward, LinearForward, LinearShape};
 use anyhow::{anyhow, ensure, Context as _, Result};
 use cudarc::cublas::{result as blas, sys};
 use cudarc::driver::CudaContext;
@@ -96,29 +97,18 @@ impl Blas {
     }
 }
 
-/// The layer's sizes: `n` samples of `inp` inputs and `out` outputs.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Dims {
-    pub n: usize,
-    pub inp: usize,
-    pub out: usize,
+/// Checks the views that both directions read: x (n×inp) and params (out×inp + out).
+fn check(d: LinearShape, x: &DevView<'_>, params: &DevView<'_>) -> Result<()> {
+    expect_len("linear", "x", x.len, d.n * d.inp)?;
+    expect_len("linear", "params", params.len, d.out * d.inp + d.out)
 }
 
-impl Dims {
-    /// Checks the views that both directions read: x (n×inp) and params (out×inp + out).
-    fn check(self, x: &DevView<'_>, params: &DevView<'_>) -> Result<()> {
-        expect_len("linear", "x", x.len, self.n * self.inp)?;
-        expect_len("linear", "params", params.len, self.out * self.inp + self.out)
-    }
-
-    /// (n, inp, out) as cuBLAS ints.
-    fn ints(self) -> Result<(c_int, c_int, c_int)> {
-        let int = |what: &str, v: usize| {
-            c_int::try_from(v)
-                .with_context(|| format!("linear: {what} = {v} exceeds cuBLAS's int dimensions"))
-        };
-        Ok((int("n", self.n)?, int("inp", self.inp)?, int("out", self.out)?))
-    }
+/// (n, inp, out) as cuBLAS ints.
+fn ints(d: LinearShape) -> Result<(c_int, c_int, c_int)> {
+    let int = |what: &str, v: usize| {
+        c_int::try_from(v).with_context(|| format!("linear: {what} = {v} exceeds cuBLAS's int dimensions"))
+    };
+    Ok((int("n", d.n)?, int("inp", d.inp)?, int("out", d.out)?))
 }
 
 /// What the GEMMs of one call need: cuBLAS locked (its handle), the address of at least n ones,
@@ -130,28 +120,41 @@ struct Gemms<'a> {
 }
 
 /// Binds the context and prepares the GEMMs of `d`.
-fn begin(be: &Cuda, d: Dims) -> Result<Gemms<'_>> {
+fn begin(be: &Cuda, d: LinearShape) -> Result<Gemms<'_>> {
     let gpu = &be.gpu;
     gpu.bind()?;
     let mut blas = lock(&be.blas);
     let ones = blas.ones(gpu, d.n)?;
-    Ok(Gemms { blas, ones, dims: d.ints()? })
+    Ok(Gemms { blas, ones, dims: ints(d)? })
 }
 
-/// C (m×n, ldc) = α op(A) op(B) + β C, column-major, device pointers.
-#[allow(clippy::too_many_arguments)]
+/// An operand of [`sgemm`]: a column-major matrix at a device address with leading dimension
+/// `ld`, used as it is (`t` false) or transposed.
+#[derive(Clone, Copy)]
+struct Operand {
+    ptr: u64,
+    ld: c_int,
+    t: bool,
+}
+
+/// The matrix at `ptr` as it is.
+fn plain(ptr: u64, ld: c_int) -> Operand {
+    Operand { ptr, ld, t: false }
+}
+
+/// The matrix at `ptr` transposed.
+fn transposed(ptr: u64, ld: c_int) -> Operand {
+    Operand { ptr, ld, t: true }
+}
+
+/// C (m×n, at `c` with leading dimension ldc) = op(A) op(B) + β C, column-major, α = 1.
 fn sgemm(
     h: sys::cublasHandle_t,
-    ta: bool,
-    tb: bool,
     (m, n, k): (c_int, c_int, c_int),
-    a: u64,
-    lda: c_int,
-    b: u64,
-    ldb: c_int,
+    a: Operand,
+    b: Operand,
     beta: f32,
-    c: u64,
-    ldc: c_int,
+    (c, ldc): (u64, c_int),
 ) -> Result<()> {
     let op =
         |t: bool| if t { sys::cublasOperation_t::CUBLAS_OP_T } else { sys::cublasOperation_t::CUBLAS_OP_N };
@@ -161,16 +164,16 @@ fn sgemm(
     unsafe {
         blas::sgemm(
             h,
-            op(ta),
-            op(tb),
+            op(a.t),
+            op(b.t),
             m,
             n,
             k,
             &alpha,
-            a as *const f32,
-            lda,
-            b as *const f32,
-            ldb,
+            a.ptr as *const f32,
+            a.ld,
+            b.ptr as *const f32,
+            b.ld,
             &beta,
             c as *mut f32,
             ldc,
@@ -180,15 +183,10 @@ fn sgemm(
 }
 
 /// y = x Wᵀ + b, overwritten.
-pub(crate) fn forward(
-    be: &Cuda,
-    d: Dims,
-    x: DevView<'_>,
-    params: DevView<'_>,
-    y: DevViewMut<'_>,
-) -> Result<()> {
-    let Dims { n, inp, out } = d;
-    d.check(&x, &params)?;
+pub(crate) fn forward(be: &Cuda, a: LinearForward<DevView<'_>, DevViewMut<'_>>) -> Result<()> {
+    let LinearForward { s: d, x, params, y } = a;
+    let LinearShape { n, inp, out } = d;
+    check(d, &x, &params)?;
     expect_len("linear", "y", y.len, n * out)?;
     if n == 0 || out == 0 {
         return Ok(());
@@ -197,26 +195,19 @@ pub(crate) fn forward(
     let h = blas.handle.raw;
     let bias = params.at(out * inp);
     // y' (out×n) = b (out×1) · onesᵀ (1×n), β = 0.
-    sgemm(h, false, false, (oi, ni, 1), bias, oi, ones, 1, 0.0, y.ptr, oi)?;
+    sgemm(h, (oi, ni, 1), plain(bias, oi), plain(ones, 1), 0.0, (y.ptr, oi))?;
     if inp > 0 {
         // y' += W'ᵀ (out×inp) · x' (inp×n).
-        sgemm(h, true, false, (oi, ni, ii), params.ptr, ii, x.ptr, ii, 1.0, y.ptr, oi)?;
+        sgemm(h, (oi, ni, ii), transposed(params.ptr, ii), plain(x.ptr, ii), 1.0, (y.ptr, oi))?;
     }
     Ok(())
 }
 
 /// dx = dy W and d_params = [dyᵀ x | Σ_n dy], all overwritten.
-pub(crate) fn backward(
-    be: &Cuda,
-    d: Dims,
-    x: DevView<'_>,
-    params: DevView<'_>,
-    dy: DevView<'_>,
-    dx: DevViewMut<'_>,
-    d_params: DevViewMut<'_>,
-) -> Result<()> {
-    let Dims { n, inp, out } = d;
-    d.check(&x, &params)?;
+pub(crate) fn backward(be: &Cuda, a: LinearBackward<DevView<'_>, DevViewMut<'_>>) -> Result<()> {
+    let LinearBackward { s: d, x, params, dy, dx, d_params } = a;
+    let LinearShape { n, inp, out } = d;
+    check(d, &x, &params)?;
     expect_len("linear", "dy", dy.len, n * out)?;
     expect_len("linear", "dx", dx.len, n * inp)?;
     ensure!(
@@ -234,11 +225,11 @@ pub(crate) fn backward(
     let h = blas.handle.raw;
     if inp > 0 {
         // dx' (inp×n) = W' (inp×out) · dy' (out×n).
-        sgemm(h, false, false, (ii, ni, oi), params.ptr, ii, dy.ptr, oi, 0.0, dx.ptr, ii)?;
+        sgemm(h, (ii, ni, oi), plain(params.ptr, ii), plain(dy.ptr, oi), 0.0, (dx.ptr, ii))?;
         // dW' (inp×out) = x' (inp×n) · dy'ᵀ (n×out).
-        sgemm(h, false, true, (ii, oi, ni), x.ptr, ii, dy.ptr, oi, 0.0, d_params.ptr, ii)?;
+        sgemm(h, (ii, oi, ni), plain(x.ptr, ii), transposed(dy.ptr, oi), 0.0, (d_params.ptr, ii))?;
     }
     // db (out×1) = dy' (out×n) · ones (n×1).
-    sgemm(h, false, false, (oi, 1, ni), dy.ptr, oi, ones, ni, 0.0, d_params.at(out * inp), oi)?;
+    sgemm(h, (oi, 1, ni), plain(dy.ptr, oi), plain(ones, ni), 0.0, (d_params.at(out * inp), oi))?;
     Ok(())
 }

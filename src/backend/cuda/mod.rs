@@ -87,10 +87,12 @@ pub use bf16emu::Bf16Cpu;
 pub use check::{print_table, CheckRow};
 pub use context::{cublas_present, cudnn_present, driver_present};
 
-use super::{
-    Backend, BnShape, ComputePrecision, ConvShape, DeferredStep, LossSums, PoolShape, Segment, ShortcutShape,
-    StepSums,
+use super::ops::{
+    AddAssign, BnBackward, BnEval, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward,
+    LinearBackward, LinearForward, PoolBackward, PoolForward, SgdStep, ShortcutBackward, ShortcutForward,
+    SoftmaxXent, SoftmaxXentEval,
 };
+use super::{Backend, ComputePrecision, DeferredStep, LossShape, LossSums, StepSums};
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use context::{addr, addr_mut, driver_error, Gpu};
 use cudarc::driver::{sys as drv_sys, CudaGraph, CudaSlice, DeviceRepr};
@@ -505,112 +507,69 @@ impl Backend for Cuda {
     }
 
     // ---- convolution ----------------------------------------------------------------------------
-    fn conv2d_forward(&self, s: &ConvShape, x: DevView<'_>, w: DevView<'_>, y: DevViewMut<'_>) {
+    fn conv2d_forward(&self, a: ConvForward<'_, DevView<'_>, DevViewMut<'_>>) {
+        let ConvForward { s, x, w, y } = a;
         self.run("conv2d_forward", &words!(x, w, y), || conv::forward(self, s, x, w, y));
     }
-    fn conv2d_backward_data(&self, s: &ConvShape, dy: DevView<'_>, w: DevView<'_>, dx: DevViewMut<'_>) {
+    fn conv2d_backward_data(&self, a: ConvBackwardData<'_, DevView<'_>, DevViewMut<'_>>) {
+        let ConvBackwardData { s, dy, w, dx } = a;
         self.run("conv2d_backward_data", &words!(dy, w, dx), || conv::backward_data(self, s, dy, w, dx));
     }
-    fn conv2d_backward_filter(&self, s: &ConvShape, x: DevView<'_>, dy: DevView<'_>, dw: DevViewMut<'_>) {
+    fn conv2d_backward_filter(&self, a: ConvBackwardFilter<'_, DevView<'_>, DevViewMut<'_>>) {
+        let ConvBackwardFilter { s, x, dy, dw } = a;
         self.run("conv2d_backward_filter", &words!(x, dy, dw), || conv::backward_filter(self, s, x, dy, dw));
     }
 
     // ---- BatchNorm ------------------------------------------------------------------------------
-    fn batchnorm_forward_train(
-        &self,
-        s: &BnShape,
-        x: DevView<'_>,
-        affine: DevView<'_>,
-        running: DevViewMut<'_>,
-        saved: DevViewMut<'_>,
-        y: DevViewMut<'_>,
-    ) {
-        self.run("batchnorm_forward_train", &words!(x, affine, running, saved, y), || {
-            ops::bn_forward_train(self, s, x, affine, running, saved, y)
-        });
+    fn batchnorm_forward_train(&self, a: BnTrain<'_, DevView<'_>, DevViewMut<'_>>) {
+        let w = words!(a.x, a.affine, a.running, a.saved, a.y);
+        self.run("batchnorm_forward_train", &w, || ops::bn_forward_train(self, a));
     }
-    fn batchnorm_forward_eval(
-        &self,
-        s: &BnShape,
-        x: DevView<'_>,
-        affine: DevView<'_>,
-        running: DevView<'_>,
-        y: DevViewMut<'_>,
-    ) {
-        self.run("batchnorm_forward_eval", &words!(x, affine, running, y), || {
-            ops::bn_forward_eval(self, s, x, affine, running, y)
-        });
+    fn batchnorm_forward_eval(&self, a: BnEval<'_, DevView<'_>, DevViewMut<'_>>) {
+        let w = words!(a.x, a.affine, a.running, a.y);
+        self.run("batchnorm_forward_eval", &w, || ops::bn_forward_eval(self, a));
     }
-    fn batchnorm_backward(
-        &self,
-        s: &BnShape,
-        x: DevView<'_>,
-        y: DevView<'_>,
-        dy: DevView<'_>,
-        affine: DevView<'_>,
-        saved: DevView<'_>,
-        dx: DevViewMut<'_>,
-        d_affine: DevViewMut<'_>,
-    ) {
-        self.run("batchnorm_backward", &words!(x, y, dy, affine, saved, dx, d_affine), || {
-            ops::bn_backward(self, s, x, y, dy, affine, saved, dx, d_affine)
-        });
+    fn batchnorm_backward(&self, a: BnBackward<'_, DevView<'_>, DevViewMut<'_>>) {
+        let w = words!(a.x, a.y, a.dy, a.affine, a.saved, a.dx, a.d_affine);
+        self.run("batchnorm_backward", &w, || ops::bn_backward(self, a));
     }
 
     // ---- elementwise and shape ops --------------------------------------------------------------
-    fn add_assign(&self, y: DevViewMut<'_>, x: DevView<'_>) {
+    fn add_assign(&self, a: AddAssign<DevView<'_>, DevViewMut<'_>>) {
+        let AddAssign { y, x } = a;
         self.run("add_assign", &words!(y, x), || ops::add_assign(self, y, x));
     }
-    fn shortcut_forward(&self, s: &ShortcutShape, x: DevView<'_>, y: DevViewMut<'_>) {
+    fn shortcut_forward(&self, a: ShortcutForward<'_, DevView<'_>, DevViewMut<'_>>) {
+        let ShortcutForward { s, x, y } = a;
         self.run("shortcut_forward", &words!(x, y), || ops::shortcut_forward(self, s, x, y));
     }
-    fn shortcut_backward_acc(&self, s: &ShortcutShape, dy: DevView<'_>, dx: DevViewMut<'_>) {
+    fn shortcut_backward_acc(&self, a: ShortcutBackward<'_, DevView<'_>, DevViewMut<'_>>) {
+        let ShortcutBackward { s, dy, dx } = a;
         self.run("shortcut_backward_acc", &words!(dy, dx), || ops::shortcut_backward_acc(self, s, dy, dx));
     }
-    fn avgpool_forward(&self, s: &PoolShape, x: DevView<'_>, y: DevViewMut<'_>) {
+    fn avgpool_forward(&self, a: PoolForward<'_, DevView<'_>, DevViewMut<'_>>) {
+        let PoolForward { s, x, y } = a;
         self.run("avgpool_forward", &words!(x, y), || ops::avgpool_forward(self, s, x, y));
     }
-    fn avgpool_backward(&self, s: &PoolShape, dy: DevView<'_>, dx: DevViewMut<'_>) {
+    fn avgpool_backward(&self, a: PoolBackward<'_, DevView<'_>, DevViewMut<'_>>) {
+        let PoolBackward { s, dy, dx } = a;
         self.run("avgpool_backward", &words!(dy, dx), || ops::avgpool_backward(self, s, dy, dx));
     }
 
     // ---- linear + loss --------------------------------------------------------------------------
-    fn linear_forward(
-        &self,
-        n: usize,
-        inp: usize,
-        out: usize,
-        x: DevView<'_>,
-        params: DevView<'_>,
-        y: DevViewMut<'_>,
-    ) {
-        self.run("linear_forward", &words!(x, params, y), || {
-            linear::forward(self, linear::Dims { n, inp, out }, x, params, y)
-        });
+    fn linear_forward(&self, a: LinearForward<DevView<'_>, DevViewMut<'_>>) {
+        let w = words!(a.x, a.params, a.y);
+        self.run("linear_forward", &w, || linear::forward(self, a));
     }
-    fn linear_backward(
-        &self,
-        n: usize,
-        inp: usize,
-        out: usize,
-        x: DevView<'_>,
-        params: DevView<'_>,
-        dy: DevView<'_>,
-        dx: DevViewMut<'_>,
-        d_params: DevViewMut<'_>,
-    ) {
-        self.run("linear_backward", &words!(x, params, dy, dx, d_params), || {
-            linear::backward(self, linear::Dims { n, inp, out }, x, params, dy, dx, d_params)
-        });
+    fn linear_backward(&self, a: LinearBackward<DevView<'_>, DevViewMut<'_>>) {
+        let w = words!(a.x, a.params, a.dy, a.dx, a.d_params);
+        self.run("linear_backward", &w, || linear::backward(self, a));
     }
     fn softmax_cross_entropy(
         &self,
-        n: usize,
-        classes: usize,
-        logits: DevView<'_>,
-        labels: &CudaSlice<u32>,
-        dlogits: DevViewMut<'_>,
+        a: SoftmaxXent<'_, DevView<'_>, DevViewMut<'_>, CudaSlice<u32>>,
     ) -> Result<LossSums> {
+        let SoftmaxXent { s: LossShape { n, classes }, logits, labels, dlogits } = a;
         self.status()?;
         let mode = self.mode();
         if mode == Mode::Eager {
@@ -632,25 +591,16 @@ impl Backend for Cuda {
     }
     fn softmax_cross_entropy_eval(
         &self,
-        n: usize,
-        classes: usize,
-        logits: DevView<'_>,
-        labels: &CudaSlice<u32>,
-        predictions: &mut [u32],
+        a: SoftmaxXentEval<'_, DevView<'_>, CudaSlice<u32>>,
     ) -> Result<LossSums> {
+        let SoftmaxXentEval { s: LossShape { n, classes }, logits, labels, predictions } = a;
         self.eager_only("evaluating")?;
         ops::softmax_xent(self, n, classes, logits, labels, None, Some(predictions))
     }
 
     // ---- optimizer ------------------------------------------------------------------------------
-    fn sgd_step(
-        &self,
-        segments: &[Segment],
-        params: &mut CudaSlice<f32>,
-        grads: &CudaSlice<f32>,
-        momenta: &mut CudaSlice<f32>,
-        sums: Option<&mut [StepSums]>,
-    ) -> Result<()> {
+    fn sgd_step(&self, a: SgdStep<'_, CudaSlice<f32>>) -> Result<()> {
+        let SgdStep { segments, params, grads, momenta, sums } = a;
         self.status()?;
         let p = sgd::prepare(
             segments,

@@ -7,7 +7,7 @@
 
 use super::context::{addr, addr_mut, driver_error, Grow};
 use super::{expect_len, lock, BnMode, Cuda, DevView, DevViewMut};
-use crate::backend::{BnShape, LossSums, PoolShape, ShortcutShape};
+use crate::backend::{BnBackward, BnEval, BnShape, BnTrain, LossSums, PoolShape, ShortcutShape};
 use anyhow::{bail, ensure, Context as _, Result};
 use cudarc::driver::{result as drv, CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
 use std::sync::MutexGuard;
@@ -151,15 +151,8 @@ fn bn_variant(mode: BnMode, m: usize, bytes_per_value: usize) -> Option<bool> {
     }
 }
 
-pub(crate) fn bn_forward_train(
-    be: &Cuda,
-    s: &BnShape,
-    x: DevView<'_>,
-    affine: DevView<'_>,
-    running: DevViewMut<'_>,
-    saved: DevViewMut<'_>,
-    y: DevViewMut<'_>,
-) -> Result<()> {
+pub(crate) fn bn_forward_train(be: &Cuda, a: BnTrain<'_, DevView<'_>, DevViewMut<'_>>) -> Result<()> {
+    let BnTrain { s, x, affine, running, saved, y } = a;
     let full = [("x", x.len), ("y", y.len)];
     let per_channel = [("affine", affine.len), ("running", running.len), ("saved", saved.len)];
     let Some((n, c, hw, m)) = bn_check("batchnorm_forward_train", s, &full, &per_channel)? else {
@@ -200,14 +193,8 @@ pub(crate) fn bn_forward_train(
     Ok(())
 }
 
-pub(crate) fn bn_forward_eval(
-    be: &Cuda,
-    s: &BnShape,
-    x: DevView<'_>,
-    affine: DevView<'_>,
-    running: DevView<'_>,
-    y: DevViewMut<'_>,
-) -> Result<()> {
+pub(crate) fn bn_forward_eval(be: &Cuda, a: BnEval<'_, DevView<'_>, DevViewMut<'_>>) -> Result<()> {
+    let BnEval { s, x, affine, running, y } = a;
     let full = [("x", x.len), ("y", y.len)];
     let per_channel = [("affine", affine.len), ("running", running.len)];
     let Some((n, c, hw, m)) = bn_check("batchnorm_forward_eval", s, &full, &per_channel)? else {
@@ -224,18 +211,8 @@ pub(crate) fn bn_forward_eval(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn bn_backward(
-    be: &Cuda,
-    s: &BnShape,
-    x: DevView<'_>,
-    y: DevView<'_>,
-    dy: DevView<'_>,
-    affine: DevView<'_>,
-    saved: DevView<'_>,
-    dx: DevViewMut<'_>,
-    d_affine: DevViewMut<'_>,
-) -> Result<()> {
+pub(crate) fn bn_backward(be: &Cuda, a: BnBackward<'_, DevView<'_>, DevViewMut<'_>>) -> Result<()> {
+    let BnBackward { s, x, y, dy, affine, saved, dx, d_affine } = a;
     let full = [("x", x.len), ("y", y.len), ("dy", dy.len), ("dx", dx.len)];
     let per_channel = [("affine", affine.len), ("saved", saved.len), ("d_affine", d_affine.len)];
     let Some((n, c, hw, m)) = bn_check("batchnorm_backward", s, &full, &per_channel)? else {

@@ -2,7 +2,10 @@
 //! 3-thread rayon pool, and on repeated runs. Also a timing of the conv passes (ignored by default).
 
 use super::{rng, to_f32, uniform, Cpu};
-use crate::backend::{Backend, BnShape, ConvShape, Segment, StepSums};
+use crate::backend::{
+    Backend, BnBackward, BnShape, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward, ConvShape,
+    Segment, SgdStep, StepSums,
+};
 
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
@@ -30,7 +33,12 @@ fn conv_filter_gradient_is_reproducible() {
         let (x, dy) = (to_f32(&uniform(&mut g, s.x_len())), to_f32(&uniform(&mut g, s.y_len())));
         assert_reproducible("conv backward_filter", || {
             let mut dw = vec![0.0f32; s.w_len()];
-            Cpu::<f32>::new().conv2d_backward_filter(&s, &x, &dy, &mut dw);
+            Cpu::<f32>::new().conv2d_backward_filter(ConvBackwardFilter {
+                s: &s,
+                x: &x,
+                dy: &dy,
+                dw: &mut dw,
+            });
             bits(&dw)
         });
     }
@@ -45,9 +53,25 @@ fn batchnorm_is_reproducible() {
     assert_reproducible("batchnorm forward + backward", || {
         let cpu = Cpu::<f32>::new();
         let (mut running, mut saved, mut y) = (vec![1.0f32; 16], vec![0.0f32; 16], vec![0.0f32; s.len()]);
-        cpu.batchnorm_forward_train(&s, &x, &affine, &mut running, &mut saved, &mut y);
+        cpu.batchnorm_forward_train(BnTrain {
+            s: &s,
+            x: &x,
+            affine: &affine,
+            running: &mut running,
+            saved: &mut saved,
+            y: &mut y,
+        });
         let (mut dx, mut d_affine) = (vec![0.0f32; s.len()], vec![0.0f32; 16]);
-        cpu.batchnorm_backward(&s, &x, &y, &dy, &affine, &saved, &mut dx, &mut d_affine);
+        cpu.batchnorm_backward(BnBackward {
+            s: &s,
+            x: &x,
+            y: &y,
+            dy: &dy,
+            affine: &affine,
+            saved: &saved,
+            dx: &mut dx,
+            d_affine: &mut d_affine,
+        });
         [bits(&y), bits(&running), bits(&saved), bits(&dx), bits(&d_affine)]
     });
 }
@@ -61,7 +85,15 @@ fn sgd_sums_are_reproducible() {
     let segments = [Segment { offset: 0, len, lr: 0.1, wd: 5e-4, momentum: 0.9 }];
     assert_reproducible("sgd sums", || {
         let (mut w, mut v, mut sums) = (w.clone(), v.clone(), [StepSums::default()]);
-        Cpu::<f32>::new().sgd_step(&segments, &mut w, &gr, &mut v, Some(&mut sums)).unwrap();
+        Cpu::<f32>::new()
+            .sgd_step(SgdStep {
+                segments: &segments,
+                params: &mut w,
+                grads: &gr,
+                momenta: &mut v,
+                sums: Some(&mut sums),
+            })
+            .unwrap();
         let s = sums[0];
         (bits(&w), bits(&v), [s.ww, s.gg, s.dd, s.wd].map(f64::to_bits))
     });
@@ -98,9 +130,13 @@ fn conv_timing() {
         let cpu = Cpu::<f32>::new();
         let mut total = 0.0;
         let passes: [(&str, &mut dyn FnMut()); 3] = [
-            ("forward", &mut || cpu.conv2d_forward(&s, &x, &w, &mut y)),
-            ("backward data", &mut || cpu.conv2d_backward_data(&s, &dy, &w, &mut dx)),
-            ("backward filter", &mut || cpu.conv2d_backward_filter(&s, &x, &dy, &mut dw)),
+            ("forward", &mut || cpu.conv2d_forward(ConvForward { s: &s, x: &x, w: &w, y: &mut y })),
+            ("backward data", &mut || {
+                cpu.conv2d_backward_data(ConvBackwardData { s: &s, dy: &dy, w: &w, dx: &mut dx })
+            }),
+            ("backward filter", &mut || {
+                cpu.conv2d_backward_filter(ConvBackwardFilter { s: &s, x: &x, dy: &dy, dw: &mut dw })
+            }),
         ];
         for (name, f) in passes {
             let secs = best_of_10(f);
@@ -130,10 +166,28 @@ fn batchnorm_timing() {
             (vec![1.0f32; 2 * c], vec![0.0f32; 2 * c], vec![0.0f32; s.len()]);
         let (mut dx, mut d_affine) = (vec![0.0f32; s.len()], vec![0.0f32; 2 * c]);
         let cpu = Cpu::<f32>::new();
-        let fwd =
-            best_of_10(|| cpu.batchnorm_forward_train(&s, &x, &affine, &mut running, &mut saved, &mut y));
-        let bwd =
-            best_of_10(|| cpu.batchnorm_backward(&s, &x, &y, &dy, &affine, &saved, &mut dx, &mut d_affine));
+        let fwd = best_of_10(|| {
+            cpu.batchnorm_forward_train(BnTrain {
+                s: &s,
+                x: &x,
+                affine: &affine,
+                running: &mut running,
+                saved: &mut saved,
+                y: &mut y,
+            })
+        });
+        let bwd = best_of_10(|| {
+            cpu.batchnorm_backward(BnBackward {
+                s: &s,
+                x: &x,
+                y: &y,
+                dy: &dy,
+                affine: &affine,
+                saved: &saved,
+                dx: &mut dx,
+                d_affine: &mut d_affine,
+            })
+        });
         let mb = (s.len() * 4) as f64 / 1e6;
         println!(
             "n128 c{c} hw{hw}  forward: {:6.2} ms ({:5.1} GB/s)  backward: {:6.2} ms ({:5.1} GB/s)",

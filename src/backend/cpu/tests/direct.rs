@@ -13,7 +13,7 @@
 use super::reference::naive_conv;
 use super::{assert_close, cpu_has_direct_path, panics, rel_err, rng, to_f32, to_f64, uniform, Cpu};
 use crate::backend::cpu::direct3x3;
-use crate::backend::{Backend, ConvShape, Real};
+use crate::backend::{Backend, ConvBackwardData, ConvBackwardFilter, ConvForward, ConvShape, Real};
 
 /// The tolerance for outputs that are f32 sums of up to `terms` terms: 2·ε·√terms.
 fn tol(terms: usize) -> f64 {
@@ -92,7 +92,12 @@ fn direct_convolutions_match_the_f64_references() {
         if direct3x3::applies(s, s.c_in) {
             let (mut dx, mut want) = (vec![f32::NAN; s.x_len()], vec![f64::NAN; s.x_len()]);
             direct3x3::backward_data(s, &dy32, &w32, &mut dx);
-            cpu.conv2d_backward_data(s, &to_f64(&dy32), &to_f64(&w32), &mut want);
+            cpu.conv2d_backward_data(ConvBackwardData {
+                s,
+                dy: &to_f64(&dy32),
+                w: &to_f64(&w32),
+                dx: &mut want,
+            });
             assert_close(&format!("direct backward data {s:?}"), &dx, &want, tol(9 * s.c_out));
             passes[1] += 1;
         }
@@ -100,7 +105,12 @@ fn direct_convolutions_match_the_f64_references() {
         if direct3x3::applies_to_filter(s) {
             let (mut dw, mut want) = (vec![f32::NAN; s.w_len()], vec![f64::NAN; s.w_len()]);
             direct3x3::backward_filter(s, &x32, &dy32, &mut dw);
-            cpu.conv2d_backward_filter(s, &to_f64(&x32), &to_f64(&dy32), &mut want);
+            cpu.conv2d_backward_filter(ConvBackwardFilter {
+                s,
+                x: &to_f64(&x32),
+                dy: &to_f64(&dy32),
+                dw: &mut want,
+            });
             assert_close(&format!("direct backward filter {s:?}"), &dw, &want, tol(filter_terms(s)));
             passes[2] += 1;
         }
@@ -114,9 +124,9 @@ fn backend_passes<T: Real>(s: &ConvShape, x: &[f64], w: &[f64], dy: &[f64]) -> [
     let (x, w, dy) = (t(x), t(w), t(dy));
     let (mut y, mut dx, mut dw) =
         (vec![T::nan(); s.y_len()], vec![T::nan(); s.x_len()], vec![T::nan(); s.w_len()]);
-    cpu.conv2d_forward(s, &x, &w, &mut y);
-    cpu.conv2d_backward_data(s, &dy, &w, &mut dx);
-    cpu.conv2d_backward_filter(s, &x, &dy, &mut dw);
+    cpu.conv2d_forward(ConvForward { s, x: &x, w: &w, y: &mut y });
+    cpu.conv2d_backward_data(ConvBackwardData { s, dy: &dy, w: &w, dx: &mut dx });
+    cpu.conv2d_backward_filter(ConvBackwardFilter { s, x: &x, dy: &dy, dw: &mut dw });
     [to_f64(&y), to_f64(&dx), to_f64(&dw)]
 }
 
@@ -185,7 +195,7 @@ fn the_direct_path_is_taken_exactly_where_it_applies() {
     let mut g = rng(950);
     let (x, w) = (to_f32(&uniform(&mut g, s.x_len())), to_f32(&uniform(&mut g, s.w_len())));
     let (mut via_backend, mut direct) = (vec![0.0f32; s.y_len()], vec![0.0f32; s.y_len()]);
-    Cpu::<f32>::new().conv2d_forward(&s, &x, &w, &mut via_backend);
+    Cpu::<f32>::new().conv2d_forward(ConvForward { s: &s, x: &x, w: &w, y: &mut via_backend });
     if direct3x3::applies(&s, s.c_out) {
         direct3x3::forward(&s, &x, &w, &mut direct);
         assert_eq!(via_backend, direct, "the f32 backend should use the direct path here");

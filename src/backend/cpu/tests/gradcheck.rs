@@ -2,7 +2,11 @@
 //! random r. Gradient outputs start as NaN, which also checks that the backward ops overwrite.
 
 use super::{check_gradient, dot, rng, uniform, Cpu};
-use crate::backend::{Backend, BnShape, ConvShape, PoolShape, ShortcutShape};
+use crate::backend::{
+    Backend, BnBackward, BnShape, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward, ConvShape,
+    LinearBackward, LinearForward, LinearShape, LossShape, PoolBackward, PoolForward, PoolShape,
+    ShortcutBackward, ShortcutForward, ShortcutShape, SoftmaxXent,
+};
 
 fn cpu() -> Cpu<f64> {
     Cpu::new()
@@ -11,7 +15,7 @@ fn cpu() -> Cpu<f64> {
 /// conv(x, w) contracted with r.
 fn conv_loss(s: &ConvShape, x: &[f64], w: &[f64], r: &[f64]) -> f64 {
     let mut y = vec![f64::NAN; s.y_len()];
-    cpu().conv2d_forward(s, x, w, &mut y);
+    cpu().conv2d_forward(ConvForward { s, x, w, y: &mut y });
     dot(&y, r)
 }
 
@@ -39,8 +43,8 @@ fn conv_gradients() {
         let (x, w, r) = (uniform(&mut g, s.x_len()), uniform(&mut g, s.w_len()), uniform(&mut g, s.y_len()));
         let mut dx = vec![f64::NAN; s.x_len()];
         let mut dw = vec![f64::NAN; s.w_len()];
-        cpu().conv2d_backward_data(s, &r, &w, &mut dx);
-        cpu().conv2d_backward_filter(s, &x, &r, &mut dw);
+        cpu().conv2d_backward_data(ConvBackwardData { s, dy: &r, w: &w, dx: &mut dx });
+        cpu().conv2d_backward_filter(ConvBackwardFilter { s, x: &x, dy: &r, dw: &mut dw });
         check_gradient(&format!("conv dx {s:?}"), &x, &dx, |x| conv_loss(s, x, &w, &r));
         check_gradient(&format!("conv dw {s:?}"), &w, &dw, |w| conv_loss(s, &x, w, &r));
     }
@@ -48,7 +52,14 @@ fn conv_gradients() {
 
 fn bn_loss(s: &BnShape, x: &[f64], affine: &[f64], r: &[f64]) -> f64 {
     let (mut running, mut saved, mut y) = (vec![0.0; 2 * s.c], vec![0.0; 2 * s.c], vec![0.0; s.len()]);
-    cpu().batchnorm_forward_train(s, x, affine, &mut running, &mut saved, &mut y);
+    cpu().batchnorm_forward_train(BnTrain {
+        s,
+        x,
+        affine,
+        running: &mut running,
+        saved: &mut saved,
+        y: &mut y,
+    });
     dot(&y, r)
 }
 
@@ -66,24 +77,40 @@ fn bn_gradients(relu: bool, seed: u64) {
     let r = uniform(&mut g, s.len());
 
     let (mut running, mut saved, mut y) = (vec![0.0; 2 * s.c], vec![0.0; 2 * s.c], vec![0.0; s.len()]);
-    cpu().batchnorm_forward_train(&s, &x, &affine, &mut running, &mut saved, &mut y);
+    cpu().batchnorm_forward_train(BnTrain {
+        s: &s,
+        x: &x,
+        affine: &affine,
+        running: &mut running,
+        saved: &mut saved,
+        y: &mut y,
+    });
     if relu {
         // The pre-activations must stay clear of the kink for the differences to be valid.
         let mut pre = vec![0.0; s.len()];
         let linear = BnShape { relu: false, ..s };
-        cpu().batchnorm_forward_train(
-            &linear,
-            &x,
-            &affine,
-            &mut running.clone(),
-            &mut saved.clone(),
-            &mut pre,
-        );
+        cpu().batchnorm_forward_train(BnTrain {
+            s: &linear,
+            x: &x,
+            affine: &affine,
+            running: &mut running.clone(),
+            saved: &mut saved.clone(),
+            y: &mut pre,
+        });
         assert!(pre.iter().all(|v| v.abs() > 1e-3), "a pre-activation sits at the ReLU kink");
         assert!(y.iter().filter(|&&v| v == 0.0).count() >= 4, "ReLU should cut some outputs");
     }
     let (mut dx, mut d_affine) = (vec![f64::NAN; s.len()], vec![f64::NAN; 2 * s.c]);
-    cpu().batchnorm_backward(&s, &x, &y, &r, &affine, &saved, &mut dx, &mut d_affine);
+    cpu().batchnorm_backward(BnBackward {
+        s: &s,
+        x: &x,
+        y: &y,
+        dy: &r,
+        affine: &affine,
+        saved: &saved,
+        dx: &mut dx,
+        d_affine: &mut d_affine,
+    });
     check_gradient(&format!("bn dx relu={relu}"), &x, &dx, |x| bn_loss(&s, x, &affine, &r));
     check_gradient(&format!("bn d_affine relu={relu}"), &affine, &d_affine, |a| bn_loss(&s, &x, a, &r));
 }
@@ -106,11 +133,18 @@ fn linear_gradients() {
         (uniform(&mut g, n * inp), uniform(&mut g, out * inp + out), uniform(&mut g, n * out));
     let loss = |x: &[f64], p: &[f64]| {
         let mut y = vec![f64::NAN; n * out];
-        cpu().linear_forward(n, inp, out, x, p, &mut y);
+        cpu().linear_forward(LinearForward { s: LinearShape { n, inp, out }, x, params: p, y: &mut y });
         dot(&y, &r)
     };
     let (mut dx, mut dp) = (vec![f64::NAN; n * inp], vec![f64::NAN; params.len()]);
-    cpu().linear_backward(n, inp, out, &x, &params, &r, &mut dx, &mut dp);
+    cpu().linear_backward(LinearBackward {
+        s: LinearShape { n, inp, out },
+        x: &x,
+        params: &params,
+        dy: &r,
+        dx: &mut dx,
+        d_params: &mut dp,
+    });
     check_gradient("linear dx", &x, &dx, |x| loss(x, &params));
     check_gradient("linear d_params", &params, &dp, |p| loss(&x, p));
 }
@@ -121,10 +155,10 @@ fn avgpool_gradient() {
     let mut g = rng(10);
     let (x, r) = (uniform(&mut g, s.n * s.c * s.hw), uniform(&mut g, s.n * s.c));
     let mut dx = vec![f64::NAN; x.len()];
-    cpu().avgpool_backward(&s, &r, &mut dx);
+    cpu().avgpool_backward(PoolBackward { s: &s, dy: &r, dx: &mut dx });
     check_gradient("avgpool dx", &x, &dx, |x| {
         let mut y = vec![f64::NAN; r.len()];
-        cpu().avgpool_forward(&s, x, &mut y);
+        cpu().avgpool_forward(PoolForward { s: &s, x, y: &mut y });
         dot(&y, &r)
     });
 }
@@ -137,10 +171,26 @@ fn softmax_cross_entropy_gradient() {
     let labels = vec![0, 4, 2, 2];
     let mean_loss = |z: &[f64]| {
         let mut d = vec![0.0; z.len()];
-        cpu().softmax_cross_entropy(n, classes, z, &labels, &mut d).unwrap().loss_sum / n as f64
+        cpu()
+            .softmax_cross_entropy(SoftmaxXent {
+                s: LossShape { n, classes },
+                logits: z,
+                labels: &labels,
+                dlogits: &mut d,
+            })
+            .unwrap()
+            .loss_sum
+            / n as f64
     };
     let mut dz = vec![f64::NAN; logits.len()];
-    cpu().softmax_cross_entropy(n, classes, &logits, &labels, &mut dz).unwrap();
+    cpu()
+        .softmax_cross_entropy(SoftmaxXent {
+            s: LossShape { n, classes },
+            logits: &logits,
+            labels: &labels,
+            dlogits: &mut dz,
+        })
+        .unwrap();
     check_gradient("softmax-CE dlogits", &logits, &dz, mean_loss);
 }
 
@@ -163,14 +213,14 @@ fn shortcut_adjoint() {
             uniform(&mut g, x_len),
         );
         let mut sx = vec![f64::NAN; y.len()];
-        cpu().shortcut_forward(s, &x, &mut sx);
+        cpu().shortcut_forward(ShortcutForward { s, x: &x, y: &mut sx });
         let mut sty = vec![0.0; x_len];
-        cpu().shortcut_backward_acc(s, &y, &mut sty);
+        cpu().shortcut_backward_acc(ShortcutBackward { s, dy: &y, dx: &mut sty });
         let (lhs, rhs) = (dot(&sx, &y), dot(&x, &sty));
         assert!((lhs - rhs).abs() <= 1e-12 * lhs.abs().max(1.0), "{s:?}: ⟨Sx, y⟩ = {lhs} ≠ ⟨x, Sᵀy⟩ = {rhs}");
         // Each input element receives at most one term, so accumulating onto `base` is exact.
         let mut acc = base.clone();
-        cpu().shortcut_backward_acc(s, &y, &mut acc);
+        cpu().shortcut_backward_acc(ShortcutBackward { s, dy: &y, dx: &mut acc });
         assert!(acc.iter().zip(&base).zip(&sty).all(|((a, b), t)| *a == b + t), "{s:?}: not accumulated");
     }
 }

@@ -3,7 +3,12 @@
 
 use super::{assert_close, cpu_has_direct_path, rng, to_f32, to_f64, uniform, Cpu};
 use crate::backend::cpu::direct3x3;
-use crate::backend::{Backend, BnShape, ConvShape, PoolShape, Real, Segment, ShortcutShape, StepSums};
+use crate::backend::{
+    AddAssign, Backend, BnBackward, BnEval, BnShape, BnTrain, ConvBackwardData, ConvBackwardFilter,
+    ConvForward, ConvShape, LinearBackward, LinearForward, LinearShape, LossShape, PoolBackward, PoolForward,
+    PoolShape, Real, Segment, SgdStep, ShortcutForward, ShortcutShape, SoftmaxXent, SoftmaxXentEval,
+    StepSums,
+};
 
 /// The definition: y[b][co][oh][ow] = Σ_{ci,ki,kj} x[b][ci][oh·s+ki−p][ow·s+kj−p] · w[co][ci][ki][kj].
 pub(super) fn naive_conv(s: &ConvShape, x: &[f64], w: &[f64]) -> Vec<f64> {
@@ -42,7 +47,7 @@ fn conv_forward_matches_naive() {
         let mut g = rng(200 + i as u64);
         let (x, w) = (uniform(&mut g, s.x_len()), uniform(&mut g, s.w_len()));
         let mut y = vec![f64::NAN; s.y_len()];
-        Cpu::<f64>::new().conv2d_forward(s, &x, &w, &mut y);
+        Cpu::<f64>::new().conv2d_forward(ConvForward { s, x: &x, w: &w, y: &mut y });
         assert_close(&format!("conv forward {s:?}"), &y, &naive_conv(s, &x, &w), 1e-14);
     }
 }
@@ -69,7 +74,14 @@ fn batchnorm_train_forward_statistics() {
     let affine = [0.5, 1.5, -2.0, 0.3, -1.0, 2.0];
     let running0 = [0.2, -0.1, 0.4, 1.5, 0.7, 2.0];
     let (mut running, mut saved, mut y) = (running0.to_vec(), vec![f64::NAN; 6], vec![f64::NAN; s.len()]);
-    Cpu::<f64>::new().batchnorm_forward_train(&s, &x, &affine, &mut running, &mut saved, &mut y);
+    Cpu::<f64>::new().batchnorm_forward_train(BnTrain {
+        s: &s,
+        x: &x,
+        affine: &affine,
+        running: &mut running,
+        saved: &mut saved,
+        y: &mut y,
+    });
 
     let m = (s.n * s.hw) as f64;
     for c in 0..s.c {
@@ -100,7 +112,13 @@ fn batchnorm_eval_and_relu_by_hand() {
     let affine = [2.0, 0.5, -0.25, 1.0];
     let running = [0.5, 1.0, 4.0, 0.25];
     let mut y = vec![f64::NAN; x.len()];
-    Cpu::<f64>::new().batchnorm_forward_eval(&s, &x, &affine, &running, &mut y);
+    Cpu::<f64>::new().batchnorm_forward_eval(BnEval {
+        s: &s,
+        x: &x,
+        affine: &affine,
+        running: &running,
+        y: &mut y,
+    });
     for (i, (&xv, &yv)) in x.iter().zip(&y).enumerate() {
         let c = (i / s.hw) % s.c;
         let pre = affine[c] * (xv - running[c]) / (running[s.c + c] + s.eps).sqrt() + affine[s.c + c];
@@ -117,7 +135,7 @@ fn shortcut_forward_by_hand() {
     let (oh, ow) = (s.out_h(), s.out_w());
     assert_eq!((oh, ow), (2, 2));
     let mut y = vec![f64::NAN; s.n * s.c_out * oh * ow];
-    Cpu::<f64>::new().shortcut_forward(&s, &x, &mut y);
+    Cpu::<f64>::new().shortcut_forward(ShortcutForward { s: &s, x: &x, y: &mut y });
     for b in 0..s.n {
         for co in 0..s.c_out {
             for i in 0..oh {
@@ -139,14 +157,14 @@ fn shortcut_forward_by_hand() {
 fn add_assign_and_avgpool_by_hand() {
     let cpu = Cpu::<f64>::new();
     let mut y = vec![1.0, 2.0, 3.0];
-    cpu.add_assign(&mut y, &[0.5, -2.0, 1.0]);
+    cpu.add_assign(AddAssign { y: &mut y, x: &[0.5, -2.0, 1.0] });
     assert_eq!(y, [1.5, 0.0, 4.0]);
     let s = PoolShape { n: 1, c: 2, hw: 4 };
     let mut p = vec![f64::NAN; 2];
-    cpu.avgpool_forward(&s, &[1.0, 2.0, 3.0, 6.0, -1.0, 1.0, 0.0, 4.0], &mut p);
+    cpu.avgpool_forward(PoolForward { s: &s, x: &[1.0, 2.0, 3.0, 6.0, -1.0, 1.0, 0.0, 4.0], y: &mut p });
     assert_eq!(p, [3.0, 1.0]);
     let mut dx = vec![f64::NAN; 8];
-    cpu.avgpool_backward(&s, &[4.0, -2.0], &mut dx);
+    cpu.avgpool_backward(PoolBackward { s: &s, dy: &[4.0, -2.0], dx: &mut dx });
     assert_eq!(dx, [1.0, 1.0, 1.0, 1.0, -0.5, -0.5, -0.5, -0.5]);
 }
 
@@ -158,7 +176,14 @@ fn softmax_cross_entropy_by_hand() {
     let logits = [0.0, 3.0, 3.0, 1000.0, 0.0, 999.0, 1.0, 2.0, -1.0];
     let labels = vec![1, 2, 0];
     let mut d = vec![f64::NAN; 9];
-    let sums = cpu.softmax_cross_entropy(3, 3, &logits, &labels, &mut d).unwrap();
+    let sums = cpu
+        .softmax_cross_entropy(SoftmaxXent {
+            s: LossShape { n: 3, classes: 3 },
+            logits: &logits,
+            labels: &labels,
+            dlogits: &mut d,
+        })
+        .unwrap();
     let l0 = (1.0 + 2.0 * 3f64.exp()).ln() - 3.0;
     let l1 = 1.0 + (1.0 + (-1.0f64).exp() + (-1000.0f64).exp()).ln();
     let l2 = (1f64.exp() + 2f64.exp() + (-1f64).exp()).ln() - 1.0;
@@ -171,7 +196,14 @@ fn softmax_cross_entropy_by_hand() {
     assert!((d[1] - ((-l0).exp() - 1.0) / 3.0).abs() < 1e-15);
 
     let mut preds = vec![9; 3];
-    let eval = cpu.softmax_cross_entropy_eval(3, 3, &logits, &labels, &mut preds).unwrap();
+    let eval = cpu
+        .softmax_cross_entropy_eval(SoftmaxXentEval {
+            s: LossShape { n: 3, classes: 3 },
+            logits: &logits,
+            labels: &labels,
+            predictions: &mut preds,
+        })
+        .unwrap();
     assert_eq!(eval, sums);
     assert_eq!(preds, [1, 0, 1]);
 }
@@ -181,12 +213,47 @@ fn softmax_cross_entropy_rejects_bad_labels() {
     let cpu = Cpu::<f32>::new();
     let logits = [0.0f32; 6];
     let mut d = vec![7.0f32; 6];
-    assert!(cpu.softmax_cross_entropy(2, 3, &logits, &vec![0, 3], &mut d).is_err());
+    assert!(cpu
+        .softmax_cross_entropy(SoftmaxXent {
+            s: LossShape { n: 2, classes: 3 },
+            logits: &logits,
+            labels: &vec![0, 3],
+            dlogits: &mut d
+        })
+        .is_err());
     assert_eq!(d, [7.0; 6], "nothing is written on error");
-    assert!(cpu.softmax_cross_entropy(2, 3, &logits, &vec![0], &mut d).is_err());
-    assert!(cpu.softmax_cross_entropy(3, 3, &logits, &vec![0, 1, 2], &mut d).is_err());
-    assert!(cpu.softmax_cross_entropy_eval(2, 3, &logits, &vec![5, 0], &mut [0; 2]).is_err());
-    assert!(cpu.softmax_cross_entropy_eval(2, 3, &logits, &vec![1, 0], &mut [0; 3]).is_err());
+    assert!(cpu
+        .softmax_cross_entropy(SoftmaxXent {
+            s: LossShape { n: 2, classes: 3 },
+            logits: &logits,
+            labels: &vec![0],
+            dlogits: &mut d
+        })
+        .is_err());
+    assert!(cpu
+        .softmax_cross_entropy(SoftmaxXent {
+            s: LossShape { n: 3, classes: 3 },
+            logits: &logits,
+            labels: &vec![0, 1, 2],
+            dlogits: &mut d
+        })
+        .is_err());
+    assert!(cpu
+        .softmax_cross_entropy_eval(SoftmaxXentEval {
+            s: LossShape { n: 2, classes: 3 },
+            logits: &logits,
+            labels: &vec![5, 0],
+            predictions: &mut [0; 2]
+        })
+        .is_err());
+    assert!(cpu
+        .softmax_cross_entropy_eval(SoftmaxXentEval {
+            s: LossShape { n: 2, classes: 3 },
+            logits: &logits,
+            labels: &vec![1, 0],
+            predictions: &mut [0; 3]
+        })
+        .is_err());
 }
 
 /// The optimizer against a per-element loop in f32, with a gap between segments and a segment
@@ -204,7 +271,14 @@ fn sgd_step_matches_loop() {
     ];
     let (mut w, mut v) = (w0.clone(), v0.clone());
     let mut sums = [StepSums { ww: f64::NAN, ..Default::default() }; 2];
-    cpu.sgd_step(&segments, &mut w, &gr, &mut v, Some(&mut sums)).unwrap();
+    cpu.sgd_step(SgdStep {
+        segments: &segments,
+        params: &mut w,
+        grads: &gr,
+        momenta: &mut v,
+        sums: Some(&mut sums),
+    })
+    .unwrap();
 
     let (mut w_ref, mut v_ref) = (w0.clone(), v0.clone());
     for (seg, got) in segments.iter().zip(&sums) {
@@ -238,16 +312,70 @@ fn sgd_step_rejects_bad_segments() {
     let cpu = Cpu::<f32>::new();
     let (mut w, gr, mut v) = (vec![0.0f32; 10], vec![0.0f32; 10], vec![0.0f32; 10]);
     let seg = |offset, len| Segment { offset, len, lr: 0.1, wd: 0.0, momentum: 0.0 };
-    assert!(cpu.sgd_step(&[seg(5, 6)], &mut w, &gr, &mut v, None).is_err(), "past the end");
-    assert!(cpu.sgd_step(&[seg(usize::MAX, 2)], &mut w, &gr, &mut v, None).is_err(), "overflow");
-    assert!(cpu.sgd_step(&[seg(0, 5), seg(4, 2)], &mut w, &gr, &mut v, None).is_err(), "overlap");
+    assert!(
+        cpu.sgd_step(SgdStep {
+            segments: &[seg(5, 6)],
+            params: &mut w,
+            grads: &gr,
+            momenta: &mut v,
+            sums: None
+        })
+        .is_err(),
+        "past the end"
+    );
+    assert!(
+        cpu.sgd_step(SgdStep {
+            segments: &[seg(usize::MAX, 2)],
+            params: &mut w,
+            grads: &gr,
+            momenta: &mut v,
+            sums: None
+        })
+        .is_err(),
+        "overflow"
+    );
+    assert!(
+        cpu.sgd_step(SgdStep {
+            segments: &[seg(0, 5), seg(4, 2)],
+            params: &mut w,
+            grads: &gr,
+            momenta: &mut v,
+            sums: None
+        })
+        .is_err(),
+        "overlap"
+    );
     let mut one = [StepSums::default()];
     assert!(
-        cpu.sgd_step(&[seg(0, 5), seg(5, 5)], &mut w, &gr, &mut v, Some(&mut one)).is_err(),
+        cpu.sgd_step(SgdStep {
+            segments: &[seg(0, 5), seg(5, 5)],
+            params: &mut w,
+            grads: &gr,
+            momenta: &mut v,
+            sums: Some(&mut one)
+        })
+        .is_err(),
         "sums length"
     );
-    assert!(cpu.sgd_step(&[seg(0, 5)], &mut w, &gr[..9].to_vec(), &mut v, None).is_err(), "grads length");
-    cpu.sgd_step(&[seg(0, 5), seg(5, 5)], &mut w, &gr, &mut v, None).unwrap();
+    assert!(
+        cpu.sgd_step(SgdStep {
+            segments: &[seg(0, 5)],
+            params: &mut w,
+            grads: &gr[..9].to_vec(),
+            momenta: &mut v,
+            sums: None
+        })
+        .is_err(),
+        "grads length"
+    );
+    cpu.sgd_step(SgdStep {
+        segments: &[seg(0, 5), seg(5, 5)],
+        params: &mut w,
+        grads: &gr,
+        momenta: &mut v,
+        sums: None,
+    })
+    .unwrap();
 }
 
 /// One training step of a small net, conv → BN + ReLU → average pool → linear → softmax-CE, back
@@ -275,10 +403,22 @@ fn train_step<T: Real>(cs: &ConvShape, seed: u64) -> Vec<(&'static str, Vec<f64>
     let (mut y, mut by, mut pooled, mut logits) =
         (zeros(cs.y_len()), zeros(bs.len()), zeros(n * c), zeros(n * classes));
     let (mut running, mut saved) = (t(&vec![1.0; 2 * c]), zeros(2 * c));
-    cpu.conv2d_forward(cs, &x, w, &mut y);
-    cpu.batchnorm_forward_train(&bs, &y, affine, &mut running, &mut saved, &mut by);
-    cpu.avgpool_forward(&ps, &by, &mut pooled);
-    cpu.linear_forward(n, c, classes, &pooled, lin, &mut logits);
+    cpu.conv2d_forward(ConvForward { s: cs, x: &x, w, y: &mut y });
+    cpu.batchnorm_forward_train(BnTrain {
+        s: &bs,
+        x: &y,
+        affine,
+        running: &mut running,
+        saved: &mut saved,
+        y: &mut by,
+    });
+    cpu.avgpool_forward(PoolForward { s: &ps, x: &by, y: &mut pooled });
+    cpu.linear_forward(LinearForward {
+        s: LinearShape { n, inp: c, out: classes },
+        x: &pooled,
+        params: lin,
+        y: &mut logits,
+    });
     out.extend([("conv y", wide(&y)), ("bn y", wide(&by)), ("bn saved", wide(&saved))]);
     out.extend([("bn running", wide(&running)), ("pool", wide(&pooled)), ("logits", wide(&logits))]);
 
@@ -287,12 +427,35 @@ fn train_step<T: Real>(cs: &ConvShape, seed: u64) -> Vec<(&'static str, Vec<f64>
     let (d_affine, d_lin) = rest.split_at_mut(2 * c);
     let (mut dlogits, mut dpool, mut dby, mut dy, mut dx) =
         (zeros(n * classes), zeros(n * c), zeros(bs.len()), zeros(cs.y_len()), zeros(cs.x_len()));
-    let sums = cpu.softmax_cross_entropy(n, classes, &logits, &labels, &mut dlogits).unwrap();
-    cpu.linear_backward(n, c, classes, &pooled, lin, &dlogits, &mut dpool, d_lin);
-    cpu.avgpool_backward(&ps, &dpool, &mut dby);
-    cpu.batchnorm_backward(&bs, &y, &by, &dby, affine, &saved, &mut dy, d_affine);
-    cpu.conv2d_backward_data(cs, &dy, w, &mut dx);
-    cpu.conv2d_backward_filter(cs, &x, &dy, dw);
+    let sums = cpu
+        .softmax_cross_entropy(SoftmaxXent {
+            s: LossShape { n, classes },
+            logits: &logits,
+            labels: &labels,
+            dlogits: &mut dlogits,
+        })
+        .unwrap();
+    cpu.linear_backward(LinearBackward {
+        s: LinearShape { n, inp: c, out: classes },
+        x: &pooled,
+        params: lin,
+        dy: &dlogits,
+        dx: &mut dpool,
+        d_params: d_lin,
+    });
+    cpu.avgpool_backward(PoolBackward { s: &ps, dy: &dpool, dx: &mut dby });
+    cpu.batchnorm_backward(BnBackward {
+        s: &bs,
+        x: &y,
+        y: &by,
+        dy: &dby,
+        affine,
+        saved: &saved,
+        dx: &mut dy,
+        d_affine,
+    });
+    cpu.conv2d_backward_data(ConvBackwardData { s: cs, dy: &dy, w, dx: &mut dx });
+    cpu.conv2d_backward_filter(ConvBackwardFilter { s: cs, x: &x, dy: &dy, dw });
     out.extend([("loss", vec![sums.loss_sum]), ("dlogits", wide(&dlogits)), ("linear dx", wide(&dpool))]);
     out.extend([("bn dx", wide(&dy)), ("conv dx", wide(&dx)), ("conv dw", wide(&grads[..affine_at]))]);
     out.extend([
@@ -302,7 +465,14 @@ fn train_step<T: Real>(cs: &ConvShape, seed: u64) -> Vec<(&'static str, Vec<f64>
 
     let mut momenta = zeros(params.len());
     let all = [Segment { offset: 0, len: params.len(), lr: 0.1, wd: 5e-4, momentum: 0.9 }];
-    cpu.sgd_step(&all, &mut params, &grads, &mut momenta, None).unwrap();
+    cpu.sgd_step(SgdStep {
+        segments: &all,
+        params: &mut params,
+        grads: &grads,
+        momenta: &mut momenta,
+        sums: None,
+    })
+    .unwrap();
     out.extend([("updated params", wide(&params)), ("momenta", wide(&momenta))]);
     out
 }

@@ -5,7 +5,7 @@ use super::compare::{abs64, compare, wide, Tol};
 use super::placement::{off_tag, Placed};
 use super::Harness;
 use crate::backend::cpu::Cpu;
-use crate::backend::{Backend, ConvShape, Real};
+use crate::backend::{Backend, ConvBackwardData, ConvBackwardFilter, ConvForward, ConvShape, Real};
 use anyhow::Result;
 
 /// The three convolution ops: (name, output, the operands of its sums Σ|a·b|).
@@ -28,9 +28,9 @@ pub(super) struct ConvCase {
 pub(super) fn conv_on_cpu<T: Real>(cpu: &Cpu<T>, s: &ConvShape, x: &[T], w: &[T], dy: &[T]) -> [Vec<T>; 3] {
     let zeros = |n| vec![T::from_f64(0.0); n];
     let (mut y, mut dx, mut dw) = (zeros(s.y_len()), zeros(s.x_len()), zeros(s.w_len()));
-    cpu.conv2d_forward(s, x, w, &mut y);
-    cpu.conv2d_backward_data(s, dy, w, &mut dx);
-    cpu.conv2d_backward_filter(s, x, dy, &mut dw);
+    cpu.conv2d_forward(ConvForward { s, x, w, y: &mut y });
+    cpu.conv2d_backward_data(ConvBackwardData { s, dy, w, dx: &mut dx });
+    cpu.conv2d_backward_filter(ConvBackwardFilter { s, x, dy, dw: &mut dw });
     [y, dx, dw]
 }
 
@@ -66,9 +66,16 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         for (d, (k, len)) in ks.into_iter().zip(lens).enumerate() {
             let mut out = Placed::poisoned(be, len, off)?;
             match d {
-                0 => be.conv2d_forward(s, px.v(be), pw.v(be), out.m(be)),
-                1 => be.conv2d_backward_data(s, pdy.v(be), pw.v(be), out.m(be)),
-                _ => be.conv2d_backward_filter(s, px.v(be), pdy.v(be), out.m(be)),
+                0 => be.conv2d_forward(ConvForward { s, x: px.v(be), w: pw.v(be), y: out.m(be) }),
+                1 => {
+                    be.conv2d_backward_data(ConvBackwardData { s, dy: pdy.v(be), w: pw.v(be), dx: out.m(be) })
+                }
+                _ => be.conv2d_backward_filter(ConvBackwardFilter {
+                    s,
+                    x: px.v(be),
+                    dy: pdy.v(be),
+                    dw: out.m(be),
+                }),
             }
             let (got, ok) = out.read(be)?;
             judge(self, d, k, got, ok);

@@ -140,7 +140,6 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         (0..n).map(|_| self.rng.gen_range(lo..hi)).collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn push(
         &mut self,
         op: &str,

@@ -4,7 +4,11 @@
 use super::compare::{abs64, compare, wide, Tol, EPS};
 use super::placement::{off_tag, one_input, poison, Placed};
 use super::Harness;
-use crate::backend::{Backend, BnShape, PoolShape, Segment, ShortcutShape, StepSums};
+use crate::backend::{
+    AddAssign, Backend, BnBackward, BnEval, BnShape, BnTrain, LinearBackward, LinearForward, LinearShape,
+    LossShape, PoolBackward, PoolForward, PoolShape, Segment, SgdStep, ShortcutBackward, ShortcutForward,
+    ShortcutShape, SoftmaxXent, SoftmaxXentEval, StepSums,
+};
 use anyhow::Result;
 use rand::Rng;
 
@@ -20,17 +24,46 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let dy = self.randn(n * out, 1.0, 0.0);
         let shape = format!("n{n} in{inp} out{out} {}", off_tag(off));
         let (mut y, mut dx, mut dp) = (vec![0f32; n * out], vec![0f32; n * inp], vec![0f32; p.len()]);
-        self.cpu.linear_forward(n, inp, out, &x, &p, &mut y);
-        self.cpu.linear_backward(n, inp, out, &x, &p, &dy, &mut dx, &mut dp);
+        self.cpu.linear_forward(LinearForward {
+            s: LinearShape { n, inp, out },
+            x: &x,
+            params: &p,
+            y: &mut y,
+        });
+        self.cpu.linear_backward(LinearBackward {
+            s: LinearShape { n, inp, out },
+            x: &x,
+            params: &p,
+            dy: &dy,
+            dx: &mut dx,
+            d_params: &mut dp,
+        });
         let (ax, ap, ady) = (abs64(&x), abs64(&p), abs64(&dy));
         let (mut my, mut mdx, mut mdp) = (vec![0f64; n * out], vec![0f64; n * inp], vec![0f64; p.len()]);
-        self.cpu64.linear_forward(n, inp, out, &ax, &ap, &mut my);
-        self.cpu64.linear_backward(n, inp, out, &ax, &ap, &ady, &mut mdx, &mut mdp);
+        self.cpu64.linear_forward(LinearForward {
+            s: LinearShape { n, inp, out },
+            x: &ax,
+            params: &ap,
+            y: &mut my,
+        });
+        self.cpu64.linear_backward(LinearBackward {
+            s: LinearShape { n, inp, out },
+            x: &ax,
+            params: &ap,
+            dy: &ady,
+            dx: &mut mdx,
+            d_params: &mut mdp,
+        });
 
         let (px, pp, pdy) =
             (Placed::new(be, &x, off)?, Placed::new(be, &p, off)?, Placed::new(be, &dy, off)?);
         let mut py = Placed::poisoned(be, n * out, off)?;
-        be.linear_forward(n, inp, out, px.v(be), pp.v(be), py.m(be));
+        be.linear_forward(LinearForward {
+            s: LinearShape { n, inp, out },
+            x: px.v(be),
+            params: pp.v(be),
+            y: py.m(be),
+        });
         let (gy, ok) = py.read(be)?;
         let st = compare(&wide(&gy), &wide(&y), &Tol::Sum { k: inp + 1, mag: &my });
         self.push(
@@ -44,7 +77,14 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
 
         let mut pdx = Placed::poisoned(be, n * inp, off)?;
         let mut pdp = Placed::poisoned(be, p.len(), off)?;
-        be.linear_backward(n, inp, out, px.v(be), pp.v(be), pdy.v(be), pdx.m(be), pdp.m(be));
+        be.linear_backward(LinearBackward {
+            s: LinearShape { n, inp, out },
+            x: px.v(be),
+            params: pp.v(be),
+            dy: pdy.v(be),
+            dx: pdx.m(be),
+            d_params: pdp.m(be),
+        });
         let (gdx, ok1) = pdx.read(be)?;
         let (gdp, ok2) = pdp.read(be)?;
         let sdx = compare(&wide(&gdx), &wide(&dx), &Tol::Sum { k: out, mag: &mdx });
@@ -85,12 +125,26 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         );
 
         let (mut y, mut saved, mut run_c) = (vec![0f32; s.len()], vec![0f32; 2 * c], running.clone());
-        self.cpu.batchnorm_forward_train(s, &x, &affine, &mut run_c, &mut saved, &mut y);
+        self.cpu.batchnorm_forward_train(BnTrain {
+            s,
+            x: &x,
+            affine: &affine,
+            running: &mut run_c,
+            saved: &mut saved,
+            y: &mut y,
+        });
         let (px, paff) = (Placed::new(be, &x, off)?, Placed::new(be, &affine, off)?);
         let mut prun = Placed::new(be, &running, off)?;
         let mut psaved = Placed::poisoned(be, 2 * c, off)?;
         let mut py = Placed::poisoned(be, s.len(), off)?;
-        be.batchnorm_forward_train(s, px.v(be), paff.v(be), prun.m(be), psaved.m(be), py.m(be));
+        be.batchnorm_forward_train(BnTrain {
+            s,
+            x: px.v(be),
+            affine: paff.v(be),
+            running: prun.m(be),
+            saved: psaved.m(be),
+            y: py.m(be),
+        });
         let (gy, ok1) = py.read(be)?;
         let (gsaved, ok2) = psaved.read(be)?;
         let (grun, ok3) = prun.read(be)?;
@@ -111,10 +165,22 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
 
         if with_eval {
             let mut ye = vec![0f32; s.len()];
-            self.cpu.batchnorm_forward_eval(s, &x, &affine, &run_c, &mut ye);
+            self.cpu.batchnorm_forward_eval(BnEval {
+                s,
+                x: &x,
+                affine: &affine,
+                running: &run_c,
+                y: &mut ye,
+            });
             let prun_c = Placed::new(be, &run_c, off)?;
             let mut pye = Placed::poisoned(be, s.len(), off)?;
-            be.batchnorm_forward_eval(s, px.v(be), paff.v(be), prun_c.v(be), pye.m(be));
+            be.batchnorm_forward_eval(BnEval {
+                s,
+                x: px.v(be),
+                affine: paff.v(be),
+                running: prun_c.v(be),
+                y: pye.m(be),
+            });
             let (gye, ok) = pye.read(be)?;
             let st = compare(&wide(&gye), &wide(&ye), &tol);
             let eval_shape = shape.replace(&format!(" [{variant}]"), "");
@@ -130,21 +196,30 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
 
         // Backward from identical inputs: the CPU's y and saved statistics.
         let (mut dx, mut daff) = (vec![0f32; s.len()], vec![0f32; 2 * c]);
-        self.cpu.batchnorm_backward(s, &x, &y, &dy, &affine, &saved, &mut dx, &mut daff);
+        self.cpu.batchnorm_backward(BnBackward {
+            s,
+            x: &x,
+            y: &y,
+            dy: &dy,
+            affine: &affine,
+            saved: &saved,
+            dx: &mut dx,
+            d_affine: &mut daff,
+        });
         let (pyc, pdy, psc) =
             (Placed::new(be, &y, off)?, Placed::new(be, &dy, off)?, Placed::new(be, &saved, off)?);
         let mut pdx = Placed::poisoned(be, s.len(), off)?;
         let mut pdaff = Placed::poisoned(be, 2 * c, off)?;
-        be.batchnorm_backward(
+        be.batchnorm_backward(BnBackward {
             s,
-            px.v(be),
-            pyc.v(be),
-            pdy.v(be),
-            paff.v(be),
-            psc.v(be),
-            pdx.m(be),
-            pdaff.m(be),
-        );
+            x: px.v(be),
+            y: pyc.v(be),
+            dy: pdy.v(be),
+            affine: paff.v(be),
+            saved: psc.v(be),
+            dx: pdx.m(be),
+            d_affine: pdaff.m(be),
+        });
         let (gdx, ok1) = pdx.read(be)?;
         let (gdaff, ok2) = pdaff.read(be)?;
         let parts = [
@@ -159,8 +234,8 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let be = self.be;
         let (y0, x) = (self.randn(len, 1.0, 0.0), self.randn(len, 1.0, 0.0));
         let mut y = y0.clone();
-        self.cpu.add_assign(&mut y, &x);
-        let (gy, ok) = one_input(be, off, &x, &y0, |x, y| be.add_assign(y, x))?;
+        self.cpu.add_assign(AddAssign { y: &mut y, x: &x });
+        let (gy, ok) = one_input(be, off, &x, &y0, |x, y| be.add_assign(AddAssign { y, x }))?;
         let st = compare(&wide(&gy), &wide(&y), &Tol::Exact);
         self.push("add_assign", format!("len{len} {}", off_tag(off)), &[("y", st)], ok, "bitwise", WHY_EXACT);
         Ok(())
@@ -173,15 +248,17 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
             format!("n{} ci{} {}x{} co{} s{} {}", s.n, s.c_in, s.h, s.w, s.c_out, s.stride, off_tag(off));
         let x = self.randn(x_len, 1.0, 0.0);
         let mut y = vec![0f32; y_len];
-        self.cpu.shortcut_forward(s, &x, &mut y);
-        let (gy, ok) = one_input(be, off, &x, &poison(y_len), |x, y| be.shortcut_forward(s, x, y))?;
+        self.cpu.shortcut_forward(ShortcutForward { s, x: &x, y: &mut y });
+        let (gy, ok) =
+            one_input(be, off, &x, &poison(y_len), |x, y| be.shortcut_forward(ShortcutForward { s, x, y }))?;
         let st = compare(&wide(&gy), &wide(&y), &Tol::Exact);
         self.push("shortcut_forward", shape.clone(), &[("y", st)], ok, "bitwise", "copies and zeros");
 
         let (dy, dx0) = (self.randn(y_len, 1.0, 0.0), self.randn(x_len, 1.0, 0.0));
         let mut dx = dx0.clone();
-        self.cpu.shortcut_backward_acc(s, &dy, &mut dx);
-        let (gdx, ok) = one_input(be, off, &dy, &dx0, |dy, dx| be.shortcut_backward_acc(s, dy, dx))?;
+        self.cpu.shortcut_backward_acc(ShortcutBackward { s, dy: &dy, dx: &mut dx });
+        let (gdx, ok) =
+            one_input(be, off, &dy, &dx0, |dy, dx| be.shortcut_backward_acc(ShortcutBackward { s, dy, dx }))?;
         let st = compare(&wide(&gdx), &wide(&dx), &Tol::Exact);
         self.push("shortcut_backward_acc", shape, &[("dx", st)], ok, "bitwise", "one f32 add per element");
         Ok(())
@@ -193,8 +270,9 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let shape = format!("n{} c{} hw{} {}", s.n, s.c, s.hw, off_tag(off));
         let x = self.randn(x_len, 1.0, 0.3);
         let mut y = vec![0f32; y_len];
-        self.cpu.avgpool_forward(s, &x, &mut y);
-        let (gy, ok) = one_input(be, off, &x, &poison(y_len), |x, y| be.avgpool_forward(s, x, y))?;
+        self.cpu.avgpool_forward(PoolForward { s, x: &x, y: &mut y });
+        let (gy, ok) =
+            one_input(be, off, &x, &poison(y_len), |x, y| be.avgpool_forward(PoolForward { s, x, y }))?;
         let st = compare(&wide(&gy), &wide(&y), &Tol::Rel { rel: EPS, abs: 1e-12 });
         self.push(
             "avgpool_forward",
@@ -207,8 +285,10 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
 
         let dy = self.randn(y_len, 1.0, 0.0);
         let mut dx = vec![0f32; x_len];
-        self.cpu.avgpool_backward(s, &dy, &mut dx);
-        let (gdx, ok) = one_input(be, off, &dy, &poison(x_len), |dy, dx| be.avgpool_backward(s, dy, dx))?;
+        self.cpu.avgpool_backward(PoolBackward { s, dy: &dy, dx: &mut dx });
+        let (gdx, ok) = one_input(be, off, &dy, &poison(x_len), |dy, dx| {
+            be.avgpool_backward(PoolBackward { s, dy, dx })
+        })?;
         let st = compare(&wide(&gdx), &wide(&dx), &Tol::Exact);
         self.push("avgpool_backward", shape, &[("dx", st)], ok, "bitwise", "one correctly rounded division");
         Ok(())
@@ -224,12 +304,22 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let labels: Vec<u32> = (0..n).map(|_| self.rng.gen_range(0..classes as u32)).collect();
         let shape = format!("n{n} classes{classes}{} {}", if ties { " ties" } else { "" }, off_tag(off));
         let mut dl = vec![0f32; n * classes];
-        let want = self.cpu.softmax_cross_entropy(n, classes, &logits, &labels, &mut dl)?;
+        let want = self.cpu.softmax_cross_entropy(SoftmaxXent {
+            s: LossShape { n, classes },
+            logits: &logits,
+            labels: &labels,
+            dlogits: &mut dl,
+        })?;
         let pl = Placed::new(be, &logits, off)?;
         let mut lab = be.alloc_labels(n)?;
         be.upload_labels(&labels, &mut lab)?;
         let mut pdl = Placed::poisoned(be, n * classes, off)?;
-        let got = be.softmax_cross_entropy(n, classes, pl.v(be), &lab, pdl.m(be))?;
+        let got = be.softmax_cross_entropy(SoftmaxXent {
+            s: LossShape { n, classes },
+            logits: pl.v(be),
+            labels: &lab,
+            dlogits: pdl.m(be),
+        })?;
         let (gdl, ok) = pdl.read(be)?;
         // Per sample the f64 loss differs by a few ulps of (1 + loss); the terms are ≥ 0.
         let loss_allowed = [1e-12 * (want.loss_sum.abs() + n as f64)];
@@ -250,13 +340,23 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
 
         // Evaluation, with a labels buffer longer than n as the trainer's last batch has.
         let mut want_pred = vec![0u32; n];
-        let want = self.cpu.softmax_cross_entropy_eval(n, classes, &logits, &labels, &mut want_pred)?;
+        let want = self.cpu.softmax_cross_entropy_eval(SoftmaxXentEval {
+            s: LossShape { n, classes },
+            logits: &logits,
+            labels: &labels,
+            predictions: &mut want_pred,
+        })?;
         let mut long = labels.clone();
         long.extend([0, 0, 0]);
         let mut lab_long = be.alloc_labels(n + 3)?;
         be.upload_labels(&long, &mut lab_long)?;
         let mut got_pred = vec![u32::MAX; n];
-        let got = be.softmax_cross_entropy_eval(n, classes, pl.v(be), &lab_long, &mut got_pred)?;
+        let got = be.softmax_cross_entropy_eval(SoftmaxXentEval {
+            s: LossShape { n, classes },
+            logits: pl.v(be),
+            labels: &lab_long,
+            predictions: &mut got_pred,
+        })?;
         let loss_allowed = [1e-12 * (want.loss_sum.abs() + n as f64)];
         let loss_tol = Tol::Abs(&loss_allowed);
         let to64 = |v: &[u32]| v.iter().map(|&p| p as f64).collect::<Vec<_>>();
@@ -300,10 +400,22 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         for (round, g, pg, with_sums) in [(1, &g1, &pg1, true), (2, &g2, &pg2, false), (3, &g1, &pg1, true)] {
             let before = w.clone();
             let mut want = vec![StepSums::default(); segments.len()];
-            self.cpu.sgd_step(&segments, &mut w, g, &mut v, with_sums.then_some(&mut want[..]))?;
+            self.cpu.sgd_step(SgdStep {
+                segments: &segments,
+                params: &mut w,
+                grads: g,
+                momenta: &mut v,
+                sums: with_sums.then_some(&mut want[..]),
+            })?;
             let mut got =
                 vec![StepSums { ww: f64::NAN, gg: f64::NAN, dd: f64::NAN, wd: f64::NAN }; segments.len()];
-            be.sgd_step(&segments, &mut pw, pg, &mut pv, with_sums.then_some(&mut got[..]))?;
+            be.sgd_step(SgdStep {
+                segments: &segments,
+                params: &mut pw,
+                grads: pg,
+                momenta: &mut pv,
+                sums: with_sums.then_some(&mut got[..]),
+            })?;
             let (mut gw, mut gv) = (vec![0f32; len], vec![0f32; len]);
             be.download(&pw, &mut gw)?;
             be.download(&pv, &mut gv)?;
