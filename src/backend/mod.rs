@@ -23,9 +23,9 @@ pub mod shapes;
 
 pub use layer::Layer;
 pub use ops::{
-    AddAssign, BnBackward, BnEval, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward,
-    LinearBackward, LinearForward, OpArgs, OpShape, PoolBackward, PoolForward, SgdStep, ShortcutBackward,
-    ShortcutForward, SoftmaxXent, SoftmaxXentEval,
+    AdamHyper, AdamStep, AddAssign, BnBackward, BnEval, BnTrain, ConvBackwardData, ConvBackwardFilter,
+    ConvForward, LinearBackward, LinearForward, LionHyper, LionStep, OpArgs, OpShape, PoolBackward,
+    PoolForward, SgdStep, ShortcutBackward, ShortcutForward, SoftmaxXent, SoftmaxXentEval,
 };
 pub use real::{GemmArgs, Real};
 pub use shapes::{BnShape, ConvShape, LinearShape, LossShape, PoolShape, ShortcutShape};
@@ -121,32 +121,33 @@ pub struct LossSums {
     pub correct: usize,
 }
 
-/// Checks the arguments of [`Backend::sgd_step`], as every backend does: the three buffers have
+/// Checks the arguments of an optimizer step (`sgd_step`, `adam_step`, `lion_step`), as every
+/// backend does: the parameters and the other `buffers` (gradients, optimizer state; by name) have
 /// one length `len`, every segment lies inside it, no two segments overlap, and `sums` (its length,
 /// when given) has one entry per segment.
-pub(crate) fn check_sgd_args(
+pub(crate) fn check_step_args(
+    op: &str,
     segments: &[Segment],
     len: usize,
-    grads: usize,
-    momenta: usize,
+    buffers: &[(&str, usize)],
     sums: Option<usize>,
 ) -> Result<()> {
-    ensure!(
-        grads == len && momenta == len,
-        "sgd: buffer lengths differ: params {len}, grads {grads}, momenta {momenta}"
-    );
+    if buffers.iter().any(|&(_, n)| n != len) {
+        let lens: Vec<String> = buffers.iter().map(|(name, n)| format!("{name} {n}")).collect();
+        bail!("{op}: buffer lengths differ: params {len}, {}", lens.join(", "));
+    }
     let mut ranges = Vec::with_capacity(segments.len());
     for (i, s) in segments.iter().enumerate() {
-        let end = s.offset.checked_add(s.len).with_context(|| format!("sgd: segment {i} overflows"))?;
-        ensure!(end <= len, "sgd: segment {i} ({}..{end}) exceeds the buffer of {len}", s.offset);
+        let end = s.offset.checked_add(s.len).with_context(|| format!("{op}: segment {i} overflows"))?;
+        ensure!(end <= len, "{op}: segment {i} ({}..{end}) exceeds the buffer of {len}", s.offset);
         ranges.push((s.offset, end));
     }
     ranges.sort_unstable();
     for pair in ranges.windows(2) {
-        ensure!(pair[0].1 <= pair[1].0, "sgd: segments {:?} and {:?} overlap", pair[0], pair[1]);
+        ensure!(pair[0].1 <= pair[1].0, "{op}: segments {:?} and {:?} overlap", pair[0], pair[1]);
     }
     if let Some(n) = sums {
-        ensure!(n == segments.len(), "sgd: {n} sums for {} segments", segments.len());
+        ensure!(n == segments.len(), "{op}: {n} sums for {} segments", segments.len());
     }
     Ok(())
 }

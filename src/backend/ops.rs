@@ -156,6 +156,53 @@ pub struct SgdStep<'a, B> {
     pub sums: Option<&'a mut [StepSums]>,
 }
 
+/// The per-step settings of an Adam step (shared by every segment; each segment gives η and λ).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamHyper {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// The step count t ≥ 1 of the bias corrections 1 − β₁ᵗ and 1 − β₂ᵗ.
+    pub t: u64,
+    /// AdamW's decoupled decay w ← w(1 − ηλ) (true), or Adam's coupled L2 g ← g + λw (false).
+    pub decoupled: bool,
+}
+
+/// One Adam step over every segment, as torch.optim.AdamW (`decoupled`) or torch.optim.Adam with
+/// weight_decay = λ (not), computed in the element type, with scalars formed in f64:
+/// [AdamW: w ← w(1 − ηλ) | Adam: g ← g + λw];  m ← m + (1−β₁)(g − m);  v ← β₂v + (1−β₂)g²;
+/// w ← w − (η/(1−β₁ᵗ))·m/(√v/√(1−β₂ᵗ) + ε).
+/// Reads w, g, m, v and writes w, m, v: 28 bytes per f32 parameter. `sums` as for [`SgdStep`]
+/// (Σg² of the gradient before any L2 term).
+pub struct AdamStep<'a, B> {
+    pub segments: &'a [Segment],
+    pub hyper: AdamHyper,
+    pub params: &'a mut B,
+    pub grads: &'a B,
+    pub m: &'a mut B,
+    pub v: &'a mut B,
+    pub sums: Option<&'a mut [StepSums]>,
+}
+
+/// The per-step settings of a Lion step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LionHyper {
+    pub beta1: f64,
+    pub beta2: f64,
+}
+
+/// One Lion step over every segment (Chen et al. 2023, as the lion-pytorch package):
+/// c = β₁m + (1−β₁)g;  w ← w(1 − ηλ) − η·sign(c);  m ← β₂m + (1−β₂)g, with sign(0) = 0.
+/// Reads w, g, m and writes w, m: 20 bytes per f32 parameter. `sums` as for [`SgdStep`].
+pub struct LionStep<'a, B> {
+    pub segments: &'a [Segment],
+    pub hyper: LionHyper,
+    pub params: &'a mut B,
+    pub grads: &'a B,
+    pub m: &'a mut B,
+    pub sums: Option<&'a mut [StepSums]>,
+}
+
 /// What an op works on, for labels (profiles, logs): borrowed from its arguments, so it can be
 /// taken before the arguments move into the op.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -215,10 +262,26 @@ impl<'a, V, M> OpArgs<'a> for AddAssign<V, M> {
     }
 }
 
+/// The label of an optimizer step over `segments`.
+fn step_shape<'a>(segments: &[Segment], sums: bool) -> OpShape<'a> {
+    OpShape::Step { params: segments.iter().map(|s| s.len).sum(), segments: segments.len(), sums }
+}
+
 impl<'a, B> OpArgs<'a> for SgdStep<'a, B> {
     fn shape(&self) -> OpShape<'a> {
-        let params = self.segments.iter().map(|s| s.len).sum();
-        OpShape::Step { params, segments: self.segments.len(), sums: self.sums.is_some() }
+        step_shape(self.segments, self.sums.is_some())
+    }
+}
+
+impl<'a, B> OpArgs<'a> for AdamStep<'a, B> {
+    fn shape(&self) -> OpShape<'a> {
+        step_shape(self.segments, self.sums.is_some())
+    }
+}
+
+impl<'a, B> OpArgs<'a> for LionStep<'a, B> {
+    fn shape(&self) -> OpShape<'a> {
+        step_shape(self.segments, self.sums.is_some())
     }
 }
 
@@ -244,6 +307,8 @@ macro_rules! for_each_op {
             softmax_cross_entropy(SoftmaxXent<'_, View, ViewMut, Labels>) -> ::anyhow::Result<$crate::backend::LossSums>;
             softmax_cross_entropy_eval(SoftmaxXentEval<'_, View, Labels>) -> ::anyhow::Result<$crate::backend::LossSums>;
             sgd_step(SgdStep<'_, Buf>) -> ::anyhow::Result<()>;
+            adam_step(AdamStep<'_, Buf>) -> ::anyhow::Result<()>;
+            lion_step(LionStep<'_, Buf>) -> ::anyhow::Result<()>;
         }
     };
 }

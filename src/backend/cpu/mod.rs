@@ -12,21 +12,24 @@
 //! mismatches in the ops that cannot return an error are programming errors and panic; memory transfers, the loss and the
 //! optimizer step return errors.
 
+mod adam;
 mod batchnorm;
 mod conv;
 mod direct3x3;
 mod elementwise;
 mod gemm;
 mod linear;
+mod lion;
 mod loss;
+mod segments;
 mod sgd;
 #[cfg(test)]
 mod tests;
 
 use super::ops::{
-    AddAssign, BnBackward, BnEval, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward,
-    LinearBackward, LinearForward, PoolBackward, PoolForward, SgdStep, ShortcutBackward, ShortcutForward,
-    SoftmaxXent, SoftmaxXentEval,
+    AdamStep, AddAssign, BnBackward, BnEval, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward,
+    LinearBackward, LinearForward, LionStep, PoolBackward, PoolForward, SgdStep, ShortcutBackward,
+    ShortcutForward, SoftmaxXent, SoftmaxXentEval,
 };
 use super::{Backend, LossSums, Real};
 use anyhow::{ensure, Result};
@@ -153,6 +156,12 @@ impl<T: Real> Backend for Cpu<T> {
 
     // ---- optimizer ------------------------------------------------------------------------------
     fn sgd_step(&self, a: SgdStep<'_, Vec<T>>) -> Result<()> {
-        sgd::step(a.segments, a.params, a.grads, a.momenta, a.sums)
+        sgd::step(a)
+    }
+    fn adam_step(&self, a: AdamStep<'_, Vec<T>>) -> Result<()> {
+        adam::step(a)
+    }
+    fn lion_step(&self, a: LionStep<'_, Vec<T>>) -> Result<()> {
+        lion::step(a)
     }
 }

@@ -88,9 +88,9 @@ pub use check::{print_table, CheckRow};
 pub use context::{cublas_present, cudnn_present, driver_present};
 
 use super::ops::{
-    AddAssign, BnBackward, BnEval, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward,
-    LinearBackward, LinearForward, PoolBackward, PoolForward, SgdStep, ShortcutBackward, ShortcutForward,
-    SoftmaxXent, SoftmaxXentEval,
+    AdamStep, AddAssign, BnBackward, BnEval, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward,
+    LinearBackward, LinearForward, LionStep, PoolBackward, PoolForward, SgdStep, ShortcutBackward,
+    ShortcutForward, SoftmaxXent, SoftmaxXentEval,
 };
 use super::{Backend, ComputePrecision, DeferredStep, LossShape, LossSums, StepSums};
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
@@ -635,6 +635,13 @@ impl Backend for Cuda {
         }
         lock(&self.graph).state.record_sgd(PendingSgd { table: p.table, total_chunks: p.total, want_sums });
         Ok(())
+    }
+
+    fn adam_step(&self, _: AdamStep<'_, CudaSlice<f32>>) -> Result<()> {
+        bail!("adam_step is not yet implemented on CUDA (work in progress)")
+    }
+    fn lion_step(&self, _: LionStep<'_, CudaSlice<f32>>) -> Result<()> {
+        bail!("lion_step is not yet implemented on CUDA (work in progress)")
     }
 
     // ---- precision and step capture -------------------------------------------------------------

@@ -12,7 +12,7 @@
 
 use super::context::{addr, addr_mut, driver_error, Grow};
 use super::{lock, Cuda, Gpu};
-use crate::backend::{check_sgd_args, Segment, StepSums};
+use crate::backend::{check_step_args, Segment, StepSums};
 use anyhow::{ensure, Context as _, Result};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 
@@ -92,7 +92,7 @@ pub(crate) fn prepare(
     momenta: usize,
     sums: Option<usize>,
 ) -> Result<Prepared> {
-    check_sgd_args(segments, params, grads, momenta, sums)?;
+    check_step_args("sgd", segments, params, &[("grads", grads), ("momenta", momenta)], sums)?;
     let (table, total) = table(segments)?;
     Ok(Prepared { table, total })
 }
@@ -237,7 +237,10 @@ mod tests {
     }
 
     #[test]
-    fn check_sgd_args_rejects_overlap_overflow_and_bad_lengths() {
+    fn step_args_with_overlap_overflow_or_bad_lengths_are_errors() {
+        let check_sgd_args = |segs: &[Segment], len, grads, momenta, sums| {
+            check_step_args("sgd", segs, len, &[("grads", grads), ("momenta", momenta)], sums)
+        };
         assert!(check_sgd_args(&[seg(0, 4), seg(4, 4)], 8, 8, 8, None).is_ok());
         assert!(check_sgd_args(&[seg(0, 5), seg(4, 4)], 8, 8, 8, None).is_err());
         assert!(check_sgd_args(&[seg(6, 4)], 8, 8, 8, None).is_err());
