@@ -1,14 +1,20 @@
 //! `ilr report` on run directories made by hand with known answers: T_eq = 4/λ_e (slope 1),
 //! and two seeds whose predictions agree from step 500 on.
 
+mod common;
+
+use common::files_under;
+use ilr::report::{analyse, collect, ReportOptions, Show};
 use ilr::stats::VectorStats;
 use ilr::train::record::{
     AngularSummary, Divergence, FinalMetrics, GroupRecord, MetricsRecord, RunStatus, Summary,
 };
 use ilr::train::{RunDir, TrainConfig};
 use ilr::util::provenance::Provenance;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
 const STEPS: u64 = 1000;
 const TEST: usize = 200;
@@ -411,18 +417,11 @@ fn index_html_references_every_plot_and_only_existing_files() {
         assert!(!f.contains("://") && !f.starts_with('/'), "not a relative link: {f}");
         assert!(r.join(f).is_file(), "index.html names {f}, which is not in the report folder");
     }
-    let mut pngs = Vec::new();
-    let mut dirs = vec![r.clone()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|e| e == "png") {
-                pngs.push(p.strip_prefix(&r).unwrap().to_string_lossy().replace('\\', "/"));
-            }
-        }
-    }
+    let pngs: Vec<String> = files_under(&r)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .map(|p| p.strip_prefix(&r).unwrap().to_string_lossy().replace('\\', "/"))
+        .collect();
     assert_eq!(pngs.len(), 4 + 2 * 5, "{pngs:?}");
     for p in &pngs {
         assert!(srcs.contains(&p.as_str()), "{p} is not shown on the page");
@@ -438,4 +437,44 @@ fn index_html_references_every_plot_and_only_existing_files() {
     let id = csv.lines().nth(1).unwrap().split(',').next().unwrap();
     assert!(html.contains(&format!("<td>{id}</td>")), "run {id} not in the table");
     assert_eq!(html.matches("<tr>").count(), 6, "header and five runs");
+}
+
+/// The contents and modification time of every file under `dir`.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
+    files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let modified = std::fs::metadata(&p).unwrap().modified().unwrap();
+            (p.clone(), (std::fs::read(&p).unwrap(), modified))
+        })
+        .collect()
+}
+
+/// `analyse` only computes: twice on the same runs it gives the same data, and it leaves the sweep
+/// directory as it was. `write` then writes what `ilr report` writes, byte for byte, and `lines`
+/// are what it prints.
+#[test]
+fn analyse_is_pure_and_write_and_lines_are_what_ilr_report_writes_and_prints() {
+    let t = sweep_dir();
+    let before = snapshot(t.path());
+    let runs = collect::load(t.path()).unwrap();
+    let opts = ReportOptions::default();
+    let a = analyse(&runs, &opts).unwrap();
+    let b = analyse(&runs, &opts).unwrap();
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    assert_eq!(snapshot(t.path()), before, "analyse changed the sweep directory");
+    assert!(!t.path().join("report").exists());
+
+    let written = a.write(t.path()).unwrap();
+    assert_eq!(written.dir, t.path().join("report"));
+    let contents = |dir: &Path| -> BTreeMap<PathBuf, Vec<u8>> {
+        snapshot(dir).into_iter().map(|(p, (bytes, _))| (p, bytes)).collect()
+    };
+    let ours = contents(&written.dir);
+    let mut listed = written.files.clone();
+    listed.sort();
+    assert_eq!(listed, ours.keys().cloned().collect::<Vec<_>>(), "files lists every file written");
+    let (out, _) = report(t.path(), None);
+    assert_eq!(contents(&written.dir), ours, "ilr report writes other bytes");
+    assert_eq!(out, a.lines(&written, Show::ALL).join("\n") + "\n");
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use ilr::report::{report, ReportOptions};
+use ilr::report::{analyse, collect, ReportOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,12 +22,10 @@ pub struct ReportArgs {
 }
 
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
-    let opts = ReportOptions {
-        runs: a.runs,
-        plots: !a.no_plots,
-        max_run_plots: a.max_run_plots,
-        ..ReportOptions::default()
-    };
-    report(&a.dir, &opts)?;
+    let opts = ReportOptions { runs: a.runs, plots: !a.no_plots, max_run_plots: a.max_run_plots };
+    let runs = collect::load(&a.dir)?;
+    let data = analyse(&runs, &opts)?;
+    let written = data.write(&a.dir)?;
+    data.print(&written);
     Ok(ExitCode::SUCCESS)
 }

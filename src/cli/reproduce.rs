@@ -44,6 +44,9 @@ pub fn run(a: ReproduceArgs) -> Result<ExitCode> {
         name: String::new(),
     };
     let r = reproduce::reproduce(a.recipe, a.scale, &a.out, a.data.as_deref(), &exec)?;
+    for line in &r.report {
+        println!("{line}");
+    }
     println!("\n{} ({} scale)\n\n{}", a.recipe.name(), a.scale.name(), r.table);
     println!("verdict: {}", r.verdict.text);
     println!(

@@ -4,7 +4,7 @@ use crate::checkpoint;
 use crate::sweep::{finished, pool::ERROR_FILE, runs_root, PLAN_FILE};
 use crate::train::rundir::{read_predictions, CONFIG_FILE, METRICS_FILE, PREDICTIONS_FILE};
 use crate::train::{read_metrics, MetricsRecord, Predictions, RunStatus, Summary, TrainConfig};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +33,7 @@ impl Status {
     }
 }
 
+#[derive(Debug)]
 pub struct RunInfo {
     pub id: String,
     pub dir: PathBuf,
@@ -113,4 +114,36 @@ pub fn collect(dir: &Path) -> Result<Vec<RunInfo>> {
     let rank = |id: &str| plan.iter().position(|p| p == id).unwrap_or(usize::MAX);
     out.sort_by(|a, b| rank(&a.id).cmp(&rank(&b.id)).then_with(|| a.id.cmp(&b.id)));
     Ok(out)
+}
+
+/// A run with its records read: what [`super::analyse()`] works on.
+#[derive(Debug)]
+pub struct LoadedRun {
+    pub info: RunInfo,
+    /// metrics.jsonl (empty when the run has none).
+    pub metrics: Vec<MetricsRecord>,
+    /// predictions.bin of completed and unfinished runs (the ones function space compares); None
+    /// for the others and where the run has none.
+    pub predictions: Option<Predictions>,
+}
+
+/// The runs of `dir` ([`collect`]) with their records; an error when there are none.
+pub fn load(dir: &Path) -> Result<Vec<LoadedRun>> {
+    let runs = collect(dir)?;
+    if runs.is_empty() {
+        bail!(
+            "no runs in {} (expected run directories with a config.toml in DIR/runs/ or DIR/)",
+            dir.display()
+        );
+    }
+    runs.into_iter()
+        .map(|info| {
+            let metrics = info.metrics()?;
+            let predictions = match info.status {
+                Status::Completed | Status::Unfinished => info.predictions()?,
+                _ => None,
+            };
+            Ok(LoadedRun { info, metrics, predictions })
+        })
+        .collect()
 }

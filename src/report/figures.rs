@@ -1,13 +1,17 @@
-//! The report's figures: one run's dynamics, a group of runs overlaid, and T_eq against 1/λ_e.
+//! The report's figures: one run's dynamics, a group of runs overlaid (with their legend labels,
+//! colours and line styles), T_eq against 1/λ_e, and one function-space group.
 //!
 //! Each dynamics figure has four panels (per-layer weight norm ‖w‖; per-group angular update Δ,
 //! solid, against its theory value Δ* = sqrt(2ηλ/(1+γ)), dashed; per-group effective LR η/‖w‖²;
 //! train and test accuracy), drawn against steps and against intrinsic time Σ λ_e (= steps·λ_e at
 //! constant λ_e).
 
+use super::collect::{LoadedRun, RunInfo};
+use super::funcspace::{Gaps, GroupResult, INFORMATIVE_FRACTION_OF_CHANCE};
 use super::plot::{Figure, Panel, Series, Style};
-use super::{extent, FitGroup};
+use super::{extent, table, FitGroup};
 use crate::train::MetricsRecord;
+use std::collections::BTreeMap;
 
 /// The x axis of a dynamics figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,5 +289,106 @@ pub fn fast_equilibrium_figure(groups: &[FitGroup], pooled: Option<&super::fit::
         panels: vec![p, q],
         cols: 2,
         panel_size: (830, 560),
+    }
+}
+
+/// Short legend labels: the config keys that vary across `runs` (seed, λ_e, ...).
+pub fn labels(runs: &[&RunInfo]) -> Vec<String> {
+    let flat: Vec<BTreeMap<String, String>> = runs.iter().map(|r| table::flatten(&r.config)).collect();
+    let mut keys = table::differing_keys(&flat);
+    // model.init_norm follows λ_e in the init-norm arms (a long list); λ_e names the run better.
+    keys.retain(|k| !k.starts_with("train.") && k != "model.init_norm");
+    runs.iter()
+        .zip(&flat)
+        .map(|(r, f)| {
+            let parts: Vec<String> = keys
+                .iter()
+                .filter_map(|k| {
+                    let short =
+                        if k == "optim.lambda_e" { "λ_e" } else { k.rsplit('.').next().unwrap_or(k) };
+                    f.get(k).map(|v| format!("{short}={}", v.trim_matches('"')))
+                })
+                .collect();
+            if parts.is_empty() {
+                r.id.clone()
+            } else {
+                parts.join(" ")
+            }
+        })
+        .collect()
+}
+
+/// The overlay of `runs`: one colour per λ_e (in decreasing order), seeds as line styles (solid,
+/// dashed, dotted, then again), labelled by the keys that vary between them.
+pub fn overlays(runs: &[&LoadedRun]) -> Vec<Overlay> {
+    let mut les: Vec<f64> = runs.iter().map(|r| r.info.lambda_e()).collect();
+    les.sort_by(|a, b| b.total_cmp(a));
+    les.dedup();
+    let mut seeds: Vec<u64> = runs.iter().map(|r| r.info.config.seed).collect();
+    seeds.sort();
+    seeds.dedup();
+    const STYLES: [Style; 3] = [Style::Line, Style::Dashed, Style::Dotted];
+    let names = labels(&runs.iter().map(|r| &r.info).collect::<Vec<_>>());
+    runs.iter()
+        .zip(names)
+        .map(|(r, label)| Overlay {
+            label,
+            recs: r.metrics.clone(),
+            color: les.iter().position(|&l| l == r.info.lambda_e()).unwrap_or(0),
+            style: STYLES[seeds.iter().position(|&s| s == r.info.config.seed).unwrap_or(0) % STYLES.len()],
+        })
+        .collect()
+}
+
+/// The function-space figure of one group: the three gaps between its runs against steps, with
+/// their noise thresholds and T_fs.
+pub fn funcspace_figure(g: &GroupResult) -> Figure {
+    let xs: Vec<f64> = g.points.iter().map(|p| p.step as f64).collect();
+    let panel = |title: &str, y: &str, f: fn(&Gaps) -> f64| {
+        let level = f(&g.threshold);
+        let (x0, x1) = (xs.first().copied().unwrap_or(0.0), xs.last().copied().unwrap_or(1.0));
+        Panel {
+            title: title.into(),
+            x_label: "step".into(),
+            y_label: y.into(),
+            legend: true,
+            series: vec![
+                Series {
+                    label: "between runs".into(),
+                    points: xs.iter().zip(&g.points).map(|(&x, p)| (x, f(&p.gaps))).collect(),
+                    color: 0,
+                    style: Style::Line,
+                },
+                Series {
+                    label: "noise threshold".into(),
+                    points: vec![(x0, level), (x1, level)],
+                    color: 3,
+                    style: Style::Dashed,
+                },
+            ],
+            markers: g.t_fs.map(|t| (t as f64, "T_fs".to_string())).into_iter().collect(),
+            ..Panel::default()
+        }
+    };
+    Figure {
+        title: format!(
+            "function-space equilibrium: {}{}",
+            g.label,
+            if g.informative {
+                String::new()
+            } else {
+                format!(
+                    " (uninformative: disagreement {:.2} × chance, above {})",
+                    g.disagreement_to_chance, INFORMATIVE_FRACTION_OF_CHANCE
+                )
+            }
+        ),
+        panels: vec![
+            panel("|Δ test accuracy|", "mean over pairs", |x| x.acc_gap),
+            panel("|Δ test loss|", "mean over pairs", |x| x.loss_gap),
+            panel("prediction disagreement", "fraction of test samples", |x| x.disagreement),
+        ],
+        cols: 3,
+        panel_size: (720, 420),
     }
 }

@@ -52,6 +52,7 @@ fn opt_num(v: Option<f64>) -> Cell {
     v.map_or(Cell::Null, Cell::Num)
 }
 
+#[derive(Debug)]
 pub struct Table {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Cell>>,
@@ -139,12 +140,12 @@ pub fn differing_keys(flat: &[BTreeMap<String, String>]) -> Vec<String> {
 }
 
 /// Config keys whose values differ between the runs (a key missing in some runs counts).
-pub fn varying_keys(runs: &[RunInfo]) -> Vec<String> {
+pub fn varying_keys(runs: &[&RunInfo]) -> Vec<String> {
     let flat: Vec<BTreeMap<String, String>> = runs.iter().map(|r| flatten(&r.config)).collect();
     differing_keys(&flat).into_iter().filter(|k| !covered(k)).collect()
 }
 
-pub fn runs_table(runs: &[RunInfo]) -> Table {
+pub fn runs_table(runs: &[&RunInfo]) -> Table {
     let varying = varying_keys(runs);
     let mut columns: Vec<String> = [
         "run_id",

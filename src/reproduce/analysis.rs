@@ -9,11 +9,11 @@ use crate::report::extent;
 use crate::report::fit::{
     fit_loglog_clusters, group_by_lambda_e, same_lambda_e, LinearFit, LogLogFit, WithinFit,
 };
-use crate::report::funcspace::INFORMATIVE_FRACTION_OF_CHANCE;
+use crate::report::funcspace::{GroupResult, INFORMATIVE_FRACTION_OF_CHANCE};
 use crate::report::verdict::{self, SlopeJudgement};
 use crate::report::{
-    norm_fit_text, pooled_norm_fit, t_eq_units_name, t_eq_units_name_of, within_fit_text, within_norm_fit,
-    FitGroup, ReportOutput, MIN_NORM_TERM_SPREAD,
+    norm_fit_text, t_eq_units_name, t_eq_units_name_of, within_fit_text, FastEquilibrium, FitGroup,
+    ReportData, MIN_NORM_TERM_SPREAD,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -69,12 +69,12 @@ fn compare_all(states: &[&EqState], metrics: &[&str]) -> Vec<MetricComparison> {
     metrics.iter().filter_map(|m| compare(states, m)).collect()
 }
 
-pub fn analyse(recipe: Recipe, runs: &[&RunInfo], states: &[EqState], report: &ReportOutput) -> Analysis {
+pub fn analyse(recipe: Recipe, runs: &[&RunInfo], states: &[EqState], report: &ReportData) -> Analysis {
     match recipe {
         Recipe::AngularUpdate => angular_update(runs, states),
-        Recipe::FastEquilibrium => fast_equilibrium(report),
+        Recipe::FastEquilibrium => fast_equilibrium(&report.fast_equilibrium, &report.function_space),
         Recipe::IntrinsicLr => intrinsic_lr(states),
-        Recipe::ScheduleIndependence => schedule_independence(runs, states, report),
+        Recipe::ScheduleIndependence => schedule_independence(runs, states, report.function_space.first()),
         Recipe::SmallLr => small_lr(states),
     }
 }
@@ -300,11 +300,8 @@ fn fits_table(fits: &[FitGroup], within: Option<&WithinFit>, pooled: Option<&Lin
 
 /// T_eq against 1/λ_e per arm (parameter space, the detector), the norm-term fits, and the
 /// function-space times (seeds agree). The verdict (`holds`) is about parameter space only.
-fn fast_equilibrium(report: &ReportOutput) -> Analysis {
-    let fits = &report.fits;
-    let judgements: Vec<SlopeJudgement> = fits.iter().map(verdict::judge).collect();
-    let pooled = pooled_norm_fit(fits);
-    let within = within_norm_fit(fits);
+fn fast_equilibrium(fe: &FastEquilibrium, function_space: &[GroupResult]) -> Analysis {
+    let FastEquilibrium { groups: fits, judgements, within, pooled } = fe;
     let y = t_eq_units_name_of(fits);
     let arm_of = |id: &str| {
         fits.iter()
@@ -314,8 +311,7 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
             })
             .map_or("?".to_string(), |g| g.label.clone())
     };
-    let fs_points: Vec<(String, f64, f64)> = report
-        .function_space
+    let fs_points: Vec<(String, f64, f64)> = function_space
         .iter()
         .filter(|g| g.reached_before_reference && g.informative)
         .filter_map(|g| {
@@ -325,7 +321,7 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
         .collect();
     let fits_json: Vec<Value> = fits
         .iter()
-        .zip(&judgements)
+        .zip(judgements)
         .map(|(g, j)| {
             let (c, s) = (g.fit.as_ref(), g.fit_seeds.as_ref());
             json!({ "arm": g.label, "momentum": g.momentum, "unit": g.unit(),
@@ -374,7 +370,7 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
             ]);
         }
     }
-    for g in &report.function_space {
+    for g in function_space {
         let t = g.t_fs_since_common.filter(|_| g.reached_before_reference);
         let rate = crate::stats::relaxation_rate(g.lambda_e, g.momentum);
         rows.push(vec![
@@ -401,7 +397,7 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
         fs_by_arm.push((g.label.clone(), fit_loglog_clusters(&pts), pts.len()));
     }
     let holds = !fits.is_empty() && judgements.iter().all(|j| j.bounded == Some(true));
-    let norm_text = match (&within, &pooled) {
+    let norm_text = match (within, pooled) {
         (Some(w), p) => format!(
             "{}{}",
             within_fit_text(w, y),
@@ -429,12 +425,12 @@ fn fast_equilibrium(report: &ReportOutput) -> Analysis {
          two seeds at equilibrium disagree on at most {} × the images that two independent classifiers at their test \
          accuracy would{}): {}. This verdict is about parameter space only: function space is reported here but does not \
          enter it.",
-        overall_text(fits, &judgements),
+        overall_text(fits, judgements),
         fits.iter().map(arm_sentence).collect::<Vec<_>>().join(". "),
         INFORMATIVE_FRACTION_OF_CHANCE,
-        match report.function_space.iter().filter(|g| !g.informative).count() {
+        match function_space.iter().filter(|g| !g.informative).count() {
             0 => String::new(),
-            k => format!(", which leaves out {k} of the {} (arm, λ_e) groups", report.function_space.len()),
+            k => format!(", which leaves out {k} of the {} (arm, λ_e) groups", function_space.len()),
         },
         function_space_fits_text(&fs_by_arm)
     );
@@ -520,7 +516,7 @@ fn intrinsic_lr(states: &[EqState]) -> Analysis {
 }
 
 /// One arm per random schedule (its seeds are the noise); the arms must agree at the end.
-fn schedule_independence(runs: &[&RunInfo], states: &[EqState], report: &ReportOutput) -> Analysis {
+fn schedule_independence(runs: &[&RunInfo], states: &[EqState], fs: Option<&GroupResult>) -> Analysis {
     use crate::optim::ScheduleConfig;
     let schedule_of = |id: &str| {
         runs.iter().find(|r| r.id == id).map(|r| match &r.config.optim.schedule {
@@ -538,7 +534,6 @@ fn schedule_independence(runs: &[&RunInfo], states: &[EqState], report: &ReportO
         .collect();
     let refs: Vec<&EqState> = relabelled.iter().collect();
     let cmp = compare_all(&refs, &["train_acc", "test_acc", "norm", "effective_lr", "angular_update"]);
-    let fs = report.function_space.first();
     let fs_text = match fs {
         Some(g) => {
             let agree = match (g.t_fs_since_common, g.t_fs_units, g.reached_before_reference) {
@@ -637,10 +632,6 @@ mod tests {
         assert!(mixed.ends_with("over 3 λ_e values; large: no informative group"), "{mixed}");
     }
 
-    fn output(fits: Vec<FitGroup>) -> ReportOutput {
-        ReportOutput { dir: Default::default(), runs: 0, fits, function_space: vec![], files: vec![] }
-    }
-
     fn named(label: &str, mut g: FitGroup) -> FitGroup {
         g.label = label.into();
         g
@@ -662,7 +653,7 @@ mod tests {
         let default = named("default", test_group(&slope_07(), &[(8e-3, 750)], &[]));
         let large = named("large", test_group(&[(4e-3, 900)], &[], &[]));
         let matched = named("matched", test_group(&slope_07(), &[], &[(1.6e-2, 120)]));
-        let a = fast_equilibrium(&output(vec![default, large, matched]));
+        let a = fast_equilibrium(&FastEquilibrium::new(vec![default, large, matched]), &[]);
         let t = &a.verdict.text;
         assert!(!a.verdict.holds, "{t}");
         assert!(!t.contains("Not consistent") && !t.contains("Consistent with it"), "{t}");
@@ -710,7 +701,10 @@ mod tests {
 
     #[test]
     fn every_arm_bounded_holds_in_parameter_space() {
-        let a = fast_equilibrium(&output(vec![named("default", test_group(&slope_07(), &[], &[]))]));
+        let a = fast_equilibrium(
+            &FastEquilibrium::new(vec![named("default", test_group(&slope_07(), &[], &[]))]),
+            &[],
+        );
         assert!(a.verdict.holds, "{}", a.verdict.text);
         assert!(a
             .verdict

@@ -1,7 +1,7 @@
 //! `ilr reproduce`: the paper's claims as named recipes. Each recipe is a sweep spec
-//! (experiments/<name>.<scale>.toml) trained like `ilr sweep` (resumable, locked runs), reported like
-//! `ilr report`, and then analysed for its claim: DIR/reproduce.json, DIR/reproduce.md and the plots
-//! in DIR/report/.
+//! (experiments/<name>.<scale>.toml) trained like `ilr sweep` (resumable, locked runs), analysed and
+//! written like `ilr report` (DIR/report/), and then analysed for its claim: DIR/reproduce.json and
+//! DIR/reproduce.md. Nothing here prints to stdout: [`Reproduction`] holds what to show.
 
 pub mod analysis;
 pub mod compare;
@@ -11,7 +11,7 @@ pub mod state;
 
 pub use recipes::{Recipe, Scale};
 
-use crate::report::{self, collect, ReportOptions};
+use crate::report::{self, collect, ReportOptions, Show};
 use crate::sweep::{self, ExecOptions, Spec, Tally};
 use crate::util::atomic::{write_atomic, write_json_atomic};
 use analysis::Verdict;
@@ -22,6 +22,10 @@ use toml::Value;
 
 pub struct Reproduction {
     pub verdict: Verdict,
+    /// The report's lines the recipe concerns ([`report_blocks`]): the runs, their counts, the
+    /// files written, and the fits or function-space results where the claim is about them.
+    pub report: Vec<String>,
+    /// The recipe's own table (markdown).
     pub table: String,
     pub files: Vec<PathBuf>,
     /// Runs that failed or did not finish.
@@ -108,23 +112,20 @@ pub fn reproduce(
         tally = train_spec(recipe, scale, &doc, out, &exec)?;
     }
 
-    let opts = ReportOptions {
-        print_fits: recipe == Recipe::FastEquilibrium,
-        print_function_space: matches!(recipe, Recipe::FastEquilibrium | Recipe::ScheduleIndependence),
-        ..ReportOptions::default()
-    };
-    let rep = report::report(out, &opts)?;
-    let infos = collect::collect(out)?;
-    let finished: Vec<&collect::RunInfo> = infos.iter().filter(|r| r.summary.is_some()).collect();
-    let arms = state::arms(&finished);
+    let runs = collect::load(out)?;
+    let rep = report::analyse(&runs, &ReportOptions::default())?;
+    let written = rep.write(out)?;
+    let finished: Vec<&collect::LoadedRun> = runs.iter().filter(|r| r.info.summary.is_some()).collect();
+    let infos: Vec<&collect::RunInfo> = finished.iter().map(|r| &r.info).collect();
+    let arms = state::arms(&infos);
     let mut states = Vec::new();
     for (r, arm) in finished.iter().zip(&arms) {
-        if let Some(s) = state::eq_state(r, arm, &r.metrics()?) {
+        if let Some(s) = state::eq_state(&r.info, arm, &r.metrics) {
             states.push(s);
         }
     }
-    let a = analysis::analyse(recipe, &finished, &states, &rep);
-    let incomplete = tally.failed + tally.busy + (infos.len() - finished.len());
+    let a = analysis::analyse(recipe, &infos, &states, &rep);
+    let incomplete = tally.failed + tally.busy + (runs.len() - finished.len());
     let command = format!(
         "ilr reproduce {} --scale {} --out {}{}",
         recipe.name(),
@@ -146,7 +147,7 @@ pub fn reproduce(
         &json!({
             "recipe": recipe.name(), "scale": scale.name(), "claim": recipe.claim(), "command": command,
             "verdict": verdict, "equilibrium_states": states, "analysis": a.json,
-            "report_dir": rep.dir,
+            "report_dir": written.dir,
         }),
     )?;
     let md = format!(
@@ -161,9 +162,19 @@ pub fn reproduce(
     );
     let md_path = out.join("reproduce.md");
     write_atomic(&md_path, md.as_bytes())?;
-    let mut files = rep.files.clone();
+    let report = rep.lines(&written, report_blocks(recipe));
+    let mut files = written.files;
     files.extend([json_path, md_path]);
-    Ok(Reproduction { verdict, table: a.table, files, incomplete })
+    Ok(Reproduction { verdict, report, table: a.table, files, incomplete })
+}
+
+/// The blocks of the report's text a recipe shows: the Fast Equilibrium fits for fast-equilibrium,
+/// function space for fast-equilibrium and schedule-independence (its verdict quotes them).
+pub fn report_blocks(recipe: Recipe) -> Show {
+    Show {
+        fits: recipe == Recipe::FastEquilibrium,
+        function_space: matches!(recipe, Recipe::FastEquilibrium | Recipe::ScheduleIndependence),
+    }
 }
 
 fn states_table(states: &[state::EqState]) -> String {

@@ -1,4 +1,4 @@
-//! Shared test fixtures: small f64 PreResNets on random batches.
+//! Shared test fixtures: small f64 PreResNets on random batches, and the files under a folder.
 #![allow(dead_code)]
 
 use ilr::backend::cpu::Cpu;
@@ -6,6 +6,7 @@ use ilr::model::{ModelConfig, PreResNet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
+use std::path::{Path, PathBuf};
 
 pub const SIZE: usize = 8;
 pub const CLASSES: usize = 5;
@@ -37,4 +38,22 @@ pub fn net(cfg: &ModelConfig, seed: u64) -> (Cpu<f64>, PreResNet<Cpu<f64>>) {
 pub fn loss(be: &Cpu<f64>, m: &mut PreResNet<Cpu<f64>>) -> f64 {
     m.forward(be, true);
     m.loss_and_backward(be).unwrap().loss_sum / BATCH as f64
+}
+
+/// Every file under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    files
 }
