@@ -13,6 +13,7 @@
 //! (`report::fit::fit_loglog`: n_λ − 2 degrees of freedom). docs/CALIBRATION.md has the math.
 
 pub mod analytic;
+pub mod optimizers;
 pub mod toy;
 
 use crate::report::fit::{fit_loglog, same_lambda_e, LogLogFit};
@@ -20,9 +21,15 @@ use crate::report::plot::{Figure, Panel, Series, Style};
 use crate::stats::{relaxation_rate, Detector, EquilibriumConfig};
 use analytic::{band_entry, closed_form_entry, Moments, ToyHyper};
 use anyhow::{ensure, Result};
+use optimizers::OptimizerRow;
 use serde::Serialize;
 use std::path::Path;
 use toy::Toy;
+
+/// How far the toy's measured Δ (its 95% CI over seeds) and ‖w‖ may lie from an optimizer's
+/// prediction: the toy's noise at 16 seeds of d = 512 is about 0.3% (calibration.json), so 2% would
+/// show a formula error of the size of REQ's at β₁ = 0 (25%) or of the O(δ·memory) terms (2–5%).
+pub const OPTIMIZER_TOLERANCE: f64 = 0.02;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -152,6 +159,10 @@ pub struct Calibration {
     /// What the toy gives for the norm-term coefficient b of the nets' fit, from the contrast that
     /// fit uses (see [`NormTermContrast`]).
     pub norm_term_b: Option<NormTermContrast>,
+    /// AdamW's and Lion's predicted Δ* and ‖w*‖ on the toy (`optimizers`), and whether every row
+    /// holds within [`OPTIMIZER_TOLERANCE`].
+    pub optimizers: Vec<OptimizerRow>,
+    pub optimizers_hold: bool,
     pub rows: Vec<Row>,
     pub lag_rows: Vec<Row>,
     pub momentum_rows: Vec<Row>,
@@ -366,6 +377,12 @@ pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Cali
         }
     }
     let norm_term_b = norm_term_contrast(&rows, &lag_rows, cfg.large_init);
+    let optimizers = optimizers::default_cases()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (o, lr, wd))| optimizers::run_case(o, lr, wd, cfg.dim, cfg.seeds, 4000 + i as u64))
+        .collect::<Result<Vec<_>>>()?;
+    let optimizers_hold = optimizers.iter().all(|r| r.holds(OPTIMIZER_TOLERANCE));
     let e = &cfg.equilibrium;
     Ok(Calibration {
         slope: fit.as_ref().map(|f| f.slope),
@@ -380,6 +397,8 @@ pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Cali
         momentum_max_diff_units: max_diff,
         momentum_matches,
         norm_term_b,
+        optimizers,
+        optimizers_hold,
         rows,
         lag_rows,
         momentum_rows,

@@ -23,6 +23,36 @@ use rand_distr::StandardNormal;
 /// Keeps the toy's random streams apart from those of training (`data::rng`'s domains are 1–5).
 const DOMAIN_CALIBRATE: u64 = 0xCA11B;
 
+/// The toy's gradients of every seed's w (`dim` each, one stream per seed):
+/// g = s·(ξ − (ξ·w/‖w‖²)w)/‖w‖ with ξ ~ N(0, I) and s = exp(σz − σ²), σ = `spread`.
+pub fn fill_gradients(dim: usize, spread: f64, params: &[f64], grads: &mut [f64], rngs: &mut [ChaCha8Rng]) {
+    let sigma = spread;
+    for ((w, g), rng) in params.chunks(dim).zip(grads.chunks_mut(dim)).zip(rngs) {
+        g.iter_mut().for_each(|x| *x = rng.sample::<f64, _>(StandardNormal));
+        let z: f64 = rng.sample(StandardNormal);
+        let s = (sigma * z - sigma * sigma).exp();
+        let (ww, wx) = w.iter().zip(g.iter()).fold((0.0, 0.0), |(a, b), (wi, xi)| (a + wi * wi, b + wi * xi));
+        let (p, f) = (wx / ww, s / ww.sqrt());
+        g.iter_mut().zip(w).for_each(|(x, wi)| *x = f * (*x - p * wi));
+    }
+}
+
+/// Seeds' weight vectors of dimension `dim`, each a random direction scaled to ‖w₀‖² = `a0`.
+pub fn random_directions(dim: usize, a0: f64, rngs: &mut [ChaCha8Rng]) -> Vec<f64> {
+    let mut params = vec![0.0; rngs.len() * dim];
+    for (w, rng) in params.chunks_mut(dim).zip(rngs) {
+        w.iter_mut().for_each(|x| *x = rng.sample::<f64, _>(StandardNormal));
+        let scale = (a0 / w.iter().map(|x| x * x).sum::<f64>()).sqrt();
+        w.iter_mut().for_each(|x| *x *= scale);
+    }
+    params
+}
+
+/// One random stream per seed for the toy's cell `stream`.
+pub fn seed_rngs(seeds: &[u64], stream: u64) -> Vec<ChaCha8Rng> {
+    seeds.iter().map(|&s| keyed_rng(s, DOMAIN_CALIBRATE, stream)).collect()
+}
+
 /// `seeds` weight vectors of dimension `dim`, stepped together.
 pub struct Toy {
     be: Cpu<f64>,
@@ -49,14 +79,8 @@ impl Toy {
     ) -> Result<Self> {
         anyhow::ensure!(dim >= 2, "the toy needs d ≥ 2 (got {dim})");
         let n = seeds.len();
-        let mut rngs: Vec<ChaCha8Rng> =
-            seeds.iter().map(|&s| keyed_rng(s, DOMAIN_CALIBRATE, stream)).collect();
-        let mut params = vec![0.0; n * dim];
-        for (w, rng) in params.chunks_mut(dim).zip(&mut rngs) {
-            w.iter_mut().for_each(|x| *x = rng.sample::<f64, _>(StandardNormal));
-            let scale = (a0 / w.iter().map(|x| x * x).sum::<f64>()).sqrt();
-            w.iter_mut().for_each(|x| *x *= scale);
-        }
+        let mut rngs = seed_rngs(seeds, stream);
+        let params = random_directions(dim, a0, &mut rngs);
         let segments = (0..n)
             .map(|k| Segment {
                 offset: k * dim,
@@ -87,17 +111,7 @@ impl Toy {
 
     /// One step of every seed. With `log`, returns each seed's Δ/Δ* and ‖w_t‖² (before the step).
     pub fn step(&mut self, log: bool) -> Result<Option<Vec<(f64, f64)>>> {
-        let (d, sigma) = (self.dim, self.spread);
-        for ((w, g), rng) in self.params.chunks(d).zip(self.grads.chunks_mut(d)).zip(&mut self.rngs) {
-            g.iter_mut().for_each(|x| *x = rng.sample::<f64, _>(StandardNormal));
-            let z: f64 = rng.sample(StandardNormal);
-            let s = (sigma * z - sigma * sigma).exp();
-            let (ww, wx) =
-                w.iter().zip(g.iter()).fold((0.0, 0.0), |(a, b), (wi, xi)| (a + wi * wi, b + wi * xi));
-            // g = s·(ξ − (ξ·w/‖w‖²)w)/‖w‖.
-            let (p, f) = (wx / ww, s / ww.sqrt());
-            g.iter_mut().zip(w).for_each(|(x, wi)| *x = f * (*x - p * wi));
-        }
+        fill_gradients(self.dim, self.spread, &self.params, &mut self.grads, &mut self.rngs);
         let sums = log.then_some(&mut self.sums[..]);
         self.be.sgd_step(SgdStep {
             segments: &self.segments,

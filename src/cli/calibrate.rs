@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use ilr::calibrate::{run, table_header, table_line, write, CalibrationConfig};
+use ilr::calibrate::{run, table_header, table_line, write, CalibrationConfig, OPTIMIZER_TOLERANCE};
 use ilr::stats::EquilibriumConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,8 +100,24 @@ pub fn run_cmd(a: CalibrateArgs) -> Result<ExitCode> {
             b.norm_term, b.detector_b, b.detector_b_sd, b.analytic_b, b.n_lambda
         );
     }
+    println!(
+        "\nOptimizers' predicted equilibria (docs/OPTIMIZERS.md) on the toy with white gradient noise, \
+         RMS angular update over 4 units after 4 from ‖w*‖ (Δ/Δ*(REQ): against Kosson et al.'s formula):"
+    );
+    println!("{}", ilr::calibrate::optimizers::table_header());
+    for r in &c.optimizers {
+        println!("{}", ilr::calibrate::optimizers::table_line(r));
+    }
+    println!(
+        "optimizers: {}",
+        if c.optimizers_hold {
+            format!("every prediction holds (Δ's CI and ‖w‖ within {:.0}%)", 100.0 * OPTIMIZER_TOLERANCE)
+        } else {
+            format!("a prediction does NOT hold within {:.0}%", 100.0 * OPTIMIZER_TOLERANCE)
+        }
+    );
     println!("wrote {} ({:.1}s)", a.out.join("calibration.json").display(), c.wall_time_s);
-    Ok(if c.slope_passes && c.matched_lag_uniform && c.momentum_matches {
+    Ok(if c.slope_passes && c.matched_lag_uniform && c.momentum_matches && c.optimizers_hold {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

@@ -55,7 +55,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Calibrate the equilibrium detector on a toy with known dynamics: T_eq against its analytic
     /// value over λ_e, the slope of log T_eq on log(1/λ_e), the delay at a matched start, and the
-    /// momentum unit (1−γ)/λ_e. Writes DIR/calibration.{json,png,svg}; exits 2 if a criterion fails.
+    /// momentum unit (1−γ)/λ_e; then AdamW's and Lion's predicted equilibria on the same toy. Writes
+    /// DIR/calibration.{json,png,svg}; exits 2 if a criterion fails.
     #[command(allow_negative_numbers = true)]
     Calibrate(calibrate::CalibrateArgs),
     /// Per-op time table of a training step (CPU: wall clock; GPU: CUDA events), with NVTX ranges.

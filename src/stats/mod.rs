@@ -4,6 +4,7 @@
 pub mod angle;
 pub mod equilibrium;
 pub mod layer;
+pub mod rotational;
 pub mod units;
 
 pub use angle::angle_from_sums;
