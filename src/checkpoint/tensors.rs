@@ -150,19 +150,17 @@ impl<'a> TensorReader<'a> {
     }
 
     pub fn u64s(&self, name: &str, shape: &[usize]) -> Result<Vec<u64>> {
-        Ok(self
-            .raw(name, Dtype::U64, shape)?
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
-            .collect())
+        self.words(name, Dtype::U64, shape, u64::from_le_bytes)
     }
 
     pub fn i64s(&self, name: &str, shape: &[usize]) -> Result<Vec<i64>> {
-        Ok(self
-            .raw(name, Dtype::I64, shape)?
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect())
+        self.words(name, Dtype::I64, shape, i64::from_le_bytes)
+    }
+
+    /// A tensor of 8-byte little-endian words, each decoded by `from`.
+    fn words<T>(&self, name: &str, dtype: Dtype, shape: &[usize], from: fn([u8; 8]) -> T) -> Result<Vec<T>> {
+        let bytes = self.raw(name, dtype, shape)?;
+        Ok(bytes.chunks_exact(8).map(|c| from(c.try_into().expect("8-byte chunks"))).collect())
     }
 
     pub fn u8s(&self, name: &str, shape: &[usize]) -> Result<Vec<u8>> {

@@ -1,10 +1,10 @@
 //! Bit-reproducibility: the ops with parallel reductions give identical bits on a 1-thread and a
 //! 3-thread rayon pool, and on repeated runs. Also a timing of the conv passes (ignored by default).
 
-use super::{rng, to_f32, uniform, Cpu};
+use super::{bn_backward, bn_forward, rng, sgd_with_sums, to_f32, uniform, Cpu};
 use crate::backend::{
     Backend, BnBackward, BnShape, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward, ConvShape,
-    Segment, SgdStep, StepSums,
+    Segment,
 };
 
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
@@ -51,27 +51,9 @@ fn batchnorm_is_reproducible() {
     let (x, dy, affine) =
         (to_f32(&uniform(&mut g, s.len())), to_f32(&uniform(&mut g, s.len())), to_f32(&uniform(&mut g, 16)));
     assert_reproducible("batchnorm forward + backward", || {
-        let cpu = Cpu::<f32>::new();
-        let (mut running, mut saved, mut y) = (vec![1.0f32; 16], vec![0.0f32; 16], vec![0.0f32; s.len()]);
-        cpu.batchnorm_forward_train(BnTrain {
-            s: &s,
-            x: &x,
-            affine: &affine,
-            running: &mut running,
-            saved: &mut saved,
-            y: &mut y,
-        });
-        let (mut dx, mut d_affine) = (vec![0.0f32; s.len()], vec![0.0f32; 16]);
-        cpu.batchnorm_backward(BnBackward {
-            s: &s,
-            x: &x,
-            y: &y,
-            dy: &dy,
-            affine: &affine,
-            saved: &saved,
-            dx: &mut dx,
-            d_affine: &mut d_affine,
-        });
+        let mut running = vec![1.0f32; 16];
+        let (y, saved) = bn_forward(&s, &x, &affine, &mut running);
+        let (dx, d_affine) = bn_backward(&s, [&x, &y, &dy, &affine, &saved]);
         [bits(&y), bits(&running), bits(&saved), bits(&dx), bits(&d_affine)]
     });
 }
@@ -84,16 +66,8 @@ fn sgd_sums_are_reproducible() {
         (to_f32(&uniform(&mut g, len)), to_f32(&uniform(&mut g, len)), to_f32(&uniform(&mut g, len)));
     let segments = [Segment { offset: 0, len, lr: 0.1, wd: 5e-4, momentum: 0.9 }];
     assert_reproducible("sgd sums", || {
-        let (mut w, mut v, mut sums) = (w.clone(), v.clone(), [StepSums::default()]);
-        Cpu::<f32>::new()
-            .sgd_step(SgdStep {
-                segments: &segments,
-                params: &mut w,
-                grads: &gr,
-                momenta: &mut v,
-                sums: Some(&mut sums),
-            })
-            .unwrap();
+        let (mut w, mut v) = (w.clone(), v.clone());
+        let sums = sgd_with_sums(&segments, &mut w, &gr, &mut v);
         let s = sums[0];
         (bits(&w), bits(&v), [s.ww, s.gg, s.dd, s.wd].map(f64::to_bits))
     });

@@ -1,11 +1,11 @@
 //! Finite-difference gradient checks in f64 for every op with a backward, on L = ⟨op(x), r⟩ for a
 //! random r. Gradient outputs start as NaN, which also checks that the backward ops overwrite.
 
-use super::{check_gradient, dot, rng, uniform, Cpu};
+use super::{bn_backward, bn_forward, check_gradient, dot, rng, uniform, Cpu};
 use crate::backend::{
-    Backend, BnBackward, BnShape, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward, ConvShape,
-    LinearBackward, LinearForward, LinearShape, LossShape, PoolBackward, PoolForward, PoolShape,
-    ShortcutBackward, ShortcutForward, ShortcutShape, SoftmaxXent,
+    Backend, BnShape, ConvBackwardData, ConvBackwardFilter, ConvForward, ConvShape, LinearBackward,
+    LinearForward, LinearShape, LossShape, PoolBackward, PoolForward, PoolShape, ShortcutBackward,
+    ShortcutForward, ShortcutShape, SoftmaxXent,
 };
 
 fn cpu() -> Cpu<f64> {
@@ -51,15 +51,7 @@ fn conv_gradients() {
 }
 
 fn bn_loss(s: &BnShape, x: &[f64], affine: &[f64], r: &[f64]) -> f64 {
-    let (mut running, mut saved, mut y) = (vec![0.0; 2 * s.c], vec![0.0; 2 * s.c], vec![0.0; s.len()]);
-    cpu().batchnorm_forward_train(BnTrain {
-        s,
-        x,
-        affine,
-        running: &mut running,
-        saved: &mut saved,
-        y: &mut y,
-    });
+    let (y, _) = bn_forward(s, x, affine, &mut vec![0.0; 2 * s.c]);
     dot(&y, r)
 }
 
@@ -76,41 +68,16 @@ fn bn_gradients(relu: bool, seed: u64) {
         (0..2 * s.c).map(|i| if i < s.c { 0.5 + i as f64 * 0.3 } else { 0.1 * i as f64 - 0.6 }).collect();
     let r = uniform(&mut g, s.len());
 
-    let (mut running, mut saved, mut y) = (vec![0.0; 2 * s.c], vec![0.0; 2 * s.c], vec![0.0; s.len()]);
-    cpu().batchnorm_forward_train(BnTrain {
-        s: &s,
-        x: &x,
-        affine: &affine,
-        running: &mut running,
-        saved: &mut saved,
-        y: &mut y,
-    });
+    let mut running = vec![0.0; 2 * s.c];
+    let (y, saved) = bn_forward(&s, &x, &affine, &mut running);
     if relu {
         // The pre-activations must stay clear of the kink for the differences to be valid.
-        let mut pre = vec![0.0; s.len()];
         let linear = BnShape { relu: false, ..s };
-        cpu().batchnorm_forward_train(BnTrain {
-            s: &linear,
-            x: &x,
-            affine: &affine,
-            running: &mut running.clone(),
-            saved: &mut saved.clone(),
-            y: &mut pre,
-        });
+        let (pre, _) = bn_forward(&linear, &x, &affine, &mut running.clone());
         assert!(pre.iter().all(|v| v.abs() > 1e-3), "a pre-activation sits at the ReLU kink");
         assert!(y.iter().filter(|&&v| v == 0.0).count() >= 4, "ReLU should cut some outputs");
     }
-    let (mut dx, mut d_affine) = (vec![f64::NAN; s.len()], vec![f64::NAN; 2 * s.c]);
-    cpu().batchnorm_backward(BnBackward {
-        s: &s,
-        x: &x,
-        y: &y,
-        dy: &r,
-        affine: &affine,
-        saved: &saved,
-        dx: &mut dx,
-        d_affine: &mut d_affine,
-    });
+    let (dx, d_affine) = bn_backward(&s, [&x, &y, &r, &affine, &saved]);
     check_gradient(&format!("bn dx relu={relu}"), &x, &dx, |x| bn_loss(&s, x, &affine, &r));
     check_gradient(&format!("bn d_affine relu={relu}"), &affine, &d_affine, |a| bn_loss(&s, &x, a, &r));
 }

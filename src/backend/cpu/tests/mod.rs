@@ -145,3 +145,49 @@ fn memory_round_trip_and_length_errors() {
     assert_eq!(labels, vec![3, 1]);
     assert!(cpu.upload_labels(&[1], &mut labels).is_err());
 }
+
+/// Training-mode BatchNorm forward on the CPU: (y, saved), updating `running`.
+pub(super) fn bn_forward<T: crate::backend::Real>(
+    s: &crate::backend::BnShape,
+    x: &[T],
+    affine: &[T],
+    running: &mut [T],
+) -> (Vec<T>, Vec<T>) {
+    let (mut y, mut saved) = (vec![T::nan(); s.len()], vec![T::nan(); 2 * s.c]);
+    let a = crate::backend::BnTrain { s, x, affine, running, saved: &mut saved, y: &mut y };
+    Cpu::<T>::new().batchnorm_forward_train(a);
+    (y, saved)
+}
+
+/// BatchNorm backward on the CPU from a forward's y and saved statistics: (dx, d_affine).
+pub(super) fn bn_backward<T: crate::backend::Real>(
+    s: &crate::backend::BnShape,
+    [x, y, dy, affine, saved]: [&[T]; 5],
+) -> (Vec<T>, Vec<T>) {
+    let (mut dx, mut d_affine) = (vec![T::nan(); s.len()], vec![T::nan(); 2 * s.c]);
+    let a = crate::backend::BnBackward {
+        s,
+        x,
+        y,
+        dy,
+        affine,
+        saved,
+        dx: &mut dx[..],
+        d_affine: &mut d_affine[..],
+    };
+    Cpu::<T>::new().batchnorm_backward(a);
+    (dx, d_affine)
+}
+
+/// One f32 SGD step on the CPU with the statistics sums, one per segment (NaN-filled before).
+pub(super) fn sgd_with_sums(
+    segments: &[crate::backend::Segment],
+    w: &mut Vec<f32>,
+    grads: &Vec<f32>,
+    v: &mut Vec<f32>,
+) -> Vec<crate::backend::StepSums> {
+    let mut sums = vec![crate::backend::StepSums { ww: f64::NAN, ..Default::default() }; segments.len()];
+    let a = crate::backend::SgdStep { segments, params: w, grads, momenta: v, sums: Some(&mut sums) };
+    Cpu::<f32>::new().sgd_step(a).expect("a valid SGD step");
+    sums
+}

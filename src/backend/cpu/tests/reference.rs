@@ -1,7 +1,9 @@
 //! Forward ops against naive loops written from the definitions, the optimizer against a
 //! per-element loop, the loss against hand values, and the f32 backend against the f64 one.
 
-use super::{assert_close, cpu_has_direct_path, rng, to_f32, to_f64, uniform, Cpu};
+use super::{
+    assert_close, bn_forward, cpu_has_direct_path, rng, sgd_with_sums, to_f32, to_f64, uniform, Cpu,
+};
 use crate::backend::cpu::direct3x3;
 use crate::backend::{
     AddAssign, Backend, BnBackward, BnEval, BnShape, BnTrain, ConvBackwardData, ConvBackwardFilter,
@@ -73,15 +75,8 @@ fn batchnorm_train_forward_statistics() {
         .collect();
     let affine = [0.5, 1.5, -2.0, 0.3, -1.0, 2.0];
     let running0 = [0.2, -0.1, 0.4, 1.5, 0.7, 2.0];
-    let (mut running, mut saved, mut y) = (running0.to_vec(), vec![f64::NAN; 6], vec![f64::NAN; s.len()]);
-    Cpu::<f64>::new().batchnorm_forward_train(BnTrain {
-        s: &s,
-        x: &x,
-        affine: &affine,
-        running: &mut running,
-        saved: &mut saved,
-        y: &mut y,
-    });
+    let mut running = running0.to_vec();
+    let (y, saved) = bn_forward(&s, &x, &affine, &mut running);
 
     let m = (s.n * s.hw) as f64;
     for c in 0..s.c {
@@ -260,7 +255,6 @@ fn softmax_cross_entropy_rejects_bad_labels() {
 /// longer than one parallel chunk.
 #[test]
 fn sgd_step_matches_loop() {
-    let cpu = Cpu::<f32>::new();
     let len = 150_000;
     let mut g = rng(40);
     let (w0, gr, v0) =
@@ -270,15 +264,7 @@ fn sgd_step_matches_loop() {
         Segment { offset: 80_000, len: 65_539, lr: 0.05, wd: 0.0, momentum: 0.0 },
     ];
     let (mut w, mut v) = (w0.clone(), v0.clone());
-    let mut sums = [StepSums { ww: f64::NAN, ..Default::default() }; 2];
-    cpu.sgd_step(SgdStep {
-        segments: &segments,
-        params: &mut w,
-        grads: &gr,
-        momenta: &mut v,
-        sums: Some(&mut sums),
-    })
-    .unwrap();
+    let sums = sgd_with_sums(&segments, &mut w, &gr, &mut v);
 
     let (mut w_ref, mut v_ref) = (w0.clone(), v0.clone());
     for (seg, got) in segments.iter().zip(&sums) {
