@@ -12,6 +12,8 @@ Cases (names and shape labels match src/bench/work.rs exactly):
   bn_bwd          autograd of relu(batch_norm) w.r.t. x, γ, β
   sgd_step        torch.optim.SGD(fused=True) over the net's parameter tensors (foreach if fused
                   is unavailable), η = 0.1, λ = 5e-4, γ = 0.9
+  adamw_step      torch.optim.AdamW(foreach=True) and AdamW(fused=True) over the same tensors,
+                  η = 1e-3, λ = 1e-2, β = (0.9, 0.999) (ilr also times lion_step; torch has no Lion)
   reduce_sqnorm   torch._foreach_norm over the same tensors
   train_step      zero_grad, forward, cross-entropy, backward, SGD step, for each variant:
                   eager fp32; eager channels_last (CPU) or channels_last+AMP bf16 (GPU);
@@ -44,7 +46,13 @@ from preresnet import PreResNet, bn_input_shapes  # noqa: E402
 
 SCHEMA = "ilr-bench/1"
 # Bytes per element (per parameter) as ilr counts them (src/bench/cost.rs).
-BYTES = {"bn_fwd_train": (12, 8), "bn_bwd": (28, 16), "sgd_step": (20, 20), "reduce_sqnorm": (4, 4)}
+BYTES = {
+    "bn_fwd_train": (12, 8),
+    "bn_bwd": (28, 16),
+    "sgd_step": (20, 20),
+    "adamw_step": (28, 28),
+    "reduce_sqnorm": (4, 4),
+}
 # The tiny recipes' training steps (experiments/*.tiny.toml; TINY_STEPS in src/bench/work.rs):
 # (depth, batch, width, image size), the argument order of step_label.
 TINY_STEPS = [(8, 32, 0.5, 8), (8, 32, 0.5, 16)]
@@ -177,6 +185,23 @@ class Runner:
             ws = [p.detach() for p in params]
             norms.append(lambda ws=ws: torch._foreach_norm(ws))
         self.add("sgd_step", impl, label, cycle(steps), BYTES["sgd_step"][0] * count, BYTES["sgd_step"][1] * count)
+        # AdamW at the torch defaults' scale (η = 1e-3, λ = 1e-2), foreach and fused, as ilr's adamw_step.
+        for kind in ("foreach", "fused"):
+            adam_steps = []
+            for _ in range(self.sets(16 * count)):  # w, g, m, v
+                params = [p.detach().to(self.dev).clone().requires_grad_(True) for p in PreResNet(depth).parameters()]
+                for p in params:
+                    p.grad = torch.randn_like(p) * 1e-3
+                try:
+                    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2, **{kind: True})
+                    opt.step()
+                except (RuntimeError, TypeError) as e:
+                    print(f"AdamW({kind}=True) unavailable here: {e}", file=sys.stderr)
+                    break
+                adam_steps.append(opt.step)
+            if adam_steps:
+                b, m = BYTES["adamw_step"]
+                self.add("adamw_step", f"torch AdamW({kind}=True)", label, cycle(adam_steps), b * count, m * count)
         # _foreach_norm reads only w: the sets' w fill a third of --cold-mib, still several times the
         # last-level cache.
         self.add("reduce_sqnorm", "torch _foreach_norm", label, cycle(norms), 4 * count, 4 * count)

@@ -57,6 +57,19 @@ pub fn sgd_step(params: usize, with_sums: bool) -> Cost {
     Cost::per_elem(params, 5 * F32, 5 * F32, flops)
 }
 
+/// The fused AdamW step over `params` elements: read w, g, m, v, write w, m, v (28 B/param);
+/// w(1−ηλ), m += (1−β₁)(g − m), v = β₂v + (1−β₂)g², w −= s·m/(√v/c + ε): 13 FLOPs with the
+/// square root and the division counted as one each.
+pub fn adamw_step(params: usize) -> Cost {
+    Cost::per_elem(params, 7 * F32, 7 * F32, 13)
+}
+
+/// The fused Lion step over `params` elements: read w, g, m, write w, m (20 B/param);
+/// c = β₁m + (1−β₁)g, w = w(1−ηλ) − η·sign(c), m = β₂m + (1−β₂)g: 10 FLOPs.
+pub fn lion_step(params: usize) -> Cost {
+    Cost::per_elem(params, 5 * F32, 5 * F32, 10)
+}
+
 /// Which buffers a per-segment reduction reads (reduce.cu).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

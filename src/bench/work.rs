@@ -4,7 +4,10 @@
 
 use super::cost::{self, Cost, Net, Reduction};
 use super::ops::BenchOps;
-use crate::backend::{Backend, BnBackward, BnShape, BnTrain, ComputePrecision, Real, Segment, StepSums};
+use crate::backend::{
+    AdamHyper, AdamStep, Backend, BnBackward, BnShape, BnTrain, ComputePrecision, LionHyper, LionStep, Real,
+    Segment, StepSums,
+};
 use crate::model::PreResNet;
 use crate::optim::{OptimConfig, Sgd};
 use anyhow::Result;
@@ -28,6 +31,14 @@ pub enum Work {
     Sgd {
         depth: usize,
         sums: bool,
+    },
+    /// One fused AdamW (`Backend::adam_step`, decoupled) or Lion (`Backend::lion_step`) step over
+    /// every tensor of PreResNet-`depth`, one segment per tensor, without the statistics sums.
+    Adam {
+        depth: usize,
+    },
+    Lion {
+        depth: usize,
     },
     /// A per-segment reduction over the parameters of PreResNet-`depth`, one segment per tensor.
     Reduce {
@@ -94,6 +105,8 @@ impl Work {
             Work::BnBackward(_) => "bn_bwd",
             Work::Sgd { sums: false, .. } => "sgd_step",
             Work::Sgd { sums: true, .. } => "sgd_step_sums",
+            Work::Adam { .. } => "adamw_step",
+            Work::Lion { .. } => "lion_step",
             Work::Reduce { kind, .. } => kind.name(),
             Work::TrainStep { .. } => "train_step",
         }
@@ -104,7 +117,10 @@ impl Work {
         match self {
             Work::Copy { bytes } => format!("{} MiB", bytes >> 20),
             Work::BnForward(s) | Work::BnBackward(s) => cost::bn_label(s),
-            Work::Sgd { depth, .. } | Work::Reduce { depth, .. } => {
+            Work::Sgd { depth, .. }
+            | Work::Adam { depth }
+            | Work::Lion { depth }
+            | Work::Reduce { depth, .. } => {
                 format!("preresnet{depth} p{}", cost::net_layout(*depth).num_params)
             }
             Work::TrainStep { net, batch, .. } => net.step_label(*batch),
@@ -123,6 +139,8 @@ impl Work {
             Work::BnForward(s) => cost::bn_forward_train(s),
             Work::BnBackward(s) => cost::bn_backward(s),
             Work::Sgd { depth, sums } => cost::sgd_step(cost::net_layout(*depth).num_params, *sums),
+            Work::Adam { depth } => cost::adamw_step(cost::net_layout(*depth).num_params),
+            Work::Lion { depth } => cost::lion_step(cost::net_layout(*depth).num_params),
             Work::Reduce { depth, kind } => cost::reduction(*kind, cost::net_layout(*depth).num_params),
             Work::TrainStep { net, batch, .. } => {
                 Cost { bytes: 0, min_bytes: 0, flops: cost::train_step_flops(&net.layout(), *batch) }
@@ -160,7 +178,8 @@ impl Work {
             Work::Copy { bytes } => 2 * bytes,
             Work::BnForward(s) => 8 * s.len(),
             Work::BnBackward(s) => 16 * s.len(),
-            Work::Sgd { depth, .. } => 12 * params(depth),
+            Work::Sgd { depth, .. } | Work::Lion { depth } => 12 * params(depth),
+            Work::Adam { depth } => 16 * params(depth),
             Work::Reduce { depth, kind } => cost::reduction(kind, params(depth)).min_bytes as usize,
             Work::TrainStep { .. } => usize::MAX,
         }
@@ -250,6 +269,30 @@ impl Work {
                     let mut opt = Sgd::new(be, &OptimConfig::default(), &layout)?;
                     let h = opt.hyper_at(0.0);
                     runners.push(Box::new(move || opt.step(be, &h, &mut params, &grads, sums).map(|_| ())));
+                }
+            }
+            Work::Adam { depth } | Work::Lion { depth } => {
+                let (n, mut segs) = tensor_segments(depth);
+                // The lion-pytorch and torch.optim.AdamW defaults' scale: η = 1e-3, λ = 1e-2.
+                segs.iter_mut().for_each(|s| (s.lr, s.wd, s.momentum) = (1e-3, 1e-2, 0.0));
+                let (hw, hg) = (random::<B::Elem>(n, 5), random::<B::Elem>(n, 6));
+                let adam = matches!(self, Work::Adam { .. });
+                for _ in 0..sets {
+                    let (mut w, g, mut m, mut v) =
+                        (upload(be, &hw)?, upload(be, &hg)?, be.alloc(n)?, be.alloc(n)?);
+                    let (segs, mut t) = (segs.clone(), 0u64);
+                    runners.push(Box::new(move || {
+                        t += 1;
+                        if adam {
+                            let hyper = AdamHyper { beta1: 0.9, beta2: 0.999, eps: 1e-8, t, decoupled: true };
+                            let (params, grads, m, v) = (&mut w, &g, &mut m, &mut v);
+                            be.adam_step(AdamStep { segments: &segs, hyper, params, grads, m, v, sums: None })
+                        } else {
+                            let hyper = LionHyper { beta1: 0.9, beta2: 0.99 };
+                            let (params, grads, m) = (&mut w, &g, &mut m);
+                            be.lion_step(LionStep { segments: &segs, hyper, params, grads, m, sums: None })
+                        }
+                    }));
                 }
             }
             Work::Reduce { depth, kind } => {
@@ -419,6 +462,8 @@ impl Suite {
         for &depth in &self.depths {
             v.push(Work::Sgd { depth, sums: false });
             v.push(Work::Sgd { depth, sums: true });
+            v.push(Work::Adam { depth });
+            v.push(Work::Lion { depth });
         }
         for &depth in &self.depths {
             v.push(Work::Reduce { depth, kind: Reduction::SqNorm });
