@@ -3,7 +3,7 @@
 // - warp and block sums for f32 and f64 (fixed shuffle trees: for a given blockDim the result is
 //   bitwise reproducible run to run);
 // - float4 alignment checks and grid-stride index helpers;
-// - the multi-tensor segment table (MtSegment) shared by sgd.cu and reduce.cu, the chunk -> segment
+// - the multi-tensor segment table (MtSegment) shared by optim.cu and reduce.cu, the chunk -> segment
 //   lookup, and the deterministic "last block sums the per-chunk partials in order" epilogue.
 //
 // Conventions for every kernel in this folder:
@@ -97,23 +97,25 @@ __device__ __forceinline__ float4 ld4(const float* p, long long i) { return *rei
 __device__ __forceinline__ void st4(float* p, long long i, float4 v) { *reinterpret_cast<float4*>(p + i) = v; }
 
 // ---------------------------------------------------------------------------------------------
-// Multi-tensor segment table (sgd.cu, reduce.cu)
+// Multi-tensor segment table (optim.cu, reduce.cu)
 // ---------------------------------------------------------------------------------------------
 //
-// One entry per contiguous run of a flat buffer. 32 bytes, 8-byte aligned; the Rust side is
-//   #[repr(C)] struct MtSegment { offset: u64, len: u64, lr: f32, wd: f32, momentum: f32, first_chunk: u32 }
+// One entry per contiguous run of a flat buffer. 56 bytes, 8-byte aligned; the Rust side is
+//   #[repr(C)] struct MtSegment { offset: u64, len: u64, h: [f32; 8], first_chunk: u32, pad: u32 }
 // `first_chunk` is the prefix sum of ceil(len / chunk) over the segments before this one, so the
 // launch grid is  first_chunk[last] + ceil(len[last] / chunk)  blocks, one per (segment, chunk).
 // Segments of length 0 own no chunk (their sums come out 0). `chunk` must be a multiple of 4.
+// `h` holds the segment's f32 scalars for this step, formed on the host; each kernel of optim.cu
+// says what its h[k] are (reduce.cu ignores them). Being in device memory, they reach a captured
+// CUDA graph when the host rewrites the table between replays.
 struct MtSegment {
     unsigned long long offset;  // first element in the flat buffers
     unsigned long long len;     // number of elements
-    float lr;                   // SGD: learning rate eta      (ignored by reduce.cu)
-    float wd;                   // SGD: L2 weight decay lambda (ignored by reduce.cu)
-    float momentum;             // SGD: heavy-ball gamma       (ignored by reduce.cu)
+    float h[8];                 // per-step scalars of the optimizer kernel (see optim.cu)
     unsigned int first_chunk;   // index of this segment's first block
+    unsigned int pad;
 };
-static_assert(sizeof(MtSegment) == 32, "MtSegment must stay 32 bytes (Rust #[repr(C)] mirror)");
+static_assert(sizeof(MtSegment) == 56, "MtSegment must stay 56 bytes (Rust #[repr(C)] mirror)");
 
 // The segment that owns chunk `b`: the last s with first_chunk <= b (binary search; every thread of
 // a block reads the same addresses, so the loads are broadcasts).
@@ -146,6 +148,36 @@ __device__ __forceinline__ MtRange mt_block_range(const MtSegment* __restrict__ 
     r.begin = (long long)s.offset + local;
     r.end = r.begin + n;
     return r;
+}
+
+// Walks this block's range [r.begin, r.end): f4(i) for each float4 group starting at element i
+// (when the range start and the pointers allow), then f1(i) for each element of the scalar tail.
+// The callers accumulate the 4 lanes of a group in order, so each thread sums its elements in the
+// same order in optim.cu and reduce.cu (so their statistics agree bitwise for the same chunk and
+// block size).
+template <typename F4, typename F1>
+__device__ __forceinline__ void mt_loop(const MtRange& r, bool vec, F4 f4, F1 f1) {
+    const long long n = r.end - r.begin;
+    const long long nv = vec ? n / 4 : 0;
+    for (long long k = threadIdx.x; k < nv; k += blockDim.x) f4(r.begin + 4 * k);
+    for (long long i = r.begin + 4 * nv + threadIdx.x; i < r.end; i += blockDim.x) f1(i);
+}
+
+// The statistics of one element: s += {w^2, g^2, d^2, w*d} with d = (double)wn - (double)w, every
+// term exact in f64 (optim.cu with w = w_t, g the raw gradient, wn = w_{t+1}; reduce.cu passes a
+// buffer that is not given as 0 with its `has` flag false).
+__device__ __forceinline__ void acc4(double (&s)[4], float w, bool has_g, float g, bool has_wn, float wn) {
+    const double a = (double)w;
+    s[0] += a * a;
+    if (has_g) {
+        const double b = (double)g;
+        s[1] += b * b;
+    }
+    if (has_wn) {
+        const double d = (double)wn - a;
+        s[2] += d * d;
+        s[3] += a * d;
+    }
 }
 
 // Deterministic two-stage epilogue of a multi-tensor reduction with N f64 sums per segment.

@@ -1,6 +1,6 @@
 // reduce.cu: multi-tensor per-segment reductions in f64 (statistics without an optimizer step).
 //
-// Same segment table, grid and deterministic epilogue as sgd.cu (see common.cuh, MtSegment):
+// Same segment table, grid and deterministic epilogue as optim.cu (see common.cuh, MtSegment):
 // grid = total chunks, block 512, chunk = 65536 (a multiple of 4); every block writes its block sums
 // to `partials` (total_chunks*K doubles), the last block sums each segment's chunks in chunk order
 // into `out` (num_segs*K doubles) and resets *counter (one u32, zeroed once) to 0.
@@ -8,7 +8,7 @@
 // Each f32 value is widened to f64 before any product, so every term is exact.
 //
 //  multi_sums4   K = 4: out = [sum w^2, sum g^2, sum d^2, sum w*d] with d = (double)w_next - (double)w,
-//                the same sums as sgd_step_multi's statistics (given w_t, g and w_{t+1}).
+//                the same sums as the optim.cu kernels' statistics (given w_t, g and w_{t+1}).
 //                g and w_next are nullable: their sums then come out 0.
 //                Bytes: 4 per element per buffer given (12 with all three).
 //  multi_sqnorm  K = 1: out = sum x^2.                                      4 B/elem.
@@ -16,35 +16,6 @@
 //                                                                           8 B/elem.
 
 #include "common.cuh"
-
-// Walks this block's range [r.begin, r.end): f4(i) for each float4 group starting at element i
-// (when the range start and the pointers allow), then f1(i) for each element of the scalar tail.
-// The callers accumulate the 4 lanes of a group in order, so each thread sums its elements in the
-// same order as sgd_step_multi's fused statistics (and the results agree bitwise with it for the
-// same chunk and block size).
-template <typename F4, typename F1>
-__device__ __forceinline__ void mt_loop(const MtRange& r, bool vec, F4 f4, F1 f1) {
-    const long long n = r.end - r.begin;
-    const long long nv = vec ? n / 4 : 0;
-    for (long long k = threadIdx.x; k < nv; k += blockDim.x) f4(r.begin + 4 * k);
-    for (long long i = r.begin + 4 * nv + threadIdx.x; i < r.end; i += blockDim.x) f1(i);
-}
-
-// s += {w^2, g^2, d^2, w*d} for one element; a buffer that is not given is passed as 0 with its
-// `has` flag false.
-__device__ __forceinline__ void acc4(double (&s)[4], float w, bool has_g, float g, bool has_wn, float wn) {
-    const double a = (double)w;
-    s[0] += a * a;
-    if (has_g) {
-        const double b = (double)g;
-        s[1] += b * b;
-    }
-    if (has_wn) {
-        const double d = (double)wn - a;
-        s[2] += d * d;
-        s[3] += a * d;
-    }
-}
 
 extern "C" __global__ void __launch_bounds__(512, 2)
 multi_sums4(const float* __restrict__ w, const float* __restrict__ g, const float* __restrict__ w_next,

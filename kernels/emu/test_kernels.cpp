@@ -11,8 +11,8 @@
 #include "../augment.cu"
 #include "../batchnorm.cu"
 #include "../elementwise.cu"
+#include "../optim.cu"
 #include "../reduce.cu"
-#include "../sgd.cu"
 
 #include <algorithm>
 #include <cstdio>
@@ -267,29 +267,45 @@ static void test_batchnorm(int N, int C, int HW, bool relu, int x_offset, double
     }
 }
 
+// A segment table: segment s has lens[s] elements and starts gaps[s] elements after the previous
+// one ends; h_of(s, h) fills its scalars h. `len` is the flat buffers' length up to the last segment.
+struct Table {
+    std::vector<MtSegment> segs;
+    size_t len = 0;
+    unsigned int grid = 0;  // total chunks
+};
+template <typename H>
+static Table make_table(const std::vector<unsigned long long>& lens, const std::vector<unsigned long long>& gaps,
+                        int chunk, H h_of) {
+    Table t;
+    for (size_t s = 0; s < lens.size(); ++s) {
+        MtSegment m{};
+        t.len += gaps[s];
+        m.offset = t.len;
+        m.len = lens[s];
+        m.first_chunk = t.grid;
+        h_of(s, m.h);
+        t.segs.push_back(m);
+        t.len += lens[s];
+        t.grid += (unsigned)((lens[s] + chunk - 1) / chunk);
+    }
+    return t;
+}
+
 // ---------------------------------------------------------------------------------------------
 // SGD and the multi-tensor reductions
 // ---------------------------------------------------------------------------------------------
 static void test_sgd_and_reduce() {
     const std::vector<unsigned long long> lens = {5, 300, 0, 33, 64, 129, 1};
     const int chunk = 64;
-    std::vector<MtSegment> segs;
-    unsigned long long off = 0;
-    unsigned int first = 0;
-    for (size_t s = 0; s < lens.size(); ++s) {
-        MtSegment m{};
-        m.offset = off;
-        m.len = lens[s];
-        m.lr = 0.1f * (float)(s + 1);
-        m.wd = s % 2 ? 5e-4f : 0.f;
-        m.momentum = s % 3 ? 0.9f : 0.f;
-        m.first_chunk = first;
-        segs.push_back(m);
-        off += lens[s];
-        first += (unsigned)((lens[s] + chunk - 1) / chunk);
-    }
-    const size_t total = off;
-    const unsigned int grid = first;
+    const Table tab = make_table(lens, std::vector<unsigned long long>(lens.size(), 0), chunk, [](size_t s, float* h) {
+        h[0] = 0.1f * (float)(s + 1);  // lr
+        h[1] = s % 2 ? 5e-4f : 0.f;    // wd
+        h[2] = s % 3 ? 0.9f : 0.f;     // momentum
+    });
+    const std::vector<MtSegment>& segs = tab.segs;
+    const size_t total = tab.len;
+    const unsigned int grid = tab.grid;
     const int ns = (int)segs.size();
     std::vector<float> w0 = randn(total), g = randn(total, 0, 0.1), v0 = randn(total, 0, 0.01);
 
@@ -308,9 +324,10 @@ static void test_sgd_and_reduce() {
     std::vector<double> sr(ns * 4, 0);
     for (int s = 0; s < ns; ++s)
         for (unsigned long long i = segs[s].offset; i < segs[s].offset + segs[s].len; ++i) {
-            const float gp = g[i] + segs[s].wd * w0[i];
-            const float vn = segs[s].momentum * v0[i] + gp;
-            const float wn = w0[i] - segs[s].lr * vn;
+            const float lr = segs[s].h[0], wd = segs[s].h[1], mom = segs[s].h[2];
+            const float gp = g[i] + wd * w0[i];
+            const float vn = mom * v0[i] + gp;
+            const float wn = w0[i] - lr * vn;
             wr[i] = wn;
             vr[i] = vn;
             const double d = (double)wn - (double)w0[i];
@@ -385,6 +402,104 @@ static void test_sgd_and_reduce() {
         close("multi_dot(w, g)", out.data(), want.data(), ns, 1e-12, 1e-300);
         report(counter == 0, "reduce counter reset");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adam(W), Adam + L2 and Lion against a plain f32 reference written from the CPU backend
+// (src/backend/cpu/adam.rs, lion.rs), op by op, so bitwise; sums in f64. The table has gaps between
+// segments (left untouched), a segment of several chunks and a zero-length one; state buffers hold
+// mid-training values, and some elements have g = m = 0 (Lion: c = 0, sign 0).
+// ---------------------------------------------------------------------------------------------
+enum class Opt { AdamW, AdamL2, Lion };
+
+static void test_adam_lion(Opt opt) {
+    const char* name = opt == Opt::AdamW ? "adamw" : opt == Opt::AdamL2 ? "adam+l2" : "lion";
+    const bool adam = opt != Opt::Lion;
+    const int chunk = 64;
+    const std::vector<unsigned long long> lens = {5, 300, 0, 33, 64, 1, 130}, gaps = {0, 3, 2, 0, 7, 1, 4};
+    const double beta1 = adam ? 0.9 : 0.95, beta2 = adam ? 0.999 : 0.98, eps = 1e-8;
+    const int t = 3;
+    const Table tab = make_table(lens, gaps, chunk, [&](size_t s, float* h) {
+        // The host's scalars: f64, rounded to f32 once (as src/backend/cuda/optim_step.rs forms them).
+        const double lr = (adam ? 1e-3 : 1e-4) * (double)(s + 1), wd = s % 2 ? 0.1 : 0.0;
+        const double decay = opt == Opt::AdamL2 ? 1.0 : 1.0 - lr * wd;
+        const double adam_h[8] = {decay, opt == Opt::AdamL2 ? wd : 0.0, 1.0 - beta1, beta2, 1.0 - beta2,
+                                  lr / (1.0 - std::pow(beta1, t)), std::sqrt(1.0 - std::pow(beta2, t)), eps};
+        const double lion_h[8] = {lr, decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, 0.0, 0.0};
+        for (int k = 0; k < 8; ++k) h[k] = (float)(adam ? adam_h[k] : lion_h[k]);
+    });
+    const std::vector<MtSegment>& segs = tab.segs;
+    const size_t total = tab.len + 2;  // and two untouched elements after the last segment
+    const unsigned int grid = tab.grid;
+    const int ns = (int)segs.size();
+    std::vector<float> w0 = randn(total), g = randn(total, 0, 0.1), m0 = randn(total, 0, 0.05), v0 = randn(total, 0, 0.01);
+    for (auto& x : v0) x = x * x;  // v ≥ 0
+    for (size_t i = 0; i < total; i += 17) g[i] = m0[i] = 0.f;
+
+    // Reference: the CPU's expressions with the segment's f32 scalars.
+    std::vector<float> wr = w0, mr = m0, vr = v0;
+    std::vector<double> sr(ns * 4, 0);
+    int zero_c = 0;  // Lion elements with c == 0
+    for (int s = 0; s < ns; ++s) {
+        const float* h = segs[s].h;
+        for (unsigned long long i = segs[s].offset; i < segs[s].offset + segs[s].len; ++i) {
+            const float old = w0[i];
+            if (adam) {
+                const float gl = g[i] + h[1] * old;
+                mr[i] = mr[i] + h[2] * (gl - mr[i]);
+                vr[i] = h[3] * vr[i] + h[4] * (gl * gl);
+                wr[i] = old * h[0] - h[5] * (mr[i] / (std::sqrt(vr[i]) / h[6] + h[7]));
+            } else {
+                const float c = h[2] * mr[i] + h[3] * g[i];
+                const float sign = c > 0 ? 1.f : c < 0 ? -1.f : c;
+                zero_c += c == 0;
+                wr[i] = old * h[1] - h[0] * sign;
+                mr[i] = h[4] * mr[i] + h[5] * g[i];
+            }
+            const double d = (double)wr[i] - (double)old;
+            sr[s * 4 + 0] += (double)old * old;
+            sr[s * 4 + 1] += (double)g[i] * g[i];
+            sr[s * 4 + 2] += d * d;
+            sr[s * 4 + 3] += (double)old * d;
+        }
+    }
+    // Runs the kernel on copies of (w0, m0, v0) placed `shift` elements into their buffers.
+    auto run = [&](size_t shift, unsigned int block, bool stats, const std::string& tag) {
+        std::vector<float> w(total + shift), gb(total + shift), m(total + shift), v(total + shift);
+        std::copy(w0.begin(), w0.end(), w.begin() + shift);
+        std::copy(g.begin(), g.end(), gb.begin() + shift);
+        std::copy(m0.begin(), m0.end(), m.begin() + shift);
+        std::copy(v0.begin(), v0.end(), v.begin() + shift);
+        std::vector<double> partials(grid * 4, -1), sums(ns * 4, -1);
+        unsigned int counter = 0;
+        double* p = stats ? partials.data() : nullptr;
+        double* out = stats ? sums.data() : nullptr;
+        unsigned int* c = stats ? &counter : nullptr;
+        float *pw = w.data() + shift, *pg = gb.data() + shift, *pm = m.data() + shift, *pv = v.data() + shift;
+        launch(dim3{grid}, dim3{block}, 0, [&] {
+            if (adam)
+                adam_step_multi(pw, pg, pm, pv, segs.data(), ns, chunk, p, out, c);
+            else
+                lion_step_multi(pw, pg, pm, segs.data(), ns, chunk, p, out, c);
+        });
+        const std::string what = std::string(name) + tag;
+        same(what + " w (bitwise)", pw, wr.data(), total);
+        same(what + " m (bitwise)", pm, mr.data(), total);
+        same(what + " v (bitwise; Lion leaves it)", pv, vr.data(), total);
+        if (stats) {
+            close(what + " sums", sums.data(), sr.data(), ns * 4, 1e-12, 1e-300);
+            report(counter == 0, what + " counter reset to 0");
+        }
+    };
+    run(0, 32, true, "");
+    run(0, 32, false, " without stats");
+    run(1, 64, true, " misaligned");
+
+    // The reference is not vacuous: every segment moved, the gaps did not, and sign(0) occurred.
+    bool moved = true;
+    for (int s = 0; s < ns; ++s) moved &= segs[s].len == 0 || sr[s * 4 + 2] > 0;
+    report(moved && wr[5] == w0[5] && wr[total - 1] == w0[total - 1], std::string(name) + " reference moves segments only");
+    if (!adam) report(zero_c > 10, "lion reference has c = 0 elements");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -563,6 +678,9 @@ int main() {
     test_batchnorm(2, 2, 1, true, 0, 0.0);    // M = 2
     test_batchnorm(5, 2, 12, false, 0, 1000.0);  // |mean| >> std: the shifted sums must not cancel
     test_sgd_and_reduce();
+    test_adam_lion(Opt::AdamW);
+    test_adam_lion(Opt::AdamL2);
+    test_adam_lion(Opt::Lion);
     test_elementwise();
     test_augment();
     std::printf("%d passed, %d failed\n", g_passed, g_failed);

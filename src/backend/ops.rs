@@ -168,6 +168,25 @@ pub struct AdamHyper {
     pub decoupled: bool,
 }
 
+impl AdamHyper {
+    /// The step count must be ≥ 1 (the bias corrections divide by 1 − β₁ᵗ).
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.t >= 1, "adam: the step count t must be ≥ 1 (it is {})", self.t);
+        Ok(())
+    }
+
+    /// The scalars of segment `seg` for this step, formed in f64 (as PyTorch forms them, in Python
+    /// floats); every backend rounds each to its element type once:
+    /// [decay, l2, 1−β₁, β₂, 1−β₂, η/(1−β₁ᵗ), √(1−β₂ᵗ), ε] with (decay, l2) = (1 − ηλ, 0) for AdamW
+    /// and (1, λ) for Adam's coupled L2. (kernels/optim.cu reads its table in this order.)
+    pub fn scalars(&self, seg: &Segment) -> [f64; 8] {
+        let t = i32::try_from(self.t).unwrap_or(i32::MAX);
+        let (bc1, bc2) = (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t));
+        let (decay, l2) = if self.decoupled { (1.0 - seg.lr * seg.wd, 0.0) } else { (1.0, seg.wd) };
+        [decay, l2, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2, seg.lr / bc1, bc2.sqrt(), self.eps]
+    }
+}
+
 /// One Adam step over every segment, as torch.optim.AdamW (`decoupled`) or torch.optim.Adam with
 /// weight_decay = λ (not), computed in the element type, with scalars formed in f64:
 /// [AdamW: w ← w(1 − ηλ) | Adam: g ← g + λw];  m ← m + (1−β₁)(g − m);  v ← β₂v + (1−β₂)g²;
@@ -189,6 +208,14 @@ pub struct AdamStep<'a, B> {
 pub struct LionHyper {
     pub beta1: f64,
     pub beta2: f64,
+}
+
+impl LionHyper {
+    /// The scalars of segment `seg`, formed in f64 and rounded to the element type once by every
+    /// backend: [η, 1 − ηλ, β₁, 1−β₁, β₂, 1−β₂] (kernels/optim.cu reads its table in this order).
+    pub fn scalars(&self, seg: &Segment) -> [f64; 6] {
+        [seg.lr, 1.0 - seg.lr * seg.wd, self.beta1, 1.0 - self.beta1, self.beta2, 1.0 - self.beta2]
+    }
 }
 
 /// One Lion step over every segment (Chen et al. 2023, as the lion-pytorch package):

@@ -21,11 +21,9 @@ fn sign<T: Real>(x: T) -> T {
 /// One step over every segment; `sums` (one per segment) is overwritten when given.
 pub(crate) fn step<T: Real>(a: LionStep<'_, Vec<T>>) -> Result<()> {
     let LionStep { segments, hyper: h, params, grads, m, sums } = a;
-    let (b1, c1) = (T::from_f64(h.beta1), T::from_f64(1.0 - h.beta1));
-    let (b2, c2) = (T::from_f64(h.beta2), T::from_f64(1.0 - h.beta2));
     let bufs = [&mut params[..], &mut m[..]];
     for_each_piece("lion", ["params", "m"], segments, bufs, grads, sums, |seg, [w, m], g| {
-        let (lr, decay) = (T::from_f64(seg.lr), T::from_f64(1.0 - seg.lr * seg.wd));
+        let [lr, decay, b1, c1, b2, c2] = h.scalars(seg).map(T::from_f64);
         let mut s = StepSums::default();
         for ((w, &g), m) in w.iter_mut().zip(g).zip(m.iter_mut()) {
             let old = *w;

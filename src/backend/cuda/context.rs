@@ -32,6 +32,8 @@ pub(crate) const REQUIRED_KERNELS: &[&str] = &[
     "avgpool_bwd",
     "softmax_xent",
     "sgd_step_multi",
+    "adam_step_multi",
+    "lion_step_multi",
     "cast_f32_to_bf16",
     "cast_bf16_to_f32",
 ];

@@ -1,4 +1,4 @@
-//! One whole training step (forward, loss + backward, SGD step) captured as a CUDA graph once and
+//! One whole training step (forward, loss + backward, optimizer step) captured as a CUDA graph once and
 //! replayed every step after: the host-side bookkeeping of [`Backend::step_begin`] /
 //! [`Backend::step_end`] for the CUDA backend. The GPU calls themselves live in `mod.rs`
 //! (`Cuda::step_begin`, `Cuda::step_end`); this file is pure state, unit-tested without a GPU.
@@ -12,7 +12,7 @@
 //!        reallocated, the BatchNorm variant or the conv precision changed) ──▶ next step is a warm-up
 //! ```
 //! - **Warm-up.** The first step after a reset runs eagerly (`step_begin` returns false). It makes
-//!   every cuDNN plan, grows every workspace (the SGD statistics workspaces included, although the
+//!   every cuDNN plan, grows every workspace (the optimizer's statistics workspaces included, although the
 //!   step may not ask for statistics), fills cuBLAS's vector of ones and loads every kernel, so the
 //!   captured step allocates nothing (allocation is refused during a capture).
 //! - **Capture.** The next step is recorded on the backend's stream (capture mode thread-local).
@@ -24,19 +24,20 @@
 //!
 //! # What crosses the graph boundary
 //! - **In**: the batch (uploaded by the trainer into the model's input buffers before
-//!   `step_begin`) and the SGD segment table (lr, wd, momentum per segment), which `sgd_step`
-//!   records and `step_end` copies into the device table right before the launch: the captured
-//!   SGD kernel reads the table from device memory, so each replay uses that step's
-//!   hyperparameters.
+//!   `step_begin`) and the optimizer's segment table (each segment's scalars of this step: lr, wd,
+//!   momentum for SGD; also Adam's bias corrections, which change every step), which `sgd_step`,
+//!   `adam_step` or `lion_step` records and `step_end` copies into the device table right before
+//!   the launch: the captured kernel reads the table from device memory, so each replay uses that
+//!   step's hyperparameters. Which optimizer ran is part of the fingerprint.
 //! - **Out**: the loss totals (`softmax_xent` writes [Σ loss, #correct] to a device buffer) and the
 //!   per-segment statistics sums. The captured step **always** computes the statistics (one graph
 //!   serves steps with and without statistics: no re-capture when the trainer asks for them, at
 //!   the cost of 32 bytes per chunk of partial sums and one last-block reduction over ~100 segments
-//!   per step); `step_end` reads them back only when `sgd_step` was given a `sums` slice. The
+//!   per step); `step_end` reads them back only when the optimizer step was given a `sums` slice. The
 //!   parameters and momenta do not depend on whether statistics are computed (same per-element f32
 //!   arithmetic), so a replayed step is bitwise an eager step.
 
-use super::sgd::MtSegment;
+use super::optim_step::MtSegment;
 use anyhow::{bail, Result};
 
 /// How the backend executes ops at the moment (kept in an atomic by `Cuda` for the per-op check).
@@ -129,12 +130,12 @@ impl Fingerprint {
 
 /// The optimizer step of a deferred step, for `step_end`.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct PendingSgd {
-    /// The segment table of this step (its lr/wd/momentum), copied to the device before the launch.
+pub(crate) struct PendingStep {
+    /// The segment table of this step (its per-segment scalars), copied to the device before the launch.
     pub table: Vec<MtSegment>,
     /// Total chunks (grid size); 0 means there is nothing to update (the sums are then zero).
     pub total_chunks: u32,
-    /// Whether `sgd_step` was given a `sums` slice: then they are read back after the launch.
+    /// Whether the optimizer step was given a `sums` slice: then they are read back after the launch.
     pub want_sums: bool,
 }
 
@@ -143,10 +144,10 @@ pub(crate) struct PendingSgd {
 pub(crate) struct Pending {
     /// Calls of `softmax_cross_entropy` (a step has exactly one).
     pub losses: u32,
-    /// The `sgd_step` of the step (exactly one).
-    pub sgd: Option<PendingSgd>,
-    /// A second `sgd_step` (an error at `step_end`).
-    pub extra_sgd: bool,
+    /// The optimizer step of the step (exactly one).
+    pub step: Option<PendingStep>,
+    /// A second optimizer step (an error at `step_end`).
+    pub extra_step: bool,
 }
 
 /// The host-side state of the captured step.
@@ -239,39 +240,39 @@ impl StepState {
         }
     }
 
-    /// The deferred step's `sgd_step`.
-    pub fn record_sgd(&mut self, sgd: PendingSgd) {
+    /// The deferred step's optimizer step (`sgd_step`, `adam_step` or `lion_step`).
+    pub fn record_step(&mut self, step: PendingStep) {
         if !self.deferring() {
             return;
         }
-        if self.pending.sgd.is_some() {
-            self.pending.extra_sgd = true;
+        if self.pending.step.is_some() {
+            self.pending.extra_step = true;
         } else {
-            self.pending.sgd = Some(sgd);
+            self.pending.step = Some(step);
         }
     }
 
     /// The deferred step must have had exactly one loss and one optimizer step.
-    fn take_pending(&mut self) -> Result<PendingSgd> {
+    fn take_pending(&mut self) -> Result<PendingStep> {
         let p = std::mem::take(&mut self.pending);
-        if p.losses != 1 || p.extra_sgd {
+        if p.losses != 1 || p.extra_step {
             bail!(
                 "a deferred training step must compute the loss once and take one optimizer step; this one \
                  computed the loss {} times and took {} optimizer steps",
                 p.losses,
-                usize::from(p.sgd.is_some()) + usize::from(p.extra_sgd)
+                usize::from(p.step.is_some()) + usize::from(p.extra_step)
             );
         }
-        match p.sgd {
+        match p.step {
             Some(s) => Ok(s),
-            None => bail!("a deferred training step ended without its optimizer step (sgd_step)"),
+            None => bail!("a deferred training step ended without its optimizer step (sgd_step, adam_step or lion_step)"),
         }
     }
 
     /// `step_end` of a captured step (the capture has ended and the graph is instantiated):
     /// remembers the step's fingerprint and `epoch`, and returns what the launch needs. On error
     /// the state is reset.
-    pub fn end_capture(&mut self, epoch: u64) -> Result<PendingSgd> {
+    pub fn end_capture(&mut self, epoch: u64) -> Result<PendingStep> {
         if self.phase != Phase::Capturing {
             bail!("step_end without a captured step_begin");
         }
@@ -290,7 +291,7 @@ impl StepState {
 
     /// `step_end` of a replayed step: the step must match the captured one. On error the state is
     /// reset (the graph is dropped and the next step warms up again).
-    pub fn end_replay(&mut self) -> Result<PendingSgd> {
+    pub fn end_replay(&mut self) -> Result<PendingStep> {
         if self.phase != Phase::Replaying {
             bail!("step_end without a replayed step_begin");
         }
@@ -326,8 +327,8 @@ pub(crate) fn hint() -> &'static str {
 mod tests {
     use super::*;
 
-    fn sgd(want_sums: bool) -> PendingSgd {
-        PendingSgd { table: vec![MtSegment { len: 3, ..Default::default() }], total_chunks: 1, want_sums }
+    fn sgd(want_sums: bool) -> PendingStep {
+        PendingStep { table: vec![MtSegment { len: 3, ..Default::default() }], total_chunks: 1, want_sums }
     }
 
     /// One deferred step's calls: the same ops on the same buffers, one loss, one sgd step.
@@ -336,7 +337,7 @@ mod tests {
         st.record_op("batchnorm_forward_train", &[base + 128, 4]);
         st.record_loss();
         st.record_op("conv2d_backward_filter", &[base, 10]);
-        st.record_sgd(sgd(want_sums));
+        st.record_step(sgd(want_sums));
     }
 
     #[test]
@@ -399,7 +400,7 @@ mod tests {
         st.begin(0).unwrap();
         st.record_op("conv2d_forward", &[1000, 10, 1064, 9]);
         st.record_loss();
-        st.record_sgd(sgd(false));
+        st.record_step(sgd(false));
         assert!(st.end_replay().is_err());
     }
 
@@ -409,7 +410,7 @@ mod tests {
         st.begin(0).unwrap();
         st.begin(0).unwrap();
         st.record_op("a", &[]);
-        st.record_sgd(sgd(false));
+        st.record_step(sgd(false));
         let e = st.end_capture(0).unwrap_err().to_string();
         assert!(e.contains("loss 0 times"), "{e}");
         assert_eq!(st.phase(), Phase::Idle);
@@ -422,8 +423,8 @@ mod tests {
         st.begin(0).unwrap();
         st.begin(0).unwrap();
         st.record_loss();
-        st.record_sgd(sgd(false));
-        st.record_sgd(sgd(true));
+        st.record_step(sgd(false));
+        st.record_step(sgd(true));
         assert!(st.end_capture(0).unwrap_err().to_string().contains("2 optimizer steps"));
     }
 

@@ -15,16 +15,16 @@
 //! - **Errors.** Trait methods that return `()` cannot fail loudly. When one fails (a CUDA, cuDNN or
 //!   cuBLAS error, or a shape that does not match its views), the first error is recorded, every
 //!   later op is skipped, and the next method that returns a `Result` (`download`, `upload`,
-//!   `softmax_cross_entropy*`, `sgd_step`, `alloc`, `step_end`) returns it. Kernel faults are
+//!   `softmax_cross_entropy*`, the optimizer steps, `alloc`, `step_end`) returns it. Kernel faults are
 //!   asynchronous: the driver reports them at the next synchronisation, which may name a later
 //!   op. Nothing panics on a GPU failure; out-of-range views are recorded as errors (the CPU
 //!   backend panics there).
-//! - **Workspaces** (cuDNN's, the bf16 staging buffers, BN partial sums, the loss and SGD
+//! - **Workspaces** (cuDNN's, the bf16 staging buffers, BN partial sums, the loss and optimizer
 //!   reduction buffers) grow when a shape first needs more, i.e. during the first training step,
 //!   and are reused afterwards. cuDNN algorithms are chosen once per convolution shape and
 //!   precision (heuristics, deterministic algorithms; f32: strict FP32 math, no TF32) and cached.
 //! - **Numerics.** The kernels follow the CPU reference operation by operation (see
-//!   docs/KERNELS.md): SGD is bitwise equal, BatchNorm and the loss agree to an ulp or two, and
+//!   docs/KERNELS.md): the optimizer steps (SGD, Adam(W), Lion) are bitwise equal, BatchNorm and the loss agree to an ulp or two, and
 //!   convolutions/GEMMs differ by f32 reassociation.
 //!
 //! # CUDA graphs (`train.cuda_graphs`, default on; see graph.rs for the life cycle)
@@ -32,13 +32,13 @@
 //! The first step after a reset runs eagerly (the warm-up: every plan, workspace and kernel comes
 //! into being); the second is captured on the backend's stream and launched; every later one is
 //! replayed: the trainer's calls are checked against the captured sequence (a fingerprint of op
-//! names, device addresses and lengths) but not executed, and `step_end` copies the step's SGD
-//! segment table (its lr/wd) to the device, launches the graph, and reads back the loss totals and
+//! names, device addresses and lengths) but not executed, and `step_end` copies the step's optimizer
+//! segment table (its lr/wd, and Adam's bias corrections of this step) to the device, launches the graph, and reads back the loss totals and
 //! (when asked) the statistics sums with one synchronisation. A step is deferred only between
 //! `step_begin` and `step_end`; evaluation, checkpoints and `ilr check`'s op tests stay eager.
 //! A replayed step runs the same kernels with the same arguments in the same order as an eager
-//! one, so its results are bitwise equal (`ilr check` compares them); the captured SGD launch
-//! always computes the statistics sums (the parameters do not depend on that).
+//! one, so its results are bitwise equal (`ilr check` compares them); the captured optimizer
+//! launch always computes the statistics sums (the parameters do not depend on that).
 //!
 //! Unverified assumptions (no GPU was available when this was written; `ilr check` and a short
 //! `ilr train` on hardware settle them):
@@ -81,7 +81,7 @@ mod conv_algo;
 mod graph;
 mod linear;
 mod ops;
-mod sgd;
+mod optim_step;
 
 pub use bf16emu::Bf16Cpu;
 pub use check::{print_table, CheckRow};
@@ -92,11 +92,12 @@ use super::ops::{
     LinearBackward, LinearForward, LionStep, PoolBackward, PoolForward, SgdStep, ShortcutBackward,
     ShortcutForward, SoftmaxXent, SoftmaxXentEval,
 };
-use super::{Backend, ComputePrecision, DeferredStep, LossShape, LossSums, StepSums};
+use super::{Backend, ComputePrecision, DeferredStep, LossShape, LossSums, Segment, StepSums};
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use context::{addr, addr_mut, driver_error, Gpu};
 use cudarc::driver::{sys as drv_sys, CudaGraph, CudaSlice, DeviceRepr};
-use graph::{Begin, Mode, PendingSgd, StepState};
+use graph::{Begin, Mode, PendingStep, StepState};
+use optim_step::{Operands, Optimizer};
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -199,7 +200,7 @@ pub struct Cuda {
     convs: Mutex<conv::Convs>,
     blas: Mutex<linear::Blas>,
     ws: Mutex<ops::Workspaces>,
-    sgd: Mutex<sgd::SgdWorkspace>,
+    optim: Mutex<optim_step::StepWorkspace>,
     bn_mode: Mutex<BnMode>,
     /// Convolutions in bf16 (`ComputePrecision::Bf16Conv`).
     bf16: AtomicBool,
@@ -233,14 +234,14 @@ impl Cuda {
         let convs = conv::Convs::new(&gpu)?;
         let blas = linear::Blas::new(&gpu)?;
         let ws = ops::Workspaces::new(&gpu)?;
-        let sgd = sgd::SgdWorkspace::new(&gpu)?;
+        let optim = optim_step::StepWorkspace::new(&gpu)?;
         gpu.sync()?;
         Ok(Cuda {
             graph: Mutex::new(GraphSlot::default()),
             convs: Mutex::new(convs),
             blas: Mutex::new(blas),
             ws: Mutex::new(ws),
-            sgd: Mutex::new(sgd),
+            optim: Mutex::new(optim),
             bn_mode: Mutex::new(BnMode::Auto),
             bf16: AtomicBool::new(false),
             mode: AtomicU8::new(Mode::Eager as u8),
@@ -405,27 +406,55 @@ macro_rules! words {
 impl Cuda {
     /// The launch half of `step_end`: the step's segment table to the device, the graph, and the
     /// read-back of the loss totals and (when asked) the statistics sums, with one sync.
-    fn launch_step(&self, exec: &StepGraph, sgd: &PendingSgd) -> Result<DeferredStep> {
-        // This step's hyperparameters: the captured SGD kernel reads the table from device memory.
-        sgd::upload_table(self, &sgd.table)?;
+    fn launch_step(&self, exec: &StepGraph, step: &PendingStep) -> Result<DeferredStep> {
+        // This step's scalars: the captured optimizer kernel reads the table from device memory.
+        optim_step::upload_table(self, &step.table)?;
         exec.0.launch().map_err(|e| driver_error(e, "launching the training step's CUDA graph"))?;
         let mut totals = [0f64; 2];
         ops::queue_totals_readback(self, &mut totals)?;
-        let n = sgd.table.len();
-        let mut host = vec![0f64; if sgd.want_sums { 4 * n } else { 0 }];
-        if sgd.want_sums && sgd.total_chunks > 0 {
-            sgd::queue_sums_readback(self, n, &mut host)?;
+        let n = step.table.len();
+        let mut host = vec![0f64; if step.want_sums { 4 * n } else { 0 }];
+        if step.want_sums && step.total_chunks > 0 {
+            optim_step::queue_sums_readback(self, n, &mut host)?;
         }
         self.gpu.sync()?;
         Ok(DeferredStep {
             loss: ops::loss_sums(&totals),
-            sums: sgd.want_sums.then(|| sgd::unpack_sums(&host)),
+            sums: step.want_sums.then(|| optim_step::unpack_sums(&host)),
         })
+    }
+
+    /// An optimizer step of `p` on `ops`: eager, or (inside a deferred step) fingerprinted,
+    /// launched when capturing, and left for `step_end`, which uploads this step's table before
+    /// launching the graph and reads the sums back when `sums` asks for them (the captured kernel
+    /// always computes them).
+    fn optimizer_step(
+        &self,
+        p: optim_step::Prepared,
+        ops: &Operands,
+        sums: Option<&mut [StepSums]>,
+    ) -> Result<()> {
+        let mode = self.mode();
+        if mode == Mode::Eager {
+            return optim_step::step(self, &p, ops, sums);
+        }
+        let mut words = ops.words();
+        words.extend([p.table.len() as u64, p.total as u64]);
+        lock(&self.graph).state.record_op(p.opt.op(), &words);
+        if mode == Mode::Capture {
+            optim_step::launch_captured(self, &p, ops)?;
+        }
+        let want_sums = sums.is_some();
+        if let Some(s) = sums {
+            s.fill(PLACEHOLDER_SUMS);
+        }
+        lock(&self.graph).state.record_step(PendingStep { table: p.table, total_chunks: p.total, want_sums });
+        Ok(())
     }
 
     /// `step_end` of a capture: ends it and instantiates the graph; on failure the capture's
     /// first recorded error (clearer than the driver's "capture invalidated") or the driver's.
-    fn end_capture(&self, slot: &mut GraphSlot) -> Result<PendingSgd> {
+    fn end_capture(&self, slot: &mut GraphSlot) -> Result<PendingStep> {
         let ended = self.gpu.stream.end_capture(drv_sys::CUgraphInstantiate_flags(0));
         self.gpu.set_capturing(false);
         let graph = match (self.status(), ended) {
@@ -602,46 +631,30 @@ impl Backend for Cuda {
     fn sgd_step(&self, a: SgdStep<'_, CudaSlice<f32>>) -> Result<()> {
         let SgdStep { segments, params, grads, momenta, sums } = a;
         self.status()?;
-        let p = sgd::prepare(
-            segments,
-            params.len(),
-            grads.len(),
-            momenta.len(),
-            sums.as_deref().map(<[StepSums]>::len),
-        )?;
-        let mode = self.mode();
-        if mode == Mode::Eager {
-            return sgd::step(self, &p, params, grads, momenta, sums);
-        }
-        // Deferred: the table goes to the device in step_end (before the launch); the statistics
-        // are always computed by the captured kernel and read back when `sums` asks for them.
-        let words = [
-            addr(&self.gpu, params),
-            params.len() as u64,
-            addr(&self.gpu, grads),
-            grads.len() as u64,
-            addr(&self.gpu, momenta),
-            momenta.len() as u64,
-            p.table.len() as u64,
-            p.total as u64,
-        ];
-        lock(&self.graph).state.record_op("sgd_step", &words);
-        if mode == Mode::Capture {
-            sgd::launch_captured(self, &p, params, grads, momenta)?;
-        }
-        let want_sums = sums.is_some();
-        if let Some(s) = sums {
-            s.fill(PLACEHOLDER_SUMS);
-        }
-        lock(&self.graph).state.record_sgd(PendingSgd { table: p.table, total_chunks: p.total, want_sums });
-        Ok(())
+        let ops = Operands::new(&self.gpu, params, grads, [momenta]);
+        let n = sums.as_deref().map(<[StepSums]>::len);
+        let h = |s: &Segment| optim_step::scalars([s.lr, s.wd, s.momentum]);
+        let p = optim_step::prepare(Optimizer::Sgd, segments, &ops, n, h)?;
+        self.optimizer_step(p, &ops, sums)
     }
-
-    fn adam_step(&self, _: AdamStep<'_, CudaSlice<f32>>) -> Result<()> {
-        bail!("adam_step is not yet implemented on CUDA (work in progress)")
+    fn adam_step(&self, a: AdamStep<'_, CudaSlice<f32>>) -> Result<()> {
+        let AdamStep { segments, hyper, params, grads, m, v, sums } = a;
+        self.status()?;
+        hyper.check()?;
+        let ops = Operands::new(&self.gpu, params, grads, [m, v]);
+        let n = sums.as_deref().map(<[StepSums]>::len);
+        let h = |s: &Segment| optim_step::scalars(hyper.scalars(s));
+        let p = optim_step::prepare(Optimizer::Adam, segments, &ops, n, h)?;
+        self.optimizer_step(p, &ops, sums)
     }
-    fn lion_step(&self, _: LionStep<'_, CudaSlice<f32>>) -> Result<()> {
-        bail!("lion_step is not yet implemented on CUDA (work in progress)")
+    fn lion_step(&self, a: LionStep<'_, CudaSlice<f32>>) -> Result<()> {
+        let LionStep { segments, hyper, params, grads, m, sums } = a;
+        self.status()?;
+        let ops = Operands::new(&self.gpu, params, grads, [m]);
+        let n = sums.as_deref().map(<[StepSums]>::len);
+        let h = |s: &Segment| optim_step::scalars(hyper.scalars(s));
+        let p = optim_step::prepare(Optimizer::Lion, segments, &ops, n, h)?;
+        self.optimizer_step(p, &ops, sums)
     }
 
     // ---- precision and step capture -------------------------------------------------------------

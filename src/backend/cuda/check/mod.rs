@@ -25,6 +25,7 @@ use crate::backend::cpu::Cpu;
 use crate::backend::{Backend, BnShape, ComputePrecision, ConvShape, PoolShape, ShortcutShape};
 use anyhow::Result;
 use compare::Stats;
+use ops::StepKind;
 use placement::{ALIGNED, ODD};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -267,6 +268,13 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
                 h.softmax(n, classes, ties, off)
             });
         }
-        self.attempt("sgd_step", String::new(), |h| h.sgd());
+        for kind in [
+            StepKind::Sgd,
+            StepKind::Adam { decoupled: true },
+            StepKind::Adam { decoupled: false },
+            StepKind::Lion,
+        ] {
+            self.attempt(kind.label(), String::new(), |h| h.optimizer(kind));
+        }
     }
 }

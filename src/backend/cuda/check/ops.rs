@@ -1,15 +1,16 @@
 //! The checks of every non-convolution op: linear, BatchNorm, add, shortcut, pooling, softmax
-//! cross-entropy and the SGD step, each against `Cpu<f32>`.
+//! cross-entropy and the optimizer steps (SGD, Adam(W), Lion), each against `Cpu<f32>`.
 
-use super::compare::{abs64, compare, wide, Tol, EPS};
+use super::compare::{abs64, compare, wide, Stats, Tol, EPS};
 use super::placement::{off_tag, one_input, poison, Placed};
 use super::Harness;
 use crate::backend::{
-    AddAssign, Backend, BnBackward, BnEval, BnShape, BnTrain, LinearBackward, LinearForward, LinearShape,
-    LossShape, PoolBackward, PoolForward, PoolShape, Segment, SgdStep, ShortcutBackward, ShortcutForward,
-    ShortcutShape, SoftmaxXent, SoftmaxXentEval, StepSums,
+    AdamHyper, AdamStep, AddAssign, Backend, BnBackward, BnEval, BnShape, BnTrain, LinearBackward,
+    LinearForward, LinearShape, LionHyper, LionStep, LossShape, PoolBackward, PoolForward, PoolShape,
+    Segment, SgdStep, ShortcutBackward, ShortcutForward, ShortcutShape, SoftmaxXent, SoftmaxXentEval,
+    StepSums,
 };
-use anyhow::Result;
+use anyhow::{bail, Result};
 use rand::Rng;
 
 pub(super) const WHY_BLAS: &str = "f32 sums of K products in another order (cuBLAS)";
@@ -376,83 +377,180 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         Ok(())
     }
 
-    pub(super) fn sgd(&mut self) -> Result<()> {
-        const CHUNK: usize = super::super::sgd::CHUNK;
+    /// Three steps of optimizer `kind` (step counts 1, 2, 3; gradients g1, g2, g1; statistics on
+    /// the first and last) over segments with a gap, a zero-length one and ones longer than a
+    /// chunk, on the CPU and the backend from the same start. Parameters and optimizer state must
+    /// agree bitwise: the kernels do the CPU's f32 operations in its order (--fmad=false, IEEE
+    /// division and sqrt), with the per-step scalars formed in f64 by the same function and rounded
+    /// once. Lion's sign(c) therefore agrees even where c is 0 or within rounding of it; the row
+    /// counts the elements with c = 0 (some gradients are exactly 0 so that it happens).
+    pub(super) fn optimizer(&mut self, kind: StepKind) -> Result<()> {
+        const CHUNK: usize = super::super::optim_step::CHUNK;
         let be = self.be;
         let len = 2 * CHUNK + 400;
-        let seg = |offset, len, lr, wd, momentum| Segment { offset, len, lr, wd, momentum };
+        let (lr, wd) = match kind {
+            StepKind::Sgd => (0.1, 5e-4),
+            StepKind::Adam { decoupled: true } => (1e-3, 0.1),
+            StepKind::Adam { decoupled: false } => (1e-3, 5e-4),
+            StepKind::Lion => (1e-4, 1.0),
+        };
+        let seg = |offset, len, scale: f64, wd: f64, momentum| Segment {
+            offset,
+            len,
+            lr: lr * scale,
+            wd,
+            momentum,
+        };
         let segments = vec![
-            seg(1, 5, 0.1, 5e-4, 0.9),
-            seg(6, 0, 0.1, 5e-4, 0.9),
-            seg(10, CHUNK + 7, 0.05, 1e-3, 0.9),
-            seg(CHUNK + 20, CHUNK - 3, 0.3, 0.0, 0.0),
-            seg(2 * CHUNK + 30, 333, 0.1, 5e-4, 0.5),
+            seg(1, 5, 1.0, wd, 0.9),
+            seg(6, 0, 1.0, wd, 0.9),
+            seg(10, CHUNK + 7, 0.5, 2.0 * wd, 0.9),
+            seg(CHUNK + 20, CHUNK - 3, 3.0, 0.0, 0.0),
+            seg(2 * CHUNK + 30, 333, 1.0, wd, 0.5),
         ];
         let w0 = self.randn(len, 0.1, 0.0);
-        let (g1, g2) = (self.randn(len, 1.0, 0.0), self.randn(len, 1.0, 0.0));
-        let (mut w, mut v) = (w0.clone(), vec![0f32; len]);
-        let (mut pw, mut pv) = (be.alloc(len)?, be.alloc(len)?);
-        be.upload(&w0, &mut pw)?;
+        let (mut g1, mut g2) = (self.randn(len, 1.0, 0.0), self.randn(len, 1.0, 0.0));
+        for i in (0..len).step_by(101) {
+            (g1[i], g2[i]) = (0.0, 0.0);
+        }
+        // [params, state…] on the CPU and on the backend; the state starts at 0.
+        let names = kind.buffers();
+        let mut bufs = vec![vec![0f32; len]; names.len()];
+        bufs[0].clone_from(&w0);
+        let mut dev = names.iter().map(|_| be.alloc(len)).collect::<Result<Vec<_>>>()?;
+        be.upload(&w0, &mut dev[0])?;
         let (mut pg1, mut pg2) = (be.alloc(len)?, be.alloc(len)?);
         be.upload(&g1, &mut pg1)?;
         be.upload(&g2, &mut pg2)?;
-        let shape = format!("{} segs, {len} elems", segments.len());
-        for (round, g, pg, with_sums) in [(1, &g1, &pg1, true), (2, &g2, &pg2, false), (3, &g1, &pg1, true)] {
-            let before = w.clone();
+        for (t, g, pg, with_sums) in [(1, &g1, &pg1, true), (2, &g2, &pg2, false), (3, &g1, &pg1, true)] {
+            let (before, zero_c) = (bufs[0].clone(), kind.zero_c(&segments, g, &bufs));
             let mut want = vec![StepSums::default(); segments.len()];
-            self.cpu.sgd_step(SgdStep {
-                segments: &segments,
-                params: &mut w,
-                grads: g,
-                momenta: &mut v,
-                sums: with_sums.then_some(&mut want[..]),
-            })?;
+            kind.step(&self.cpu, &segments, t, &mut bufs, g, with_sums.then_some(&mut want[..]))?;
             let mut got =
                 vec![StepSums { ww: f64::NAN, gg: f64::NAN, dd: f64::NAN, wd: f64::NAN }; segments.len()];
-            be.sgd_step(SgdStep {
-                segments: &segments,
-                params: &mut pw,
-                grads: pg,
-                momenta: &mut pv,
-                sums: with_sums.then_some(&mut got[..]),
-            })?;
-            let (mut gw, mut gv) = (vec![0f32; len], vec![0f32; len]);
-            be.download(&pw, &mut gw)?;
-            be.download(&pv, &mut gv)?;
-            let mut parts = vec![
-                ("params", compare(&wide(&gw), &wide(&w), &Tol::Exact)),
-                ("momenta", compare(&wide(&gv), &wide(&v), &Tol::Exact)),
-            ];
-            if with_sums {
-                // Allowance: 1e-9 of the sum of the absolute terms of each sum.
-                let mut got_flat = Vec::new();
-                let mut want_flat = Vec::new();
-                let mut allowed = Vec::new();
-                for (i, s) in segments.iter().enumerate() {
-                    let r = s.offset..s.offset + s.len;
-                    let (mut aw, mut ag, mut ad, mut awd) = (0f64, 0f64, 0f64, 0f64);
-                    for j in r {
-                        let (a, gg, d) = (before[j] as f64, g[j] as f64, w[j] as f64 - before[j] as f64);
-                        aw += a * a;
-                        ag += gg * gg;
-                        ad += d * d;
-                        awd += (a * d).abs();
-                    }
-                    got_flat.extend([got[i].ww, got[i].gg, got[i].dd, got[i].wd]);
-                    want_flat.extend([want[i].ww, want[i].gg, want[i].dd, want[i].wd]);
-                    allowed.extend([aw, ag, ad, awd].map(|m| 1e-9 * m));
-                }
-                parts.push(("sums", compare(&got_flat, &want_flat, &Tol::Abs(&allowed))));
+            kind.step(be, &segments, t, &mut dev, pg, with_sums.then_some(&mut got[..]))?;
+            let mut parts = Vec::new();
+            for (name, (d, want)) in names.iter().zip(dev.iter().zip(&bufs)) {
+                let mut got = vec![0f32; len];
+                be.download(d, &mut got)?;
+                parts.push((*name, compare(&wide(&got), &wide(want), &Tol::Exact)));
             }
+            if with_sums {
+                parts.push(("sums", sums_stats(&segments, &before, g, &bufs[0], &got, &want)));
+            }
+            let why = match zero_c {
+                Some(n) => format!(
+                    "same f32 ops (--fmad=false), so sign(c) too ({n} with c = 0); f64 sums reordered"
+                ),
+                None => "same f32 ops (--fmad=false); f64 sums reordered".into(),
+            };
+            let sums_tag = if with_sums { "+sums" } else { "" };
             self.push(
-                "sgd_step",
-                format!("{shape}, step {round}{}", if with_sums { "+sums" } else { "" }),
+                kind.label(),
+                format!("{} segs, {len} elems, step {t}{sums_tag}", segments.len()),
                 &parts,
                 true,
                 "bitwise; sums 1e-9·Σ|terms|",
-                "same f32 ops (--fmad=false); f64 sums reordered",
+                &why,
             );
         }
         Ok(())
+    }
+}
+
+/// The statistics sums against the CPU's, allowing 1e-9 of the sum of each sum's absolute terms
+/// (the GPU adds them in another order, in f64).
+fn sums_stats(
+    segments: &[Segment],
+    before: &[f32],
+    g: &[f32],
+    after: &[f32],
+    got: &[StepSums],
+    want: &[StepSums],
+) -> Stats {
+    let (mut got_flat, mut want_flat, mut allowed) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, s) in segments.iter().enumerate() {
+        let mut mag = [0f64; 4];
+        for j in s.offset..s.offset + s.len {
+            let (a, gg, d) = (before[j] as f64, g[j] as f64, after[j] as f64 - before[j] as f64);
+            for (m, term) in mag.iter_mut().zip([a * a, gg * gg, d * d, (a * d).abs()]) {
+                *m += term;
+            }
+        }
+        got_flat.extend([got[i].ww, got[i].gg, got[i].dd, got[i].wd]);
+        want_flat.extend([want[i].ww, want[i].gg, want[i].dd, want[i].wd]);
+        allowed.extend(mag.map(|m| 1e-9 * m));
+    }
+    compare(&got_flat, &want_flat, &Tol::Abs(&allowed))
+}
+
+/// The optimizer of a step row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum StepKind {
+    Sgd,
+    Adam { decoupled: bool },
+    Lion,
+}
+
+const ADAM: (f64, f64, f64) = (0.9, 0.999, 1e-8);
+const LION: LionHyper = LionHyper { beta1: 0.9, beta2: 0.99 };
+
+impl StepKind {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            StepKind::Sgd => "sgd_step",
+            StepKind::Adam { decoupled: true } => "adam_step (AdamW)",
+            StepKind::Adam { decoupled: false } => "adam_step (Adam+L2)",
+            StepKind::Lion => "lion_step",
+        }
+    }
+
+    /// The buffers a step updates: the parameters, then the optimizer's state.
+    fn buffers(self) -> &'static [&'static str] {
+        match self {
+            StepKind::Sgd => &["params", "momenta"],
+            StepKind::Adam { .. } => &["params", "m", "v"],
+            StepKind::Lion => &["params", "m"],
+        }
+    }
+
+    /// One step at step count `t` on backend `b` (the CPU reference or the backend under test) of
+    /// `bufs` = [params, state…] (as [`Self::buffers`] names them).
+    fn step<C: Backend>(
+        self,
+        b: &C,
+        segments: &[Segment],
+        t: u64,
+        bufs: &mut [C::Buf],
+        grads: &C::Buf,
+        sums: Option<&mut [StepSums]>,
+    ) -> Result<()> {
+        match (self, bufs) {
+            (StepKind::Sgd, [params, momenta]) => {
+                b.sgd_step(SgdStep { segments, params, grads, momenta, sums })
+            }
+            (StepKind::Adam { decoupled }, [params, m, v]) => {
+                let (beta1, beta2, eps) = ADAM;
+                let hyper = AdamHyper { beta1, beta2, eps, t, decoupled };
+                b.adam_step(AdamStep { segments, hyper, params, grads, m, v, sums })
+            }
+            (StepKind::Lion, [params, m]) => {
+                b.lion_step(LionStep { segments, hyper: LION, params, grads, m, sums })
+            }
+            (_, s) => bail!("{}: {} buffers", self.label(), s.len()),
+        }
+    }
+
+    /// Lion: the number of elements whose c = β₁m + (1−β₁)g (in f32, as the step forms it) is 0.
+    fn zero_c(self, segments: &[Segment], g: &[f32], bufs: &[Vec<f32>]) -> Option<usize> {
+        if self != StepKind::Lion {
+            return None;
+        }
+        let (m, mut n) = (&bufs[1], 0);
+        for s in segments {
+            let [_, _, b1, c1, _, _] = LION.scalars(s).map(|x| x as f32);
+            n += (s.offset..s.offset + s.len).filter(|&j| b1 * m[j] + c1 * g[j] == 0.0).count();
+        }
+        Some(n)
     }
 }
