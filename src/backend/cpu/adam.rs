@@ -14,7 +14,7 @@ pub(crate) fn step<T: Real>(a: AdamStep<'_, Vec<T>>) -> Result<()> {
     let AdamStep { segments, hyper: h, params, grads, m, v, sums } = a;
     h.check()?;
     let bufs = [&mut params[..], &mut m[..], &mut v[..]];
-    for_each_piece("adam", ["params", "m", "v"], segments, bufs, grads, sums, |seg, [w, m, v], g| {
+    for_each_piece("adam", ["params", "m", "v"], segments, bufs, grads, sums, |seg, [w, m, v], g, want| {
         let [decay, l2, c1, b2, c2, step, bc2_sqrt, eps] = h.scalars(seg).map(T::from_f64);
         let mut s = StepSums::default();
         for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
@@ -23,7 +23,9 @@ pub(crate) fn step<T: Real>(a: AdamStep<'_, Vec<T>>) -> Result<()> {
             *m = *m + c1 * (gl - *m);
             *v = b2 * *v + c2 * (gl * gl);
             *w = old * decay - step * (*m / (v.sqrt() / bc2_sqrt + eps));
-            accumulate(&mut s, old, g, *w);
+            if want {
+                accumulate(&mut s, old, g, *w);
+            }
         }
         s
     })

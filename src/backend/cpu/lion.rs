@@ -23,7 +23,7 @@ fn sign<T: Real>(x: T) -> T {
 pub(crate) fn step<T: Real>(a: LionStep<'_, Vec<T>>) -> Result<()> {
     let LionStep { segments, hyper: h, params, grads, m, sums } = a;
     let bufs = [&mut params[..], &mut m[..]];
-    for_each_piece("lion", ["params", "m"], segments, bufs, grads, sums, |seg, [w, m], g| {
+    for_each_piece("lion", ["params", "m"], segments, bufs, grads, sums, |seg, [w, m], g, want| {
         let [lr, decay, b1, c1, b2, c2] = h.scalars(seg).map(T::from_f64);
         let mut s = StepSums::default();
         for ((w, &g), m) in w.iter_mut().zip(g).zip(m.iter_mut()) {
@@ -31,7 +31,9 @@ pub(crate) fn step<T: Real>(a: LionStep<'_, Vec<T>>) -> Result<()> {
             let c = b1 * *m + c1 * g;
             *w = old * decay - lr * sign(c);
             *m = b2 * *m + c2 * g;
-            accumulate(&mut s, old, g, *w);
+            if want {
+                accumulate(&mut s, old, g, *w);
+            }
         }
         s
     })

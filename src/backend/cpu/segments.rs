@@ -20,9 +20,11 @@ fn split_front<'a, T, const K: usize>(bufs: &mut [&'a mut [T]; K], n: usize) -> 
     })
 }
 
-/// Runs `update(segment, [w, state…], g)` on every piece of every segment, in parallel, where `bufs`
-/// = [params, state buffers…] are updated in place and `grads` is read; fills `sums` (one per
-/// segment, overwritten) with the pieces' returned sums. `op` names the step in errors.
+/// Runs `update(segment, [w, state…], g, want_sums)` on every piece of every segment, in parallel,
+/// where `bufs` = [params, state buffers…] are updated in place and `grads` is read; fills `sums`
+/// (one per segment, overwritten) with the pieces' returned sums. `want_sums` is whether `sums` was
+/// given: an update skips its f64 sums without it (their serial chain would keep the loop from
+/// vectorizing). `op` names the step in errors.
 pub(crate) fn for_each_piece<T: Real, const K: usize>(
     op: &str,
     names: [&str; K],
@@ -30,7 +32,7 @@ pub(crate) fn for_each_piece<T: Real, const K: usize>(
     bufs: [&mut [T]; K],
     grads: &[T],
     sums: Option<&mut [StepSums]>,
-    update: impl Fn(&Segment, [&mut [T]; K], &[T]) -> StepSums + Sync,
+    update: impl Fn(&Segment, [&mut [T]; K], &[T], bool) -> StepSums + Sync,
 ) -> Result<()> {
     let mut lens: Vec<(&str, usize)> =
         names[1..].iter().zip(&bufs[1..]).map(|(n, b)| (*n, b.len())).collect();
@@ -50,8 +52,9 @@ pub(crate) fn for_each_piece<T: Real, const K: usize>(
             pieces.push((i, split_front(&mut seg_bufs, g.len()), g));
         }
     }
+    let want = sums.is_some();
     let partials: Vec<(usize, StepSums)> =
-        pieces.into_par_iter().map(|(i, b, g)| (i, update(&segments[i], b, g))).collect();
+        pieces.into_par_iter().map(|(i, b, g)| (i, update(&segments[i], b, g, want))).collect();
     if let Some(sums) = sums {
         sums.fill(StepSums::default());
         for (i, p) in partials {

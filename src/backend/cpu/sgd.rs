@@ -11,14 +11,16 @@ use anyhow::Result;
 pub(crate) fn step<T: Real>(a: SgdStep<'_, Vec<T>>) -> Result<()> {
     let SgdStep { segments, params, grads, momenta, sums } = a;
     let bufs = [&mut params[..], &mut momenta[..]];
-    for_each_piece("sgd", ["params", "momenta"], segments, bufs, grads, sums, |seg, [w, v], g| {
+    for_each_piece("sgd", ["params", "momenta"], segments, bufs, grads, sums, |seg, [w, v], g, want| {
         let (lr, wd, mom) = (T::from_f64(seg.lr), T::from_f64(seg.wd), T::from_f64(seg.momentum));
         let mut s = StepSums::default();
         for ((w, &g), v) in w.iter_mut().zip(g).zip(v.iter_mut()) {
             let old = *w;
             *v = mom * *v + (g + wd * old);
             *w = old - lr * *v;
-            accumulate(&mut s, old, g, *w);
+            if want {
+                accumulate(&mut s, old, g, *w);
+            }
         }
         s
     })
