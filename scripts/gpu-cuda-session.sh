@@ -9,8 +9,10 @@
 #   3. `ilr bench --quick --json` and the PyTorch peers with their ratio table
 #      (peers/pytorch/gpu_session.sh, into bench/);
 #   4. `ilr train` at the paper setting (PreResNet-32, batch 128, 32x32 synthetic data) for about
-#      2 minutes each without and with CUDA graphs: steps/s and the projected time of 20,000 steps.
-# It prints a short table last and exits non-zero if a check failed. About 8 minutes.
+#      2 minutes each without and with CUDA graphs: steps/s and the projected time of 20,000 steps;
+#   5. `ilr sweep --runs-per-gpu K` for K = 1, 2, 4, 8 on 8 runs of the tiny recipes' net
+#      (PreResNet-8 x0.5, batch 32, 8x8): total steps/s for each K (docs/PERFORMANCE.md's row).
+# It prints a short table last and exits non-zero if a check failed. About 9 minutes.
 #
 # Build on the CPU machine (no GPU needed), with the kernels embedded, and strip the binary so that
 # it fits the device tool's carry limit:
@@ -126,6 +128,30 @@ for graphs in false true; do
     fi
 done
 
+# ---- 5. K worker processes per GPU on tiny runs -----------------------------------------------------
+cat >"$out/tiny-k.toml" <<'SPEC'
+[sweep]
+name = "tiny-runs-per-gpu"
+[base]
+data = { augment = false, synthetic = { train = 4096, test = 512, size = 8 } }
+model = { depth = 8, width = 0.5 }
+optim = { lr = 0.2, lambda_e = 2e-3, momentum = 0.0 }
+train = { steps = 400, batch_size = 32, stats_every = 10, eval_every = 400 }
+[grid]
+seed = [0, 1, 2, 3, 4, 5, 6, 7]
+SPEC
+for k in 1 2 4 8; do
+    rm -rf "$out/tiny-k$k"
+    t0=$(date +%s.%N)
+    if timeout 150 "$ilr" sweep "$out/tiny-k.toml" --device cuda --runs-per-gpu "$k" --out "$out/tiny-k$k" \
+        >"$out/tiny-k$k.txt" 2>&1; then
+        result[k$k]=$("$py" -c "import time; s = time.time() - $t0; print(f'{8 * 400 / s:.0f} steps/s total (8 runs x 400 steps in {s:.1f} s)')")
+    else
+        result[k$k]="FAILED (see $out/tiny-k$k.txt)"
+        status=1
+    fi
+done
+
 # ---- the table ------------------------------------------------------------------------------------
 echo
 echo "== gpu-cuda-session: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), $(date -u +%FT%TZ) =="
@@ -133,6 +159,10 @@ printf '%-34s %s\n' "ilr check (check.txt)" "${result[check]}" \
     "GPU vs CPU, 50 f32 steps" "${result[vs_cpu]}" \
     "ilr bench + PyTorch peers" "${result[bench]}" \
     "PreResNet-32 b128, eager" "${result[graphs-false]:-?}" \
-    "PreResNet-32 b128, CUDA graphs" "${result[graphs-true]:-?}"
+    "PreResNet-32 b128, CUDA graphs" "${result[graphs-true]:-?}" \
+    "tiny sweep, --runs-per-gpu 1" "${result[k1]:-?}" \
+    "tiny sweep, --runs-per-gpu 2" "${result[k2]:-?}" \
+    "tiny sweep, --runs-per-gpu 4" "${result[k4]:-?}" \
+    "tiny sweep, --runs-per-gpu 8" "${result[k8]:-?}"
 grep -E "^graph:" "$out/check.txt" | cut -c1-150 | sed 's/^/  /'
 exit $status
