@@ -22,6 +22,7 @@
 //! earlier. Grid keys iterate in sorted order, the last key fastest; runs come in [[runs]] order.
 //! Runs that resolve to the same config (same run id) are kept once.
 
+use crate::train::config::KEYS_OMITTED_AT_DEFAULT;
 use crate::train::TrainConfig;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::Path;
@@ -241,7 +242,8 @@ impl Spec {
 
 /// Resolve a run's table, then check that every key it sets exists in the resolved config (this
 /// also catches keys that a lenient section would silently ignore). optim.wd and optim.lambda_e
-/// are exempt: one may have been dropped for the other, and serde checks both names.
+/// are exempt: one may have been dropped for the other, and serde checks both names; so are the
+/// keys that the resolved config omits at their default ([`KEYS_OMITTED_AT_DEFAULT`]).
 fn resolve(table: Table, base: &[(String, Value)], overrides: &[(String, Value)]) -> Result<TrainConfig> {
     let config = TrainConfig::from_table(table)?;
     let resolved = Table::try_from(&config).context("serializing the resolved config")?;
@@ -256,7 +258,8 @@ fn resolve(table: Table, base: &[(String, Value)], overrides: &[(String, Value)]
             _ => keys.push((k.clone(), "the overrides")),
         }
     }
-    for (key, from) in keys.iter().filter(|(k, _)| k != "optim.wd" && k != "optim.lambda_e") {
+    let exempt = |k: &str| k == "optim.wd" || k == "optim.lambda_e" || KEYS_OMITTED_AT_DEFAULT.contains(&k);
+    for (key, from) in keys.iter().filter(|(k, _)| !exempt(k)) {
         let parts: Vec<&str> = key.split('.').collect();
         let mut node = &resolved;
         for (i, p) in parts.iter().enumerate() {
@@ -354,5 +357,25 @@ seed = [0, 1, 2]
         assert!(err("[base]\n[grid]\nseed=[1]\n[extra]\n").contains("unknown key `extra`"));
         assert!(err("[sweep]\nworkers = 2\n[grid]\nseed=[1]\n").contains("sweep.workers"));
         assert!(err("[base.model]\ndepth = 9\n[grid]\nseed=[1]\n").contains("model.depth"));
+    }
+
+    #[test]
+    fn keys_omitted_at_their_default_may_be_set_to_it() {
+        // model.init_scale = 1 and train.cuda_graphs = true are the defaults, which config files
+        // (and so the resolved table) omit: setting them is not an unknown key, and changes no id.
+        let plain = Spec::parse("[grid]\nseed = [0]\n", "t").unwrap().expand().unwrap();
+        let text = "[[runs]]\n\"model.init_scale\" = 1.0\n\"train.cuda_graphs\" = true\n\
+                    [[runs]]\n\"model.init_scale\" = 3.0\n";
+        let runs = Spec::parse(text, "t").unwrap().expand().unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].id, plain[0].id);
+        assert_eq!(runs[1].config.model.init_scale, 3.0);
+        // Each listed key is really omitted at its default (else it needs no exemption).
+        let defaults = Table::try_from(&TrainConfig::default()).unwrap();
+        for key in KEYS_OMITTED_AT_DEFAULT {
+            let (section, field) = key.split_once('.').unwrap();
+            let table = defaults[section].as_table().unwrap();
+            assert!(!table.contains_key(field), "{key} is written at its default: drop it from the list");
+        }
     }
 }

@@ -130,6 +130,17 @@ impl Default for LoopConfig {
     }
 }
 
+/// Keys that config files omit while they hold their default (each added after run ids existed, so
+/// that its default left every id unchanged). A sweep spec may still set them, to their default too:
+/// the spec's check that every key it sets exists in the resolved config skips these.
+pub const KEYS_OMITTED_AT_DEFAULT: &[&str] = &[
+    "model.init_scale",
+    "train.cuda_graphs",
+    "train.precision",
+    "train.dtype",
+    "equilibrium.samples_per_unit",
+];
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
