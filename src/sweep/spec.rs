@@ -371,7 +371,7 @@ seed = [0, 1, 2]
         assert_eq!(runs[0].id, plain[0].id);
         assert_eq!(runs[1].config.model.init_scale, 3.0);
         // Each listed key is really omitted at its default (else it needs no exemption).
-        let defaults = Table::try_from(&TrainConfig::default()).unwrap();
+        let defaults = Table::try_from(TrainConfig::default()).unwrap();
         for key in KEYS_OMITTED_AT_DEFAULT {
             let (section, field) = key.split_once('.').unwrap();
             let table = defaults[section].as_table().unwrap();
