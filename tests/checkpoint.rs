@@ -140,6 +140,18 @@ fn adamw_and_lion_resume_bit_identically() {
     }
 }
 
+/// Trains the run with `optim` and a checkpoint every 60 steps, and returns `file` of the
+/// checkpoint at `step`.
+fn checkpoint_file(optim: &str, step: u64, file: &str) -> Vec<u8> {
+    let cfg = config(optim);
+    let data = load_datasets(&cfg.data).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = RunDir::open(tmp.path(), &cfg).unwrap();
+    let opts = TrainOptions { checkpoint_every: 60, resume: false, ..TrainOptions::default() };
+    train::train_with(&Cpu::<f32>::new(), &cfg, &data, Some(&mut d), Progress::Quiet, &opts).unwrap();
+    std::fs::read(checkpoint::step_dir(&checkpoint::dir_of(&d.path), step).join(file)).unwrap()
+}
+
 /// The optimizer state's tensor names in state.safetensors: PyTorch's state keys, one per trained
 /// tensor (`exp_avg.<param>`, `exp_avg_sq.<param>`, `step.<param>` for AdamW; `momentum_buffer.<param>`
 /// for SGD).
@@ -153,14 +165,7 @@ fn optimizer_state_carries_pytorch_names() {
         ),
         (SGD, &["momentum_buffer."][..], "exp_avg."),
     ] {
-        let cfg = config(optim);
-        let data = load_datasets(&cfg.data).unwrap();
-        let tmp = tempfile::tempdir().unwrap();
-        let mut d = RunDir::open(tmp.path(), &cfg).unwrap();
-        let opts = TrainOptions { checkpoint_every: 60, resume: false, ..TrainOptions::default() };
-        train::train_with(&Cpu::<f32>::new(), &cfg, &data, Some(&mut d), Progress::Quiet, &opts).unwrap();
-        let path = checkpoint::step_dir(&checkpoint::dir_of(&d.path), 60).join("state.safetensors");
-        let bytes = std::fs::read(path).unwrap();
+        let bytes = checkpoint_file(optim, 60, "state.safetensors");
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let names: Vec<&String> = st.names();
         for prefix in want {
@@ -176,15 +181,7 @@ fn optimizer_state_carries_pytorch_names() {
 
 #[test]
 fn weights_carry_pytorch_state_dict_names() {
-    let cfg = config(SGD);
-    let data = load_datasets(&cfg.data).unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut d = RunDir::open(tmp.path(), &cfg).unwrap();
-    let opts = TrainOptions { checkpoint_every: 60, resume: false, ..TrainOptions::default() };
-    train::train_with(&Cpu::<f32>::new(), &cfg, &data, Some(&mut d), Progress::Quiet, &opts).unwrap();
-    let bytes =
-        std::fs::read(checkpoint::step_dir(&checkpoint::dir_of(&d.path), 120).join("model.safetensors"))
-            .unwrap();
+    let bytes = checkpoint_file(SGD, 120, "model.safetensors");
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names: Vec<&str> = st.names().into_iter().map(|s| s.as_str()).collect();
     names.sort();
