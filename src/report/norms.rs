@@ -127,11 +127,12 @@ pub fn run_norms(run: &RunInfo, metrics: &[MetricsRecord]) -> Result<Option<RunN
         let Some(equilibrium) = mean(stats().map(|g| g.norm)) else { continue };
         let g2 = mean(stats().map(|g| (g.grad_norm * g.norm).powi(2))).unwrap_or(f64::NAN);
         let rate = relaxation_rate(le, last.momentum);
-        let predicted = match layout {
-            None => (le > 0.0 && last.momentum < 1.0)
+        let predicted = if rule.kind() == OptimKind::Sgd {
+            (le > 0.0 && last.momentum < 1.0)
                 .then(|| predicted_equilibrium_norm(last.lr, le, last.momentum, g2))
-                .filter(|p| p.is_finite()),
-            Some(_) => rule.normalized_equilibrium_norm(last.lr, last.wd, numel(&name)),
+                .filter(|p| p.is_finite())
+        } else {
+            rule.normalized_equilibrium_norm(last.lr, last.wd, numel(&name))
         };
         let log_ratio = (initial * initial / (equilibrium * equilibrium)).ln();
         groups.push(GroupNorms {

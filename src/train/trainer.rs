@@ -1,9 +1,9 @@
 //! The training loop, as a [`Trainer`] with named operations and a short loop ([`train_with`]).
 //!
 //! Per step t: (η, λ) from the schedule at epoch t/S; the batch for t (a pure function of seed and
-//! t); forward, loss, backward; the optimizer step (`optim.kind`). Every `stats_every` steps the step also returns the
-//! per-tensor sums (Σw², Σg², Σd², Σw·d), from which the per-tensor and per-group statistics, the
-//! equilibrium detector and one metrics.jsonl record are made. Each evaluation also appends the
+//! t); forward, loss, backward; the optimizer step (`optim.kind`). Every `stats_every` steps the
+//! step also returns the per-tensor sums (Σw², Σg², Σd², Σw·d), from which the per-tensor and
+//! per-group statistics, the equilibrium detector and one metrics.jsonl record are made. Each evaluation also appends the
 //! test-set predictions to predictions.bin.
 //!
 //! With [`TrainOptions`], the loop writes a checkpoint every K steps and at the end, and resumes from
@@ -387,7 +387,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .iter()
             .flatten()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-        let ratio = if h.angular_theory().is_some() {
+        let ratio = if h.rule.has_prediction() {
             format!("smoothed RMS Δ/Δ* {lo:.2}–{hi:.2}")
         } else {
             format!("Δ*: no prediction for {}", h.rule.kind())
@@ -427,7 +427,10 @@ impl<'a, B: Backend> Trainer<'a, B> {
             params: download_f64(self.be, &self.model.params)?,
             bn_state: download_f64(self.be, &self.model.bn_state)?,
             optim: OptimizerState {
-                buffers: (self.opt.state().map(|(n, b)| Ok((n.to_string(), download_f64(self.be, b)?))))
+                buffers: self
+                    .opt
+                    .state()
+                    .map(|(name, b)| Ok((name.to_string(), download_f64(self.be, b)?)))
                     .collect::<Result<_>>()?,
                 step: self.cfg.optim.kind.counts_steps().then_some(self.opt.steps()),
             },
