@@ -33,7 +33,7 @@ fn main() -> Result<()> {
         .into_iter()
         .next()
         .context("the run has no checkpoint")?;
-    let ck = checkpoint::load(&newest, &model.layout, &cfg.run_id())?;
+    let ck = checkpoint::load(&newest, &model.layout, cfg.optim.kind, &cfg.run_id())?;
     let to = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     be.upload(&to(&ck.params), &mut model.params)?;
     be.upload(&to(&ck.bn_state), &mut model.bn_state)?;

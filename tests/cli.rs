@@ -86,3 +86,38 @@ fn trains_on_real_cifar10_files_when_present() {
     assert_eq!(summary["steps"], 20);
     assert!(summary["final"]["test_acc"].as_f64().unwrap() >= 0.0);
 }
+
+/// `--set optim.kind=…` trains with that optimizer on the CPU and prints its Δ* (or "no prediction"
+/// for Adam + L2) and η/‖w‖; metrics.jsonl names the optimizer and has a null Δ* for adam; a
+/// heavy-ball momentum with AdamW is an error that says why.
+#[test]
+fn other_optimizers_train_and_print_their_prediction() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = ["train", "--device", "cpu", "--quiet", "--steps", "6", "--lr", "1e-3", "--wd", "0.1"];
+    let base =
+        base.iter().copied().chain(["--set", "data.synthetic.train=256", "--set", "data.synthetic.test=64"]);
+    let base: Vec<&str> = base.collect();
+    for (kind, delta_star) in [("adamw", "3.244e-3"), ("lion", "2.102e-3"), ("adam", "no prediction")] {
+        let set = format!("optim.kind={kind}");
+        let o = ilr(&[&base[..], &["--set", &set]].concat(), dir.path());
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "{kind}: {}", stderr(&o));
+        assert!(
+            out.contains(&format!("Δ* ({kind})")) && out.contains("η/‖w‖") && !out.contains("η/‖w‖²"),
+            "{out}"
+        );
+        let stream = out.lines().find(|l| l.starts_with("stream")).unwrap_or_default();
+        assert!(stream.contains(delta_star), "{kind}: {out}");
+    }
+    let adam = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::read_to_string(p.join("config.toml")).unwrap().contains("kind = \"adam\""))
+        .unwrap();
+    let first = std::fs::read_to_string(adam.join("metrics.jsonl")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["optimizer"], "adam");
+    assert!(rec["groups"][0]["angular_theory"].is_null() && rec["groups"][0]["angular_ratio"].is_null());
+    let o = ilr(&[&base[..], &["--set", "optim.kind=adamw", "--momentum", "0.9"]].concat(), dir.path());
+    assert!(!o.status.success() && stderr(&o).contains("optim.betas"), "{}", stderr(&o));
+}

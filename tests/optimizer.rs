@@ -4,7 +4,7 @@
 use ilr::backend::cpu::Cpu;
 use ilr::backend::Backend;
 use ilr::model::{Layout, ModelConfig};
-use ilr::optim::{OptimConfig, ScheduleConfig, Sgd};
+use ilr::optim::{OptimConfig, OptimKind, Optimizer, ScheduleConfig};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
@@ -20,12 +20,15 @@ fn matches_reference_sgd_with_momentum_groups_and_schedule() {
         wd: Some(1e-3),
         lambda_e: None,
         momentum: 0.9,
+        kind: OptimKind::Sgd,
+        betas: None,
+        eps: None,
         wd_other: Some(5e-4),
         group_wd,
         schedule: ScheduleConfig::Step { lr_epochs: vec![2.0], wd_epochs: vec![1.0, 3.0], factor: 0.1 },
     };
     let be = Cpu::<f64>::new();
-    let mut opt = Sgd::new(&be, &ocfg, &layout).unwrap();
+    let mut opt = Optimizer::new(&be, &ocfg, &layout).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
     let n = layout.num_params;
     let mut w: Vec<f64> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -75,7 +78,7 @@ fn matches_reference_sgd_with_momentum_groups_and_schedule() {
     let cfg = ModelConfig { scale_invariant: true, ..cfg };
     let layout = Layout::new(&cfg, 3, 8, 4);
     let ocfg = OptimConfig { group_wd: BTreeMap::new(), ..ocfg };
-    let mut opt = Sgd::new(&be, &ocfg, &layout).unwrap();
+    let mut opt = Optimizer::new(&be, &ocfg, &layout).unwrap();
     let mut w: Vec<f64> = (0..layout.num_params).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let before = w.clone();
     let g: Vec<f64> = (0..layout.num_params).map(|_| 1.0).collect();
@@ -85,7 +88,7 @@ fn matches_reference_sgd_with_momentum_groups_and_schedule() {
         let moved = w[t.range()] != before[t.range()];
         assert_eq!(moved, t.trainable, "{}", t.name);
     }
-    assert_eq!(be.len(&opt.momenta), layout.num_params);
+    assert_eq!(be.len(opt.buffer("momentum_buffer").unwrap()), layout.num_params);
 }
 
 #[test]
@@ -94,7 +97,7 @@ fn step_sums_give_the_statistics_of_the_update() {
     let layout = Layout::new(&cfg, 3, 8, 4);
     let ocfg = OptimConfig { lr: 0.3, wd: Some(1e-2), momentum: 0.5, ..OptimConfig::default() };
     let be = Cpu::<f64>::new();
-    let mut opt = Sgd::new(&be, &ocfg, &layout).unwrap();
+    let mut opt = Optimizer::new(&be, &ocfg, &layout).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let n = layout.num_params;
     let mut w: Vec<f64> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();

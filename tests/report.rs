@@ -89,6 +89,7 @@ fn fake_run_ext(
             lr: 0.1,
             wd: lambda_e / 0.1,
             momentum,
+            optimizer: None,
             lambda_e,
             train_loss: 1.0,
             train_acc: acc,

@@ -9,7 +9,7 @@ use crate::backend::{
     Segment, StepSums,
 };
 use crate::model::PreResNet;
-use crate::optim::{OptimConfig, Sgd};
+use crate::optim::{OptimConfig, Optimizer};
 use anyhow::Result;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,7 +26,7 @@ pub enum Work {
     },
     BnForward(BnShape),
     BnBackward(BnShape),
-    /// `Sgd::step` over every trained tensor of PreResNet-`depth`, with or without the fused
+    /// `Optimizer::step` (SGD) over every trained tensor of PreResNet-`depth`, with or without the fused
     /// statistics sums.
     Sgd {
         depth: usize,
@@ -266,7 +266,7 @@ impl Work {
                 let hg = random::<B::Elem>(layout.num_params, 5);
                 for _ in 0..sets {
                     let (mut params, grads) = (upload(be, &hw)?, upload(be, &hg)?);
-                    let mut opt = Sgd::new(be, &OptimConfig::default(), &layout)?;
+                    let mut opt = Optimizer::new(be, &OptimConfig::default(), &layout)?;
                     let h = opt.hyper_at(0.0);
                     runners.push(Box::new(move || opt.step(be, &h, &mut params, &grads, sums).map(|_| ())));
                 }
@@ -364,7 +364,7 @@ impl<B: Backend> Drop for StepGuard<'_, B> {
 /// A PreResNet, its optimizer and one fixed random batch: the unit of `train_step`.
 pub struct TrainStep<B: BenchOps> {
     pub model: PreResNet<B>,
-    opt: Sgd<B>,
+    opt: Optimizer<B>,
     images: Vec<B::Elem>,
     labels: Vec<u32>,
     /// Bracket the step with `step_begin`/`step_end` (CUDA graphs where the backend has them).
@@ -376,7 +376,7 @@ impl<B: BenchOps> TrainStep<B> {
     pub fn new(be: &B, net: &Net, batch: usize) -> Result<Self> {
         let mut model = PreResNet::new(be, &net.config(), cost::IN_CHANNELS, net.size, cost::CLASSES, batch)?;
         model.init(be, 0)?;
-        let opt = Sgd::new(be, &OptimConfig::default(), &model.layout)?;
+        let opt = Optimizer::new(be, &OptimConfig::default(), &model.layout)?;
         let images = random(batch * cost::IN_CHANNELS * net.size * net.size, 9);
         let mut rng = ChaCha8Rng::seed_from_u64(10);
         let labels = (0..batch).map(|_| rng.gen_range(0..cost::CLASSES as u32)).collect();

@@ -28,7 +28,8 @@ pub struct ToyHyper {
 impl ToyHyper {
     /// Equilibrium angular update Δ* = sqrt(2ηλ/(1+γ)) (as `optim::Hyper::angular_theory`).
     pub fn delta_star(&self) -> f64 {
-        crate::optim::Hyper { lr: self.lr, wd: self.wd, momentum: self.momentum }.angular_theory()
+        let h = crate::optim::Hyper::sgd(self.lr, self.wd, self.momentum);
+        h.angular_theory().expect("SGD always has a prediction")
     }
 
     /// The fixed point a* = ‖w*‖² of the mean recursion.

@@ -123,7 +123,7 @@ impl Toy {
         if !log {
             return Ok(None);
         }
-        let h = Hyper { lr: self.hyper.lr, wd: self.hyper.wd, momentum: self.hyper.momentum };
+        let h = Hyper::sgd(self.hyper.lr, self.hyper.wd, self.hyper.momentum);
         let out = self
             .sums
             .iter()

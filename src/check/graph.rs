@@ -9,11 +9,12 @@
 //! bitwise, the graph rows are judged bitwise; if not, they are judged with [`LIBRARY_TOL`] and
 //! say so in their tolerance column.
 
+use super::momenta;
 use crate::backend::cuda::check::compare::{compare, wide, Stats, Tol};
 use crate::backend::cuda::check::Harness;
 use crate::backend::{Backend, StepSums};
 use crate::model::{ModelConfig, PreResNet};
-use crate::optim::{Hyper, OptimConfig, Sgd};
+use crate::optim::{Hyper, OptimConfig, Optimizer};
 use anyhow::Result;
 use rand::Rng;
 
@@ -26,14 +27,14 @@ pub(super) const LIBRARY_TOL: f64 = 1e-4;
 const GRAPH_MODEL: (usize, usize, usize, usize) = (8, 3, 8, 10); // batch, channels, size, classes
 
 /// The model and optimizer of the graph rows on `be`, initialised from `seed`.
-fn graph_model<B: Backend<Elem = f32>>(be: &B, seed: u64) -> Result<(PreResNet<B>, Sgd<B>)> {
+fn graph_model<B: Backend<Elem = f32>>(be: &B, seed: u64) -> Result<(PreResNet<B>, Optimizer<B>)> {
     let (batch, channels, size, classes) = GRAPH_MODEL;
     let mcfg = ModelConfig { depth: 8, width: 0.5, ..ModelConfig::default() };
     let ocfg =
         OptimConfig { lr: 0.1, wd: Some(5e-4), lambda_e: None, momentum: 0.9, ..OptimConfig::default() };
     let mut m = PreResNet::new(be, &mcfg, channels, size, classes, batch)?;
     m.init(be, seed)?;
-    let o = Sgd::new(be, &ocfg, &m.layout)?;
+    let o = Optimizer::new(be, &ocfg, &m.layout)?;
     Ok((m, o))
 }
 
@@ -52,7 +53,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let (batch, channels, size, classes) = GRAPH_MODEL;
         let images = self.randn(batch * channels * size * size, 1.0, 0.0);
         let labels: Vec<u32> = (0..batch).map(|_| self.rng.gen_range(0..classes as u32)).collect();
-        let h = Hyper { lr: 0.1, wd: 5e-4, momentum: 0.9 };
+        let h = Hyper::sgd(0.1, 5e-4, 0.9);
         let mut results = Vec::new();
         for be in [self.be, be2] {
             let (mut m, mut o) = graph_model(be, seed)?;
@@ -131,7 +132,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         // (lr, statistics wanted): statistics off for the warm-up and the capture, on and off in replays.
         let plan = [(0.1, false), (0.05, false), (0.2, true), (0.1, true), (0.3, false)];
         for (i, &(lr, want)) in plan.iter().enumerate() {
-            let h = Hyper { lr, wd, momentum };
+            let h = Hyper::sgd(lr, wd, momentum);
             let images = self.randn(batch * channels * size * size, 1.0, 0.0);
             let labels: Vec<u32> = (0..batch).map(|_| self.rng.gen_range(0..classes as u32)).collect();
 
@@ -188,7 +189,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let get = |b: &B::Buf| download(be, b);
         let parts = [
             ("params", exact(&get(&mb.params)?, &get(&ma.params)?)),
-            ("momenta", exact(&get(&ob.momenta)?, &get(&oa.momenta)?)),
+            ("momenta", exact(&get(momenta(&ob))?, &get(momenta(&oa))?)),
             ("bn running stats", exact(&get(&mb.bn_state)?, &get(&ma.bn_state)?)),
         ];
         self.push(

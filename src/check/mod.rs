@@ -38,6 +38,11 @@ mod step;
 use crate::backend::cuda::check::{error_row, Harness};
 pub use crate::backend::cuda::check::{print_table, BnVariant, CheckRow};
 use crate::backend::cuda::{BnMode, Cuda};
+
+/// The heavy-ball buffer of an SGD optimizer (the checks step SGD).
+fn momenta<B: crate::backend::Backend>(o: &crate::optim::Optimizer<B>) -> &B::Buf {
+    o.buffer("momentum_buffer").expect("the checks' optimizers are SGD")
+}
 use crate::backend::{Backend, ComputePrecision};
 use crate::model::ShortcutKind;
 

@@ -1,5 +1,6 @@
 //! The whole training step of a small PreResNet, judged tensor by tensor against `Cpu<f64>`.
 
+use super::momenta;
 use crate::backend::cpu::Cpu;
 use crate::backend::cuda::bf16emu::Bf16Cpu;
 use crate::backend::cuda::check::bf16::{step_lower_bound, STEP_BF16_FACTOR};
@@ -7,7 +8,7 @@ use crate::backend::cuda::check::compare::{compare, wide, Tol, U_BF16};
 use crate::backend::cuda::check::{CheckRow, Harness};
 use crate::backend::Backend;
 use crate::model::{init_params, ModelConfig, PreResNet, ShortcutKind};
-use crate::optim::{OptimConfig, Sgd};
+use crate::optim::{OptimConfig, Optimizer};
 use anyhow::{ensure, Result};
 use rand::Rng;
 
@@ -64,9 +65,9 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let mut m64 = PreResNet::new(&self.cpu64, &mcfg, channels, size, classes, batch)?;
         m64.init(&self.cpu64, seed)?;
         self.cpu64.upload(&wide(&p0), &mut m64.params)?;
-        let mut o32 = Sgd::new(&r, &ocfg, &m32.layout)?;
-        let mut og = Sgd::new(be, &ocfg, &mg.layout)?;
-        let mut o64 = Sgd::new(&self.cpu64, &ocfg, &m64.layout)?;
+        let mut o32 = Optimizer::new(&r, &ocfg, &m32.layout)?;
+        let mut og = Optimizer::new(be, &ocfg, &mg.layout)?;
+        let mut o64 = Optimizer::new(&self.cpu64, &ocfg, &m64.layout)?;
         let h = o32.hyper_at(0.0);
 
         m32.set_batch(&r, &images, &labels)?;
@@ -110,7 +111,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
                 delta(&m64.params),
                 &tensors[..],
             ),
-            ("momenta", get(&og.momenta)?, wide(&o32.momenta), o64.momenta.clone(), &tensors[..]),
+            ("momenta", get(momenta(&og))?, wide(momenta(&o32)), momenta(&o64).clone(), &tensors[..]),
             (
                 "bn running stats",
                 get(&mg.bn_state)?,

@@ -4,7 +4,7 @@
 //! Layout of one run directory's `checkpoints/` (see [`store`] and [`state`] for the formats):
 //! ```text
 //! step-0000000500/model.safetensors   weights + BN buffers, PyTorch names
-//! step-0000000500/state.safetensors   momentum buffers, trainer accumulators, detector inputs
+//! step-0000000500/state.safetensors   optimizer state, trainer accumulators, detector inputs
 //! step-0000000500/manifest.json       format, run id, step, precision, SHA-256 of both files
 //! ```
 
@@ -12,7 +12,7 @@ pub mod state;
 pub mod store;
 pub mod tensors;
 
-pub use state::{batchnorms, trained_names, Checkpoint, Rows, TrainerState, HISTORY_WIDTH};
+pub use state::{batchnorms, trained_names, Checkpoint, OptimizerState, Rows, TrainerState, HISTORY_WIDTH};
 pub use store::{list, load, prune, remove_after, save, step_dir, Manifest};
 pub use tensors::Precision;
 

@@ -8,13 +8,16 @@
 //!
 //! state.safetensors: everything else needed to continue bit-identically, f64/u64 so that it is
 //! exact (NaN included):
-//! - `momentum_buffer.<param name>`: SGD's heavy-ball buffer v of each trained tensor;
+//! - the optimizer's state under PyTorch's names, `<state name>.<param name>` for each trained
+//!   tensor: `momentum_buffer` (SGD's heavy-ball buffer v); `exp_avg`, `exp_avg_sq` (m, v) and
+//!   `step` (i64 scalar t, the same for every tensor) for adam and adamw; `exp_avg` (m) for lion,
+//!   as lion-pytorch names it; buffers in the weights' precision (as the backend holds them);
 //! - `trainer.scalars` u64 [5]: phase_start, accum_correct, accum_seen, metrics_records, prediction_records;
 //! - `trainer.floats` f64 [6]: accum_loss, last train loss/acc, last test loss/acc, wall_time_s;
 //!   `trainer.test_present` u8 [2]: whether the last test loss/acc exist;
 //! - `history.steps` u64 [m], `history.groups` f64 [m, G, 4], `history.layers` f64 [m, L, 4]: the
 //!   logged steps that can still enter the final averaging window, per group / trained tensor
-//!   (Δ, Δ* or NaN where none, ‖w‖, η/‖w‖²);
+//!   (Δ, Δ* or NaN where none, ‖w‖, the effective LR);
 //! - `detector.steps` u64 [n], `detector.ratios` f64 [n, G]: the Δ/Δ* fed to the equilibrium
 //!   detector since its last restart; replaying them rebuilds it exactly;
 //! - `evals.steps` u64 [k], `evals.values` f64 [k, 2]: every evaluation's test loss and accuracy
@@ -25,6 +28,7 @@
 
 use super::tensors::{Precision, TensorReader, TensorWriter};
 use crate::model::layout::{BnLayout, Layout, ShortcutLayout};
+use crate::optim::OptimKind;
 use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -76,9 +80,24 @@ pub struct Checkpoint {
     pub params: Vec<f64>,
     /// BN running statistics, [mean (C) | var (C)] per BN at its `state_offset`.
     pub bn_state: Vec<f64>,
-    /// The momentum buffer, tiled like `params` (zero for untrained tensors).
-    pub momenta: Vec<f64>,
+    pub optim: OptimizerState,
     pub trainer: TrainerState,
+}
+
+/// The optimizer's state: its buffers, each tiled like `params` (zero for untrained tensors), under
+/// the names of [`OptimKind::state_names`], and its step count where it keeps one
+/// ([`OptimKind::counts_steps`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState {
+    pub buffers: Vec<(String, Vec<f64>)>,
+    pub step: Option<u64>,
+}
+
+impl OptimizerState {
+    /// The buffer called `name`.
+    pub fn buffer(&self, name: &str) -> Option<&[f64]> {
+        self.buffers.iter().find(|(n, _)| n == name).map(|(_, b)| &b[..])
+    }
 }
 
 /// Every BatchNorm of the model with its state_dict prefix (e.g. `layer2.0.shortcut.1`).
@@ -118,7 +137,9 @@ impl Checkpoint {
     pub fn encode(&self, layout: &Layout) -> Result<(Vec<u8>, Vec<u8>)> {
         check_len("params", self.params.len(), layout.num_params)?;
         check_len("bn_state", self.bn_state.len(), layout.num_bn_state)?;
-        check_len("momenta", self.momenta.len(), layout.num_params)?;
+        for (name, b) in &self.optim.buffers {
+            check_len(name, b.len(), layout.num_params)?;
+        }
         let p = self.precision;
         let meta = BTreeMap::from([
             ("format".to_string(), "pt".to_string()),
@@ -143,13 +164,15 @@ impl Checkpoint {
         check_len("history.layers", s.history_layers.len(), m * l * HISTORY_WIDTH)?;
         check_len("detector.ratios", s.ratios.values.len(), s.ratios.steps.len() * g)?;
         let mut state = TensorWriter::default();
-        for t in layout.tensors.iter().filter(|t| t.trainable) {
-            state.floats(
-                &format!("momentum_buffer.{}", t.name),
-                p,
-                t.shape.clone(),
-                &self.momenta[t.range()],
-            );
+        for (name, b) in &self.optim.buffers {
+            for t in layout.tensors.iter().filter(|t| t.trainable) {
+                state.floats(&format!("{name}.{}", t.name), p, t.shape.clone(), &b[t.range()]);
+            }
+        }
+        if let Some(step) = self.optim.step {
+            for t in layout.tensors.iter().filter(|t| t.trainable) {
+                state.i64s(&format!("step.{}", t.name), vec![], &[step as i64]);
+            }
         }
         state.u64s(
             "trainer.scalars",
@@ -183,10 +206,11 @@ impl Checkpoint {
         Ok((model.serialize(&meta)?, state.serialize(&meta)?))
     }
 
-    /// Parse the two files against `layout`; every tensor must be there with its shape, and
-    /// model.safetensors must hold nothing else.
+    /// Parse the two files against `layout` and the optimizer `kind`; every tensor must be there
+    /// with its shape, and model.safetensors must hold nothing else.
     pub fn decode(
         layout: &Layout,
+        kind: OptimKind,
         run_id: &str,
         step: u64,
         precision: Precision,
@@ -219,14 +243,7 @@ impl Checkpoint {
         }
 
         let r = TensorReader::new(state, "state.safetensors")?;
-        let mut momenta = vec![0.0; layout.num_params];
-        for t in layout.tensors.iter().filter(|t| t.trainable) {
-            momenta[t.range()].copy_from_slice(&r.floats(
-                &format!("momentum_buffer.{}", t.name),
-                p,
-                &t.shape,
-            )?);
-        }
+        let optim = read_optimizer(&r, layout, kind, p)?;
         let sc = r.u64s("trainer.scalars", &[5])?;
         let fl = r.f64s("trainer.floats", &[6])?;
         let present = r.u8s("trainer.test_present", &[2])?;
@@ -258,6 +275,41 @@ impl Checkpoint {
             },
             evals,
         };
-        Ok(Self { run_id: run_id.to_string(), step, precision, params, bn_state, momenta, trainer })
+        Ok(Self { run_id: run_id.to_string(), step, precision, params, bn_state, optim, trainer })
     }
+}
+
+/// The optimizer state of `kind` from state.safetensors (see the module doc).
+fn read_optimizer(
+    r: &TensorReader,
+    layout: &Layout,
+    kind: OptimKind,
+    p: Precision,
+) -> Result<OptimizerState> {
+    let trained = || layout.tensors.iter().filter(|t| t.trainable);
+    let mut buffers = Vec::new();
+    for name in kind.state_names() {
+        let mut b = vec![0.0; layout.num_params];
+        for t in trained() {
+            b[t.range()].copy_from_slice(&r.floats(&format!("{name}.{}", t.name), p, &t.shape)?);
+        }
+        buffers.push((name.to_string(), b));
+    }
+    let mut step = None;
+    if kind.counts_steps() {
+        for t in trained() {
+            let s = r.i64s(&format!("step.{}", t.name), &[])?[0];
+            match step {
+                Some(first) if first != s => {
+                    bail!("state.safetensors: step.{} = {s}, other tensors' step = {first}", t.name)
+                }
+                _ => step = Some(s),
+            }
+        }
+    }
+    let step = step
+        .map(u64::try_from)
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("state.safetensors: negative step"))?;
+    Ok(OptimizerState { buffers, step })
 }

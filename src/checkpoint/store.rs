@@ -10,6 +10,7 @@
 use super::state::Checkpoint;
 use super::tensors::Precision;
 use crate::model::Layout;
+use crate::optim::OptimKind;
 use crate::util::atomic::{write_atomic, write_json_atomic};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -90,8 +91,8 @@ pub fn save(dir: &Path, layout: &Layout, ckpt: &Checkpoint, keep: usize) -> Resu
 }
 
 /// Read and verify the checkpoint in `path`: manifest present, run id as expected, checksums and
-/// sizes matching, tensors matching `layout`.
-pub fn load(path: &Path, layout: &Layout, run_id: &str) -> Result<Checkpoint> {
+/// sizes matching, tensors matching `layout` and the optimizer state of `kind`.
+pub fn load(path: &Path, layout: &Layout, kind: OptimKind, run_id: &str) -> Result<Checkpoint> {
     let mpath = path.join(MANIFEST_FILE);
     if !mpath.exists() {
         bail!("no {MANIFEST_FILE}: it was interrupted while being written");
@@ -121,7 +122,7 @@ pub fn load(path: &Path, layout: &Layout, run_id: &str) -> Result<Checkpoint> {
         Ok(bytes)
     };
     let (model, state) = (read(MODEL_FILE)?, read(STATE_FILE)?);
-    Checkpoint::decode(layout, &m.run_id, m.step, m.precision, &model, &state)
+    Checkpoint::decode(layout, kind, &m.run_id, m.step, m.precision, &model, &state)
 }
 
 /// Remove every checkpoint after `step` (they belong to a future that is being recomputed).

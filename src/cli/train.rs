@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use ilr::backend::ComputePrecision;
 use ilr::model::ShortcutKind;
+use ilr::optim::Rule;
 use ilr::train::{
     self, AnyBackend, Device, Dtype, Mode, Outcome, Progress, RunStatus, Summary, TrainConfig, TrainOptions,
 };
@@ -43,16 +44,18 @@ pub struct TrainArgs {
     /// Seed of the weights, the data order, the augmentation and the synthetic data.
     #[arg(long, value_parser = super::values::whole::<u64>)]
     pub seed: Option<u64>,
-    /// Learning rate η.
+    /// Learning rate η (of every optimizer kind).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Weight decay λ (L2, coupled into the gradient as in PyTorch's SGD).
+    /// Weight decay λ: L2 coupled into the gradient for optim.kind sgd (PyTorch's SGD) and adam
+    /// (torch.optim.Adam's weight_decay); decoupled, w ← w(1 − ηλ), for adamw and lion.
     #[arg(long, conflicts_with = "lambda_e")]
     pub wd: Option<f64>,
     /// Intrinsic learning rate λ_e = η·λ; sets λ = λ_e/η.
     #[arg(long)]
     pub lambda_e: Option<f64>,
-    /// Heavy-ball momentum γ.
+    /// Heavy-ball momentum γ (optim.kind = sgd only; adam, adamw and lion take β₁ from
+    /// optim.betas, and refuse a non-zero γ).
     #[arg(long)]
     pub momentum: Option<f64>,
     /// Batch size.
@@ -76,7 +79,9 @@ pub struct TrainArgs {
     /// Evaluate on the test set every N steps (0: only at the end).
     #[arg(long, value_name = "N", value_parser = super::values::whole::<u64>)]
     pub eval_every: Option<u64>,
-    /// Any config key, as section.key=value (repeatable), e.g. --set optim.schedule.kind=step.
+    /// Any config key, as section.key=value (repeatable), e.g. --set optim.schedule.kind=step. The
+    /// optimizer: --set optim.kind=adamw (or adam, lion; default sgd), with optim.betas=[0.9,0.999]
+    /// and optim.eps=1e-8 (their defaults; lion's betas default to [0.9,0.99]).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Directory of runs: this run goes to OUT/<run-id>/.
@@ -179,8 +184,9 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     // A finished run is never trained again; checked before a backend is opened or data loaded
     // (and again under the lock, in run_config).
     let run_dir = a.out.join(cfg.run_id());
+    let rule = cfg.optim.rule();
     if let Some(summary) = train::finished(&run_dir).filter(|_| !a.force) {
-        return Ok(already_finished(&run_dir, &summary));
+        return Ok(already_finished(&run_dir, &summary, &rule));
     }
     let backend = AnyBackend::open(cfg.train.device, cfg.train.dtype)?;
     let data = train::load_datasets(&cfg.data)?;
@@ -206,24 +212,24 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     };
     match train::run_config(&a.out, &cfg, || Ok((&backend, &data)), &mode)? {
         Outcome::Trained(summary) => {
-            print_summary(&summary);
+            print_summary(&summary, &rule);
             Ok(exit_code(&summary, &run_dir))
         }
-        Outcome::AlreadyDone(summary) => Ok(already_finished(&run_dir, &summary)),
+        Outcome::AlreadyDone(summary) => Ok(already_finished(&run_dir, &summary, &rule)),
         Outcome::Busy => Err(train::busy_error(&run_dir)),
         Outcome::Failed(e) => Err(anyhow::anyhow!(e)),
     }
 }
 
 /// A rerun of a finished run: where its results are, and the exit code the run itself had.
-fn already_finished(path: &std::path::Path, summary: &Summary) -> ExitCode {
+fn already_finished(path: &std::path::Path, summary: &Summary, rule: &Rule) -> ExitCode {
     eprintln!(
         "{} is finished: its results are in {} (summary.json, metrics.jsonl). Not training it again; \
          --force trains it afresh, moving this directory aside",
         summary.run_id,
         path.display()
     );
-    print_summary(summary);
+    print_summary(summary, rule);
     exit_code(summary, path)
 }
 
@@ -249,7 +255,10 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("—".into(), |v| format!("{v:.digits$}"))
 }
 
-fn print_summary(s: &Summary) {
+/// Where Δ* would be printed for an optimizer without a prediction (adam).
+const NO_PREDICTION: &str = "no prediction";
+
+fn print_summary(s: &Summary, rule: &Rule) {
     let f = &s.final_metrics;
     println!(
         "{}: {} steps in {:.1}s ({:.1} steps/s, {})",
@@ -274,6 +283,10 @@ fn print_summary(s: &Summary) {
         );
     }
     match s.t_eq_steps {
+        _ if !rule.has_prediction() => println!(
+            "equilibrium: {NO_PREDICTION} (optim.kind = {} has no Δ*: its L2 term is normalized with the gradient)",
+            rule.kind()
+        ),
         Some(t) => {
             println!(
                 "equilibrium (smoothed RMS Δ/Δ* in band): T_eq = {t} steps, T_eq·λ_e = {:.3}, {:.3} units of {}",
@@ -285,21 +298,21 @@ fn print_summary(s: &Summary) {
         None => println!("equilibrium: not reached within {} steps (see README: the criterion)", s.steps),
     }
     println!(
-        "{:<28} {:>11} {:>11} {:>10} {:>9} {:>10}",
+        "{:<28} {:>11} {:>13} {:>10} {:>9} {:>10}",
         "group (steps {}-{})"
             .replace("{}-{}", &format!("{}-{}", s.averaging_window[0], s.averaging_window[1])),
         "Δ",
-        "Δ*",
+        format!("Δ* ({})", rule.kind()),
         "mean Δ/Δ*",
         "‖w‖",
-        "η/‖w‖²"
+        rule.effective_lr_label()
     );
     for g in &s.groups {
         println!(
-            "{:<28} {:>11.3e} {:>11} {:>10} {:>9.3} {:>10.3e}",
+            "{:<28} {:>11.3e} {:>13} {:>10} {:>9.3} {:>10.3e}",
             g.name,
             g.angular_update,
-            g.angular_theory.map_or("—".into(), |t| format!("{t:.3e}")),
+            g.angular_theory.map_or(NO_PREDICTION.into(), |t| format!("{t:.3e}")),
             fmt_opt(g.angular_ratio, 3),
             g.norm,
             g.effective_lr

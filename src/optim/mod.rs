@@ -1,129 +1,71 @@
-//! SGD with L2 weight decay and heavy-ball momentum, with PyTorch's semantics:
-//! g_t = ∇L(w_t) + λ w_t;  v_t = γ v_{t−1} + g_t;  w_{t+1} = w_t − η v_t.
+//! The optimizers, with PyTorch's semantics (`optim.kind`, see [`OptimKind`]):
+//! - sgd (default): g' = ∇L(w) + λw;  v ← γv + g';  w ← w − ηv (torch.optim.SGD, dampening 0);
+//! - adamw: torch.optim.AdamW, decoupled decay w ← w(1 − ηλ), then the Adam step;
+//! - adam: torch.optim.Adam with weight_decay = λ, the L2 term λw added to the gradient;
+//! - lion: lion-pytorch's Lion, decoupled decay, w ← w − η·sign(β₁m + (1−β₁)g).
 //!
-//! Hyperparameters are given as (η, λ) or as (η, λ_e) with λ = λ_e/η. Each scale-invariant group has
-//! its own λ (by default the same), and trained tensors outside any group use `wd_other`.
+//! Hyperparameters are given as (η, λ) or as (η, λ_e) with λ = λ_e/η, whatever the kind; schedules
+//! scale both. Each scale-invariant group has its own λ (by default the same), and trained tensors
+//! outside any group use `wd_other`. What the theory predicts for each kind is in [`rule`].
 
+pub mod config;
+pub mod rule;
 pub mod schedule;
 
+pub use config::{OptimConfig, OptimKind, DEFAULT_EPS};
+pub use rule::Rule;
 pub use schedule::{Schedule, ScheduleConfig};
 
-use crate::backend::{Backend, Segment, SgdStep, StepSums};
+use crate::backend::{AdamHyper, AdamStep, Backend, LionHyper, LionStep, Segment, SgdStep, StepSums};
 use crate::model::Layout;
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OptimConfig {
-    /// Learning rate η.
-    pub lr: f64,
-    /// L2 weight decay λ. Give either this or `lambda_e` (an absent one is None, not the default).
-    #[serde(default)]
-    pub wd: Option<f64>,
-    /// Intrinsic learning rate λ_e = η·λ; sets λ = λ_e/η.
-    #[serde(default)]
-    pub lambda_e: Option<f64>,
-    /// Heavy-ball momentum γ (0 for plain SGD).
-    pub momentum: f64,
-    /// λ for trained tensors in no scale-invariant group (BN affine, last layer); default: λ.
-    pub wd_other: Option<f64>,
-    /// Per-group λ overrides, by group name (e.g. `stream = 1e-3`).
-    pub group_wd: BTreeMap<String, f64>,
-    pub schedule: ScheduleConfig,
-}
-
-impl Default for OptimConfig {
-    fn default() -> Self {
-        Self {
-            lr: 0.1,
-            wd: Some(5e-4),
-            lambda_e: None,
-            momentum: 0.9,
-            wd_other: None,
-            group_wd: BTreeMap::new(),
-            schedule: ScheduleConfig::Constant,
-        }
-    }
-}
-
-impl OptimConfig {
-    /// λ, from `wd` or from `lambda_e`/η.
-    pub fn base_wd(&self) -> Result<f64> {
-        match (self.wd, self.lambda_e) {
-            (Some(_), Some(_)) => {
-                bail!("optim: give either wd (λ) or lambda_e (λ_e = η·λ), not both")
-            }
-            (Some(wd), None) => Ok(wd),
-            (None, Some(le)) => Ok(le / self.lr),
-            (None, None) => bail!("optim: give wd (λ) or lambda_e (λ_e = η·λ)"),
-        }
-    }
-
-    /// The intrinsic learning rate λ_e = η·λ at the start of training.
-    pub fn lambda_e(&self) -> Result<f64> {
-        Ok(self.lr * self.base_wd()?)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            bail!("optim.lr = {} must be a positive number", self.lr);
-        }
-        let wd = self.base_wd()?;
-        if !(wd.is_finite() && wd >= 0.0) {
-            bail!("optim.wd = {wd} must be ≥ 0 (and lambda_e ≥ 0)");
-        }
-        if !(0.0..1.0).contains(&self.momentum) {
-            bail!("optim.momentum = {} must lie in [0, 1)", self.momentum);
-        }
-        for (name, v) in self
-            .wd_other
-            .iter()
-            .map(|v| ("wd_other".to_string(), v))
-            .chain(self.group_wd.iter().map(|(k, v)| (format!("group_wd.{k}"), v)))
-        {
-            if !(v.is_finite() && *v >= 0.0) {
-                bail!("optim.{name} = {v} must be ≥ 0");
-            }
-        }
-        if wd == 0.0 && (!self.group_wd.is_empty() || self.wd_other.is_some_and(|w| w > 0.0)) {
-            bail!("optim.group_wd and wd_other are relative to a non-zero wd; set optim.wd > 0");
-        }
-        Schedule::new(&self.schedule, self.lr, wd)?;
-        Ok(())
-    }
-}
+use serde::Serialize;
 
 /// Hyperparameters in force at one step.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Hyper {
     pub lr: f64,
     pub wd: f64,
-    pub momentum: f64,
+    pub rule: Rule,
 }
 
 impl Hyper {
+    /// SGD at (η, λ, γ).
+    pub fn sgd(lr: f64, wd: f64, momentum: f64) -> Self {
+        Self { lr, wd, rule: Rule::Sgd { momentum } }
+    }
     /// λ_e = η·λ.
     pub fn lambda_e(&self) -> f64 {
         self.lr * self.wd
     }
-    /// The equilibrium angular update per step, Δ* = sqrt(2ηλ/(1+γ)).
-    pub fn angular_theory(&self) -> f64 {
-        (2.0 * self.lr * self.wd / (1.0 + self.momentum)).sqrt()
+    /// SGD's heavy-ball γ (0 for the other kinds): see [`Rule::momentum`].
+    pub fn momentum(&self) -> f64 {
+        self.rule.momentum()
+    }
+    /// The equilibrium angular update Δ* of this rule (None: no prediction); [`Rule::angular_theory`].
+    pub fn angular_theory(&self) -> Option<f64> {
+        self.rule.angular_theory(self.lr, self.wd)
+    }
+    /// The effective LR of a vector with ‖w‖² = `sq_norm`; [`Rule::effective_lr`].
+    pub fn effective_lr(&self, sq_norm: f64) -> f64 {
+        self.rule.effective_lr(self.lr, sq_norm)
     }
 }
 
-/// The optimizer: its schedule, the per-tensor λ multipliers and the momentum buffer.
-pub struct Sgd<B: Backend> {
+/// The optimizer: its rule, schedule, the per-tensor λ multipliers, and its state: the
+/// per-parameter buffers of its kind ([`OptimKind::state_names`]) and the steps taken.
+pub struct Optimizer<B: Backend> {
     schedule: Schedule,
-    momentum: f64,
+    rule: Rule,
     /// (tensor index, offset, len, λ multiplier relative to the schedule's λ) of every trained tensor.
     trained: Vec<(usize, usize, usize, f64)>,
-    pub momenta: B::Buf,
+    /// One buffer per state name, tiled like the parameters (zero for untrained tensors).
+    state: Vec<B::Buf>,
+    /// Steps taken: Adam's next step is t = steps + 1.
+    steps: u64,
 }
 
-impl<B: Backend> Sgd<B> {
+impl<B: Backend> Optimizer<B> {
     pub fn new(be: &B, cfg: &OptimConfig, layout: &Layout) -> Result<Self> {
         cfg.validate()?;
         let base = cfg.base_wd()?;
@@ -147,11 +89,14 @@ impl<B: Backend> Sgd<B> {
                 (i, t.offset, t.len, rel(wd))
             })
             .collect();
+        let state =
+            cfg.kind.state_names().iter().map(|_| be.alloc(layout.num_params)).collect::<Result<_>>()?;
         Ok(Self {
             schedule: Schedule::new(&cfg.schedule, cfg.lr, base)?,
-            momentum: cfg.momentum,
+            rule: cfg.rule(),
             trained,
-            momenta: be.alloc(layout.num_params)?,
+            state,
+            steps: 0,
         })
     }
 
@@ -159,10 +104,14 @@ impl<B: Backend> Sgd<B> {
         &self.schedule
     }
 
-    /// The schedule's (η, λ, γ) at `epoch`; λ is that of the scale-invariant groups.
+    pub fn rule(&self) -> Rule {
+        self.rule
+    }
+
+    /// The schedule's (η, λ) at `epoch` with the rule; λ is that of the scale-invariant groups.
     pub fn hyper_at(&self, epoch: f64) -> Hyper {
         let (lr, wd) = self.schedule.at(epoch);
-        Hyper { lr, wd, momentum: self.momentum }
+        Hyper { lr, wd, rule: self.rule }
     }
 
     /// The λ of tensor `t` under `h` (group overrides applied), or None if it is not trained.
@@ -170,7 +119,33 @@ impl<B: Backend> Sgd<B> {
         self.trained.iter().find(|x| x.0 == t).map(|x| h.wd * x.3)
     }
 
-    /// One step at `h`. With `want_sums`, returns (tensor index, sums) for every trained tensor.
+    /// The state buffers with their PyTorch names (`momentum_buffer`; `exp_avg`, `exp_avg_sq`).
+    pub fn state(&self) -> impl Iterator<Item = (&'static str, &B::Buf)> {
+        self.rule.kind().state_names().iter().copied().zip(&self.state)
+    }
+
+    /// The state buffers, writable (to restore a checkpoint).
+    pub fn state_mut(&mut self) -> impl Iterator<Item = (&'static str, &mut B::Buf)> {
+        self.rule.kind().state_names().iter().copied().zip(&mut self.state)
+    }
+
+    /// The state buffer called `name`, if this kind has one.
+    pub fn buffer(&self, name: &str) -> Option<&B::Buf> {
+        self.state().find(|(n, _)| *n == name).map(|(_, b)| b)
+    }
+
+    /// Steps taken (Adam's step count t).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// Set the steps taken (when restoring a checkpoint).
+    pub fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
+    /// One step at `h`, whose rule must be this optimizer's kind. With `want_sums`, returns
+    /// (tensor index, sums) for every trained tensor.
     pub fn step(
         &mut self,
         be: &B,
@@ -179,36 +154,32 @@ impl<B: Backend> Sgd<B> {
         grads: &B::Buf,
         want_sums: bool,
     ) -> Result<Option<Vec<(usize, StepSums)>>> {
+        let momentum = h.momentum();
         let segments: Vec<Segment> = self
             .trained
             .iter()
-            .map(|&(_, offset, len, rel)| Segment {
-                offset,
-                len,
-                lr: h.lr,
-                wd: h.wd * rel,
-                momentum: h.momentum,
-            })
+            .map(|&(_, offset, len, rel)| Segment { offset, len, lr: h.lr, wd: h.wd * rel, momentum })
             .collect();
-        if want_sums {
-            let mut sums = vec![StepSums::default(); segments.len()];
-            be.sgd_step(SgdStep {
-                segments: &segments,
-                params,
-                grads,
-                momenta: &mut self.momenta,
-                sums: Some(&mut sums),
-            })?;
-            Ok(Some(self.trained.iter().map(|x| x.0).zip(sums).collect()))
-        } else {
-            be.sgd_step(SgdStep {
-                segments: &segments,
-                params,
-                grads,
-                momenta: &mut self.momenta,
-                sums: None,
-            })?;
-            Ok(None)
+        let segments = &segments[..];
+        let mut sums = want_sums.then(|| vec![StepSums::default(); segments.len()]);
+        let sums_arg = sums.as_deref_mut();
+        let t = self.steps + 1;
+        match (h.rule, &mut self.state[..]) {
+            (Rule::Sgd { .. }, [momenta]) => {
+                be.sgd_step(SgdStep { segments, params, grads, momenta, sums: sums_arg })?
+            }
+            (Rule::AdamW { beta1, beta2, eps } | Rule::Adam { beta1, beta2, eps }, [m, v]) => {
+                let decoupled = matches!(h.rule, Rule::AdamW { .. });
+                let hyper = AdamHyper { beta1, beta2, eps, t, decoupled };
+                be.adam_step(AdamStep { segments, hyper, params, grads, m, v, sums: sums_arg })?
+            }
+            (Rule::Lion { beta1, beta2 }, [m]) => {
+                let hyper = LionHyper { beta1, beta2 };
+                be.lion_step(LionStep { segments, hyper, params, grads, m, sums: sums_arg })?
+            }
+            _ => bail!("a {} step was asked of a {} optimizer", h.rule.kind(), self.rule.kind()),
         }
+        self.steps = t;
+        Ok(sums.map(|s| self.trained.iter().map(|x| x.0).zip(s).collect()))
     }
 }

@@ -11,6 +11,7 @@
 use super::collect::RunInfo;
 use super::fit::group_by_lambda_e;
 use crate::model::{init_params, rescale_init, Layout};
+use crate::optim::OptimKind;
 use crate::stats::relaxation_rate;
 use crate::train::rundir::SUMMARY_FILE;
 use crate::train::{MetricsRecord, TrainConfig};
@@ -25,7 +26,8 @@ pub struct GroupNorms {
     /// ‖w*‖ measured: mean ‖w‖ over the averaging window.
     pub equilibrium: f64,
     /// ‖w*‖ predicted from the measured gradient norms by [`predicted_equilibrium_norm`] (with
-    /// momentum too).
+    /// momentum too); for AdamW and Lion by `optim::Rule::normalized_equilibrium_norm`; none for
+    /// Adam + L2.
     pub predicted: Option<f64>,
     /// ln(‖w₀‖²/‖w*‖²).
     pub log_ratio: f64,
@@ -71,10 +73,15 @@ pub fn initial_norms(run: &RunInfo) -> Result<Vec<(String, f64)>> {
     config_initial_norms(&run.config)
 }
 
+/// The parameter layout of a run's config (the group tensors' shapes do not depend on the image
+/// size or the number of classes).
+fn config_layout(cfg: &TrainConfig) -> Layout {
+    Layout::new(&cfg.model, 3, cfg.data.synthetic.size.max(4), cfg.data.synthetic.classes.max(2))
+}
+
 /// ‖w₀‖ of every scale-invariant group as the config's init (seed, `init_norm`, `init_scale`) makes it.
 pub fn config_initial_norms(cfg: &TrainConfig) -> Result<Vec<(String, f64)>> {
-    let layout =
-        Layout::new(&cfg.model, 3, cfg.data.synthetic.size.max(4), cfg.data.synthetic.classes.max(2));
+    let layout = config_layout(cfg);
     let mut params = init_params(&layout, cfg.seed);
     rescale_init(&layout, &cfg.model, &mut params)?;
     let norms = layout.group_norms(&params);
@@ -104,6 +111,15 @@ pub fn run_norms(run: &RunInfo, metrics: &[MetricsRecord]) -> Result<Option<RunN
     let window: Vec<&MetricsRecord> = metrics.iter().filter(|r| r.step >= w0 && r.step <= w1).collect();
     let Some(last) = window.last() else { return Ok(None) };
     let le = s.lambda_e;
+    // Other optimizers than SGD: ‖w*‖ from optim::Rule (AdamW, Lion; none for Adam + L2), which
+    // needs each group's number of elements.
+    let rule = run.config.optim.rule();
+    let layout = (rule.kind() != OptimKind::Sgd).then(|| config_layout(&run.config));
+    let numel = |name: &str| -> usize {
+        let Some(l) = &layout else { return 0 };
+        let members = l.groups.iter().filter(|g| g.name == name).flat_map(|g| &g.members);
+        members.map(|&m| l.tensors[m].len).sum()
+    };
     let mut groups = Vec::new();
     for (name, initial) in initial_norms(run)? {
         let Some(gi) = last.groups.iter().position(|g| g.stats.name == name) else { continue };
@@ -111,9 +127,13 @@ pub fn run_norms(run: &RunInfo, metrics: &[MetricsRecord]) -> Result<Option<RunN
         let Some(equilibrium) = mean(stats().map(|g| g.norm)) else { continue };
         let g2 = mean(stats().map(|g| (g.grad_norm * g.norm).powi(2))).unwrap_or(f64::NAN);
         let rate = relaxation_rate(le, last.momentum);
-        let predicted = (le > 0.0 && last.momentum < 1.0)
-            .then(|| predicted_equilibrium_norm(last.lr, le, last.momentum, g2))
-            .filter(|p| p.is_finite());
+        let predicted = if rule.kind() == OptimKind::Sgd {
+            (le > 0.0 && last.momentum < 1.0)
+                .then(|| predicted_equilibrium_norm(last.lr, le, last.momentum, g2))
+                .filter(|p| p.is_finite())
+        } else {
+            rule.normalized_equilibrium_norm(last.lr, last.wd, numel(&name))
+        };
         let log_ratio = (initial * initial / (equilibrium * equilibrium)).ln();
         groups.push(GroupNorms {
             group: name,

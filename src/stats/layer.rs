@@ -17,9 +17,11 @@ pub struct VectorStats {
     pub update_norm: f64,
     /// Δ = ∠(w_t, w_{t+1}) in radians.
     pub angular_update: f64,
-    /// η/‖w_t‖².
+    /// The effective learning rate: η/‖w_t‖² for SGD, η/‖w_t‖ for adam, adamw and lion (whose
+    /// update size does not scale with 1/‖w‖; `optim::Rule::effective_lr`).
     pub effective_lr: f64,
-    /// Δ* = sqrt(2ηλ/(1+γ)) with this vector's λ; null where the theory does not apply.
+    /// Δ* of the optimizer with this vector's λ (SGD: sqrt(2ηλ/(1+γ)); `optim::Rule::angular_theory`);
+    /// null where the theory does not apply or the optimizer has no prediction (adam).
     pub angular_theory: Option<f64>,
     /// Δ/Δ*; null where the vector is not scale-invariant.
     pub angular_ratio: Option<f64>,
@@ -28,7 +30,7 @@ pub struct VectorStats {
 impl VectorStats {
     /// `invariant_wd`: Some(λ) if the vector is scale-invariant and decayed with λ.
     pub fn new(name: &str, s: &StepSums, h: &Hyper, invariant_wd: Option<f64>) -> Self {
-        let theory = invariant_wd.map(|wd| Hyper { wd, ..*h }.angular_theory());
+        let theory = invariant_wd.and_then(|wd| Hyper { wd, ..*h }.angular_theory());
         let angle = angle_from_sums(s.ww, s.dd, s.wd);
         Self {
             name: name.to_string(),
@@ -36,7 +38,7 @@ impl VectorStats {
             grad_norm: s.gg.sqrt(),
             update_norm: s.dd.sqrt(),
             angular_update: angle,
-            effective_lr: if s.ww > 0.0 { h.lr / s.ww } else { f64::INFINITY },
+            effective_lr: h.effective_lr(s.ww),
             angular_theory: theory,
             angular_ratio: theory.filter(|t| *t > 0.0).map(|t| angle / t),
         }

@@ -1,5 +1,6 @@
 //! Per-layer and per-group equilibrium statistics: norms, the angular update (cancellation-free),
-//! the effective LR and the theory value Δ* = sqrt(2ηλ/(1+γ)); and the equilibrium detector.
+//! the effective LR and the theory value Δ* (SGD: sqrt(2ηλ/(1+γ)); per optimizer in `optim::rule`); and
+//! the equilibrium detector.
 
 pub mod angle;
 pub mod equilibrium;

@@ -134,6 +134,7 @@ impl Default for LoopConfig {
 /// that its default left every id unchanged). A sweep spec may still set them, to their default too:
 /// the spec's check that every key it sets exists in the resolved config skips these.
 pub const KEYS_OMITTED_AT_DEFAULT: &[&str] = &[
+    "optim.kind",
     "model.init_scale",
     "train.cuda_graphs",
     "train.precision",
@@ -266,11 +267,13 @@ impl TrainConfig {
     /// graphs are used: they change no result): readable prefix plus the first 10 hex digits of the
     /// SHA-256 of the canonical JSON of the config. The precision and the dtype count when they are
     /// not f32 (at f32 they are left out of the JSON, so ids from before the keys existed stay
-    /// valid); an f64 run's prefix also says `-f64`.
+    /// valid); an f64 run's prefix also says `-f64`. Likewise optim.kind counts when it is not
+    /// "sgd", and optim.betas and optim.eps when they differ from the kind's defaults.
     pub fn run_id(&self) -> String {
         let mut canonical = self.clone();
         canonical.train.device = Device::Auto;
         canonical.train.cuda_graphs = true;
+        canonical.optim = self.optim.canonical();
         let json = serde_json::to_vec(&canonical).expect("config serializes");
         let hash = hex::encode(Sha256::digest(&json));
         let data = match &self.data.dir {
@@ -288,8 +291,10 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
     for (k, v) in over {
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
-                // A tagged enum (e.g. optim.schedule) changing its kind starts from the user's table.
-                if o.get("kind").is_some_and(|kind| b.get("kind") != Some(kind)) {
+                // A tagged enum (e.g. optim.schedule) changing its kind starts from the user's
+                // table. Only where the base has a kind: optim.kind (a plain key whose default is
+                // left out) must not wipe the other optim keys.
+                if o.get("kind").is_some_and(|kind| b.get("kind").is_some_and(|k| k != kind)) {
                     b.clear();
                 }
                 merge(b, o)
@@ -304,6 +309,7 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::OptimKind;
 
     #[test]
     fn toml_round_trips_and_unknown_keys_are_rejected() {
@@ -365,6 +371,62 @@ mod tests {
         assert!(e.contains("bf16-conv") && e.contains("CUDA") && e.contains("--precision f32"), "{e}");
         bf16.train.device = Device::Auto;
         bf16.validate().unwrap();
+    }
+
+    #[test]
+    fn sgd_run_ids_are_unchanged_by_the_optimizer_keys() {
+        // Both ids computed by `ilr train` before optim.kind, betas and eps existed (commit fd87917).
+        let d = TrainConfig::default();
+        assert_eq!(d.run_id(), "preresnet8x0.5-synthetic-le2.5e-3-s0-e77266d2b1");
+        let paper = "[model]\nscale_invariant = false\n[optim]\nlr = 0.1\nwd = 5e-4\nmomentum = 0.9\n";
+        assert_eq!(
+            TrainConfig::from_toml_str(paper).unwrap().run_id(),
+            "preresnet8x0.5-synthetic-le5.0e-5-s0-07c92d8182"
+        );
+        let text = d.to_toml().unwrap();
+        assert!(
+            !text.contains("kind = \"sgd\"") && !text.contains("betas") && !text.contains("\neps ="),
+            "{text}"
+        );
+        let sgd = TrainConfig::from_toml_str("[optim]\nkind = \"sgd\"\n").unwrap();
+        assert_eq!(sgd.run_id(), d.run_id(), "sgd written out is the default");
+    }
+
+    #[test]
+    fn optimizer_kinds_are_in_the_run_id_and_their_keys_checked() {
+        let d = TrainConfig::default();
+        let adamw = TrainConfig::from_toml_str("[optim]\nkind = \"adamw\"\n").unwrap();
+        adamw.validate().unwrap();
+        assert_ne!(adamw.run_id(), d.run_id());
+        // The kind replaces no other optim key (optim.kind is not a tagged enum's tag).
+        assert_eq!(OptimConfig { kind: OptimKind::Sgd, ..adamw.optim.clone() }, d.optim);
+        assert_eq!(TrainConfig::from_toml_str(&adamw.to_toml().unwrap()).unwrap(), adamw, "round trip");
+        // Default betas and ε written out keep the id; others change it, and so does the kind.
+        let id = |extra: &str| {
+            let c = TrainConfig::from_toml_str(&format!("[optim]\nkind = \"adamw\"\n{extra}")).unwrap();
+            c.validate().unwrap();
+            c.run_id()
+        };
+        assert_eq!(id("betas = [0.9, 0.999]\neps = 1e-8\n"), adamw.run_id());
+        assert_ne!(id("betas = [0.9, 0.99]\n"), adamw.run_id());
+        assert_ne!(id("eps = 1e-6\n"), adamw.run_id());
+        let kinds: Vec<String> = ["adam", "lion"]
+            .iter()
+            .map(|k| TrainConfig::from_toml_str(&format!("[optim]\nkind = \"{k}\"\n")).unwrap().run_id())
+            .collect();
+        assert!(kinds[0] != kinds[1] && !kinds.contains(&adamw.run_id()));
+        assert_eq!(TrainConfig::from_toml_str("[optim]\nkind = \"lion\"\n").unwrap().optim.rule(), {
+            crate::optim::Rule::Lion { beta1: 0.9, beta2: 0.99 }
+        });
+
+        // Keys of one kind are errors with another.
+        let err = |text: &str| TrainConfig::from_toml_str(text).unwrap().validate().unwrap_err().to_string();
+        let e = err("[optim]\nkind = \"adamw\"\nmomentum = 0.9\n");
+        assert!(e.contains("optim.momentum") && e.contains("betas"), "{e}");
+        assert!(err("[optim]\nbetas = [0.9, 0.999]\n").contains("adam, adamw and lion"));
+        assert!(err("[optim]\nkind = \"lion\"\neps = 1e-8\n").contains("adam and adamw"));
+        assert!(err("[optim]\nkind = \"adam\"\nbetas = [0.9, 1.0]\n").contains("[0, 1)"));
+        assert!(TrainConfig::from_toml_str("[optim]\nkind = \"adagrad\"\n").is_err());
     }
 
     #[test]

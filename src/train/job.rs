@@ -139,11 +139,12 @@ pub fn run_config<'a>(
         let mut dir = RunDir::open(root, cfg)?;
         if !mode.worker {
             eprintln!(
-                "training {} on {} ({} train / {} test images), λ_e = {:.3e}, {} steps → {}",
+                "training {} on {} ({} train / {} test images), {}, λ_e = {:.3e}, {} steps → {}",
                 cfg.model.label(),
                 data.train.name,
                 data.train.len(),
                 data.test.len(),
+                cfg.optim.kind,
                 cfg.optim.lambda_e()?,
                 cfg.train.steps,
                 dir.path.display()

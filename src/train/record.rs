@@ -1,5 +1,6 @@
 //! What a run writes: one metrics record per logged step, and the summary at the end.
 
+use crate::optim::OptimKind;
 use crate::stats::VectorStats;
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +21,11 @@ pub struct MetricsRecord {
     pub epoch: f64,
     pub lr: f64,
     pub wd: f64,
+    /// SGD's heavy-ball momentum γ (0 for adam, adamw and lion, whose momentum is β₁).
     pub momentum: f64,
+    /// The optimizer, for adam, adamw and lion; absent for SGD (so SGD records are as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<OptimKind>,
     pub lambda_e: f64,
     /// Mean training loss and accuracy over the steps since the previous record.
     pub train_loss: f64,
@@ -42,7 +47,8 @@ pub struct AngularSummary {
     pub angular_theory: Option<f64>,
     /// angular_update / angular_theory.
     pub angular_ratio: Option<f64>,
-    /// ‖w‖ and η/‖w‖² at the last step of the window.
+    /// ‖w‖ and the effective LR (η/‖w‖² for SGD, η/‖w‖ for adam, adamw and lion) at the last step
+    /// of the window.
     pub norm: f64,
     pub effective_lr: f64,
     /// ‖w₀‖: the norm of the weights at step 0, as initialized (0 in summaries written before
@@ -103,7 +109,8 @@ pub struct Summary {
     pub steps: u64,
     /// λ_e = η·λ at the end of the run.
     pub lambda_e: f64,
-    /// Steps from the last (η, λ, γ) change to the start of equilibrium; null if not reached.
+    /// Steps from the last (η, λ, γ) change to the start of equilibrium; null if not reached (always
+    /// for adam, which has no Δ*).
     pub t_eq_steps: Option<u64>,
     /// T_eq·λ_e (the Fast Equilibrium Conjecture says this is O(1), up to log factors).
     pub t_eq_lambda_e: Option<f64>,

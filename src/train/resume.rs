@@ -5,6 +5,7 @@ use super::rundir::RunDir;
 use crate::backend::{Backend, Real};
 use crate::checkpoint::{self, Checkpoint, Precision};
 use crate::model::Layout;
+use crate::optim::OptimKind;
 use anyhow::Result;
 use num_traits::Zero;
 
@@ -25,6 +26,7 @@ pub(super) fn upload_f64<B: Backend>(be: &B, src: &[f64], buf: &mut B::Buf) -> R
 pub(super) fn find_checkpoint(
     dir: &mut RunDir,
     layout: &Layout,
+    kind: OptimKind,
     run_id: &str,
     precision: Precision,
 ) -> Result<Option<Checkpoint>> {
@@ -37,7 +39,7 @@ pub(super) fn find_checkpoint(
         } else {
             "starting from scratch"
         };
-        let ck = match checkpoint::load(path, layout, run_id) {
+        let ck = match checkpoint::load(path, layout, kind, run_id) {
             Ok(ck) if ck.precision != precision => {
                 eprintln!("warning: {run_id}: checkpoint {name} holds {:?} weights, this backend computes in {precision:?}; {fallback}", ck.precision);
                 continue;

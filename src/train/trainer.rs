@@ -1,9 +1,9 @@
 //! The training loop, as a [`Trainer`] with named operations and a short loop ([`train_with`]).
 //!
 //! Per step t: (η, λ) from the schedule at epoch t/S; the batch for t (a pure function of seed and
-//! t); forward, loss, backward; the SGD step. Every `stats_every` steps the step also returns the
-//! per-tensor sums (Σw², Σg², Σd², Σw·d), from which the per-tensor and per-group statistics, the
-//! equilibrium detector and one metrics.jsonl record are made. Each evaluation also appends the
+//! t); forward, loss, backward; the optimizer step (`optim.kind`). Every `stats_every` steps the
+//! step also returns the per-tensor sums (Σw², Σg², Σd², Σw·d), from which the per-tensor and
+//! per-group statistics, the equilibrium detector and one metrics.jsonl record are made. Each evaluation also appends the
 //! test-set predictions to predictions.bin.
 //!
 //! With [`TrainOptions`], the loop writes a checkpoint every K steps and at the end, and resumes from
@@ -21,10 +21,10 @@ use super::resume::{download_f64, find_checkpoint, upload_f64};
 use super::rundir::RunDir;
 use super::window::{final_window, mean_summary, test_window, window_start, Angles, LoggedAngles};
 use crate::backend::{Backend, DeferredStep, StepSums};
-use crate::checkpoint::{self, Checkpoint, Precision, Rows};
+use crate::checkpoint::{self, Checkpoint, OptimizerState, Precision, Rows};
 use crate::data::Batcher;
 use crate::model::PreResNet;
-use crate::optim::{Hyper, Sgd};
+use crate::optim::{Hyper, OptimKind, Optimizer};
 use crate::stats::{relaxation_rate, unit_label, Detector, VectorStats};
 use crate::util::provenance::Provenance;
 use anyhow::{bail, Context, Result};
@@ -46,7 +46,7 @@ pub struct TrainOptions {
 /// Per-tensor and per-group statistics of one step from the per-tensor sums.
 fn step_stats<B: Backend>(
     model: &PreResNet<B>,
-    opt: &Sgd<B>,
+    opt: &Optimizer<B>,
     h: &Hyper,
     sums: &[(usize, StepSums)],
 ) -> (Vec<VectorStats>, Vec<(VectorStats, Vec<String>)>) {
@@ -145,7 +145,7 @@ pub struct Trainer<'a, B: Backend> {
     cfg: &'a TrainConfig,
     out: Option<&'a mut RunDir>,
     model: PreResNet<B>,
-    opt: Sgd<B>,
+    opt: Optimizer<B>,
     batcher: Batcher<'a>,
     eval_batcher: Batcher<'a>,
     host: HostBatch<B>,
@@ -208,7 +208,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             PreResNet::new(be, &cfg.model, train_set.channels, train_set.height, train_set.classes, batch)?;
         model.init(be, cfg.seed)?;
         let initial_norms = initial_norms(be, &model)?;
-        let opt = Sgd::new(be, &cfg.optim, &model.layout)?;
+        let opt = Optimizer::new(be, &cfg.optim, &model.layout)?;
         let batcher =
             Batcher::new(train_set, data.norm.clone(), batch, cfg.data.augment_enabled(), cfg.seed)?;
         // Evaluation reads the test set in order through fill_eval; its batch size only bounds the chunk.
@@ -253,13 +253,18 @@ impl<'a, B: Backend> Trainer<'a, B> {
     /// Continue from the newest usable checkpoint of the run directory, if it has one.
     pub fn resume(&mut self, progress: Progress) -> Result<()> {
         let dir = self.out.as_deref_mut().context("resuming needs a run directory")?;
-        let Some(ck) = find_checkpoint(dir, &self.model.layout, &self.run_id, self.precision)? else {
+        let kind = self.cfg.optim.kind;
+        let Some(ck) = find_checkpoint(dir, &self.model.layout, kind, &self.run_id, self.precision)? else {
             return Ok(());
         };
         let be = self.be;
         upload_f64(be, &ck.params, &mut self.model.params)?;
         upload_f64(be, &ck.bn_state, &mut self.model.bn_state)?;
-        upload_f64(be, &ck.momenta, &mut self.opt.momenta)?;
+        for (name, buf) in self.opt.state_mut() {
+            let saved = ck.optim.buffer(name).context("the checkpoint lacks an optimizer buffer")?;
+            upload_f64(be, saved, buf)?;
+        }
+        self.opt.set_steps(ck.optim.step.unwrap_or(ck.step));
         let (n_groups, n_layers) = (self.model.layout.groups.len(), self.initial_norms.1.len());
         self.st = LoopState::from_checkpoint(&ck.trainer, n_groups, n_layers);
         (self.start, self.done) = (ck.step, ck.step);
@@ -287,7 +292,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
         h
     }
 
-    /// Train step `step` (0-based): batch, forward, loss, backward, SGD; on logged steps the
+    /// Train step `step` (0-based): batch, forward, loss, backward, optimizer; on logged steps the
     /// optimizer also returns the per-tensor sums.
     pub fn step(&mut self, step: u64, h: &Hyper, log_now: bool) -> Result<Stepped> {
         let (be, model) = (self.be, &mut self.model);
@@ -361,7 +366,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             epoch: completed as f64 / self.batcher.steps_per_epoch() as f64,
             lr: h.lr,
             wd: h.wd,
-            momentum: h.momentum,
+            momentum: h.momentum(),
+            optimizer: (h.rule.kind() != OptimKind::Sgd).then_some(h.rule.kind()),
             lambda_e: h.lambda_e(),
             train_loss: self.st.last_train.0,
             train_acc: self.st.last_train.1,
@@ -381,10 +387,15 @@ impl<'a, B: Backend> Trainer<'a, B> {
             .iter()
             .flatten()
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let ratio = if h.rule.has_prediction() {
+            format!("smoothed RMS Δ/Δ* {lo:.2}–{hi:.2}")
+        } else {
+            format!("Δ*: no prediction for {}", h.rule.kind())
+        };
         self.reporter.logged(
             completed,
             format!(
-                "loss {:.3} acc {:.1}% smoothed RMS Δ/Δ* {lo:.2}–{hi:.2}{}",
+                "loss {:.3} acc {:.1}% {ratio}{}",
                 self.st.last_train.0,
                 100.0 * self.st.last_train.1,
                 if self.detector.t_eq().is_some() { " (equilibrium)" } else { "" }
@@ -415,7 +426,14 @@ impl<'a, B: Backend> Trainer<'a, B> {
             precision: self.precision,
             params: download_f64(self.be, &self.model.params)?,
             bn_state: download_f64(self.be, &self.model.bn_state)?,
-            momenta: download_f64(self.be, &self.opt.momenta)?,
+            optim: OptimizerState {
+                buffers: self
+                    .opt
+                    .state()
+                    .map(|(name, b)| Ok((name.to_string(), download_f64(self.be, b)?)))
+                    .collect::<Result<_>>()?,
+                step: self.cfg.optim.kind.counts_steps().then_some(self.opt.steps()),
+            },
             trainer: self.st.to_checkpoint(self.detector.phase_start(), dir, wall),
         };
         checkpoint::save(&checkpoint::dir_of(&dir.path), &self.model.layout, &ck, checkpoint::KEEP)
@@ -465,8 +483,9 @@ impl<'a, B: Backend> Trainer<'a, B> {
             lambda_e: self.hyper.lambda_e(),
             t_eq_steps: t_eq,
             t_eq_lambda_e: t_eq.map(|t| t as f64 * self.hyper.lambda_e()),
-            t_eq_units: t_eq.map(|t| t as f64 * relaxation_rate(self.hyper.lambda_e(), self.hyper.momentum)),
-            time_unit: unit_label(self.hyper.momentum).to_string(),
+            t_eq_units: t_eq
+                .map(|t| t as f64 * relaxation_rate(self.hyper.lambda_e(), self.hyper.momentum())),
+            time_unit: unit_label(self.hyper.momentum()).to_string(),
             in_equilibrium_at_end: self.detector.inside_now(),
             averaging_window: avg_window,
             final_metrics: FinalMetrics {
@@ -493,7 +512,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
 
 /// The equilibrium detector of a phase of constant (η, λ, γ) `h` that starts at step `start`.
 fn phase_detector(cfg: &TrainConfig, groups: usize, h: &Hyper, start: u64) -> Detector {
-    Detector::new(&cfg.equilibrium, groups, h.lambda_e(), h.momentum, cfg.train.stats_every, start)
+    Detector::new(&cfg.equilibrium, groups, h.lambda_e(), h.momentum(), cfg.train.stats_every, start)
 }
 
 /// Train `cfg` on `be`, writing records to `out` when given. A diverged run returns Ok with

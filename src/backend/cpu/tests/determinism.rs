@@ -1,10 +1,11 @@
-//! Bit-reproducibility: the ops with parallel reductions give identical bits on a 1-thread and a
-//! 3-thread rayon pool, and on repeated runs. Also a timing of the conv passes (ignored by default).
+//! Bit-reproducibility: the ops with parallel reductions (and the optimizer steps, SGD, Adam and
+//! Lion, with their statistics sums) give identical bits on a 1-thread and a 3-thread rayon pool,
+//! and on repeated runs. Also a timing of the conv passes (ignored by default).
 
-use super::{bn_backward, bn_forward, rng, sgd_with_sums, to_f32, uniform, Cpu};
+use super::{bn_backward, bn_forward, rng, to_f32, uniform, Cpu};
 use crate::backend::{
-    Backend, BnBackward, BnShape, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward, ConvShape,
-    Segment,
+    AdamHyper, AdamStep, Backend, BnBackward, BnShape, BnTrain, ConvBackwardData, ConvBackwardFilter,
+    ConvForward, ConvShape, LionHyper, LionStep, Segment, SgdStep, StepSums,
 };
 
 fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
@@ -58,18 +59,47 @@ fn batchnorm_is_reproducible() {
     });
 }
 
-#[test]
-fn sgd_sums_are_reproducible() {
+/// A step over one 300_000-element segment (five chunks, the last partial) with the statistics
+/// sums: `op(w, [state…], sums)` on copies of fixed random inputs must give the same bits for the
+/// weights, the state and the sums on any thread count.
+fn assert_step_reproducible<const K: usize>(
+    what: &str,
+    op: impl Fn(&Cpu<f32>, &[Segment], &mut Vec<f32>, &mut [Vec<f32>; K], &mut [StepSums]) + Sync,
+) {
     let len = 300_000;
     let mut g = rng(62);
-    let (w, gr, v) =
-        (to_f32(&uniform(&mut g, len)), to_f32(&uniform(&mut g, len)), to_f32(&uniform(&mut g, len)));
+    let w = to_f32(&uniform(&mut g, len));
+    let state: [Vec<f32>; K] =
+        std::array::from_fn(|_| to_f32(&uniform(&mut g, len)).iter().map(|x| x * x).collect());
     let segments = [Segment { offset: 0, len, lr: 0.1, wd: 5e-4, momentum: 0.9 }];
-    assert_reproducible("sgd sums", || {
-        let (mut w, mut v) = (w.clone(), v.clone());
-        let sums = sgd_with_sums(&segments, &mut w, &gr, &mut v);
+    assert_reproducible(what, || {
+        let (mut w, mut state, mut sums) = (w.clone(), state.clone(), [StepSums::default()]);
+        op(&Cpu::<f32>::new(), &segments, &mut w, &mut state, &mut sums);
         let s = sums[0];
-        (bits(&w), bits(&v), [s.ww, s.gg, s.dd, s.wd].map(f64::to_bits))
+        (
+            bits(&w),
+            state.iter().map(|b| bits(b)).collect::<Vec<_>>(),
+            [s.ww, s.gg, s.dd, s.wd].map(f64::to_bits),
+        )
+    });
+}
+
+#[test]
+fn optimizer_steps_and_sums_are_reproducible() {
+    let gr = to_f32(&uniform(&mut rng(63), 300_000));
+    let gr = &gr;
+    assert_step_reproducible("sgd", |cpu, segments, params, [momenta], sums| {
+        cpu.sgd_step(SgdStep { segments, params, grads: gr, momenta, sums: Some(sums) }).unwrap()
+    });
+    for decoupled in [true, false] {
+        assert_step_reproducible("adam", |cpu, segments, params, [m, v], sums| {
+            let hyper = AdamHyper { beta1: 0.9, beta2: 0.999, eps: 1e-8, t: 3, decoupled };
+            cpu.adam_step(AdamStep { segments, hyper, params, grads: gr, m, v, sums: Some(sums) }).unwrap()
+        });
+    }
+    assert_step_reproducible("lion", |cpu, segments, params, [m], sums| {
+        let hyper = LionHyper { beta1: 0.9, beta2: 0.99 };
+        cpu.lion_step(LionStep { segments, hyper, params, grads: gr, m, sums: Some(sums) }).unwrap()
     });
 }
 

@@ -1,6 +1,7 @@
 //! Tests of the CPU backend: finite-difference gradient checks in f64, comparisons with naive
 //! reference loops, f32 against f64, determinism and error handling.
 
+mod adaptive;
 mod determinism;
 mod direct;
 mod gradcheck;
