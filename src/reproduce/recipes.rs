@@ -49,7 +49,8 @@ impl Recipe {
         match self {
             Recipe::AngularUpdate => {
                 "At constant (η, λ, γ) the angular update of every scale-invariant group and tensor converges to \
-                 Δ* = sqrt(2ηλ/(1+γ)) (within 10%)."
+                 Δ* = sqrt(2ηλ/(1+γ)) (within 10%); likewise under AdamW and Lion to their rotational-equilibrium \
+                 Δ* (docs/OPTIMIZERS.md), and Adam with coupled L2 has no such prediction (the control)."
             }
             Recipe::FastEquilibrium => {
                 "Equilibrium is reached within O(1/λ_e) steps, up to log factors (an upper bound): over a sweep of \
