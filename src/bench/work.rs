@@ -86,6 +86,24 @@ fn all<B: BenchOps>(be: &B, b: &B::Buf) -> std::ops::Range<usize> {
     0..be.len(b)
 }
 
+/// A training-mode BatchNorm forward over whole buffers: [x, affine] → [running, saved, y].
+fn bn_forward<B: BenchOps>(
+    be: &B,
+    s: &BnShape,
+    [x, affine]: [&B::Buf; 2],
+    [running, saved, y]: [&mut B::Buf; 3],
+) {
+    let (ra, rs, ry) = (all(be, running), all(be, saved), all(be, y));
+    be.batchnorm_forward_train(BnTrain {
+        s,
+        x: be.view(x, all(be, x)),
+        affine: be.view(affine, 0..2 * s.c),
+        running: be.view_mut(running, ra),
+        saved: be.view_mut(saved, rs),
+        y: be.view_mut(y, ry),
+    });
+}
+
 /// One segment per tensor of the layout (the shape of the per-layer statistics).
 fn tensor_segments(depth: usize) -> (usize, Vec<Segment>) {
     let l = cost::net_layout(depth);
@@ -213,15 +231,7 @@ impl Work {
                     let (mut running, mut saved, mut y) =
                         (be.alloc(2 * s.c)?, be.alloc(2 * s.c)?, be.alloc(s.len())?);
                     runners.push(Box::new(move || {
-                        let (ra, rs, ry) = (all(be, &running), all(be, &saved), all(be, &y));
-                        be.batchnorm_forward_train(BnTrain {
-                            s: &s,
-                            x: be.view(&x, all(be, &x)),
-                            affine: be.view(&affine, 0..2 * s.c),
-                            running: be.view_mut(&mut running, ra),
-                            saved: be.view_mut(&mut saved, rs),
-                            y: be.view_mut(&mut y, ry),
-                        });
+                        bn_forward(be, &s, [&x, &affine], [&mut running, &mut saved, &mut y]);
                         Ok(())
                     }));
                 }
@@ -233,16 +243,9 @@ impl Work {
                     let (x, dy, affine) = (upload(be, &hx)?, upload(be, &hdy)?, upload(be, &ha)?);
                     let (mut running, mut saved, mut y) =
                         (be.alloc(2 * s.c)?, be.alloc(2 * s.c)?, be.alloc(s.len())?);
-                    let (ra, rs, ry) = (all(be, &running), all(be, &saved), all(be, &y));
+                    let ry = all(be, &y);
                     // A real forward gives y (the ReLU mask) and the saved statistics.
-                    be.batchnorm_forward_train(BnTrain {
-                        s: &s,
-                        x: be.view(&x, all(be, &x)),
-                        affine: be.view(&affine, 0..2 * s.c),
-                        running: be.view_mut(&mut running, ra),
-                        saved: be.view_mut(&mut saved, rs),
-                        y: be.view_mut(&mut y, ry.clone()),
-                    });
+                    bn_forward(be, &s, [&x, &affine], [&mut running, &mut saved, &mut y]);
                     let (mut dx, mut d_affine) = (be.alloc(s.len())?, be.alloc(2 * s.c)?);
                     runners.push(Box::new(move || {
                         be.batchnorm_backward(BnBackward {

@@ -4,9 +4,10 @@
 use super::compare::{abs64, compare, wide, Stats, Tol, EPS};
 use super::placement::{off_tag, one_input, poison, Placed};
 use super::Harness;
+use crate::backend::cpu::Cpu;
 use crate::backend::{
     AdamHyper, AdamStep, AddAssign, Backend, BnBackward, BnEval, BnShape, BnTrain, LinearBackward,
-    LinearForward, LinearShape, LionHyper, LionStep, LossShape, PoolBackward, PoolForward, PoolShape,
+    LinearForward, LinearShape, LionHyper, LionStep, LossShape, PoolBackward, PoolForward, PoolShape, Real,
     Segment, SgdStep, ShortcutBackward, ShortcutForward, ShortcutShape, SoftmaxXent, SoftmaxXentEval,
     StepSums,
 };
@@ -17,6 +18,21 @@ pub(super) const WHY_BLAS: &str = "f32 sums of K products in another order (cuBL
 pub(super) const WHY_F64: &str = "f64 math rounded once to f32; only the f64 sum order differs";
 pub(super) const WHY_EXACT: &str = "same f32 operations in the same order";
 
+/// The CPU's linear forward and backward of `s`: (y, dx, d_params).
+fn linear_pass<T: Real>(
+    cpu: &Cpu<T>,
+    s: LinearShape,
+    x: &[T],
+    p: &[T],
+    dy: &[T],
+) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let (mut y, mut dx, mut dp) =
+        (vec![T::zero(); s.n * s.out], vec![T::zero(); s.n * s.inp], vec![T::zero(); p.len()]);
+    cpu.linear_forward(LinearForward { s, x, params: p, y: &mut y });
+    cpu.linear_backward(LinearBackward { s, x, params: p, dy, dx: &mut dx, d_params: &mut dp });
+    (y, dx, dp)
+}
+
 impl<B: Backend<Elem = f32>> Harness<'_, B> {
     pub(super) fn linear(&mut self, n: usize, inp: usize, out: usize, off: usize) -> Result<()> {
         let be = self.be;
@@ -24,47 +40,15 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let p = self.randn(out * inp + out, 1.0 / (inp as f32).sqrt(), 0.0);
         let dy = self.randn(n * out, 1.0, 0.0);
         let shape = format!("n{n} in{inp} out{out} {}", off_tag(off));
-        let (mut y, mut dx, mut dp) = (vec![0f32; n * out], vec![0f32; n * inp], vec![0f32; p.len()]);
-        self.cpu.linear_forward(LinearForward {
-            s: LinearShape { n, inp, out },
-            x: &x,
-            params: &p,
-            y: &mut y,
-        });
-        self.cpu.linear_backward(LinearBackward {
-            s: LinearShape { n, inp, out },
-            x: &x,
-            params: &p,
-            dy: &dy,
-            dx: &mut dx,
-            d_params: &mut dp,
-        });
+        let s = LinearShape { n, inp, out };
+        let (y, dx, dp) = linear_pass(&self.cpu, s, &x, &p, &dy);
         let (ax, ap, ady) = (abs64(&x), abs64(&p), abs64(&dy));
-        let (mut my, mut mdx, mut mdp) = (vec![0f64; n * out], vec![0f64; n * inp], vec![0f64; p.len()]);
-        self.cpu64.linear_forward(LinearForward {
-            s: LinearShape { n, inp, out },
-            x: &ax,
-            params: &ap,
-            y: &mut my,
-        });
-        self.cpu64.linear_backward(LinearBackward {
-            s: LinearShape { n, inp, out },
-            x: &ax,
-            params: &ap,
-            dy: &ady,
-            dx: &mut mdx,
-            d_params: &mut mdp,
-        });
+        let (my, mdx, mdp) = linear_pass(&self.cpu64, s, &ax, &ap, &ady);
 
         let (px, pp, pdy) =
             (Placed::new(be, &x, off)?, Placed::new(be, &p, off)?, Placed::new(be, &dy, off)?);
         let mut py = Placed::poisoned(be, n * out, off)?;
-        be.linear_forward(LinearForward {
-            s: LinearShape { n, inp, out },
-            x: px.v(be),
-            params: pp.v(be),
-            y: py.m(be),
-        });
+        be.linear_forward(LinearForward { s, x: px.v(be), params: pp.v(be), y: py.m(be) });
         let (gy, ok) = py.read(be)?;
         let st = compare(&wide(&gy), &wide(&y), &Tol::Sum { k: inp + 1, mag: &my });
         self.push(
@@ -79,7 +63,7 @@ impl<B: Backend<Elem = f32>> Harness<'_, B> {
         let mut pdx = Placed::poisoned(be, n * inp, off)?;
         let mut pdp = Placed::poisoned(be, p.len(), off)?;
         be.linear_backward(LinearBackward {
-            s: LinearShape { n, inp, out },
+            s,
             x: px.v(be),
             params: pp.v(be),
             dy: pdy.v(be),
