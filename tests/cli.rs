@@ -97,7 +97,11 @@ fn other_optimizers_train_and_print_their_prediction() {
     let base =
         base.iter().copied().chain(["--set", "data.synthetic.train=256", "--set", "data.synthetic.test=64"]);
     let base: Vec<&str> = base.collect();
-    for (kind, delta_star) in [("adamw", "3.244e-3"), ("lion", "2.102e-3"), ("adam", "no prediction")] {
+    // Δ* at λ_e = 1e-4 from the balance of stats::rotational (the table prints 4 digits).
+    let adamw = format!("{:.3e}", ilr::stats::rotational::adamw_angular_update(1e-4, 0.9));
+    let lion = format!("{:.3e}", ilr::stats::rotational::lion_angular_update(1e-4, 0.9, 0.99));
+    for (kind, delta_star) in [("adamw", adamw.as_str()), ("lion", lion.as_str()), ("adam", "no prediction")]
+    {
         let set = format!("optim.kind={kind}");
         let o = ilr(&[&base[..], &["--set", &set]].concat(), dir.path());
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
