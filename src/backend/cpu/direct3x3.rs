@@ -421,12 +421,11 @@ pub(super) fn backward_filter_with(isa: Simd, s: &ConvShape, x: &[f32], dy: &[f3
                 let (xp, dyb) = (&mut xp[..group * xp_img], &mut dyb[..group * hw * CO_BLK]);
                 g.pad(&x[first * x_img..][..group * x_img], xp);
                 for (i, dyb) in dyb.chunks_exact_mut(hw * CO_BLK).enumerate() {
-                    let src = &dy[(first + i) * dy_img + blk * CO_BLK * hw..][..CO_BLK * hw];
-                    for (p, d) in dyb.chunks_exact_mut(CO_BLK).enumerate() {
-                        for (l, d) in d.iter_mut().enumerate() {
-                            *d = src[l * hw + p];
-                        }
-                    }
+                    channels_innermost(
+                        &dy[(first + i) * dy_img + blk * CO_BLK * hw..][..CO_BLK * hw],
+                        hw,
+                        dyb,
+                    );
                 }
                 for ci in 0..s.c_in {
                     // SAFETY: `isa`'s features were detected and W is even (`applies_to_filter`,
@@ -461,6 +460,31 @@ pub(super) fn backward_filter_with(isa: Simd, s: &ConvShape, x: &[f32], dy: &[f3
                 let total: f64 = parts.iter().fold(0.0, |t, part| t + part[w][l]);
                 dw[(blk * CO_BLK + l) * s.c_in * 9 + w] = total as f32;
             }
+        }
+    }
+}
+
+/// dyb[p·16 + l] = src[l·hw + p] for p < hw, l < 16: a block's 16 dy planes with the channel
+/// innermost. Whole blocks of 16 pixels go through a 16 × 16 tile read a plane row at a time: the
+/// planes are hw apart (4 KiB at 32×32), so reading one pixel's 16 channels at a time hits one
+/// cache set 16 times per pixel. The last hw mod 16 pixels go one at a time.
+fn channels_innermost(src: &[f32], hw: usize, dyb: &mut [f32]) {
+    debug_assert!(src.len() == CO_BLK * hw && dyb.len() == CO_BLK * hw);
+    let full = hw / CO_BLK * CO_BLK;
+    let mut tile = [[0.0f32; CO_BLK]; CO_BLK];
+    for p0 in (0..full).step_by(CO_BLK) {
+        for (l, row) in tile.iter_mut().enumerate() {
+            row.copy_from_slice(&src[l * hw + p0..][..CO_BLK]);
+        }
+        for (j, d) in dyb[p0 * CO_BLK..][..CO_BLK * CO_BLK].chunks_exact_mut(CO_BLK).enumerate() {
+            for (d, row) in d.iter_mut().zip(&tile) {
+                *d = row[j];
+            }
+        }
+    }
+    for (p, d) in dyb.chunks_exact_mut(CO_BLK).enumerate().skip(full) {
+        for (l, d) in d.iter_mut().enumerate() {
+            *d = src[l * hw + p];
         }
     }
 }
