@@ -44,6 +44,7 @@ const TILE_CO: usize = 4;
 /// Consecutive q per forward tile: 2 vectors of 8.
 const TILE_Q: usize = 16;
 /// Vectors of 8 per forward tile.
+#[cfg(target_arch = "x86_64")]
 const TILE_V: usize = TILE_Q / 8;
 
 /// Whether the direct path computes this convolution when `c_out` channels come out (the input
