@@ -232,13 +232,17 @@ fn same_conv(
     let tco = tile_co(isa, c_out);
     assert!(c_out % tco == 0 && supported(isa), "direct conv: not applicable");
     // One tile: `tco` output channels × 16 consecutive q, with the kernel of `isa`.
-    // SAFETY: `isa`'s features were detected (asserted above); the caller keeps the bounds below.
-    let tile = |xp: &[f32], wt: &[f32], q0: usize, dst: &mut [f32], ld: usize| unsafe {
-        match (isa, tco) {
-            (Simd::Avx2, _) => forward_tile(xp, &g, c_in, wt, q0, dst, ld),
-            (Simd::Avx512, 16) => forward_tile512::<16>(xp, &g, c_in, wt, q0, dst, ld),
-            (Simd::Avx512, 8) => forward_tile512::<8>(xp, &g, c_in, wt, q0, dst, ld),
-            (Simd::Avx512, _) => forward_tile512::<TILE_CO>(xp, &g, c_in, wt, q0, dst, ld),
+    let tile = |xp: &[f32], wt: &[f32], q0: usize, dst: &mut [f32], ld: usize| {
+        let t = Tile { xp, g: &g, c_in, wt, q0, ld };
+        // SAFETY: `isa`'s features were detected (asserted above); the caller keeps the bounds
+        // below.
+        unsafe {
+            match (isa, tco) {
+                (Simd::Avx2, _) => forward_tile(t, dst),
+                (Simd::Avx512, 16) => forward_tile512::<16>(t, dst),
+                (Simd::Avx512, 8) => forward_tile512::<8>(t, dst),
+                (Simd::Avx512, _) => forward_tile512::<TILE_CO>(t, dst),
+            }
         }
     };
     if n == 0 || out_img == 0 || in_img == 0 {
@@ -280,22 +284,36 @@ fn same_conv(
     );
 }
 
+/// What a forward tile reads: `c_in` padded planes `xp` of geometry `g`, the tile's regrouped
+/// weights `wt` ([ci][tap][r]), its first q `q0`, and `ld`, the distance between its output rows.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    xp: &'a [f32],
+    g: &'a Planes,
+    c_in: usize,
+    wt: &'a [f32],
+    q0: usize,
+    ld: usize,
+}
+
+impl Tile<'_> {
+    /// Whether a tile of `co` output channels stays inside its slices (writing `dst`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn in_bounds(&self, co: usize, dst: &[f32]) -> bool {
+        let reads = self.c_in * self.g.plane;
+        self.xp.len() >= reads
+            && self.wt.len() >= self.c_in * 9 * co
+            && dst.len() >= (co - 1) * self.ld + TILE_Q
+    }
+}
+
 /// dst[r·ld..][..16] = Σ_ci Σ_tap wt[ci][tap][r] · xp[ci][q0 + off(tap) ..][..16] for r < 4, where
 /// off(ki, kj) = ki·wp + kj: 16 consecutive q of 4 output channels whose rows are `ld` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn forward_tile(
-    xp: &[f32],
-    g: &Planes,
-    c_in: usize,
-    wt: &[f32],
-    q0: usize,
-    dst: &mut [f32],
-    ld: usize,
-) {
-    debug_assert!(
-        xp.len() >= c_in * g.plane && wt.len() >= c_in * 36 && dst.len() >= (TILE_CO - 1) * ld + TILE_Q
-    );
+unsafe fn forward_tile(t: Tile<'_>, dst: &mut [f32]) {
+    debug_assert!(t.in_bounds(TILE_CO, dst));
+    let Tile { xp, g, c_in, wt, q0, ld } = t;
     let mut acc = [[_mm256_setzero_ps(); TILE_V]; TILE_CO];
     let (x, w) = (xp.as_ptr(), wt.as_ptr());
     for ci in 0..c_in {
@@ -322,7 +340,7 @@ unsafe fn forward_tile(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn forward_tile(_: &[f32], _: &Planes, _: usize, _: &[f32], _: usize, _: &mut [f32], _: usize) {
+unsafe fn forward_tile(_: Tile<'_>, _: &mut [f32]) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
@@ -332,18 +350,9 @@ unsafe fn forward_tile(_: &[f32], _: &Planes, _: usize, _: &[f32], _: usize, _: 
 /// so the two give identical bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn forward_tile512<const CO: usize>(
-    xp: &[f32],
-    g: &Planes,
-    c_in: usize,
-    wt: &[f32],
-    q0: usize,
-    dst: &mut [f32],
-    ld: usize,
-) {
-    debug_assert!(
-        xp.len() >= c_in * g.plane && wt.len() >= c_in * 9 * CO && dst.len() >= (CO - 1) * ld + TILE_Q
-    );
+unsafe fn forward_tile512<const CO: usize>(t: Tile<'_>, dst: &mut [f32]) {
+    debug_assert!(t.in_bounds(CO, dst));
+    let Tile { xp, g, c_in, wt, q0, ld } = t;
     let mut acc = [_mm512_setzero_ps(); CO];
     let (x, w) = (xp.as_ptr(), wt.as_ptr());
     for ci in 0..c_in {
@@ -364,15 +373,7 @@ unsafe fn forward_tile512<const CO: usize>(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn forward_tile512<const CO: usize>(
-    _: &[f32],
-    _: &Planes,
-    _: usize,
-    _: &[f32],
-    _: usize,
-    _: &mut [f32],
-    _: usize,
-) {
+unsafe fn forward_tile512<const CO: usize>(_: Tile<'_>, _: &mut [f32]) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
@@ -490,6 +491,13 @@ fn channels_innermost(src: &[f32], hw: usize, dyb: &mut [f32]) {
     }
 }
 
+/// Whether the filter kernels' reads stay inside `dy` and `x` for `images` images (W even).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn filter_in_bounds(dy: &[f32], x: &[f32], x_image: usize, images: usize, g: &Planes) -> bool {
+    let reads_dy = images * g.h * g.w * CO_BLK;
+    images > 0 && g.w % 2 == 0 && dy.len() >= reads_dy && x.len() >= (images - 1) * x_image + (g.h + 2) * g.wp
+}
+
 /// For the 3 taps (ki, kj) of kernel row `ki` and the 16 output channels of a block (2 vectors of
 /// lanes): Σ_i Σ_(oh,ow) dy_i[oh·W + ow][lane] · x_i[(oh + ki)·wp + ow + kj] over `images` images,
 /// image i's dy at `dy[i·H·W·16..]` and its padded input plane at `x[i·x_image..]`. Even and odd ow
@@ -505,9 +513,8 @@ unsafe fn filter_taps(
     g: &Planes,
     ki: usize,
 ) -> [[f32; CO_BLK]; 3] {
+    debug_assert!(filter_in_bounds(dy, x, x_image, images, g));
     let hw = g.h * g.w;
-    debug_assert!(images > 0 && g.w % 2 == 0 && dy.len() >= images * hw * CO_BLK);
-    debug_assert!(x.len() >= (images - 1) * x_image + (g.h + 2) * g.wp);
     let mut acc = [[[_mm256_setzero_ps(); 2]; 3]; 2];
     for i in 0..images {
         let (d, x) = (dy.as_ptr().add(i * hw * CO_BLK), x.as_ptr().add(i * x_image + ki * g.wp));
@@ -554,9 +561,8 @@ unsafe fn filter_taps512(
     images: usize,
     g: &Planes,
 ) -> [[f32; CO_BLK]; 9] {
+    debug_assert!(filter_in_bounds(dy, x, x_image, images, g));
     let hw = g.h * g.w;
-    debug_assert!(images > 0 && g.w % 2 == 0 && dy.len() >= images * hw * CO_BLK);
-    debug_assert!(x.len() >= (images - 1) * x_image + (g.h + 2) * g.wp);
     let mut acc = [[[_mm512_setzero_ps(); 3]; 2]; 3];
     for i in 0..images {
         let (d, x) = (dy.as_ptr().add(i * hw * CO_BLK), x.as_ptr().add(i * x_image));
