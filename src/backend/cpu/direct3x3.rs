@@ -287,6 +287,7 @@ fn same_conv(
 /// What a forward tile reads: `c_in` padded planes `xp` of geometry `g`, the tile's regrouped
 /// weights `wt` ([ci][tap][r]), its first q `q0`, and `ld`, the distance between its output rows.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 kernels read it all
 struct Tile<'a> {
     xp: &'a [f32],
     g: &'a Planes,
