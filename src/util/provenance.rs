@@ -33,7 +33,8 @@ pub struct Provenance {
     /// The target architecture, e.g. "x86_64".
     pub arch: String,
     /// The SIMD features detected at run time that the CPU kernels dispatch on (x86-64: "avx2",
-    /// "fma", "avx512f", ...); empty elsewhere.
+    /// "fma", "avx512f", ...), then "direct3x3=avx512" or "direct3x3=avx2": the kernels the f32
+    /// direct convolutions take (ILR_DIRECT_SIMD=avx2 caps them at AVX2); empty elsewhere.
     pub simd: Vec<String>,
     /// Host threads of the rayon pool the run trained in.
     pub threads: usize,
@@ -102,6 +103,8 @@ pub fn simd_features() -> Vec<String> {
             ($($f:tt),*) => {$(if std::is_x86_feature_detected!($f) { v.push($f.to_string()); })*};
         }
         detect!("sse4.1", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl");
+        // Which kernels the direct 3×3 convolutions take ("direct3x3=avx512" or "=avx2").
+        v.extend(crate::backend::cpu::direct_conv_simd().map(|k| format!("direct3x3={k}")));
         v
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -202,3 +202,49 @@ fn the_direct_path_is_taken_exactly_where_it_applies() {
     }
     assert!(rel_err(&via_backend, &naive_conv(&s, &to_f64(&x), &to_f64(&w))) < tol(9 * s.c_in));
 }
+
+/// The AVX-512 kernels give the AVX2 kernels' bits, on every shape above, for all three passes:
+/// every output is the same sequence of f32 operations in both (docs/PERFORMANCE.md). Skipped on a
+/// CPU without AVX-512F.
+#[test]
+fn the_avx512_kernels_give_the_avx2_bits() {
+    use direct3x3::Simd;
+    if !direct3x3::supported(Simd::Avx512) {
+        eprintln!("skipped: this CPU lacks AVX-512F (or AVX2 and FMA)");
+        return;
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let mut passes = [0; 3];
+    // The shapes above, and the nets' 16-, 32- and 64-channel layers (AVX-512 tiles of 16 output
+    // channels; the shapes above have tiles of 16, 8 and 4).
+    let nets =
+        [shape(3, 16, 32, 32, 16), shape(5, 32, 16, 16, 32), shape(9, 64, 8, 8, 64), shape(4, 8, 8, 8, 24)];
+    for (i, s) in SHAPES.iter().chain(&nets).enumerate() {
+        let mut g = rng(970 + i as u64);
+        let (x, w, dy) = (
+            to_f32(&uniform(&mut g, s.x_len())),
+            to_f32(&uniform(&mut g, s.w_len())),
+            to_f32(&uniform(&mut g, s.y_len())),
+        );
+        let run = |isa: Simd| {
+            let (mut y, mut dx, mut dw) =
+                (vec![f32::NAN; s.y_len()], vec![f32::NAN; s.x_len()], vec![f32::NAN; s.w_len()]);
+            if direct3x3::applies(s, s.c_out) {
+                direct3x3::forward_with(isa, s, &x, &w, &mut y);
+            }
+            if direct3x3::applies(s, s.c_in) {
+                direct3x3::backward_data_with(isa, s, &dy, &w, &mut dx);
+            }
+            if direct3x3::applies_to_filter(s) {
+                direct3x3::backward_filter_with(isa, s, &x, &dy, &mut dw);
+            }
+            [bits(&y), bits(&dx), bits(&dw)]
+        };
+        let (avx2, avx512) = (run(Simd::Avx2), run(Simd::Avx512));
+        for (pass, (a, b)) in avx2.iter().zip(&avx512).enumerate() {
+            assert!(a == b, "{s:?}: pass {pass} differs between AVX2 and AVX-512");
+            passes[pass] += usize::from(!f32::from_bits(a[0]).is_nan());
+        }
+    }
+    assert_eq!(passes, [15, 14, 13], "passes compared (forward, backward data, backward filter)");
+}
