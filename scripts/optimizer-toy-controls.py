@@ -10,6 +10,8 @@ recipe's, for 8 units, measured over the last 4. Δ* is the balance of src/stats
 1. Preconditioner control (AdamW): one group, two blocks whose gradient scales differ 1:1, 1:3, 1:10.
 2. Correlated-noise control (AdamW and Lion): ξ_t = e_t − a·e_(t−1), a = 0, 0.5, 0.9 (lag-1
    correlation 0, −0.4, −0.5), the white-noise premise of the predictions broken on purpose.
+3. Signal control (AdamW and SGD at η = 0.5, λ = 5e-3): a fixed descent direction μ·e added to the
+   noise, μ = 0, 0.3, 1.
 """
 import math
 import numpy as np
@@ -68,6 +70,31 @@ def run_split(scale_b, lr=1e-3, wd=2.5, b1=0.9, b2=0.999, d=1024, seeds=4, eps=1
     D_=np.sqrt((np.array(acc)**2).mean())
     return D_/adamw_pred(le,b1), np.mean(rad)
 
+def run_signal(kind, mu, d=1024, seeds=4, eps=1e-8):
+    rng=np.random.default_rng(3)
+    if kind=='adamw': lr,wd,b1,b2=1e-3,2.5,0.9,0.999
+    else: lr,wd=0.5,5e-3
+    le=lr*wd; steps=int(8/le); frm=steps//2
+    w=rng.standard_normal((seeds,d)); w/=np.linalg.norm(w,axis=1,keepdims=True)
+    e=rng.standard_normal((seeds,d))  # a fixed direction the loss descends along (a persistent signal)
+    m=np.zeros_like(w); v=np.zeros_like(w); acc=[]
+    for t in range(1,steps+1):
+        xi=rng.standard_normal((seeds,d))+mu*e
+        ww=(w*w).sum(1,keepdims=True)
+        g=(xi-((xi*w).sum(1,keepdims=True)/ww)*w)/np.sqrt(ww)
+        old=w.copy()
+        if kind=='adamw':
+            w=w*(1-lr*wd); m=m+(1-b1)*(g-m); v=b2*v+(1-b2)*g*g
+            w=w-lr*(m/(1-b1**t))/(np.sqrt(v/(1-b2**t))+eps)
+        else:
+            w=w-lr*(g+wd*w)
+        if t>frm:
+            cos=(old*w).sum(1)/np.linalg.norm(old,axis=1)/np.linalg.norm(w,axis=1)
+            acc.append(np.arccos(np.clip(cos,-1,1)))
+    D=np.sqrt((np.array(acc)**2).mean())
+    p=adamw_pred(le,b1) if kind=='adamw' else math.sqrt(2*le)
+    return D/p
+
 
 if __name__ == "__main__":
     for sb in [1.0, 3.0, 10.0]:
@@ -79,3 +106,6 @@ if __name__ == "__main__":
             r = run_correlated(kind, a)
             print(f"{kind}, noise e_t − {a}·e_(t−1) (lag-1 correlation {-a / (1 + a * a):.2f}): "
                   f"RMS Δ/Δ* = {r:.3f}", flush=True)
+    for kind in ["adamw", "sgd"]:
+        for mu in [0.0, 0.3, 1.0]:
+            print(f"{kind}, noise + {mu}·(a fixed direction): RMS Δ/Δ* = {run_signal(kind, mu):.3f}", flush=True)
