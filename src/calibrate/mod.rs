@@ -230,6 +230,7 @@ pub struct Settings {
     pub units_matched: f64,
 }
 
+/// Mean and sample SD of `v` (None when empty; the SD None with fewer than 2 values).
 fn mean_sd(v: &[f64]) -> (Option<f64>, Option<f64>) {
     if v.is_empty() {
         return (None, None);

@@ -13,7 +13,7 @@ use crate::stats::rotational::{
     adamw_angular_update, adamw_angular_update_req, adamw_equilibrium_norm, lion_angular_update,
     lion_angular_update_req, lion_equilibrium_norm,
 };
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::Serialize;
 
 /// Run length and measurement window, in units of 1/λ_e.
@@ -142,8 +142,9 @@ pub fn run_case(
         }
     }
     let per_seed: Vec<f64> = delta2.iter().map(|d| (d / n as f64).sqrt()).collect();
-    let mean = per_seed.iter().sum::<f64>() / seeds as f64;
-    let sd = (per_seed.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (seeds as f64 - 1.0)).sqrt();
+    let (Some(mean), Some(sd)) = super::mean_sd(&per_seed) else {
+        bail!("the optimizer toy needs at least 2 seeds, for a spread (got {seeds})");
+    };
     let half = t_quantile(0.975, (seeds - 1) as f64) * sd / (seeds as f64).sqrt();
     Ok(OptimizerRow {
         optimizer: opt,
