@@ -134,6 +134,7 @@ fn fake_run_ext(
         t_eq_units: t_eq.map(|t| t as f64 * ilr::stats::relaxation_rate(lambda_e, momentum)),
         time_unit: ilr::stats::unit_label(momentum).into(),
         in_equilibrium_at_end: t_eq.is_some(),
+        plateau: None,
         averaging_window: [800, 1000],
         final_metrics: FinalMetrics {
             train_loss: 1.0,

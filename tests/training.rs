@@ -81,3 +81,36 @@ fn reaches_the_theoretical_angular_update_with_momentum() {
     // γ = 0.9, λ_e = 5e-3: Δ* = sqrt(2ηλ/(1+γ)) ≈ 0.073 rad per step.
     assert_equilibrium(&tiny(0.05, 0.1, 0.9, 1200));
 }
+
+#[test]
+fn the_plateau_reference_times_adamw_against_each_groups_own_level() {
+    // AdamW at λ_e = 8e-3 (a unit is 125 steps) for 10 units from the Kaiming init; the summary's
+    // T_eq must be the plateau detector's over the ratios that metrics.jsonl records, and the plateau
+    // the groups' RMS Δ/Δ* over the last 2 units.
+    let mut cfg = tiny(1e-3, 8.0, 0.0, 1250);
+    cfg.optim.kind = ilr::optim::OptimKind::AdamW;
+    cfg.optim.betas = Some([0.9, 0.95]);
+    cfg.equilibrium.reference = ilr::stats::Reference::Plateau;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, path) = run(&cfg, dir.path());
+    let plateau = s.plateau.clone().expect("the plateau reference records the plateaus");
+    assert_eq!(plateau.len(), s.groups.len());
+    let records = train::read_metrics(&path.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = records.iter().map(|r| r.step).collect();
+    let ratios: Vec<f64> = records
+        .iter()
+        .flat_map(|r| r.groups.iter().map(|g| g.stats.angular_ratio.unwrap_or(f64::NAN)))
+        .collect();
+    let want = ilr::stats::plateau::plateau_equilibrium(&cfg.equilibrium, 8e-3, 0.0, 2, 0, &steps, &ratios);
+    // metrics.jsonl's floats parse back within an ulp (serde_json's default parser), so the plateaus
+    // are compared to 1e-12; T_eq and the end state exactly.
+    assert_eq!((s.t_eq_steps, s.in_equilibrium_at_end), (want.t_eq, want.inside_at_end));
+    for (got, want) in plateau.iter().zip(&want.plateau) {
+        assert!((got.unwrap() - want.unwrap()).abs() < 1e-12, "{plateau:?} vs {:?}", want);
+    }
+    let t = s.t_eq_steps.expect("AdamW settles within 10 units");
+    assert!(t > 0 && t < 1250 - 250, "T_eq {t} must be confirmed before the plateau's 2 units");
+    let json = std::fs::read_to_string(path.join("summary.json")).unwrap();
+    assert!(json.contains("\"plateau\""), "{json}");
+    assert!(std::fs::read_to_string(path.join("config.toml")).unwrap().contains("reference = \"plateau\""));
+}

@@ -12,6 +12,7 @@
 //! The slope of log T_eq on log(1/λ_e) is fitted on the per-λ_e means of the large arm
 //! (`report::fit::fit_loglog`: n_λ − 2 degrees of freedom). docs/CALIBRATION.md has the math.
 
+pub mod adamw_detector;
 pub mod analytic;
 pub mod optimizers;
 pub mod toy;
@@ -19,6 +20,7 @@ pub mod toy;
 use crate::report::fit::{fit_loglog, same_lambda_e, LogLogFit};
 use crate::report::plot::{Figure, Panel, Series, Style};
 use crate::stats::{relaxation_rate, Detector, EquilibriumConfig};
+use adamw_detector::AdamwCalibration;
 use analytic::{band_entry, closed_form_entry, Moments, ToyHyper};
 use anyhow::{ensure, Result};
 use optimizers::OptimizerRow;
@@ -163,6 +165,9 @@ pub struct Calibration {
     /// holds within [`OPTIMIZER_TOLERANCE`].
     pub optimizers: Vec<OptimizerRow>,
     pub optimizers_hold: bool,
+    /// Both detectors (against Δ* and against the plateau) on AdamW's toy at the settings of
+    /// `ilr reproduce fast-equilibrium-adamw` (`adamw_detector`).
+    pub adamw: AdamwCalibration,
     pub rows: Vec<Row>,
     pub lag_rows: Vec<Row>,
     pub momentum_rows: Vec<Row>,
@@ -306,7 +311,11 @@ pub fn run_cell(
 }
 
 /// Run every arm and summarise.
-pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Calibration> {
+pub fn run(
+    cfg: &CalibrationConfig,
+    mut on_row: impl FnMut(&Row),
+    on_adamw_row: impl FnMut(&adamw_detector::AdamwRow),
+) -> Result<Calibration> {
     cfg.validate()?;
     let t0 = std::time::Instant::now();
     let mut cell = |arm: &str, le: f64, gam: f64, init: f64, units: f64, stream: u64| -> Result<Row> {
@@ -384,6 +393,7 @@ pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Cali
         .map(|(i, (o, lr, wd))| optimizers::run_case(o, lr, wd, cfg.dim, cfg.seeds, 4000 + i as u64))
         .collect::<Result<Vec<_>>>()?;
     let optimizers_hold = optimizers.iter().all(|r| r.holds(OPTIMIZER_TOLERANCE));
+    let adamw = adamw_detector::run(&cfg.equilibrium, cfg.dim, cfg.seeds, on_adamw_row)?;
     let e = &cfg.equilibrium;
     Ok(Calibration {
         slope: fit.as_ref().map(|f| f.slope),
@@ -400,6 +410,7 @@ pub fn run(cfg: &CalibrationConfig, mut on_row: impl FnMut(&Row)) -> Result<Cali
         norm_term_b,
         optimizers,
         optimizers_hold,
+        adamw,
         rows,
         lag_rows,
         momentum_rows,
@@ -598,8 +609,9 @@ mod tests {
             units_matched: 3.0,
             ..CalibrationConfig::default()
         };
-        let c = run(&cfg, |_| {}).unwrap();
+        let c = run(&cfg, |_| {}, |_| {}).unwrap();
         assert_eq!((c.rows.len(), c.lag_rows.len(), c.momentum_rows.len()), (3, 3, 1));
+        assert_eq!(c.adamw.rows.len(), 2 * adamw_detector::LAMBDA_ES.len());
         for r in &c.rows {
             assert!((r.analytic_t_eq_units - r.closed_form_t_eq_units).abs() < 0.1, "{r:?}");
             assert!(r.reached > 0, "{r:?}");
@@ -609,7 +621,8 @@ mod tests {
         write(dir.path(), &c).unwrap();
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("calibration.json")).unwrap()).unwrap();
-        for k in ["slope", "ci95", "n_lambda", "lambda_e_span", "rows", "lag_rows", "momentum_rows"] {
+        for k in ["slope", "ci95", "n_lambda", "lambda_e_span", "rows", "lag_rows", "momentum_rows", "adamw"]
+        {
             assert!(json.get(k).is_some(), "calibration.json lacks {k}");
         }
         assert!(

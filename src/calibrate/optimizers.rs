@@ -14,6 +14,7 @@ use crate::stats::rotational::{
     lion_angular_update_req, lion_equilibrium_norm,
 };
 use anyhow::{bail, Result};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 /// Run length and measurement window, in units of 1/λ_e.
@@ -77,6 +78,74 @@ pub fn default_cases() -> Vec<(ToyOptimizer, f64, f64)> {
     ]
 }
 
+/// `seeds` independent vectors of dimension `dim` with white gradient noise, stepped together by
+/// the CPU backend's AdamW or Lion step in f64 (one segment per seed).
+pub struct OptimizerToy {
+    be: Cpu<f64>,
+    opt: ToyOptimizer,
+    dim: usize,
+    segments: Vec<Segment>,
+    params: Vec<f64>,
+    grads: Vec<f64>,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    sums: Vec<StepSums>,
+    rngs: Vec<ChaCha8Rng>,
+    t: u64,
+}
+
+impl OptimizerToy {
+    /// Every w₀ a random direction with ‖w₀‖² = `a0`; `stream` keeps the noise distinct.
+    pub fn new(opt: ToyOptimizer, lr: f64, wd: f64, dim: usize, seeds: usize, stream: u64, a0: f64) -> Self {
+        let ids: Vec<u64> = (0..seeds as u64).collect();
+        let mut rngs = seed_rngs(&ids, stream);
+        let params = random_directions(dim, a0, &mut rngs);
+        let n = params.len();
+        let segments =
+            (0..seeds).map(|k| Segment { offset: k * dim, len: dim, lr, wd, momentum: 0.0 }).collect();
+        Self {
+            be: Cpu::new(),
+            opt,
+            dim,
+            segments,
+            params,
+            grads: vec![0.0; n],
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            sums: vec![StepSums::default(); seeds],
+            rngs,
+            t: 0,
+        }
+    }
+
+    /// One step of every seed; with `log`, each seed's sums (Σw², Σd², Σw·d) of the step.
+    pub fn step(&mut self, log: bool) -> Result<Option<&[StepSums]>> {
+        self.t += 1;
+        fill_gradients(self.dim, 0.0, &self.params, &mut self.grads, &mut self.rngs);
+        let sums = log.then_some(&mut self.sums[..]);
+        match self.opt {
+            ToyOptimizer::AdamW { beta1, beta2 } => self.be.adam_step(AdamStep {
+                segments: &self.segments,
+                hyper: AdamHyper { beta1, beta2, eps: 1e-8, t: self.t, decoupled: true },
+                params: &mut self.params,
+                grads: &self.grads,
+                m: &mut self.m,
+                v: &mut self.v,
+                sums,
+            })?,
+            ToyOptimizer::Lion { beta1, beta2 } => self.be.lion_step(LionStep {
+                segments: &self.segments,
+                hyper: LionHyper { beta1, beta2 },
+                params: &mut self.params,
+                grads: &self.grads,
+                m: &mut self.m,
+                sums,
+            })?,
+        }
+        Ok(log.then_some(&self.sums[..]))
+    }
+}
+
 /// Runs one case with `seeds` vectors of dimension `dim`; `stream` keeps its noise distinct.
 pub fn run_case(
     opt: ToyOptimizer,
@@ -99,41 +168,12 @@ pub fn run_case(
             lion_angular_update_req(lambda_e, beta1, beta2),
         ),
     };
-    let be = Cpu::<f64>::new();
-    let ids: Vec<u64> = (0..seeds as u64).collect();
-    let mut rngs = seed_rngs(&ids, stream);
-    let mut params = random_directions(dim, norm * norm, &mut rngs);
-    let (mut grads, mut m, mut v) =
-        (vec![0.0; params.len()], vec![0.0; params.len()], vec![0.0; params.len()]);
-    let segments: Vec<Segment> =
-        (0..seeds).map(|k| Segment { offset: k * dim, len: dim, lr, wd, momentum: 0.0 }).collect();
+    let mut toy = OptimizerToy::new(opt, lr, wd, dim, seeds, stream, norm * norm);
     let steps = (UNITS / lambda_e).ceil() as u64;
     let from = steps - (WINDOW_UNITS / lambda_e).ceil() as u64;
-    let mut sums = vec![StepSums::default(); seeds];
     let (mut delta2, mut norms, mut n) = (vec![0.0; seeds], vec![0.0; seeds], 0usize);
     for t in 1..=steps {
-        fill_gradients(dim, 0.0, &params, &mut grads, &mut rngs);
-        let sums_arg = (t > from).then_some(&mut sums[..]);
-        match opt {
-            ToyOptimizer::AdamW { beta1, beta2 } => be.adam_step(AdamStep {
-                segments: &segments,
-                hyper: AdamHyper { beta1, beta2, eps: 1e-8, t, decoupled: true },
-                params: &mut params,
-                grads: &grads,
-                m: &mut m,
-                v: &mut v,
-                sums: sums_arg,
-            })?,
-            ToyOptimizer::Lion { beta1, beta2 } => be.lion_step(LionStep {
-                segments: &segments,
-                hyper: LionHyper { beta1, beta2 },
-                params: &mut params,
-                grads: &grads,
-                m: &mut m,
-                sums: sums_arg,
-            })?,
-        }
-        if t > from {
+        if let Some(sums) = toy.step(t > from)? {
             for (k, s) in sums.iter().enumerate() {
                 delta2[k] += angle_from_sums(s.ww, s.dd, s.wd).powi(2);
                 norms[k] += s.ww.sqrt();

@@ -288,8 +288,15 @@ fn print_summary(s: &Summary, rule: &Rule) {
             rule.kind()
         ),
         Some(t) => {
+            let against = match &s.plateau {
+                None => "smoothed RMS Δ/Δ* in band".to_string(),
+                Some(p) => format!(
+                    "against each group's plateau, RMS Δ/Δ* = {}",
+                    p.iter().map(|v| v.map_or("—".into(), |v| format!("{v:.3}"))).collect::<Vec<_>>().join(", ")
+                ),
+            };
             println!(
-                "equilibrium (smoothed RMS Δ/Δ* in band): T_eq = {t} steps, T_eq·λ_e = {:.3}, {:.3} units of {}",
+                "equilibrium ({against}): T_eq = {t} steps, T_eq·λ_e = {:.3}, {:.3} units of {}",
                 s.t_eq_lambda_e.unwrap_or(f64::NAN),
                 s.t_eq_units.unwrap_or(f64::NAN),
                 s.time_unit

@@ -73,7 +73,9 @@ fn compare_all(states: &[&EqState], metrics: &[&str]) -> Vec<MetricComparison> {
 pub fn analyse(recipe: Recipe, runs: &[&RunInfo], states: &[EqState], report: &ReportData) -> Analysis {
     match recipe {
         Recipe::AngularUpdate => angular_update(runs, states),
-        Recipe::FastEquilibrium => fast_equilibrium(&report.fast_equilibrium, &report.function_space),
+        Recipe::FastEquilibrium | Recipe::FastEquilibriumAdamw => {
+            fast_equilibrium(&report.fast_equilibrium, &report.function_space)
+        }
         Recipe::IntrinsicLr => intrinsic_lr(states),
         Recipe::ScheduleIndependence => schedule_independence(runs, states, report.function_space.first()),
         Recipe::SmallLr => small_lr(states),

@@ -172,7 +172,7 @@ pub fn reproduce(
 /// function space for fast-equilibrium and schedule-independence (its verdict quotes them).
 pub fn report_blocks(recipe: Recipe) -> Show {
     Show {
-        fits: recipe == Recipe::FastEquilibrium,
+        fits: matches!(recipe, Recipe::FastEquilibrium | Recipe::FastEquilibriumAdamw),
         function_space: matches!(recipe, Recipe::FastEquilibrium | Recipe::ScheduleIndependence),
     }
 }

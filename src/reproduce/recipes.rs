@@ -9,6 +9,7 @@ use serde::Serialize;
 pub enum Recipe {
     AngularUpdate,
     FastEquilibrium,
+    FastEquilibriumAdamw,
     IntrinsicLr,
     ScheduleIndependence,
     SmallLr,
@@ -27,9 +28,10 @@ pub enum Scale {
 }
 
 impl Recipe {
-    pub const ALL: [Recipe; 5] = [
+    pub const ALL: [Recipe; 6] = [
         Recipe::AngularUpdate,
         Recipe::FastEquilibrium,
+        Recipe::FastEquilibriumAdamw,
         Recipe::IntrinsicLr,
         Recipe::ScheduleIndependence,
         Recipe::SmallLr,
@@ -39,6 +41,7 @@ impl Recipe {
         match self {
             Recipe::AngularUpdate => "angular-update",
             Recipe::FastEquilibrium => "fast-equilibrium",
+            Recipe::FastEquilibriumAdamw => "fast-equilibrium-adamw",
             Recipe::IntrinsicLr => "intrinsic-lr",
             Recipe::ScheduleIndependence => "schedule-independence",
             Recipe::SmallLr => "small-lr",
@@ -57,6 +60,13 @@ impl Recipe {
                  λ_e, T_eq·λ_e stays bounded up to a log factor and curves collapse against steps·λ_e, in \
                  parameter space and in function space. (A slope of log T_eq on log(1/λ_e) below 1 does not \
                  refute it.)"
+            }
+            Recipe::FastEquilibriumAdamw => {
+                "Under AdamW (decoupled weight decay), equilibrium is reached within O(1/(ηλ)) steps up to log \
+                 factors (Wang and Aitchison's EMA timescale): over λ at fixed η, T_eq·ηλ stays bounded up to a \
+                 log factor, with matched initial norms, and the norm's log term where the init is large. T_eq \
+                 is measured against each group's own plateau (equilibrium.reference = \"plateau\"), since the \
+                 nets do not reach AdamW's predicted Δ* in every group (angular-update)."
             }
             Recipe::IntrinsicLr => {
                 "Runs with the same λ_e = ηλ but different (η, λ) reach the same equilibrium in accuracy, effective \
@@ -83,6 +93,12 @@ impl Recipe {
             (AngularUpdate, Paper) => include_str!("../../experiments/angular-update.paper.toml"),
             (FastEquilibrium, Tiny) => include_str!("../../experiments/fast-equilibrium.tiny.toml"),
             (FastEquilibrium, Paper) => include_str!("../../experiments/fast-equilibrium.paper.toml"),
+            (FastEquilibriumAdamw, Tiny) => {
+                include_str!("../../experiments/fast-equilibrium-adamw.tiny.toml")
+            }
+            (FastEquilibriumAdamw, Paper) => {
+                include_str!("../../experiments/fast-equilibrium-adamw.paper.toml")
+            }
             (IntrinsicLr, Tiny) => include_str!("../../experiments/intrinsic-lr.tiny.toml"),
             (IntrinsicLr, Paper) => include_str!("../../experiments/intrinsic-lr.paper.toml"),
             (ScheduleIndependence, Tiny) => include_str!("../../experiments/schedule-independence.tiny.toml"),

@@ -44,6 +44,29 @@ pub struct EquilibriumConfig {
     /// equally noisy at every λ_e. Not serialized at its default, so run ids are unchanged.
     #[serde(skip_serializing_if = "is_default_samples")]
     pub samples_per_unit: f64,
+    /// What each group's Δ is compared with: Δ* (`predicted`, the default) or the group's own
+    /// plateau at the end of the phase (`plateau`, `stats::plateau`), for optimizers whose Δ* the
+    /// nets do not reach. Not serialized at its default, so run ids are unchanged.
+    #[serde(skip_serializing_if = "Reference::is_predicted")]
+    pub reference: Reference,
+}
+
+/// The equilibrium value that the detector's ratios are taken against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reference {
+    /// Δ* of the optimizer (`optim::Rule::angular_theory`): T_eq is the time to reach the theory.
+    #[default]
+    Predicted,
+    /// The group's own RMS Δ over the last units of the phase (`stats::plateau`): T_eq is the time to
+    /// settle where the run ends up, whatever the theory says that is.
+    Plateau,
+}
+
+impl Reference {
+    fn is_predicted(&self) -> bool {
+        *self == Reference::Predicted
+    }
 }
 
 /// The default K of [`EquilibriumConfig::samples_per_unit`]: at the recipes' largest λ_e, 1.6e-2 with
@@ -57,7 +80,13 @@ fn is_default_samples(k: &f64) -> bool {
 
 impl Default for EquilibriumConfig {
     fn default() -> Self {
-        Self { tolerance: 0.1, window: 0.5, smoothing: 1.0, samples_per_unit: DEFAULT_SAMPLES_PER_UNIT }
+        Self {
+            tolerance: 0.1,
+            window: 0.5,
+            smoothing: 1.0,
+            samples_per_unit: DEFAULT_SAMPLES_PER_UNIT,
+            reference: Reference::Predicted,
+        }
     }
 }
 
@@ -203,7 +232,13 @@ mod tests {
 
     /// λ_e = 0.01, γ = 0: u = 100 steps; window 50 steps, τ = 5 steps, grid 1 step (K = 100).
     fn cfg() -> EquilibriumConfig {
-        EquilibriumConfig { tolerance: 0.1, window: 0.5, smoothing: 0.05, samples_per_unit: 100.0 }
+        EquilibriumConfig {
+            tolerance: 0.1,
+            window: 0.5,
+            smoothing: 0.05,
+            samples_per_unit: 100.0,
+            ..Default::default()
+        }
     }
 
     fn detector() -> Detector {
@@ -291,5 +326,8 @@ mod tests {
         assert!(!s.contains("samples_per_unit"), "{s}");
         let s = serde_json::to_string(&cfg()).unwrap();
         assert!(s.contains("samples_per_unit"), "{s}");
+        assert!(!s.contains("reference"), "{s}");
+        let p = EquilibriumConfig { reference: Reference::Plateau, ..cfg() };
+        assert!(serde_json::to_string(&p).unwrap().contains(r#""reference":"plateau""#));
     }
 }

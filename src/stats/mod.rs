@@ -5,10 +5,11 @@
 pub mod angle;
 pub mod equilibrium;
 pub mod layer;
+pub mod plateau;
 pub mod rotational;
 pub mod units;
 
 pub use angle::angle_from_sums;
-pub use equilibrium::{Detector, EquilibriumConfig};
+pub use equilibrium::{Detector, EquilibriumConfig, Reference};
 pub use layer::VectorStats;
 pub use units::{relaxation_rate, unit_label};

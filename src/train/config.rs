@@ -140,6 +140,7 @@ pub const KEYS_OMITTED_AT_DEFAULT: &[&str] = &[
     "train.precision",
     "train.dtype",
     "equilibrium.samples_per_unit",
+    "equilibrium.reference",
 ];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -125,6 +125,11 @@ pub struct Summary {
     /// Whether every group's smoothed RMS Δ/Δ* (the detector's) was within tolerance at the last
     /// logged step.
     pub in_equilibrium_at_end: bool,
+    /// With `equilibrium.reference = "plateau"`: each group's plateau, its RMS Δ/Δ* over the last
+    /// `stats::plateau::PLATEAU_UNITS` units (what T_eq and `in_equilibrium_at_end` are measured
+    /// against; null for a group without a finite ratio). Absent with the default reference, Δ*.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plateau: Option<Vec<Option<f64>>>,
     /// The logged steps over which the final angular updates were averaged: [first, last].
     pub averaging_window: [u64; 2],
     #[serde(rename = "final")]

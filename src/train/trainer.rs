@@ -25,7 +25,8 @@ use crate::checkpoint::{self, Checkpoint, OptimizerState, Precision, Rows};
 use crate::data::Batcher;
 use crate::model::PreResNet;
 use crate::optim::{Hyper, OptimKind, Optimizer};
-use crate::stats::{relaxation_rate, unit_label, Detector, VectorStats};
+use crate::stats::plateau::plateau_equilibrium;
+use crate::stats::{relaxation_rate, unit_label, Detector, Reference, VectorStats};
 use crate::util::provenance::Provenance;
 use anyhow::{bail, Context, Result};
 use std::time::Instant;
@@ -441,6 +442,27 @@ impl<'a, B: Backend> Trainer<'a, B> {
         Ok(())
     }
 
+    /// T_eq, whether the run ended in equilibrium, and the groups' plateaus: from the online detector
+    /// against Δ*, or with `equilibrium.reference = "plateau"` from the phase's logged ratios against
+    /// each group's own plateau (`stats::plateau`).
+    fn equilibrium(&self) -> (Option<u64>, bool, Option<Vec<Option<f64>>>) {
+        match self.cfg.equilibrium.reference {
+            Reference::Predicted => (self.detector.t_eq(), self.detector.inside_now(), None),
+            Reference::Plateau => {
+                let p = plateau_equilibrium(
+                    &self.cfg.equilibrium,
+                    self.hyper.lambda_e(),
+                    self.hyper.momentum(),
+                    self.cfg.train.stats_every,
+                    self.detector.phase_start(),
+                    &self.st.ratios.steps,
+                    &self.st.ratios.values,
+                );
+                (p.t_eq, p.inside_at_end, Some(p.plateau))
+            }
+        }
+    }
+
     /// The summary of the run (written to the run directory): final averages over the window,
     /// equilibrium, final metrics.
     pub fn finish(mut self, divergence: Option<Divergence>) -> Result<Summary> {
@@ -472,7 +494,7 @@ impl<'a, B: Backend> Trainer<'a, B> {
             };
             names.iter().enumerate().map(tensor).collect()
         };
-        let t_eq = self.detector.t_eq();
+        let (t_eq, in_equilibrium_at_end, plateau) = self.equilibrium();
         let be = self.be;
         let summary = Summary {
             run_id: self.run_id.clone(),
@@ -486,7 +508,8 @@ impl<'a, B: Backend> Trainer<'a, B> {
             t_eq_units: t_eq
                 .map(|t| t as f64 * relaxation_rate(self.hyper.lambda_e(), self.hyper.momentum())),
             time_unit: unit_label(self.hyper.momentum()).to_string(),
-            in_equilibrium_at_end: self.detector.inside_now(),
+            in_equilibrium_at_end,
+            plateau,
             averaging_window: avg_window,
             final_metrics: FinalMetrics {
                 train_loss: self.st.last_train.0,
