@@ -37,7 +37,7 @@ pub fn sgd_angular_update(lambda_e: f64, momentum: f64) -> f64 {
 
 /// The balance above for decay fraction δ and summed autocorrelation S: (x, Δ*) with
 /// x = η²E‖u‖²/‖w*‖².
-fn balance(delta: f64, s: f64) -> (f64, f64) {
+pub fn balance(delta: f64, s: f64) -> (f64, f64) {
     let keep = 1.0 - delta;
     let x = (2.0 * delta - delta * delta) / (1.0 + 2.0 * s);
     let along = x * s * s / (keep * keep);
@@ -72,7 +72,7 @@ pub fn adamw_equilibrium_norm(lr: f64, wd: f64, beta1: f64, d: usize) -> f64 {
 /// Correlation r_k of Lion's c_t = β₁m_{t−1} + (1 − β₁)g_t with c_{t−k} for white g, where
 /// m_t = β₂m_{t−1} + (1 − β₂)g_t: c_t = Σ_j a_j g_{t−j} with a_0 = 1 − β₁ and
 /// a_j = β₁(1 − β₂)β₂^{j−1}, so r_k = Σ_j a_{j+k}a_j / Σ_j a_j².
-fn lion_c_correlation(beta1: f64, beta2: f64, k: u32) -> f64 {
+pub fn lion_c_correlation(beta1: f64, beta2: f64, k: u32) -> f64 {
     let var = (1.0 - beta1).powi(2) + beta1 * beta1 * (1.0 - beta2) / (1.0 + beta2);
     let cov =
         beta1 * (1.0 - beta2) * beta2.powi(k as i32 - 1) * ((1.0 - beta1) + beta1 * beta2 / (1.0 + beta2));
@@ -85,7 +85,7 @@ fn lion_c_correlation(beta1: f64, beta2: f64, k: u32) -> f64 {
 
 /// S = Σ_{k≥1} (1 − λ_e)^k (2/π) arcsin(r_k): Lion's summed update autocorrelation. The terms fall
 /// like β₂^k; the sum stops when they are below 1e-15 of the first (or after 10⁶ terms).
-fn lion_autocorrelation_sum(lambda_e: f64, beta1: f64, beta2: f64) -> f64 {
+pub fn lion_autocorrelation_sum(lambda_e: f64, beta1: f64, beta2: f64) -> f64 {
     let mut sum = 0.0;
     for k in 1..=1_000_000u32 {
         let term = (1.0 - lambda_e).powi(k as i32)
