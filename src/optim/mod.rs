@@ -183,3 +183,40 @@ impl<B: Backend> Optimizer<B> {
         Ok(sums.map(|s| self.trained.iter().map(|x| x.0).zip(s).collect()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::cpu::Cpu;
+    use crate::model::ModelConfig;
+
+    #[test]
+    fn hyper_gives_lambda_e_momentum_and_each_rules_theory() {
+        let h = Hyper::sgd(0.5, 4e-3, 0.9);
+        assert_eq!((h.lambda_e(), h.momentum()), (0.5 * 4e-3, 0.9));
+        let delta = h.angular_theory().unwrap();
+        assert!((delta - (2.0 * 2e-3 / 1.9f64).sqrt()).abs() < 1e-15);
+        // SGD's effective LR is η/‖w‖², the Adam family's η/‖w‖.
+        assert_eq!(h.effective_lr(4.0), 0.5 / 4.0);
+        let adamw = Hyper { lr: 1e-3, wd: 2.0, rule: Rule::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 } };
+        assert_eq!((adamw.momentum(), adamw.effective_lr(4.0)), (0.0, 1e-3 / 2.0));
+        assert!(adamw.angular_theory().is_some_and(|d| d > 0.0 && d != delta));
+    }
+
+    #[test]
+    fn each_tensor_gets_its_groups_weight_decay() {
+        let layout = Layout::new(&ModelConfig { depth: 8, width: 0.5, ..ModelConfig::default() }, 3, 8, 10);
+        let mut cfg = OptimConfig { lr: 0.1, wd: Some(1e-3), wd_other: Some(0.0), ..OptimConfig::default() };
+        cfg.group_wd.insert("layer2.0.conv1".into(), 5e-3);
+        let opt = Optimizer::new(&Cpu::<f32>::new(), &cfg, &layout).unwrap();
+        let h = opt.hyper_at(0.0);
+        assert_eq!((h.lr, h.wd, opt.rule()), (0.1, 1e-3, cfg.rule()));
+        assert_eq!(h, Hyper::sgd(0.1, 1e-3, cfg.momentum));
+        let wd_of = |name: &str| opt.tensor_wd(layout.tensor_by_name(name).unwrap(), &h);
+        assert_eq!(wd_of("layer1.0.conv1.weight"), Some(1e-3));
+        assert!((wd_of("layer2.0.conv1.weight").unwrap() - 5e-3).abs() < 1e-18);
+        assert_eq!(wd_of("fc.weight"), Some(0.0));
+        let untrained = layout.tensors.iter().position(|t| !t.trainable);
+        assert!(untrained.is_none_or(|t| opt.tensor_wd(t, &h).is_none()));
+    }
+}
