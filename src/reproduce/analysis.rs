@@ -148,8 +148,16 @@ fn angular_update(runs: &[&RunInfo], states: &[EqState]) -> Analysis {
             (Some(a), None) => format!("; adam (coupled L2, the control): no prediction, groups' Δ spread {a:.2}×"),
             _ => String::new(),
         };
+        let missed = |k: &str| worst.get(k).is_some_and(|w| *w > ANGULAR_TOLERANCE);
+        let why = if missed("adamw") || missed("lion") {
+            "; why adamw and lion miss in this net (Lion's noise autocorrelation, the radial gradient inside \
+             jointly invariant groups) is measured by `cargo run --release --example equilibrium_probes -- \
+             lion|adamw` (docs/REPRODUCTION.md §1)"
+        } else {
+            ""
+        };
         format!(
-            "{} {} (criterion: every group and tensor within {:.0}% of its optimizer's Δ*){control}",
+            "{} {} (criterion: every group and tensor within {:.0}% of its optimizer's Δ*){control}{why}",
             if holds { "holds:" } else { "does not hold:" },
             per_kind.join("; "),
             100.0 * ANGULAR_TOLERANCE
