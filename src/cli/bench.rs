@@ -58,9 +58,15 @@ pub struct ProfileArgs {
     /// one opens.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: Device,
-    /// PreResNet depth (6n+2), on 32×32×3 inputs with 10 classes.
+    /// PreResNet depth (6n+2), on --size × --size × 3 inputs with 10 classes.
     #[arg(long, default_value_t = 20, value_parser = super::values::whole::<usize>)]
     pub depth: usize,
+    /// Channel width multiplier (the tiny recipes' net: --depth 8 --width 0.5).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f64,
+    /// Image side (the tiny recipes: 8 or 16).
+    #[arg(long, default_value_t = 32, value_parser = super::values::at_least_one::<usize>)]
+    pub size: usize,
     /// Batch size.
     #[arg(long, default_value_t = 128, value_parser = super::values::whole::<usize>)]
     pub batch: usize,
@@ -233,16 +239,20 @@ pub fn run_profile(a: ProfileArgs) -> Result<ExitCode> {
     if a.steps == 0 {
         bail!("--steps must be at least 1");
     }
+    if (a.depth < 8 || (a.depth - 2) % 6 != 0) || !(a.width.is_finite() && a.width > 0.0) {
+        bail!("--depth must be 6n+2 (8, 20, 32, ...) and --width positive (got {} and {})", a.depth, a.width);
+    }
     set_threads(a.threads)?;
+    let net = Net { depth: a.depth, width: a.width, size: a.size };
     let detected = gpu::detect();
     let (p, backend) = match open_gpu(a.device, &detected).map_err(|why| anyhow!("--device cuda: {why}"))? {
         Some(be) => {
             let clock = gpu::EventClock::new(&be)?;
-            (profile_train_step(&be, clock, &Net::cifar(a.depth), a.batch, 1, a.steps)?, be.name())
+            (profile_train_step(&be, clock, &net, a.batch, 1, a.steps)?, be.name())
         }
         None => {
             let be = Cpu::<f32>::new();
-            (profile_train_step(&be, WallClock, &Net::cifar(a.depth), a.batch, 1, a.steps)?, be.name())
+            (profile_train_step(&be, WallClock, &net, a.batch, 1, a.steps)?, be.name())
         }
     };
     let measured = ilr::bench::timing::median(&p.step_s);
@@ -250,9 +260,12 @@ pub fn run_profile(a: ProfileArgs) -> Result<ExitCode> {
     let ops = p.rows(false);
     let step: f64 = ops.iter().map(|r| r.seconds).sum();
     println!(
-        "PreResNet-{} batch {} on {backend} ({} threads), {} steps: median step {} ({:.1} images/s); ops below \
-         {} ({}, {:.1} images/s)",
+        "PreResNet-{}{} on {}×{} batch {} on {backend} ({} threads), {} steps: median step {} ({:.1} images/s); \
+         ops below {} ({}, {:.1} images/s)",
         a.depth,
+        if a.width == 1.0 { String::new() } else { format!(" ×{}", a.width) },
+        a.size,
+        a.size,
         a.batch,
         rayon::current_num_threads(),
         a.steps,
