@@ -219,4 +219,25 @@ mod tests {
         let untrained = layout.tensors.iter().position(|t| !t.trainable);
         assert!(untrained.is_none_or(|t| opt.tensor_wd(t, &h).is_none()));
     }
+
+    #[test]
+    fn state_buffers_carry_each_kinds_pytorch_names() {
+        let layout = Layout::new(&ModelConfig { depth: 8, width: 0.5, ..ModelConfig::default() }, 3, 8, 10);
+        let be = Cpu::<f32>::new();
+        for (kind, names) in [
+            (OptimKind::Sgd, &["momentum_buffer"][..]),
+            (OptimKind::AdamW, &["exp_avg", "exp_avg_sq"][..]),
+            (OptimKind::Lion, &["exp_avg"][..]),
+        ] {
+            let momentum = if kind == OptimKind::Sgd { 0.9 } else { 0.0 };
+            let cfg = OptimConfig { kind, lr: 1e-3, wd: Some(0.1), momentum, ..OptimConfig::default() };
+            let mut opt = Optimizer::new(&be, &cfg, &layout).unwrap();
+            let got: Vec<(&str, usize)> = opt.state().map(|(n, b)| (n, b.len())).collect();
+            assert_eq!(got, names.iter().map(|&n| (n, layout.num_params)).collect::<Vec<_>>());
+            let writable: Vec<&str> = opt.state_mut().map(|(n, _)| n).collect();
+            assert_eq!(writable, names);
+            assert!(opt.buffer(names[0]).is_some_and(|b| b.len() == layout.num_params));
+            assert!(opt.buffer("nope").is_none());
+        }
+    }
 }
