@@ -145,4 +145,22 @@ mod tests {
         assert_eq!(adamw(0.9).effective_lr(0.1, 0.0), f64::INFINITY);
         assert_eq!((sgd.momentum(), lion.momentum()), (0.9, 0.0));
     }
+
+    #[test]
+    fn each_rule_names_its_kind_and_only_adam_has_no_prediction() {
+        let adam = Rule::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+        let rules = [
+            (Rule::Sgd { momentum: 0.0 }, OptimKind::Sgd, true, "η/‖w‖²"),
+            (Rule::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8 }, OptimKind::AdamW, true, "η/‖w‖"),
+            (adam, OptimKind::Adam, false, "η/‖w‖"),
+            (Rule::Lion { beta1: 0.9, beta2: 0.99 }, OptimKind::Lion, true, "η/‖w‖"),
+        ];
+        for (rule, kind, predicts, label) in rules {
+            assert_eq!(
+                (rule.kind(), rule.has_prediction(), rule.effective_lr_label()),
+                (kind, predicts, label)
+            );
+            assert_eq!(rule.angular_theory(1e-3, 1.0).is_some(), predicts, "{rule:?}");
+        }
+    }
 }
