@@ -240,4 +240,39 @@ mod tests {
             assert!(opt.buffer("nope").is_none());
         }
     }
+
+    #[test]
+    fn a_step_of_every_kind_decays_each_tensor_by_its_own_lambda_and_counts_itself() {
+        // With zero gradients every kind's update is the decay alone (Adam's m̂/(√v̂ + ε) = 0 at
+        // t = 1, Lion's sign(0) = 0; SGD's λw goes through the momentum buffer, which starts at 0):
+        // w ← w(1 − ηλ_t) with λ_t the tensor's group λ. A wrong step count t = 0 would make Adam's
+        // bias correction 0/0.
+        let layout = Layout::new(&ModelConfig { depth: 8, width: 0.5, ..ModelConfig::default() }, 3, 8, 10);
+        let be = Cpu::<f64>::new();
+        let params: Vec<f64> = (0..layout.num_params).map(|i| 1.0 + (i % 7) as f64 * 0.25).collect();
+        let grads = vec![0.0; layout.num_params];
+        let (g1, g2) = (
+            layout.tensor_by_name("layer1.0.conv1.weight").unwrap(),
+            layout.tensor_by_name("layer2.0.conv1.weight").unwrap(),
+        );
+        for kind in [OptimKind::Sgd, OptimKind::AdamW, OptimKind::Lion] {
+            let mut cfg =
+                OptimConfig { kind, lr: 0.01, wd: Some(2.0), momentum: 0.0, ..OptimConfig::default() };
+            cfg.group_wd.insert("layer2.0.conv1".into(), 5.0);
+            let mut opt = Optimizer::new(&be, &cfg, &layout).unwrap();
+            let h = opt.hyper_at(0.0);
+            let mut p = params.clone();
+            let sums = opt.step(&be, &h, &mut p, &grads, true).unwrap().expect("sums were asked for");
+            assert_eq!(opt.steps(), 1, "{kind:?}");
+            assert_eq!(sums.len(), layout.tensors.iter().filter(|t| t.trainable).count());
+            for (t, lambda) in [(g1, 2.0), (g2, 5.0)] {
+                let r = layout.tensors[t].range();
+                for (new, old) in p[r.clone()].iter().zip(&params[r]) {
+                    assert!((new - old * (1.0 - 0.01 * lambda)).abs() < 1e-15, "{kind:?} {new} {old}");
+                }
+            }
+            opt.set_steps(41);
+            assert_eq!(opt.steps(), 41);
+        }
+    }
 }
