@@ -188,9 +188,9 @@ impl Planes {
         Planes { h, w, grid, plane: grid.q + 2 * grid.ld + 2 }
     }
 
-    /// off(ki, kj) = ki·ld + kj, in (ki, kj) order.
-    fn offsets(&self) -> [usize; 9] {
-        std::array::from_fn(|t| t / 3 * self.grid.ld + t % 3)
+    /// off(ki, kj) = ki·ld + kj.
+    fn taps(&self) -> Taps {
+        Taps { rows: (0..3).map(|ki| ki * self.grid.ld).collect(), cols: vec![0, 1, 2] }
     }
 
     /// Copies the H × W planes of `src` into zero-padded planes of length `plane` in `dst`.
@@ -214,33 +214,57 @@ fn tile_co(isa: Simd, c_out: usize) -> usize {
     }
 }
 
-/// One convolution over the q layout: out[co][q] = Σ_ci Σ_t wt(co, ci, t) · in[ci·chan + q + offs[t]],
-/// one FMA chain per output in (ci, t) order, with 1, 2, 4 or 9 taps.
+/// Tap offsets with a row part and a column part: tap t = (r, c) at rows[r] + cols[c], taken in
+/// (r, c) order; 1 to 3 of each (the kernel rows and columns that reach an output).
+struct Taps {
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+}
+
+impl Taps {
+    fn len(&self) -> usize {
+        self.rows.len() * self.cols.len()
+    }
+
+    /// The largest offset.
+    fn max(&self) -> usize {
+        self.rows.iter().max().unwrap_or(&0) + self.cols.iter().max().unwrap_or(&0)
+    }
+
+    /// The 9 offsets of a 3 × 3 set, in (r, c) order.
+    fn table(&self) -> [usize; 9] {
+        assert!(self.rows.len() == 3 && self.cols.len() == 3, "direct conv: 3 × 3 taps");
+        std::array::from_fn(|t| self.rows[t / 3] + self.cols[t % 3])
+    }
+}
+
+/// One convolution over the q layout: out[co][q] = Σ_ci Σ_t wt(co, ci, t) · in[ci·chan + q + off(t)]
+/// for the [`Taps`] off, one FMA chain per output in (ci, t) order, with 1, 2, 4 or 9 taps.
 struct Part {
-    offs: Vec<usize>,
+    taps: Taps,
     /// The weights regrouped for tiles of `tco` output channels: [co / tco][ci][t][co % tco].
     wt: Vec<f32>,
 }
 
 impl Part {
-    /// The part with taps at `offs` and weights `weight(co, ci, t)`, tiled for `isa`.
+    /// The part with `taps` and weights `weight(co, ci, t)`, tiled for `isa`.
     fn new(
         isa: Simd,
         c_out: usize,
         c_in: usize,
-        offs: Vec<usize>,
+        taps: Taps,
         weight: impl Fn(usize, usize, usize) -> f32,
     ) -> Part {
-        let (tco, taps) = (tile_co(isa, c_out), offs.len());
-        let mut wt = Vec::with_capacity(c_out * c_in * taps);
+        let tco = tile_co(isa, c_out);
+        let mut wt = Vec::with_capacity(c_out * c_in * taps.len());
         for blk in 0..c_out / tco {
             for ci in 0..c_in {
-                for t in 0..taps {
+                for t in 0..taps.len() {
                     wt.extend((0..tco).map(|r| weight(blk * tco + r, ci, t)));
                 }
             }
         }
-        Part { offs, wt }
+        Part { taps, wt }
     }
 }
 
@@ -282,9 +306,9 @@ impl Pass<'_> {
             "direct conv: outputs"
         );
         for part in parts {
-            assert_eq!(part.wt.len(), c_out * c_in * part.offs.len(), "direct conv: weight length");
+            assert_eq!(part.wt.len(), c_out * c_in * part.taps.len(), "direct conv: weight length");
             // Every tile's reads stay in its channel's `chan` elements (see `Part::tiles`).
-            assert!(part.offs.iter().all(|&o| o + g.q <= chan), "direct conv: tap offsets");
+            assert!(part.taps.max() + g.q <= chan, "direct conv: tap offsets");
         }
         if n == 0 || out_img == 0 || in_img == 0 {
             // Nothing to compute, or no input channels: every output is then an empty sum, zero as
@@ -329,18 +353,19 @@ impl Part {
         dst: &mut [f32],
         rows: bool,
     ) {
-        match self.offs.len() {
-            1 => self.tiles_t::<1>(isa, tco, g, c_in, chan, xp, dst, rows),
-            2 => self.tiles_t::<2>(isa, tco, g, c_in, chan, xp, dst, rows),
-            4 => self.tiles_t::<4>(isa, tco, g, c_in, chan, xp, dst, rows),
-            9 => self.tiles_t::<9>(isa, tco, g, c_in, chan, xp, dst, rows),
-            t => unreachable!("direct conv: {t} taps"),
+        match (self.taps.rows.len(), self.taps.cols.len()) {
+            (3, 3) => self.tiles_t::<3, 3>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (2, 2) => self.tiles_t::<2, 2>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (2, 1) => self.tiles_t::<2, 1>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (1, 2) => self.tiles_t::<1, 2>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (1, 1) => self.tiles_t::<1, 1>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (r, c) => unreachable!("direct conv: {r} × {c} taps"),
         }
     }
 
-    /// [`Part::tiles`] with `T` taps.
+    /// [`Part::tiles`] with `R` × `C` taps.
     #[allow(clippy::too_many_arguments)]
-    fn tiles_t<const T: usize>(
+    fn tiles_t<const R: usize, const C: usize>(
         &self,
         isa: Simd,
         tco: usize,
@@ -351,28 +376,29 @@ impl Part {
         dst: &mut [f32],
         rows: bool,
     ) {
-        let offs: [usize; T] = self.offs[..].try_into().expect("tap count");
-        let c_out = self.wt.len() / (c_in * T);
+        let taps_r: [usize; R] = self.taps.rows[..].try_into().expect("tap rows");
+        let taps_c: [usize; C] = self.taps.cols[..].try_into().expect("tap columns");
+        let c_out = self.wt.len() / (c_in * R * C);
         assert!(xp.len() == c_in * chan && dst.len() >= c_out * if rows { g.pixels() } else { g.q });
         // One tile: `tco` output channels × 16 consecutive q, with the kernel of `isa`.
         let tile = |wt: &[f32], q0: usize, dst: &mut [f32], ld: usize| {
-            let t = Tile { xp, chan, c_in, wt, q0, ld, offs };
+            let t = Tile { xp, chan, c_in, wt, q0, ld, rows: taps_r, cols: taps_c };
             // SAFETY: `isa`'s features were detected (`Pass::run` asserts it); the caller keeps
             // the bounds below.
             unsafe {
                 match (isa, tco) {
                     (Simd::Avx2, _) => forward_tile(t, dst),
-                    (Simd::Avx512, 16) => forward_tile512::<16, T>(t, dst),
-                    (Simd::Avx512, 8) => forward_tile512::<8, T>(t, dst),
-                    (Simd::Avx512, _) => forward_tile512::<TILE_CO, T>(t, dst),
+                    (Simd::Avx512, 16) => forward_tile512::<16, R, C>(t, dst),
+                    (Simd::Avx512, 8) => forward_tile512::<8, R, C>(t, dst),
+                    (Simd::Avx512, _) => forward_tile512::<TILE_CO, R, C>(t, dst),
                 }
             }
         };
         let hw = g.pixels();
-        for (blk, wt) in self.wt.chunks_exact(c_in * T * tco).enumerate() {
-            // Bounds (both cases): a tile at q0 reads xp[ci·chan + q0 + offs[t] + 0..16]
-            // ≤ (c_in − 1)·chan + q − 1 + offs[t] < c_in·chan (q0 + 16 ≤ q, offs[t] + q ≤ chan,
-            // asserted by `Pass::run`), and wt[0..c_in·T·tco]. It writes dst[r·ld + 0..16] for
+        for (blk, wt) in self.wt.chunks_exact(c_in * R * C * tco).enumerate() {
+            // Bounds (both cases): a tile at q0 reads xp[ci·chan + q0 + off(t) + 0..16]
+            // ≤ (c_in − 1)·chan + q − 1 + off(t) < c_in·chan (q0 + 16 ≤ q, off(t) + q ≤ chan,
+            // asserted by `Pass::run`), and wt[0..c_in·R·C·tco]. It writes dst[r·ld + 0..16] for
             // r < tco: in the planes at (tco·blk + r)·hw + r'·cols + c0 + 0..16 ≤ c_out·hw, in the
             // q layout at (tco·blk + r)·q + q0 + 0..16 ≤ c_out·q.
             if rows {
@@ -403,8 +429,7 @@ pub(super) fn forward_with(isa: Simd, s: &ConvShape, x: &[f32], w: &[f32], y: &m
         return stride2::forward(isa, s, x, w, y);
     }
     let p = Planes::new(s.h, s.w);
-    let part =
-        Part::new(isa, s.c_out, s.c_in, p.offsets().to_vec(), |co, ci, t| w[(co * s.c_in + ci) * 9 + t]);
+    let part = Part::new(isa, s.c_out, s.c_in, p.taps(), |co, ci, t| w[(co * s.c_in + ci) * 9 + t]);
     let hw = s.h * s.w;
     Pass {
         isa,
@@ -436,8 +461,7 @@ pub(super) fn backward_data_with(isa: Simd, s: &ConvShape, dy: &[f32], w: &[f32]
         return stride2::backward_data(isa, s, dy, w, dx);
     }
     let p = Planes::new(s.h, s.w);
-    let part =
-        Part::new(isa, s.c_in, s.c_out, p.offsets().to_vec(), |ci, co, t| w[(co * s.c_in + ci) * 9 + 8 - t]);
+    let part = Part::new(isa, s.c_in, s.c_out, p.taps(), |ci, co, t| w[(co * s.c_in + ci) * 9 + 8 - t]);
     let hw = s.h * s.w;
     Pass {
         isa,
@@ -456,96 +480,105 @@ pub(super) fn backward_data_with(isa: Simd, s: &ConvShape, dy: &[f32], w: &[f32]
 }
 
 /// What a forward tile reads: `c_in` prepared channels of `chan` elements in `xp`, the tile's
-/// regrouped weights `wt` ([ci][t][r]), its first q `q0`, `ld`, the distance between its output
-/// rows, and the offsets of its `T` taps.
+/// regrouped weights `wt` ([ci][t][k]), its first q `q0`, `ld`, the distance between its output
+/// rows, and its `R` × `C` taps (tap (r, c) at rows[r] + cols[c]).
 #[derive(Clone, Copy)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 kernels read it all
-struct Tile<'a, const T: usize> {
+struct Tile<'a, const R: usize, const C: usize> {
     xp: &'a [f32],
     chan: usize,
     c_in: usize,
     wt: &'a [f32],
     q0: usize,
     ld: usize,
-    offs: [usize; T],
+    rows: [usize; R],
+    cols: [usize; C],
 }
 
-impl<const T: usize> Tile<'_, T> {
+impl<const R: usize, const C: usize> Tile<'_, R, C> {
     /// Whether a tile of `co` output channels stays inside its slices (writing `dst`).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn in_bounds(&self, co: usize, dst: &[f32]) -> bool {
-        let last = self.offs.iter().max().map_or(0, |&o| (self.c_in - 1) * self.chan + self.q0 + o + TILE_Q);
+        let max_off = self.rows.iter().max().unwrap_or(&0) + self.cols.iter().max().unwrap_or(&0);
+        let last = (self.c_in.max(1) - 1) * self.chan + self.q0 + max_off + TILE_Q;
         self.xp.len() >= last
-            && self.wt.len() >= self.c_in * T * co
+            && self.wt.len() >= self.c_in * R * C * co
             && dst.len() >= (co - 1) * self.ld + TILE_Q
     }
 }
 
-/// dst[r·ld..][..16] = Σ_ci Σ_t wt[ci][t][r] · xp[ci·chan + q0 + offs[t] ..][..16] for r < 4: 16
-/// consecutive q of 4 output channels whose rows are `ld` apart.
+/// dst[k·ld..][..16] = Σ_ci Σ_(r,c) wt[ci][r·C + c][k] · xp[ci·chan + q0 + rows[r] + cols[c] ..][..16]
+/// for k < 4: 16 consecutive q of 4 output channels whose rows are `ld` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn forward_tile<const T: usize>(t: Tile<'_, T>, dst: &mut [f32]) {
+unsafe fn forward_tile<const R: usize, const C: usize>(t: Tile<'_, R, C>, dst: &mut [f32]) {
     debug_assert!(t.in_bounds(TILE_CO, dst));
-    let Tile { xp, chan, c_in, wt, q0, ld, offs } = t;
+    let Tile { xp, chan, c_in, wt, q0, ld, rows, cols } = t;
     let mut acc = [[_mm256_setzero_ps(); TILE_V]; TILE_CO];
     let (x, w) = (xp.as_ptr(), wt.as_ptr());
     for ci in 0..c_in {
-        let xc = x.add(ci * chan + q0);
-        for (tap, &off) in offs.iter().enumerate() {
-            let src = xc.add(off);
-            let v: [__m256; TILE_V] = std::array::from_fn(|j| _mm256_loadu_ps(src.add(8 * j)));
-            let wk = w.add((ci * T + tap) * TILE_CO);
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let b = _mm256_broadcast_ss(&*wk.add(r));
-                for j in 0..TILE_V {
-                    acc[j] = _mm256_fmadd_ps(b, v[j], acc[j]);
+        for (r, &row) in rows.iter().enumerate() {
+            let xr = x.add(ci * chan + q0 + row);
+            for (c, &col) in cols.iter().enumerate() {
+                let src = xr.add(col);
+                let v: [__m256; TILE_V] = std::array::from_fn(|j| _mm256_loadu_ps(src.add(8 * j)));
+                let wk = w.add(((ci * R + r) * C + c) * TILE_CO);
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let b = _mm256_broadcast_ss(&*wk.add(k));
+                    for j in 0..TILE_V {
+                        acc[j] = _mm256_fmadd_ps(b, v[j], acc[j]);
+                    }
                 }
             }
         }
     }
     let y = dst.as_mut_ptr();
-    for (r, acc) in acc.iter().enumerate() {
+    for (k, acc) in acc.iter().enumerate() {
         for (j, &a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(y.add(r * ld + 8 * j), a);
+            _mm256_storeu_ps(y.add(k * ld + 8 * j), a);
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn forward_tile<const T: usize>(_: Tile<'_, T>, _: &mut [f32]) {
+unsafe fn forward_tile<const R: usize, const C: usize>(_: Tile<'_, R, C>, _: &mut [f32]) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
 /// [`forward_tile`] with AVX-512F for `CO` output channels (one 16-lane register each, weights
-/// broadcast from memory): dst[r·ld..][..16] = Σ_ci Σ_t wt[ci][t][r] · xp[ci·chan + q0 + offs[t] ..][..16]
-/// for r < CO. Each output is the same FMA chain over (ci, t), from zero, as in [`forward_tile`],
-/// so the two give identical bits.
+/// broadcast from memory): dst[k·ld..][..16] = Σ_ci Σ_(r,c) wt[ci][r·C + c][k] ·
+/// xp[ci·chan + q0 + rows[r] + cols[c] ..][..16] for k < CO. Each output is the same FMA chain over
+/// (ci, r, c), from zero, as in [`forward_tile`], so the two give identical bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn forward_tile512<const CO: usize, const T: usize>(t: Tile<'_, T>, dst: &mut [f32]) {
+unsafe fn forward_tile512<const CO: usize, const R: usize, const C: usize>(
+    t: Tile<'_, R, C>,
+    dst: &mut [f32],
+) {
     debug_assert!(t.in_bounds(CO, dst));
-    let Tile { xp, chan, c_in, wt, q0, ld, offs } = t;
+    let Tile { xp, chan, c_in, wt, q0, ld, rows, cols } = t;
     let mut acc = [_mm512_setzero_ps(); CO];
     let (x, w) = (xp.as_ptr(), wt.as_ptr());
     for ci in 0..c_in {
-        let xc = x.add(ci * chan + q0);
-        for (tap, &off) in offs.iter().enumerate() {
-            let v = _mm512_loadu_ps(xc.add(off));
-            let wk = w.add((ci * T + tap) * CO);
-            for (r, acc) in acc.iter_mut().enumerate() {
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*wk.add(r)), v, *acc);
+        for (r, &row) in rows.iter().enumerate() {
+            let xr = x.add(ci * chan + q0 + row);
+            for (c, &col) in cols.iter().enumerate() {
+                let v = _mm512_loadu_ps(xr.add(col));
+                let wk = w.add(((ci * R + r) * C + c) * CO);
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*wk.add(k)), v, *acc);
+                }
             }
         }
     }
     let y = dst.as_mut_ptr();
-    for (r, &a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(y.add(r * ld), a);
+    for (k, &a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(y.add(k * ld), a);
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn forward_tile512<const CO: usize, const T: usize>(_: Tile<'_, T>, _: &mut [f32]) {
+unsafe fn forward_tile512<const CO: usize, const R: usize, const C: usize>(_: Tile<'_, R, C>, _: &mut [f32]) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
@@ -572,7 +605,7 @@ pub(super) fn backward_filter_with(isa: Simd, s: &ConvShape, x: &[f32], dy: &[f3
         grid: p.grid,
         chan: p.plane,
         prepare: &|src, dst| p.pad(src, dst),
-        offs: p.offsets(),
+        offs: p.taps().table(),
     }
     .run(x, dy, dw);
 }

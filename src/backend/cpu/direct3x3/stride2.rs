@@ -23,7 +23,7 @@
 //! - **backward filter**: dw[co][ci][ki][kj] = Σ_n Σ_(oh,ow) dy[co][oh][ow] · X_(ki mod 2, kj mod 2)[q + ⌊ki/2⌋·we + ⌊kj/2⌋]:
 //!   [`FilterPass`] with the forward's split and offsets, over the OH × OW output pixels.
 
-use super::{FilterPass, Grid, Part, Pass, Simd};
+use super::{FilterPass, Grid, Part, Pass, Simd, Taps};
 use crate::backend::ConvShape;
 
 /// Whether a 3×3 stride-2 pad-1 conv fits the direct path: at least 8 output columns, so that the
@@ -61,29 +61,37 @@ impl Phases {
         4 * self.plen
     }
 
-    /// off(ki, kj) = (2·(ki mod 2) + kj mod 2)·plen + ⌊ki/2⌋·we + ⌊kj/2⌋, in (ki, kj) order.
-    fn offsets(&self) -> [usize; 9] {
-        std::array::from_fn(|t| {
-            let (ki, kj) = (t / 3, t % 3);
-            (2 * (ki % 2) + kj % 2) * self.plen + ki / 2 * self.grid.ld + kj / 2
-        })
+    /// off(ki, kj) = (2·(ki mod 2) + kj mod 2)·plen + ⌊ki/2⌋·we + ⌊kj/2⌋: a row part in ki and a
+    /// column part in kj.
+    fn taps(&self) -> Taps {
+        let (plen, we) = (self.plen, self.grid.ld);
+        Taps {
+            rows: (0..3).map(|ki| 2 * (ki % 2) * plen + ki / 2 * we).collect(),
+            cols: (0..3).map(|kj| kj % 2 * plen + kj / 2).collect(),
+        }
     }
 
     /// The four phases of each zero-padded H × W plane of `src` into `dst` (4·plen per channel):
-    /// X_ab[i·we + m] = x[2i + a − 1][2m + b − 1], zero outside x.
+    /// X_ab[i·we + m] = xp[2i + a][2m + b] = x[2i + a − 1][2m + b − 1], zero outside x. Input row r
+    /// is padded row r + 1: its columns 2m go to X_(a,1)[m], its columns 2m + 1 to X_(a,0)[m + 1].
+    /// Reads c_in·H·W and writes c_in·4·plen elements (zeros first).
     fn split(&self, src: &[f32], dst: &mut [f32]) {
-        let we = self.grid.ld;
-        for (x, d) in src.chunks_exact(self.h * self.w).zip(dst.chunks_exact_mut(self.chan())) {
+        let (we, w) = (self.grid.ld, self.w);
+        for (x, d) in src.chunks_exact(self.h * w).zip(dst.chunks_exact_mut(self.chan())) {
             d.fill(0.0);
-            for (phase, d) in d.chunks_exact_mut(self.plen).enumerate() {
-                let (a, b) = (phase / 2, phase % 2);
-                // Rows i ≥ 1 − a with 2i + a − 1 < H; columns m ≥ 1 − b, reading x columns
-                // 1 − b, 3 − b, … (≤ OW of them, so they stay in the row of we).
-                for i in 1 - a..=self.grid.rows {
-                    let Some(row) = x.chunks_exact(self.w).nth(2 * i + a - 1) else { break };
-                    for (d, &v) in d[i * we + 1 - b..].iter_mut().zip(row[1 - b..].iter().step_by(2)) {
-                        *d = v;
-                    }
+            let (top, bottom) = d.split_at_mut(2 * self.plen);
+            let (x00, x01) = top.split_at_mut(self.plen);
+            let (x10, x11) = bottom.split_at_mut(self.plen);
+            for (r, row) in x.chunks_exact(w).enumerate() {
+                // Padded row r + 1 = 2i + a.
+                let (i, a) = (r.div_ceil(2), (r + 1) % 2);
+                let (b0, b1) = if a == 0 { (&mut *x00, &mut *x01) } else { (&mut *x10, &mut *x11) };
+                let (b0, b1) = (&mut b0[i * we + 1..][..w / 2], &mut b1[i * we..][..w.div_ceil(2)]);
+                for ((pair, d1), d0) in row.chunks_exact(2).zip(b1.iter_mut()).zip(b0.iter_mut()) {
+                    (*d1, *d0) = (pair[0], pair[1]);
+                }
+                if w % 2 == 1 {
+                    b1[w / 2] = row[w - 1];
                 }
             }
         }
@@ -111,11 +119,11 @@ impl Phases {
             for (ih, row) in d.chunks_exact_mut(self.w).enumerate() {
                 let (a, t) = (ih % 2, ih / 2);
                 let (even, odd) = (phase(2 * a, ci, t), phase(2 * a + 1, ci, t));
-                for ((pair, &e), &o) in row.chunks_mut(2).zip(even).zip(odd) {
-                    pair[0] = e;
-                    if let Some(d) = pair.get_mut(1) {
-                        *d = o;
-                    }
+                for ((pair, &e), &o) in row.chunks_exact_mut(2).zip(even).zip(odd) {
+                    (pair[0], pair[1]) = (e, o);
+                }
+                if self.w % 2 == 1 {
+                    row[self.w - 1] = even[self.w / 2];
                 }
             }
         }
@@ -125,8 +133,7 @@ impl Phases {
 /// y = conv(x, w) at stride 2, overwritten: [`Pass`] over the split input.
 pub(super) fn forward(isa: Simd, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
     let p = Phases::new(s);
-    let part =
-        Part::new(isa, s.c_out, s.c_in, p.offsets().to_vec(), |co, ci, t| w[(co * s.c_in + ci) * 9 + t]);
+    let part = Part::new(isa, s.c_out, s.c_in, p.taps(), |co, ci, t| w[(co * s.c_in + ci) * 9 + t]);
     Pass {
         isa,
         n: s.n,
@@ -150,15 +157,14 @@ pub(super) fn backward_data(isa: Simd, s: &ConvShape, dy: &[f32], w: &[f32], dx:
     let we = p.grid.ld;
     let parts: Vec<Part> = (0..4)
         .map(|phase| {
-            // (tap, offset) in (ki, kj) order.
-            let taps: Vec<(usize, usize)> = TAPS_BY_PARITY[phase / 2]
-                .iter()
-                .flat_map(|&(ki, du)| {
-                    TAPS_BY_PARITY[phase % 2].iter().map(move |&(kj, dv)| (ki * 3 + kj, du * we + dv))
-                })
-                .collect();
-            let offs = taps.iter().map(|&(_, off)| off).collect();
-            Part::new(isa, s.c_in, s.c_out, offs, |ci, co, t| w[(co * s.c_in + ci) * 9 + taps[t].0])
+            let (rows, cols) = (TAPS_BY_PARITY[phase / 2], TAPS_BY_PARITY[phase % 2]);
+            let taps = Taps {
+                rows: rows.iter().map(|&(_, du)| du * we).collect(),
+                cols: cols.iter().map(|&(_, dv)| dv).collect(),
+            };
+            // Tap t = (r, c) is kernel tap (rows[r].0, cols[c].0).
+            let tap = |t: usize| rows[t / cols.len()].0 * 3 + cols[t % cols.len()].0;
+            Part::new(isa, s.c_in, s.c_out, taps, |ci, co, t| w[(co * s.c_in + ci) * 9 + tap(t)])
         })
         .collect();
     Pass {
@@ -186,7 +192,7 @@ pub(super) fn backward_filter(isa: Simd, s: &ConvShape, x: &[f32], dy: &[f32], d
         grid: p.grid,
         chan: p.chan(),
         prepare: &|src, dst| p.split(src, dst),
-        offs: p.offsets(),
+        offs: p.taps().table(),
     }
     .run(x, dy, dw);
 }
