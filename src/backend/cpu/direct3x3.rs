@@ -6,14 +6,18 @@
 //! [`stride2`] has the stride-2 layout, which feeds the same kernels.
 //!
 //! **The q layout.** Each pass first copies one image's input planes into a prepared form of
-//! `chan` elements per channel in which every tap t of the 3×3 kernel is one constant offset
-//! off[t]: output (r, c) is computed at q = r·ld + c and tap t reads in[ci·chan + q + off[t]], so a
-//! run of consecutive q is one contiguous load per tap ([`Grid`], [`Part`]). Stride 1: the input
-//! plane zero-padded to width ld = W + 2 and flattened, xp[i·ld + j] = x[i−1][j−1], off(ki, kj) =
-//! ki·ld + kj. The tiles of 16 consecutive q cover each output row exactly when the output width is
-//! a multiple of 16 and store straight into y; otherwise (W = 8, 24, …) they run over the whole q
-//! layout, and the q with c ≥ the output width (2 a row at stride 1: 25% more work at W = 8, still
-//! faster than im2col + GEMM there) are discarded.
+//! `chan` elements per channel in which every tap (ki, kj) is one constant offset, a row part plus
+//! a column part, off(ki, kj) = rows[ki] + cols[kj] ([`Taps`]): output (r, c) is computed at
+//! q = r·ld + c and reads in[ci·chan + q + off(ki, kj)], so a run of consecutive q is one
+//! contiguous load per tap ([`Grid`], [`Part`]). Stride 1: the input plane zero-padded to width
+//! ld = W + 2 and flattened, xp[i·ld + j] = x[i−1][j−1], off(ki, kj) = ki·ld + kj. Stride 2: the
+//! four phases of the padded plane ([`stride2`]). The tiles of 16 consecutive q cover each output
+//! row exactly when the output width is a multiple of 16 and store straight into y; otherwise
+//! (W = 8, 24, …) they run over the whole q layout, and the q with c ≥ the output width (2 a row at
+//! stride 1: 25% more work at W = 8, still faster than im2col + GEMM there) are discarded. The
+//! kernels take the row and column parts as const-generic arrays (1 to 3 each), so the column loop
+//! unrolls as it did with ki·ld + kj written out (a flat table of 9 offsets cost the 16-channel
+//! stride-1 kernels 2–7%).
 //!
 //! - forward: y[co][q] = Σ_ci Σ_(ki,kj) w[co][ci][ki][kj] · xp[ci][q + off(ki, kj)];
 //! - backward data at stride 1: the same convolution of padded dy with
