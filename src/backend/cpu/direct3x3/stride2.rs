@@ -20,8 +20,9 @@
 //!   offsets du·we + dv (du = 1 for ki = 0, else 0) into dy padded with a zero row and column at the
 //!   bottom and right: four [`Part`]s over the OH × OW grid (9 taps in all, as the forward), one FMA
 //!   chain per output over (co, ki, kj) in order, then interleaved into dx (c_in·H·W elements moved).
-//! - **backward filter**: dw[co][ci][ki][kj] = Σ_n Σ_(oh,ow) dy[co][oh][ow] · X_(ki mod 2, kj mod 2)[q + ⌊ki/2⌋·we + ⌊kj/2⌋]:
-//!   [`FilterPass`] with the forward's split and offsets, over the OH × OW output pixels.
+//! - **backward filter**: dw[co][ci][ki][kj] = Σ_n Σ_(oh,ow) dy[co][oh][ow] · X(ki, kj) with
+//!   X(ki, kj) = X_(ki mod 2, kj mod 2) at q + ⌊ki/2⌋·we + ⌊kj/2⌋: [`FilterPass`] with the forward's
+//!   split and offsets, over the OH × OW output pixels (c_in·4·plen elements of x an image).
 
 use super::{FilterPass, Grid, Part, Pass, Simd, Taps};
 use crate::backend::ConvShape;

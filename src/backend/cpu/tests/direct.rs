@@ -7,7 +7,8 @@
 //! by up to ε/2 of its partial sum (ε = 2⁻²³), partial sums being about √k·σ: a random walk of
 //! about ε·K·σ/√24 against a sum of about √K·σ, so 0.2·ε·√K relative. The measure, the largest
 //! error over the largest output (a few standard deviations each), stays within about ε·√K
-//! (measured: ≤ 0.41·ε·√K over the stride-1 shapes, ≤ 0.47·ε·√K over the stride-2 ones), which [`tol`] allows twice over: 2.9e-6 for K = 144.
+//! (measured: ≤ 0.41·ε·√K over the stride-1 shapes, ≤ 0.47·ε·√K over the stride-2 ones), which
+//! [`tol`] allows twice over: 2.9e-6 for K = 144.
 //! K is the longest f32 sum of a pass ([`terms`]): 9·c_in a forward output, 9·c_out (stride 1) or
 //! at most 4·c_out (stride 2: an input pixel gets 1, 2 or 4 taps) a data-gradient output, and the
 //! pixels of one parity in one group for the filter gradient ([`filter_terms`]). A wrong tap,
