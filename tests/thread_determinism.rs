@@ -6,7 +6,8 @@
 //! The shapes are chosen so that every fixed chunking in src/backend/cpu is ragged: batch 37 splits
 //! into uneven conv blocks and filter-gradient chunks, and the SGD segments into partial chunks.
 //! At 16×16 input (channels 8, 16, 32 at 16×16, 8×8, 4×4) the direct 3×3 convolutions run too on a
-//! CPU with AVX2 and FMA, their filter gradient at 8×8.
+//! CPU with AVX2 and FMA, their filter gradient at 8×8; so does the stride-2 8 → 16 conv from 16×16
+//! to 8×8, all three passes (its filter gradient in 8 fixed chunks: 7 of 5 images and one of 2), while the 16 → 32 one to 4×4 stays on im2col + GEMM.
 
 use ilr::backend::cpu::Cpu;
 use ilr::backend::{Backend, Real};

@@ -1,19 +1,29 @@
-//! 3×3, stride-1, pad-1 convolutions of f32 computed directly with AVX-512F or AVX2 + FMA (the best
-//! the CPU has, detected at run time: [`simd`]; both give the same bits): no im2col matrix and
-//! no GEMM packing, which for 16 channels at 32×32 cost about as much as the multiply-adds themselves
-//! (docs/PERFORMANCE.md). Used where [`applies`] says so; everything else goes through im2col + GEMM.
+//! 3×3 pad-1 convolutions of f32, stride 1 and stride 2, computed directly with AVX-512F or AVX2 +
+//! FMA (the best the CPU has, detected at run time: [`simd`]; both give the same bits): no im2col
+//! matrix and no GEMM packing, which for 16 channels at 32×32 cost about as much as the
+//! multiply-adds themselves (docs/PERFORMANCE.md). Used where [`applies`] says so; everything else
+//! goes through im2col + GEMM. This file has the kernels, the drivers and the stride-1 layout;
+//! [`stride2`] has the stride-2 layout, which feeds the same kernels.
 //!
-//! **Layout.** Each H × W input plane is copied into a zero-padded plane of width wp = W + 2,
-//! flattened: xp[i·wp + j] = x[i−1][j−1], zero on the border and in the trailing slack. Output
-//! (oh, ow) is computed at flat index q = oh·wp + ow, where tap (ki, kj) reads xp[q + ki·wp + kj]:
-//! every tap is one constant offset, so a run of consecutive q is one contiguous load per tap. The
-//! tiles of 16 consecutive q cover each output row exactly when W is a multiple of 16 and store
-//! straight into y; otherwise (W = 8, 24, …) they run over the whole q layout, and the q with
-//! ow ≥ W (2 a row: 25% more work at W = 8, still faster than im2col + GEMM there) are discarded.
+//! **The q layout.** Each pass first copies one image's input planes into a prepared form of
+//! `chan` elements per channel in which every tap (ki, kj) is one constant offset, a row part plus
+//! a column part, off(ki, kj) = rows[ki] + cols[kj] ([`Taps`]): output (r, c) is computed at
+//! q = r·ld + c and reads in[ci·chan + q + off(ki, kj)], so a run of consecutive q is one
+//! contiguous load per tap ([`Grid`], [`Part`]). Stride 1: the input plane zero-padded to width
+//! ld = W + 2 and flattened, xp[i·ld + j] = x[i−1][j−1], off(ki, kj) = ki·ld + kj. Stride 2: the
+//! four phases of the padded plane ([`stride2`]). The tiles of 16 consecutive q cover each output
+//! row exactly when the output width is a multiple of 16 and store straight into y; otherwise
+//! (W = 8, 24, …) they run over the whole q layout, and the q with c ≥ the output width (2 a row at
+//! stride 1: 25% more work at W = 8, still faster than im2col + GEMM there) are discarded. The
+//! kernels take the row and column parts as const-generic arrays (1 to 3 each), so the column loop
+//! unrolls as it did with ki·ld + kj written out (a flat table of 9 offsets cost the 16-channel
+//! stride-1 kernels 2–7%).
 //!
-//! - forward: y[co][q] = Σ_ci Σ_(ki,kj) w[co][ci][ki][kj] · xp[ci][q + ki·wp + kj];
-//! - backward data: the same convolution of padded dy with w'[ci][co][ki][kj] = w[co][ci][2−ki][2−kj];
-//! - backward filter: dw[co][ci][ki][kj] = Σ_n Σ_(oh,ow) dy[n][co][oh][ow] · xp[n][ci][(oh + ki)·wp + ow + kj],
+//! - forward: y[co][q] = Σ_ci Σ_(ki,kj) w[co][ci][ki][kj] · xp[ci][q + off(ki, kj)];
+//! - backward data at stride 1: the same convolution of padded dy with
+//!   w'[ci][co][ki][kj] = w[co][ci][2−ki][2−kj] (at stride 2 four such convolutions, one per phase
+//!   of dx: [`stride2`]);
+//! - backward filter: dw[co][ci][ki][kj] = Σ_n Σ_(r,c) dy[n][co][r][c] · xp[n][ci][r·ld + c + off(ki, kj)],
 //!   vectorized over co: dy is copied with 16 channels innermost, dyb[p][16], a pixel's 16 values
 //!   being two vectors, and each x value is broadcast.
 //!
@@ -27,17 +37,19 @@
 //! accumulators; per 2 pixels 2 loads, 18 broadcasts and 18 FMAs).
 //!
 //! **Summation order, fixed by the shape.** Forward and backward data sum each output in one FMA
-//! chain over (ci, ki, kj) in order, one task per image. The filter gradient cuts the batch into
-//! the same [`FILTER_CHUNKS`] fixed chunks as the im2col path; a task (16 output channels, one chunk) sums groups of about
-//! 1024 pixels in f32 (even and odd pixels apart, then added), adds each group's sums into f64 in
-//! image order, and the chunks' f64 partials are added in chunk order. No result depends on the
-//! thread count.
+//! chain over (ci, tap) in order, one task per image. The filter gradient cuts the batch into
+//! the same [`FILTER_CHUNKS`] fixed chunks as the im2col path; a task (16 output channels, one
+//! chunk) sums groups of about 1024 output pixels in f32 (even and odd pixels apart, then added),
+//! adds each group's sums into f64 in image order, and the chunks' f64 partials are added in chunk
+//! order. No result depends on the thread count.
 
 use super::conv::FILTER_CHUNKS;
 use crate::backend::ConvShape;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+mod stride2;
 
 /// Output channels per tile.
 const TILE_CO: usize = 4;
@@ -48,19 +60,28 @@ const TILE_Q: usize = 16;
 const TILE_V: usize = TILE_Q / 8;
 
 /// Whether the direct path computes this convolution when `c_out` channels come out (the input
-/// channels of the conv for its backward-data pass): a 3×3 stride-1 pad-1 conv on planes whose
-/// width is a multiple of 8 (one vector: 8, 16, 32 in the CIFAR nets; the 4×4 and 2×2 maps of the
-/// tiny nets stay on im2col + GEMM), `c_out` a multiple of [`TILE_CO`], on a CPU with AVX2 and FMA.
+/// channels of the conv for its backward-data pass): a 3×3 pad-1 conv, `c_out` a multiple of
+/// [`TILE_CO`], on a CPU with AVX2 and FMA, and
+/// - stride 1 on planes whose width is a multiple of 8 (one vector: 8, 16, 32 in the CIFAR nets; the
+///   4×4 and 2×2 maps of the tiny nets stay on im2col + GEMM);
+/// - or stride 2 with at least 8 output columns ([`stride2::fits`]: 16 → 8 and 32 → 16 in the CIFAR
+///   nets; the tiny nets' 8 → 4 stays on im2col + GEMM).
 pub(super) fn applies(s: &ConvShape, c_out: usize) -> bool {
-    let shape = s.kernel == 3 && s.stride == 1 && s.pad == 1 && s.w > 0 && s.w % 8 == 0;
+    let shape = s.kernel == 3
+        && s.pad == 1
+        && match s.stride {
+            1 => s.w > 0 && s.w % 8 == 0,
+            2 => stride2::fits(s),
+            _ => false,
+        };
     shape && c_out > 0 && c_out % TILE_CO == 0 && simd().is_some()
 }
 
 /// Whether the direct path computes this convolution's filter gradient: as [`applies`], with the
 /// output channels a multiple of [`CO_BLK`] (16, 32, 64 in the CIFAR nets; the tiny nets' 8-channel
-/// convs stay on im2col + GEMM).
+/// convs stay on im2col + GEMM) and an even output width (the filter kernels take pixels in pairs).
 pub(super) fn applies_to_filter(s: &ConvShape) -> bool {
-    applies(s, s.c_out) && s.c_out % CO_BLK == 0
+    applies(s, s.c_out) && s.c_out % CO_BLK == 0 && s.out_w() % 2 == 0
 }
 
 /// The instruction set the direct kernels run with. Both compute every output with the same
@@ -123,41 +144,66 @@ pub(super) fn supported(isa: Simd) -> bool {
     }
 }
 
-/// The padded, flattened plane geometry of an H × W map.
+/// Where a direct pass computes its outputs: output (r, c), r < rows and c < cols, at q = r·ld + c
+/// of a q-layout plane of length q = rows·ld rounded up to [`TILE_Q`]; the q with c ≥ cols, and
+/// those past rows·ld, are computed and discarded.
+#[derive(Clone, Copy)]
+struct Grid {
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    q: usize,
+}
+
+impl Grid {
+    fn new(rows: usize, cols: usize, ld: usize) -> Self {
+        Grid { rows, cols, ld, q: (rows * ld).div_ceil(TILE_Q) * TILE_Q }
+    }
+
+    /// Output pixels per plane.
+    fn pixels(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// The valid outputs of q-layout planes (length q) into rows × cols planes.
+    fn unpad_q(&self, src: &[f32], dst: &mut [f32]) {
+        for (s, d) in src.chunks_exact(self.q).zip(dst.chunks_exact_mut(self.pixels())) {
+            for (r, row) in d.chunks_exact_mut(self.cols).enumerate() {
+                row.copy_from_slice(&s[r * self.ld..][..self.cols]);
+            }
+        }
+    }
+}
+
+/// The stride-1 layout: H × W planes zero-padded to width W + 2, outputs on an H × W grid with
+/// ld = W + 2.
 #[derive(Clone, Copy)]
 struct Planes {
     h: usize,
     w: usize,
-    /// Padded width W + 2.
-    wp: usize,
-    /// Outputs computed per plane: H·wp rounded up to [`TILE_Q`].
-    q: usize,
-    /// Length of one padded input plane: q + 2·wp + 2, so that every tap of every computed q is in it.
+    grid: Grid,
+    /// Length of one padded input plane: q + 2·ld + 2, so that every tap of every computed q is in it.
     plane: usize,
 }
 
 impl Planes {
     fn new(h: usize, w: usize) -> Self {
-        let wp = w + 2;
-        let q = (h * wp).div_ceil(TILE_Q) * TILE_Q;
-        Planes { h, w, wp, q, plane: q + 2 * wp + 2 }
+        let grid = Grid::new(h, w, w + 2);
+        Planes { h, w, grid, plane: grid.q + 2 * grid.ld + 2 }
+    }
+
+    /// off(ki, kj) = ki·ld + kj.
+    fn taps(&self) -> Taps {
+        Taps { rows: (0..3).map(|ki| ki * self.grid.ld).collect(), cols: vec![0, 1, 2] }
     }
 
     /// Copies the H × W planes of `src` into zero-padded planes of length `plane` in `dst`.
     fn pad(&self, src: &[f32], dst: &mut [f32]) {
+        let wp = self.grid.ld;
         for (s, d) in src.chunks_exact(self.h * self.w).zip(dst.chunks_exact_mut(self.plane)) {
             d.fill(0.0);
             for (i, row) in s.chunks_exact(self.w).enumerate() {
-                d[(i + 1) * self.wp + 1..][..self.w].copy_from_slice(row);
-            }
-        }
-    }
-
-    /// The valid outputs of q-layout planes (length q) into H × W planes.
-    fn unpad_q(&self, src: &[f32], dst: &mut [f32]) {
-        for (s, d) in src.chunks_exact(self.q).zip(dst.chunks_exact_mut(self.h * self.w)) {
-            for (i, row) in d.chunks_exact_mut(self.w).enumerate() {
-                row.copy_from_slice(&s[i * self.wp..][..self.w]);
+                d[(i + 1) * wp + 1..][..self.w].copy_from_slice(row);
             }
         }
     }
@@ -172,18 +218,206 @@ fn tile_co(isa: Simd, c_out: usize) -> usize {
     }
 }
 
-/// Weights regrouped for a forward tile of `tco` output channels: [co / tco][ci][tap][co % tco],
-/// from `weight(co, ci, tap)`.
-fn by_tile(tco: usize, c_out: usize, c_in: usize, weight: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
-    let mut out = Vec::with_capacity(c_out * c_in * 9);
-    for blk in 0..c_out / tco {
-        for ci in 0..c_in {
-            for tap in 0..9 {
-                out.extend((0..tco).map(|r| weight(blk * tco + r, ci, tap)));
+/// Tap offsets with a row part and a column part: tap t = (r, c) at rows[r] + cols[c], taken in
+/// (r, c) order; 1 to 3 of each (the kernel rows and columns that reach an output).
+struct Taps {
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+}
+
+impl Taps {
+    fn len(&self) -> usize {
+        self.rows.len() * self.cols.len()
+    }
+
+    /// The largest offset.
+    fn max(&self) -> usize {
+        self.rows.iter().max().unwrap_or(&0) + self.cols.iter().max().unwrap_or(&0)
+    }
+
+    /// The 9 offsets of a 3 × 3 set, in (r, c) order.
+    fn table(&self) -> [usize; 9] {
+        assert!(self.rows.len() == 3 && self.cols.len() == 3, "direct conv: 3 × 3 taps");
+        std::array::from_fn(|t| self.rows[t / 3] + self.cols[t % 3])
+    }
+}
+
+/// One convolution over the q layout: out[co][q] = Σ_ci Σ_t wt(co, ci, t) · in[ci·chan + q + off(t)]
+/// for the [`Taps`] off, one FMA chain per output in (ci, t) order, with 1, 2, 4 or 9 taps.
+struct Part {
+    taps: Taps,
+    /// The weights regrouped for tiles of `tco` output channels: [co / tco][ci][t][co % tco].
+    wt: Vec<f32>,
+}
+
+impl Part {
+    /// The part with `taps` and weights `weight(co, ci, t)`, tiled for `isa`.
+    fn new(
+        isa: Simd,
+        c_out: usize,
+        c_in: usize,
+        taps: Taps,
+        weight: impl Fn(usize, usize, usize) -> f32,
+    ) -> Part {
+        let tco = tile_co(isa, c_out);
+        let mut wt = Vec::with_capacity(c_out * c_in * taps.len());
+        for blk in 0..c_out / tco {
+            for ci in 0..c_in {
+                for t in 0..taps.len() {
+                    wt.extend((0..tco).map(|r| weight(blk * tco + r, ci, t)));
+                }
+            }
+        }
+        Part { taps, wt }
+    }
+}
+
+/// A copy from one image's planes to another layout, `f(src, dst)`.
+type PerImage<'a> = &'a (dyn Fn(&[f32], &mut [f32]) + Sync);
+
+/// A forward-type direct pass over a batch: per image, `prepare` turns its input (`in_img`
+/// elements) into `c_in` channels of `chan` elements, every [`Part`] runs its tiles over `grid`,
+/// and the outputs (`out_img` elements an image) are:
+/// - with `finish` None (one part): the rows × cols planes of the grid, stored straight from the
+///   tiles when cols is a multiple of [`TILE_Q`], else through a q-layout buffer ([`Grid::unpad_q`]);
+/// - else `finish(buffer, out)` of the q-layout buffer [part][co][q].
+///
+/// Moves c_in·chan + (parts·)c_out·q elements per image around c_out·c_in·taps·q multiply-adds.
+struct Pass<'a> {
+    isa: Simd,
+    n: usize,
+    grid: Grid,
+    c_in: usize,
+    chan: usize,
+    c_out: usize,
+    in_img: usize,
+    out_img: usize,
+    prepare: PerImage<'a>,
+    parts: &'a [Part],
+    finish: Option<PerImage<'a>>,
+}
+
+impl Pass<'_> {
+    /// out = the pass over the n images of `inp`, overwritten, in parallel over images.
+    fn run(&self, inp: &[f32], out: &mut [f32]) {
+        let Pass { isa, n, grid: g, c_in, chan, c_out, in_img, out_img, prepare, parts, finish } = *self;
+        assert_eq!(inp.len(), n * in_img, "direct conv: input length");
+        assert_eq!(out.len(), n * out_img, "direct conv: output length");
+        let tco = tile_co(isa, c_out);
+        assert!(c_out % tco == 0 && supported(isa), "direct conv: not applicable");
+        assert!(
+            finish.is_some() || (parts.len() == 1 && out_img == c_out * g.pixels()),
+            "direct conv: outputs"
+        );
+        for part in parts {
+            assert_eq!(part.wt.len(), c_out * c_in * part.taps.len(), "direct conv: weight length");
+            // Every tile's reads stay in its channel's `chan` elements (see `Part::tiles`).
+            assert!(part.taps.max() + g.q <= chan, "direct conv: tap offsets");
+        }
+        if n == 0 || out_img == 0 || in_img == 0 {
+            // Nothing to compute, or no input channels: every output is then an empty sum, zero as
+            // from im2col + GEMM.
+            out.fill(0.0);
+            return;
+        }
+        let rows = finish.is_none() && g.cols % TILE_Q == 0;
+        let yq_len = if rows { 0 } else { parts.len() * c_out * g.q };
+        out.par_chunks_mut(out_img).zip(inp.par_chunks(in_img)).for_each_init(
+            || (vec![0.0f32; c_in * chan], vec![0.0f32; yq_len]),
+            |(xp, yq), (out, inp)| {
+                prepare(inp, xp);
+                if rows {
+                    parts[0].tiles(isa, tco, &g, c_in, chan, xp, out, true);
+                } else {
+                    for (part, yq) in parts.iter().zip(yq.chunks_exact_mut(c_out * g.q)) {
+                        part.tiles(isa, tco, &g, c_in, chan, xp, yq, false);
+                    }
+                    match finish {
+                        Some(finish) => finish(yq, out),
+                        None => g.unpad_q(yq, out),
+                    }
+                }
+            },
+        );
+    }
+}
+
+impl Part {
+    /// Runs every tile of the part on one image's prepared input `xp` (c_in × chan), into `dst`:
+    /// its rows × cols planes when `rows`, else its q-layout planes (c_out × q).
+    #[allow(clippy::too_many_arguments)]
+    fn tiles(
+        &self,
+        isa: Simd,
+        tco: usize,
+        g: &Grid,
+        c_in: usize,
+        chan: usize,
+        xp: &[f32],
+        dst: &mut [f32],
+        rows: bool,
+    ) {
+        match (self.taps.rows.len(), self.taps.cols.len()) {
+            (3, 3) => self.tiles_t::<3, 3>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (2, 2) => self.tiles_t::<2, 2>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (2, 1) => self.tiles_t::<2, 1>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (1, 2) => self.tiles_t::<1, 2>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (1, 1) => self.tiles_t::<1, 1>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (r, c) => unreachable!("direct conv: {r} × {c} taps"),
+        }
+    }
+
+    /// [`Part::tiles`] with `R` × `C` taps.
+    #[allow(clippy::too_many_arguments)]
+    fn tiles_t<const R: usize, const C: usize>(
+        &self,
+        isa: Simd,
+        tco: usize,
+        g: &Grid,
+        c_in: usize,
+        chan: usize,
+        xp: &[f32],
+        dst: &mut [f32],
+        rows: bool,
+    ) {
+        let taps_r: [usize; R] = self.taps.rows[..].try_into().expect("tap rows");
+        let taps_c: [usize; C] = self.taps.cols[..].try_into().expect("tap columns");
+        let c_out = self.wt.len() / (c_in * R * C);
+        assert!(xp.len() == c_in * chan && dst.len() >= c_out * if rows { g.pixels() } else { g.q });
+        // One tile: `tco` output channels × 16 consecutive q, with the kernel of `isa`.
+        let tile = |wt: &[f32], q0: usize, dst: &mut [f32], ld: usize| {
+            let t = Tile { xp, chan, c_in, wt, q0, ld, rows: taps_r, cols: taps_c };
+            // SAFETY: `isa`'s features were detected (`Pass::run` asserts it); the caller keeps
+            // the bounds below.
+            unsafe {
+                match (isa, tco) {
+                    (Simd::Avx2, _) => forward_tile(t, dst),
+                    (Simd::Avx512, 16) => forward_tile512::<16, R, C>(t, dst),
+                    (Simd::Avx512, 8) => forward_tile512::<8, R, C>(t, dst),
+                    (Simd::Avx512, _) => forward_tile512::<TILE_CO, R, C>(t, dst),
+                }
+            }
+        };
+        let hw = g.pixels();
+        for (blk, wt) in self.wt.chunks_exact(c_in * R * C * tco).enumerate() {
+            // Bounds (both cases): a tile at q0 reads xp[ci·chan + q0 + off(t) + 0..16]
+            // ≤ (c_in − 1)·chan + q − 1 + off(t) < c_in·chan (q0 + 16 ≤ q, off(t) + q ≤ chan,
+            // asserted by `Pass::run`), and wt[0..c_in·R·C·tco]. It writes dst[r·ld + 0..16] for
+            // r < tco: in the planes at (tco·blk + r)·hw + r'·cols + c0 + 0..16 ≤ c_out·hw, in the
+            // q layout at (tco·blk + r)·q + q0 + 0..16 ≤ c_out·q.
+            if rows {
+                for r in 0..g.rows {
+                    for c0 in (0..g.cols).step_by(TILE_Q) {
+                        tile(wt, r * g.ld + c0, &mut dst[blk * tco * hw + r * g.cols + c0..], hw);
+                    }
+                }
+            } else {
+                for q0 in (0..g.q).step_by(TILE_Q) {
+                    tile(wt, q0, &mut dst[blk * tco * g.q + q0..], g.q);
+                }
             }
         }
     }
-    out
 }
 
 /// y = conv(x, w), overwritten.
@@ -193,138 +427,108 @@ pub(super) fn forward(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
 
 /// [`forward`] with the kernels of `isa`.
 pub(super) fn forward_with(isa: Simd, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
-    let k = s.c_in * 9;
-    let wt = by_tile(tile_co(isa, s.c_out), s.c_out, s.c_in, |co, ci, tap| w[co * k + ci * 9 + tap]);
-    same_conv(isa, s.n, Planes::new(s.h, s.w), s.c_in, s.c_out, x, &wt, y);
+    assert!(applies(s, s.c_out), "direct conv: forward does not apply to {s:?}");
+    assert_eq!(w.len(), s.w_len(), "direct conv: weight length");
+    if s.stride == 2 {
+        return stride2::forward(isa, s, x, w, y);
+    }
+    let p = Planes::new(s.h, s.w);
+    let part = Part::new(isa, s.c_out, s.c_in, p.taps(), |co, ci, t| w[(co * s.c_in + ci) * 9 + t]);
+    let hw = s.h * s.w;
+    Pass {
+        isa,
+        n: s.n,
+        grid: p.grid,
+        c_in: s.c_in,
+        chan: p.plane,
+        c_out: s.c_out,
+        in_img: s.c_in * hw,
+        out_img: s.c_out * hw,
+        prepare: &|src, dst| p.pad(src, dst),
+        parts: &[part],
+        finish: None,
+    }
+    .run(x, y);
 }
 
-/// dx = conv_transpose(dy, w), overwritten: the forward convolution of dy with the flipped,
-/// transposed filter w'[ci][co][tap] = w[co][ci][8 − tap].
+/// dx = conv_transpose(dy, w), overwritten. At stride 1 the forward convolution of dy with the
+/// flipped, transposed filter w'[ci][co][tap] = w[co][ci][8 − tap].
 pub(super) fn backward_data(s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     backward_data_with(simd().expect("direct conv: not applicable"), s, dy, w, dx);
 }
 
 /// [`backward_data`] with the kernels of `isa`.
 pub(super) fn backward_data_with(isa: Simd, s: &ConvShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    let k = s.c_in * 9;
-    let wt = by_tile(tile_co(isa, s.c_in), s.c_in, s.c_out, |ci, co, tap| w[co * k + ci * 9 + 8 - tap]);
-    same_conv(isa, s.n, Planes::new(s.h, s.w), s.c_out, s.c_in, dy, &wt, dx);
-}
-
-/// out = the 3×3 "same" convolution of `inp` (n images of c_in planes) with the regrouped weights
-/// `wt`, in parallel over images. Per image: pads its planes, runs every tile, copies out the valid
-/// outputs; moves c_in·plane + 2·c_out·q elements around c_out·c_in·9·q multiply-adds.
-#[allow(clippy::too_many_arguments)]
-fn same_conv(
-    isa: Simd,
-    n: usize,
-    g: Planes,
-    c_in: usize,
-    c_out: usize,
-    inp: &[f32],
-    wt: &[f32],
-    out: &mut [f32],
-) {
-    let (in_img, out_img) = (c_in * g.h * g.w, c_out * g.h * g.w);
-    assert_eq!(inp.len(), n * in_img, "direct conv: input length");
-    assert_eq!(out.len(), n * out_img, "direct conv: output length");
-    assert_eq!(wt.len(), c_out * c_in * 9, "direct conv: weight length");
-    let tco = tile_co(isa, c_out);
-    assert!(c_out % tco == 0 && supported(isa), "direct conv: not applicable");
-    // One tile: `tco` output channels × 16 consecutive q, with the kernel of `isa`.
-    let tile = |xp: &[f32], wt: &[f32], q0: usize, dst: &mut [f32], ld: usize| {
-        let t = Tile { xp, g: &g, c_in, wt, q0, ld };
-        // SAFETY: `isa`'s features were detected (asserted above); the caller keeps the bounds
-        // below.
-        unsafe {
-            match (isa, tco) {
-                (Simd::Avx2, _) => forward_tile(t, dst),
-                (Simd::Avx512, 16) => forward_tile512::<16>(t, dst),
-                (Simd::Avx512, 8) => forward_tile512::<8>(t, dst),
-                (Simd::Avx512, _) => forward_tile512::<TILE_CO>(t, dst),
-            }
-        }
-    };
-    if n == 0 || out_img == 0 || in_img == 0 {
-        // Nothing to compute, or no input channels: every output is then an empty sum, zero as
-        // from im2col + GEMM.
-        out.fill(0.0);
-        return;
+    assert!(applies(s, s.c_in), "direct conv: backward_data does not apply to {s:?}");
+    assert_eq!(w.len(), s.w_len(), "direct conv: weight length");
+    if s.stride == 2 {
+        return stride2::backward_data(isa, s, dy, w, dx);
     }
-    // With W a multiple of the tile, the tiles cover each output row exactly and store straight
-    // into `out`; otherwise they run over the q layout (discarding ow ≥ W) into `yq`, copied out.
-    let row_tiles = g.w % TILE_Q == 0;
-    out.par_chunks_mut(out_img).zip(inp.par_chunks(in_img)).for_each_init(
-        || (vec![0.0f32; c_in * g.plane], vec![0.0f32; if row_tiles { 0 } else { c_out * g.q }]),
-        |(xp, yq), (out, inp)| {
-            g.pad(inp, xp);
-            let hw = g.h * g.w;
-            for (blk, wt) in wt.chunks_exact(c_in * 9 * tco).enumerate() {
-                // Bounds (both calls): a tile at q0 reads xp[ci·plane + q0 + ki·wp + kj + 0..16]
-                // ≤ (c_in − 1)·plane + q − 1 + 2·wp + 2 < c_in·plane (q0 + 16 ≤ q), and
-                // wt[0..c_in·9·tco]. It writes dst[r·ld + 0..16] for r < tco: in `out` at
-                // (tco·blk + r)·hw + oh·W + ow0 + 0..16 ≤ c_out·hw, in `yq` at
-                // (tco·blk + r)·q + q0 + 0..16 ≤ c_out·q.
-                if row_tiles {
-                    for oh in 0..g.h {
-                        for ow0 in (0..g.w).step_by(TILE_Q) {
-                            tile(xp, wt, oh * g.wp + ow0, &mut out[blk * tco * hw + oh * g.w + ow0..], hw);
-                        }
-                    }
-                } else {
-                    for q0 in (0..g.q).step_by(TILE_Q) {
-                        tile(xp, wt, q0, &mut yq[blk * tco * g.q + q0..], g.q);
-                    }
-                }
-            }
-            if !row_tiles {
-                g.unpad_q(yq, out);
-            }
-        },
-    );
+    let p = Planes::new(s.h, s.w);
+    let part = Part::new(isa, s.c_in, s.c_out, p.taps(), |ci, co, t| w[(co * s.c_in + ci) * 9 + 8 - t]);
+    let hw = s.h * s.w;
+    Pass {
+        isa,
+        n: s.n,
+        grid: p.grid,
+        c_in: s.c_out,
+        chan: p.plane,
+        c_out: s.c_in,
+        in_img: s.c_out * hw,
+        out_img: s.c_in * hw,
+        prepare: &|src, dst| p.pad(src, dst),
+        parts: &[part],
+        finish: None,
+    }
+    .run(dy, dx);
 }
 
-/// What a forward tile reads: `c_in` padded planes `xp` of geometry `g`, the tile's regrouped
-/// weights `wt` ([ci][tap][r]), its first q `q0`, and `ld`, the distance between its output rows.
+/// What a forward tile reads: `c_in` prepared channels of `chan` elements in `xp`, the tile's
+/// regrouped weights `wt` ([ci][t][k]), its first q `q0`, `ld`, the distance between its output
+/// rows, and its `R` × `C` taps (tap (r, c) at rows[r] + cols[c]).
 #[derive(Clone, Copy)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only the x86-64 kernels read it all
-struct Tile<'a> {
+struct Tile<'a, const R: usize, const C: usize> {
     xp: &'a [f32],
-    g: &'a Planes,
+    chan: usize,
     c_in: usize,
     wt: &'a [f32],
     q0: usize,
     ld: usize,
+    rows: [usize; R],
+    cols: [usize; C],
 }
 
-impl Tile<'_> {
+impl<const R: usize, const C: usize> Tile<'_, R, C> {
     /// Whether a tile of `co` output channels stays inside its slices (writing `dst`).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn in_bounds(&self, co: usize, dst: &[f32]) -> bool {
-        let reads = self.c_in * self.g.plane;
-        self.xp.len() >= reads
-            && self.wt.len() >= self.c_in * 9 * co
+        let max_off = self.rows.iter().max().unwrap_or(&0) + self.cols.iter().max().unwrap_or(&0);
+        let last = (self.c_in.max(1) - 1) * self.chan + self.q0 + max_off + TILE_Q;
+        self.xp.len() >= last
+            && self.wt.len() >= self.c_in * R * C * co
             && dst.len() >= (co - 1) * self.ld + TILE_Q
     }
 }
 
-/// dst[r·ld..][..16] = Σ_ci Σ_tap wt[ci][tap][r] · xp[ci][q0 + off(tap) ..][..16] for r < 4, where
-/// off(ki, kj) = ki·wp + kj: 16 consecutive q of 4 output channels whose rows are `ld` apart.
+/// dst[k·ld..][..16] = Σ_ci Σ_(r,c) wt[ci][r·C + c][k] · xp[ci·chan + q0 + rows[r] + cols[c] ..][..16]
+/// for k < 4: 16 consecutive q of 4 output channels whose rows are `ld` apart.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn forward_tile(t: Tile<'_>, dst: &mut [f32]) {
+unsafe fn forward_tile<const R: usize, const C: usize>(t: Tile<'_, R, C>, dst: &mut [f32]) {
     debug_assert!(t.in_bounds(TILE_CO, dst));
-    let Tile { xp, g, c_in, wt, q0, ld } = t;
+    let Tile { xp, chan, c_in, wt, q0, ld, rows, cols } = t;
     let mut acc = [[_mm256_setzero_ps(); TILE_V]; TILE_CO];
     let (x, w) = (xp.as_ptr(), wt.as_ptr());
     for ci in 0..c_in {
-        for ki in 0..3 {
-            for kj in 0..3 {
-                let src = x.add(ci * g.plane + q0 + ki * g.wp + kj);
+        for (r, &row) in rows.iter().enumerate() {
+            let xr = x.add(ci * chan + q0 + row);
+            for (c, &col) in cols.iter().enumerate() {
+                let src = xr.add(col);
                 let v: [__m256; TILE_V] = std::array::from_fn(|j| _mm256_loadu_ps(src.add(8 * j)));
-                let wk = w.add((ci * 9 + ki * 3 + kj) * TILE_CO);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let b = _mm256_broadcast_ss(&*wk.add(r));
+                let wk = w.add(((ci * R + r) * C + c) * TILE_CO);
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let b = _mm256_broadcast_ss(&*wk.add(k));
                     for j in 0..TILE_V {
                         acc[j] = _mm256_fmadd_ps(b, v[j], acc[j]);
                     }
@@ -333,62 +537,60 @@ unsafe fn forward_tile(t: Tile<'_>, dst: &mut [f32]) {
         }
     }
     let y = dst.as_mut_ptr();
-    for (r, acc) in acc.iter().enumerate() {
+    for (k, acc) in acc.iter().enumerate() {
         for (j, &a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(y.add(r * ld + 8 * j), a);
+            _mm256_storeu_ps(y.add(k * ld + 8 * j), a);
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn forward_tile(_: Tile<'_>, _: &mut [f32]) {
+unsafe fn forward_tile<const R: usize, const C: usize>(_: Tile<'_, R, C>, _: &mut [f32]) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
 /// [`forward_tile`] with AVX-512F for `CO` output channels (one 16-lane register each, weights
-/// broadcast from memory): dst[r·ld..][..16] = Σ_ci Σ_tap wt[ci][tap][r] · xp[ci][q0 + off(tap) ..][..16]
-/// for r < CO. Each output is the same FMA chain over (ci, ki, kj), from zero, as in [`forward_tile`],
-/// so the two give identical bits.
+/// broadcast from memory): dst[k·ld..][..16] = Σ_ci Σ_(r,c) wt[ci][r·C + c][k] ·
+/// xp[ci·chan + q0 + rows[r] + cols[c] ..][..16] for k < CO. Each output is the same FMA chain over
+/// (ci, r, c), from zero, as in [`forward_tile`], so the two give identical bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn forward_tile512<const CO: usize>(t: Tile<'_>, dst: &mut [f32]) {
+unsafe fn forward_tile512<const CO: usize, const R: usize, const C: usize>(
+    t: Tile<'_, R, C>,
+    dst: &mut [f32],
+) {
     debug_assert!(t.in_bounds(CO, dst));
-    let Tile { xp, g, c_in, wt, q0, ld } = t;
+    let Tile { xp, chan, c_in, wt, q0, ld, rows, cols } = t;
     let mut acc = [_mm512_setzero_ps(); CO];
     let (x, w) = (xp.as_ptr(), wt.as_ptr());
     for ci in 0..c_in {
-        for ki in 0..3 {
-            for kj in 0..3 {
-                let v = _mm512_loadu_ps(x.add(ci * g.plane + q0 + ki * g.wp + kj));
-                let wk = w.add((ci * 9 + ki * 3 + kj) * CO);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*wk.add(r)), v, *acc);
+        for (r, &row) in rows.iter().enumerate() {
+            let xr = x.add(ci * chan + q0 + row);
+            for (c, &col) in cols.iter().enumerate() {
+                let v = _mm512_loadu_ps(xr.add(col));
+                let wk = w.add(((ci * R + r) * C + c) * CO);
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*wk.add(k)), v, *acc);
                 }
             }
         }
     }
     let y = dst.as_mut_ptr();
-    for (r, &a) in acc.iter().enumerate() {
-        _mm512_storeu_ps(y.add(r * ld), a);
+    for (k, &a) in acc.iter().enumerate() {
+        _mm512_storeu_ps(y.add(k * ld), a);
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn forward_tile512<const CO: usize>(_: Tile<'_>, _: &mut [f32]) {
+unsafe fn forward_tile512<const CO: usize, const R: usize, const C: usize>(_: Tile<'_, R, C>, _: &mut [f32]) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
 /// Output channels per filter-gradient block: two AVX2 registers of 8 lanes.
 const CO_BLK: usize = 16;
 
-/// dw = Σ_n dy_n ⋆ x_n, overwritten. One task per (block of 16 output channels, chunk of the batch);
-/// per group of images (about 1024 pixels) it copies its images' x into padded planes and their dy
-/// block with the channel innermost, dyb[i][p][16] (both stay in L2), sums every (ci, kernel row)
-/// over the group in f32 and adds the sums to its f64 partial dw. x and dy are read from memory
-/// once per channel block.
-///
-/// Panics unless [`applies_to_filter`]: its reads are in bounds only for an even W (pixels go in
-/// pairs) and 16-channel blocks, and it computes a 3×3 stride-1 pad-1 gradient only.
+/// dw = Σ_n dy_n ⋆ x_n, overwritten. Panics unless [`applies_to_filter`]: the kernels' reads are in
+/// bounds only for an even output width (pixels go in pairs) and 16-channel blocks.
 pub(super) fn backward_filter(s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     assert!(applies_to_filter(s), "direct conv: backward_filter does not apply to {s:?}");
     backward_filter_with(simd().expect("direct conv: not applicable"), s, x, dy, dw);
@@ -397,71 +599,116 @@ pub(super) fn backward_filter(s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f3
 /// [`backward_filter`] with the kernels of `isa`.
 pub(super) fn backward_filter_with(isa: Simd, s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     assert!(applies_to_filter(s) && supported(isa), "direct conv: backward_filter does not apply to {s:?}");
-    let g = Planes::new(s.h, s.w);
-    let hw = s.h * s.w;
-    let (x_img, dy_img) = (s.c_in * hw, s.c_out * hw);
-    assert_eq!(x.len(), s.n * x_img, "direct conv: x length");
-    assert_eq!(dy.len(), s.n * dy_img, "direct conv: dy length");
-    assert_eq!(dw.len(), s.c_out * s.c_in * 9, "direct conv: dw length");
-    if s.n == 0 || hw == 0 {
-        dw.fill(0.0);
-        return;
+    if s.stride == 2 {
+        return stride2::backward_filter(isa, s, x, dy, dw);
     }
-    let xp_img = s.c_in * g.plane;
-    // Images per f32 partial sum: about 1024 pixels (1 image at 32×32, 16 at 8×8), then f64.
-    let per_flush = (1024 / hw).max(1);
-    let per_chunk = s.n.div_ceil(FILTER_CHUNKS);
-    let chunks = s.n.div_ceil(per_chunk);
-    let partials: Vec<Vec<[f64; CO_BLK]>> = (0..s.c_out / CO_BLK * chunks)
-        .into_par_iter()
-        .map(|task| {
-            let (blk, chunk) = (task / chunks, task % chunks);
-            let images = chunk * per_chunk..((chunk + 1) * per_chunk).min(s.n);
-            let mut sums = vec![[0.0f64; CO_BLK]; s.c_in * 9];
-            let (mut xp, mut dyb) = (vec![0.0f32; per_flush * xp_img], vec![0.0f32; per_flush * hw * CO_BLK]);
-            for first in images.clone().step_by(per_flush) {
-                let group = per_flush.min(images.end - first);
-                let (xp, dyb) = (&mut xp[..group * xp_img], &mut dyb[..group * hw * CO_BLK]);
-                g.pad(&x[first * x_img..][..group * x_img], xp);
-                for (i, dyb) in dyb.chunks_exact_mut(hw * CO_BLK).enumerate() {
-                    channels_innermost(
-                        &dy[(first + i) * dy_img + blk * CO_BLK * hw..][..CO_BLK * hw],
-                        hw,
-                        dyb,
-                    );
-                }
-                for ci in 0..s.c_in {
-                    // SAFETY: `isa`'s features were detected and W is even (`applies_to_filter`,
-                    // asserted above); image i of the group reads dyb[(i·hw + p)·16 + 0..16] for
-                    // p < hw, inside `dyb`, and xp[i·xp_img + ci·plane + (oh + ki)·wp + ow + kj] for
-                    // oh < H, ow < W, ki, kj < 3, below i·xp_img + ci·plane + (H + 2)·wp ≤
-                    // group·xp_img: inside `xp`.
-                    let xc = &xp[ci * g.plane..];
-                    let taps = match isa {
-                        Simd::Avx512 => unsafe { filter_taps512(dyb, xc, xp_img, group, &g) },
-                        Simd::Avx2 => {
-                            let mut taps = [[0.0f32; CO_BLK]; 9];
-                            for (ki, row) in taps.chunks_exact_mut(3).enumerate() {
-                                row.copy_from_slice(&unsafe { filter_taps(dyb, xc, xp_img, group, &g, ki) });
+    let p = Planes::new(s.h, s.w);
+    FilterPass {
+        isa,
+        s,
+        grid: p.grid,
+        chan: p.plane,
+        prepare: &|src, dst| p.pad(src, dst),
+        offs: p.taps().table(),
+    }
+    .run(x, dy, dw);
+}
+
+/// A filter-gradient pass: per image, `prepare` turns x into c_in channels of `chan` elements, in
+/// which output pixel (r, c) of `grid` reads tap t at r·ld + c + offs[t].
+struct FilterPass<'a> {
+    isa: Simd,
+    s: &'a ConvShape,
+    grid: Grid,
+    chan: usize,
+    prepare: PerImage<'a>,
+    offs: [usize; 9],
+}
+
+impl FilterPass<'_> {
+    /// dw = Σ_n dy_n ⋆ x_n, overwritten. One task per (block of 16 output channels, chunk of the
+    /// batch); per group of images (about 1024 output pixels) it prepares its images' x and copies
+    /// their dy block with the channel innermost, dyb[i][p][16] (both stay in L2), sums every (ci,
+    /// kernel row) over the group in f32 and adds the sums to its f64 partial dw. x and dy are read
+    /// from memory once per channel block.
+    fn run(&self, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+        let FilterPass { isa, s, grid: g, chan, prepare, offs } = *self;
+        assert!(s.c_out % CO_BLK == 0 && g.cols % 2 == 0 && supported(isa), "direct conv: filter blocks");
+        // The last tap of the last pixel stays in its channel's `chan` elements.
+        let last = offs.iter().max().map_or(0, |&o| o + (g.rows.max(1) - 1) * g.ld + g.cols);
+        assert!(last <= chan, "direct conv: filter tap offsets");
+        let hw = g.pixels();
+        let (x_img, dy_img) = (s.c_in * s.h * s.w, s.c_out * hw);
+        assert_eq!(x.len(), s.n * x_img, "direct conv: x length");
+        assert_eq!(dy.len(), s.n * dy_img, "direct conv: dy length");
+        assert_eq!(dw.len(), s.c_out * s.c_in * 9, "direct conv: dw length");
+        if s.n == 0 || hw == 0 || s.c_in == 0 {
+            // Empty sums (or, without input channels, no dw at all).
+            dw.fill(0.0);
+            return;
+        }
+        let xp_img = s.c_in * chan;
+        // Images per f32 partial sum: about 1024 pixels (1 image at 32×32, 16 at 8×8), then f64.
+        let per_flush = (1024 / hw).max(1);
+        let per_chunk = s.n.div_ceil(FILTER_CHUNKS);
+        let chunks = s.n.div_ceil(per_chunk);
+        let partials: Vec<Vec<[f64; CO_BLK]>> = (0..s.c_out / CO_BLK * chunks)
+            .into_par_iter()
+            .map(|task| {
+                let (blk, chunk) = (task / chunks, task % chunks);
+                let images = chunk * per_chunk..((chunk + 1) * per_chunk).min(s.n);
+                let mut sums = vec![[0.0f64; CO_BLK]; s.c_in * 9];
+                let (mut xp, mut dyb) =
+                    (vec![0.0f32; per_flush * xp_img], vec![0.0f32; per_flush * hw * CO_BLK]);
+                for first in images.clone().step_by(per_flush) {
+                    let group = per_flush.min(images.end - first);
+                    let (xp, dyb) = (&mut xp[..group * xp_img], &mut dyb[..group * hw * CO_BLK]);
+                    for (i, xp) in xp.chunks_exact_mut(xp_img).enumerate() {
+                        prepare(&x[(first + i) * x_img..][..x_img], xp);
+                    }
+                    for (i, dyb) in dyb.chunks_exact_mut(hw * CO_BLK).enumerate() {
+                        channels_innermost(
+                            &dy[(first + i) * dy_img + blk * CO_BLK * hw..][..CO_BLK * hw],
+                            hw,
+                            dyb,
+                        );
+                    }
+                    for ci in 0..s.c_in {
+                        // SAFETY: `isa`'s features were detected and cols is even (asserted
+                        // above); image i of the group reads dyb[(i·hw + p)·16 + 0..16] for
+                        // p < hw, inside `dyb`, and xp[i·xp_img + ci·chan + r·ld + c + offs[t]]
+                        // for r < rows, c < cols, below i·xp_img + (ci + 1)·chan ≤ group·xp_img
+                        // (`last` ≤ chan, asserted above): inside `xp`.
+                        let xc = &xp[ci * chan..];
+                        let taps = match isa {
+                            Simd::Avx512 => unsafe { filter_taps512(dyb, xc, xp_img, group, &g, &offs) },
+                            Simd::Avx2 => {
+                                let mut taps = [[0.0f32; CO_BLK]; 9];
+                                for (ki, row) in taps.chunks_exact_mut(3).enumerate() {
+                                    let offs = [offs[3 * ki], offs[3 * ki + 1], offs[3 * ki + 2]];
+                                    row.copy_from_slice(&unsafe {
+                                        filter_taps(dyb, xc, xp_img, group, &g, &offs)
+                                    });
+                                }
+                                taps
                             }
-                            taps
-                        }
-                    };
-                    for (sum, tap) in sums[ci * 9..][..9].iter_mut().zip(&taps) {
-                        for (s, &v) in sum.iter_mut().zip(tap) {
-                            *s += f64::from(v);
+                        };
+                        for (sum, tap) in sums[ci * 9..][..9].iter_mut().zip(&taps) {
+                            for (s, &v) in sum.iter_mut().zip(tap) {
+                                *s += f64::from(v);
+                            }
                         }
                     }
                 }
-            }
-            sums
-        })
-        .collect();
-    for (blk, parts) in partials.chunks_exact(chunks).enumerate() {
-        for w in 0..s.c_in * 9 {
-            for l in 0..CO_BLK {
-                let total: f64 = parts.iter().fold(0.0, |t, part| t + part[w][l]);
-                dw[(blk * CO_BLK + l) * s.c_in * 9 + w] = total as f32;
+                sums
+            })
+            .collect();
+        for (blk, parts) in partials.chunks_exact(chunks).enumerate() {
+            for w in 0..s.c_in * 9 {
+                for l in 0..CO_BLK {
+                    let total: f64 = parts.iter().fold(0.0, |t, part| t + part[w][l]);
+                    dw[(blk * CO_BLK + l) * s.c_in * 9 + w] = total as f32;
+                }
             }
         }
     }
@@ -492,18 +739,23 @@ fn channels_innermost(src: &[f32], hw: usize, dyb: &mut [f32]) {
     }
 }
 
-/// Whether the filter kernels' reads stay inside `dy` and `x` for `images` images (W even).
+/// Whether the filter kernels' reads stay inside `dy` and `x` for `images` images (cols even),
+/// with the largest tap offset `max_off`.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn filter_in_bounds(dy: &[f32], x: &[f32], x_image: usize, images: usize, g: &Planes) -> bool {
-    let reads_dy = images * g.h * g.w * CO_BLK;
-    images > 0 && g.w % 2 == 0 && dy.len() >= reads_dy && x.len() >= (images - 1) * x_image + (g.h + 2) * g.wp
+fn filter_in_bounds(dy: &[f32], x: &[f32], x_image: usize, images: usize, g: &Grid, max_off: usize) -> bool {
+    let reads_x = || (images - 1) * x_image + (g.rows - 1) * g.ld + g.cols + max_off;
+    images > 0
+        && g.rows > 0
+        && g.cols % 2 == 0
+        && dy.len() >= images * g.pixels() * CO_BLK
+        && x.len() >= reads_x()
 }
 
-/// For the 3 taps (ki, kj) of kernel row `ki` and the 16 output channels of a block (2 vectors of
-/// lanes): Σ_i Σ_(oh,ow) dy_i[oh·W + ow][lane] · x_i[(oh + ki)·wp + ow + kj] over `images` images,
-/// image i's dy at `dy[i·H·W·16..]` and its padded input plane at `x[i·x_image..]`. Even and odd ow
-/// accumulate separately (12 accumulators, enough to hide the FMA latency) and are added at the
-/// end; per 2 pixels 4 loads, 6 broadcasts and 12 FMAs.
+/// For the 3 taps at `offs` (one kernel row) and the 16 output channels of a block (2 vectors of
+/// lanes): Σ_i Σ_(r,c) dy_i[r·cols + c][lane] · x_i[r·ld + c + offs[tap]] over `images` images,
+/// image i's dy at `dy[i·rows·cols·16..]` and its prepared input channel at `x[i·x_image..]`. Even
+/// and odd c accumulate separately (12 accumulators, enough to hide the FMA latency) and are added
+/// at the end; per 2 pixels 4 loads, 6 broadcasts and 12 FMAs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn filter_taps(
@@ -511,22 +763,22 @@ unsafe fn filter_taps(
     x: &[f32],
     x_image: usize,
     images: usize,
-    g: &Planes,
-    ki: usize,
+    g: &Grid,
+    offs: &[usize; 3],
 ) -> [[f32; CO_BLK]; 3] {
-    debug_assert!(filter_in_bounds(dy, x, x_image, images, g));
-    let hw = g.h * g.w;
+    debug_assert!(filter_in_bounds(dy, x, x_image, images, g, offs.iter().copied().max().unwrap_or(0)));
+    let hw = g.pixels();
     let mut acc = [[[_mm256_setzero_ps(); 2]; 3]; 2];
     for i in 0..images {
-        let (d, x) = (dy.as_ptr().add(i * hw * CO_BLK), x.as_ptr().add(i * x_image + ki * g.wp));
-        for oh in 0..g.h {
-            for ow in (0..g.w).step_by(2) {
+        let (d, x) = (dy.as_ptr().add(i * hw * CO_BLK), x.as_ptr().add(i * x_image));
+        for r in 0..g.rows {
+            for c in (0..g.cols).step_by(2) {
                 for (parity, acc) in acc.iter_mut().enumerate() {
-                    let dp = d.add((oh * g.w + ow + parity) * CO_BLK);
+                    let dp = d.add((r * g.cols + c + parity) * CO_BLK);
                     let dv = [_mm256_loadu_ps(dp), _mm256_loadu_ps(dp.add(8))];
-                    let xs = x.add(oh * g.wp + ow + parity);
-                    for (kj, acc) in acc.iter_mut().enumerate() {
-                        let b = _mm256_broadcast_ss(&*xs.add(kj));
+                    let xs = x.add(r * g.ld + c + parity);
+                    for (&off, acc) in offs.iter().zip(acc.iter_mut()) {
+                        let b = _mm256_broadcast_ss(&*xs.add(off));
                         acc[0] = _mm256_fmadd_ps(b, dv[0], acc[0]);
                         acc[1] = _mm256_fmadd_ps(b, dv[1], acc[1]);
                     }
@@ -544,15 +796,22 @@ unsafe fn filter_taps(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn filter_taps(_: &[f32], _: &[f32], _: usize, _: usize, _: &Planes, _: usize) -> [[f32; CO_BLK]; 3] {
+unsafe fn filter_taps(
+    _: &[f32],
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: &Grid,
+    _: &[usize; 3],
+) -> [[f32; CO_BLK]; 3] {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
 /// The 9 taps of [`filter_taps`] at once with AVX-512F: the 16 output channels in one register,
-/// 3 kernel rows × 3 taps × even/odd ow = 18 accumulators, so each dy vector loaded feeds 9 taps
+/// 3 kernel rows × 3 taps × even/odd c = 18 accumulators, so each dy vector loaded feeds 9 taps
 /// (3 with AVX2). Every lane of every tap accumulates the same products in the same order as
-/// [`filter_taps`] does for its kernel row (even and odd ow apart, then added), so the two give
-/// identical bits. out[ki·3 + kj].
+/// [`filter_taps`] does for its kernel row (even and odd c apart, then added), so the two give
+/// identical bits. out[t] for the tap at offs[t].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn filter_taps512(
@@ -560,37 +819,41 @@ unsafe fn filter_taps512(
     x: &[f32],
     x_image: usize,
     images: usize,
-    g: &Planes,
+    g: &Grid,
+    offs: &[usize; 9],
 ) -> [[f32; CO_BLK]; 9] {
-    debug_assert!(filter_in_bounds(dy, x, x_image, images, g));
-    let hw = g.h * g.w;
-    let mut acc = [[[_mm512_setzero_ps(); 3]; 2]; 3];
+    debug_assert!(filter_in_bounds(dy, x, x_image, images, g, offs.iter().copied().max().unwrap_or(0)));
+    let hw = g.pixels();
+    let mut acc = [[_mm512_setzero_ps(); 9]; 2];
     for i in 0..images {
         let (d, x) = (dy.as_ptr().add(i * hw * CO_BLK), x.as_ptr().add(i * x_image));
-        for oh in 0..g.h {
-            for ow in (0..g.w).step_by(2) {
-                for parity in 0..2 {
-                    let dv = _mm512_loadu_ps(d.add((oh * g.w + ow + parity) * CO_BLK));
-                    for (ki, acc) in acc.iter_mut().enumerate() {
-                        let xs = x.add((oh + ki) * g.wp + ow + parity);
-                        for (kj, acc) in acc[parity].iter_mut().enumerate() {
-                            *acc = _mm512_fmadd_ps(_mm512_set1_ps(*xs.add(kj)), dv, *acc);
-                        }
+        for r in 0..g.rows {
+            for c in (0..g.cols).step_by(2) {
+                for (parity, acc) in acc.iter_mut().enumerate() {
+                    let dv = _mm512_loadu_ps(d.add((r * g.cols + c + parity) * CO_BLK));
+                    let xs = x.add(r * g.ld + c + parity);
+                    for (&off, acc) in offs.iter().zip(acc.iter_mut()) {
+                        *acc = _mm512_fmadd_ps(_mm512_set1_ps(*xs.add(off)), dv, *acc);
                     }
                 }
             }
         }
     }
     let mut out = [[0.0f32; CO_BLK]; 9];
-    for (o, [even, odd]) in out.chunks_exact_mut(3).zip(&acc) {
-        for ((o, &e), &d) in o.iter_mut().zip(even).zip(odd) {
-            _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(e, d));
-        }
+    for ((o, &e), &d) in out.iter_mut().zip(&acc[0]).zip(&acc[1]) {
+        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(e, d));
     }
     out
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn filter_taps512(_: &[f32], _: &[f32], _: usize, _: usize, _: &Planes) -> [[f32; CO_BLK]; 9] {
+unsafe fn filter_taps512(
+    _: &[f32],
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: &Grid,
+    _: &[usize; 9],
+) -> [[f32; CO_BLK]; 9] {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }

@@ -26,10 +26,11 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 #[test]
 fn conv_filter_gradient_is_reproducible() {
-    // 12×12 with 8 outputs: im2col + GEMM; 16×16 with 32 outputs: the direct path (on AVX2 + FMA).
-    // Both sum over fixed chunks of the batch of 37.
-    for (hw, c_out, seed) in [(12, 8, 60), (16, 32, 61)] {
-        let s = ConvShape { n: 37, c_in: 8, h: hw, w: hw, c_out, kernel: 3, stride: 1, pad: 1 };
+    // 12×12 with 8 outputs: im2col + GEMM; 16×16 with 32 outputs: the direct path (on AVX2 + FMA);
+    // 32×32 at stride 2 (16×16 outputs, 4 images per f32 group, 5 per chunk): the direct stride-2
+    // path. All sum over fixed chunks of the batch of 37.
+    for (hw, c_out, stride, seed) in [(12, 8, 1, 60), (16, 32, 1, 61), (32, 32, 2, 64)] {
+        let s = ConvShape { n: 37, c_in: 8, h: hw, w: hw, c_out, kernel: 3, stride, pad: 1 };
         let mut g = rng(seed);
         let (x, dy) = (to_f32(&uniform(&mut g, s.x_len())), to_f32(&uniform(&mut g, s.y_len())));
         assert_reproducible("conv backward_filter", || {
@@ -116,13 +117,16 @@ fn best_of_10(mut f: impl FnMut()) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// The three stages of a CIFAR ResNet at batch 128 (each pass: 302 M multiply-adds). Run with
+/// The three stages of a CIFAR ResNet at batch 128 (each pass: 302 M multiply-adds), and its two
+/// stride-2 convs (151 M each). Run with
 /// `cargo test --release --lib backend::cpu::tests::determinism::conv_timing -- --ignored --nocapture`.
 #[test]
 #[ignore = "timing, not a test"]
 fn conv_timing() {
-    for (c, hw) in [(16, 32), (32, 16), (64, 8)] {
-        let s = ConvShape { n: 128, c_in: c, h: hw, w: hw, c_out: c, kernel: 3, stride: 1, pad: 1 };
+    for (c, hw, c_out, stride) in
+        [(16, 32, 16, 1), (32, 16, 32, 1), (64, 8, 64, 1), (16, 32, 32, 2), (32, 16, 64, 2)]
+    {
+        let s = ConvShape { n: 128, c_in: c, h: hw, w: hw, c_out, kernel: 3, stride, pad: 1 };
         let mut g = rng(63);
         let (x, w, dy) = (
             to_f32(&uniform(&mut g, s.x_len())),
@@ -146,12 +150,12 @@ fn conv_timing() {
             let secs = best_of_10(f);
             total += secs;
             println!(
-                "{c}->{c} {hw}x{hw} {name:>16}: {:7.2} ms, {:5.1} GFLOP/s",
+                "{c}->{c_out} s{stride} {hw}x{hw} {name:>16}: {:7.2} ms, {:5.1} GFLOP/s",
                 secs * 1e3,
                 2.0 * s.macs() as f64 / secs / 1e9
             );
         }
-        println!("{c}->{c} {hw}x{hw} {:>16}: {:7.2} ms", "total", total * 1e3);
+        println!("{c}->{c_out} s{stride} {hw}x{hw} {:>16}: {:7.2} ms", "total", total * 1e3);
     }
 }
 
