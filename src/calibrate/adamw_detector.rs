@@ -13,7 +13,7 @@
 
 use super::analytic::band_entry;
 use super::optimizers::{OptimizerToy, ToyOptimizer};
-use super::{mean_sd, stats_every};
+use super::{mean_sd, slope_ci_passes, stats_every};
 use crate::report::fit::{fit_loglog_clusters, LogLogFit};
 use crate::stats::plateau::{plateau_equilibrium, PLATEAU_UNITS};
 use crate::stats::rotational::{adamw_angular_update, adamw_equilibrium_norm};
@@ -193,11 +193,7 @@ pub fn run(
     let (slope_predicted, slope_plateau) =
         (slope("adamw-large", |r| &r.predicted), slope("adamw-large", |r| &r.plateau));
     let slope_matched_plateau = slope("adamw-matched", |r| &r.plateau);
-    let passes = |f: &Option<LogLogFit>| {
-        f.as_ref()
-            .and_then(|f| f.slope_ci95)
-            .is_some_and(|[lo, hi]| lo <= 1.0 && hi >= 1.0 && lo >= 0.95 && hi <= 1.05)
-    };
+    let passes = |f: &Option<LogLogFit>| slope_ci_passes(f.as_ref().and_then(|f| f.slope_ci95));
     Ok(AdamwCalibration {
         lr: LR,
         betas: BETAS,

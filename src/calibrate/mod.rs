@@ -235,6 +235,11 @@ pub struct Settings {
     pub units_matched: f64,
 }
 
+/// The slope criterion of the large arms: a 95% CI that contains 1 and lies within [0.95, 1.05].
+fn slope_ci_passes(ci95: Option<[f64; 2]>) -> bool {
+    ci95.is_some_and(|[lo, hi]| lo <= 1.0 && hi >= 1.0 && lo >= 0.95 && hi <= 1.05)
+}
+
 /// Mean and sample SD of `v` (None when empty; the SD None with fewer than 2 values).
 fn mean_sd(v: &[f64]) -> (Option<f64>, Option<f64>) {
     if v.is_empty() {
@@ -346,7 +351,7 @@ pub fn run(
     let points: Vec<(f64, f64)> = rows.iter().filter_map(|r| r.t_eq_steps.map(|t| (r.lambda_e, t))).collect();
     let fit = fit_loglog(&points);
     let ci95 = fit.as_ref().and_then(|f| f.slope_ci95);
-    let slope_passes = ci95.is_some_and(|[lo, hi]| lo <= 1.0 && hi >= 1.0 && lo >= 0.95 && hi <= 1.05);
+    let slope_passes = slope_ci_passes(ci95);
     let [lo, hi] = crate::report::extent(points.iter().map(|p| p.0));
     let span = if points.is_empty() { 0.0 } else { hi / lo };
     // Matched arm: pooled over seeds (each row's mean and SD give its sum of squares back).

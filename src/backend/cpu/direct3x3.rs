@@ -327,10 +327,10 @@ impl Pass<'_> {
             |(xp, yq), (out, inp)| {
                 prepare(inp, xp);
                 if rows {
-                    parts[0].tiles(isa, tco, &g, c_in, chan, xp, out, true);
+                    parts[0].tiles(self, xp, out, true);
                 } else {
                     for (part, yq) in parts.iter().zip(yq.chunks_exact_mut(c_out * g.q)) {
-                        part.tiles(isa, tco, &g, c_in, chan, xp, yq, false);
+                        part.tiles(self, xp, yq, false);
                     }
                     match finish {
                         Some(finish) => finish(yq, out),
@@ -343,43 +343,23 @@ impl Pass<'_> {
 }
 
 impl Part {
-    /// Runs every tile of the part on one image's prepared input `xp` (c_in × chan), into `dst`:
-    /// its rows × cols planes when `rows`, else its q-layout planes (c_out × q).
-    #[allow(clippy::too_many_arguments)]
-    fn tiles(
-        &self,
-        isa: Simd,
-        tco: usize,
-        g: &Grid,
-        c_in: usize,
-        chan: usize,
-        xp: &[f32],
-        dst: &mut [f32],
-        rows: bool,
-    ) {
+    /// Runs every tile of the part on one image's prepared input `xp` (c_in × chan of `pass`), into
+    /// `dst`: its rows × cols planes when `rows`, else its q-layout planes (c_out × q).
+    fn tiles(&self, pass: &Pass, xp: &[f32], dst: &mut [f32], rows: bool) {
         match (self.taps.rows.len(), self.taps.cols.len()) {
-            (3, 3) => self.tiles_t::<3, 3>(isa, tco, g, c_in, chan, xp, dst, rows),
-            (2, 2) => self.tiles_t::<2, 2>(isa, tco, g, c_in, chan, xp, dst, rows),
-            (2, 1) => self.tiles_t::<2, 1>(isa, tco, g, c_in, chan, xp, dst, rows),
-            (1, 2) => self.tiles_t::<1, 2>(isa, tco, g, c_in, chan, xp, dst, rows),
-            (1, 1) => self.tiles_t::<1, 1>(isa, tco, g, c_in, chan, xp, dst, rows),
+            (3, 3) => self.tiles_t::<3, 3>(pass, xp, dst, rows),
+            (2, 2) => self.tiles_t::<2, 2>(pass, xp, dst, rows),
+            (2, 1) => self.tiles_t::<2, 1>(pass, xp, dst, rows),
+            (1, 2) => self.tiles_t::<1, 2>(pass, xp, dst, rows),
+            (1, 1) => self.tiles_t::<1, 1>(pass, xp, dst, rows),
             (r, c) => unreachable!("direct conv: {r} × {c} taps"),
         }
     }
 
     /// [`Part::tiles`] with `R` × `C` taps.
-    #[allow(clippy::too_many_arguments)]
-    fn tiles_t<const R: usize, const C: usize>(
-        &self,
-        isa: Simd,
-        tco: usize,
-        g: &Grid,
-        c_in: usize,
-        chan: usize,
-        xp: &[f32],
-        dst: &mut [f32],
-        rows: bool,
-    ) {
+    fn tiles_t<const R: usize, const C: usize>(&self, pass: &Pass, xp: &[f32], dst: &mut [f32], rows: bool) {
+        let (isa, g, c_in, chan) = (pass.isa, &pass.grid, pass.c_in, pass.chan);
+        let tco = tile_co(isa, pass.c_out);
         let taps_r: [usize; R] = self.taps.rows[..].try_into().expect("tap rows");
         let taps_c: [usize; C] = self.taps.cols[..].try_into().expect("tap columns");
         let c_out = self.wt.len() / (c_in * R * C);
@@ -432,23 +412,7 @@ pub(super) fn forward_with(isa: Simd, s: &ConvShape, x: &[f32], w: &[f32], y: &m
     if s.stride == 2 {
         return stride2::forward(isa, s, x, w, y);
     }
-    let p = Planes::new(s.h, s.w);
-    let part = Part::new(isa, s.c_out, s.c_in, p.taps(), |co, ci, t| w[(co * s.c_in + ci) * 9 + t]);
-    let hw = s.h * s.w;
-    Pass {
-        isa,
-        n: s.n,
-        grid: p.grid,
-        c_in: s.c_in,
-        chan: p.plane,
-        c_out: s.c_out,
-        in_img: s.c_in * hw,
-        out_img: s.c_out * hw,
-        prepare: &|src, dst| p.pad(src, dst),
-        parts: &[part],
-        finish: None,
-    }
-    .run(x, y);
+    stride1_pass(isa, s, s.c_in, s.c_out, |co, ci, t| w[(co * s.c_in + ci) * 9 + t], x, y);
 }
 
 /// dx = conv_transpose(dy, w), overwritten. At stride 1 the forward convolution of dy with the
@@ -464,23 +428,38 @@ pub(super) fn backward_data_with(isa: Simd, s: &ConvShape, dy: &[f32], w: &[f32]
     if s.stride == 2 {
         return stride2::backward_data(isa, s, dy, w, dx);
     }
+    stride1_pass(isa, s, s.c_out, s.c_in, |ci, co, t| w[(co * s.c_in + ci) * 9 + 8 - t], dy, dx);
+}
+
+/// The stride-1 [`Pass`] of forward and backward data: `c_src` channels of `src` (H × W planes,
+/// padded) into `c_dst` channels of `dst`, with the weight of (dst channel, src channel, tap) from
+/// `weight`.
+fn stride1_pass(
+    isa: Simd,
+    s: &ConvShape,
+    c_src: usize,
+    c_dst: usize,
+    weight: impl Fn(usize, usize, usize) -> f32,
+    src: &[f32],
+    dst: &mut [f32],
+) {
     let p = Planes::new(s.h, s.w);
-    let part = Part::new(isa, s.c_in, s.c_out, p.taps(), |ci, co, t| w[(co * s.c_in + ci) * 9 + 8 - t]);
+    let part = Part::new(isa, c_dst, c_src, p.taps(), weight);
     let hw = s.h * s.w;
     Pass {
         isa,
         n: s.n,
         grid: p.grid,
-        c_in: s.c_out,
+        c_in: c_src,
         chan: p.plane,
-        c_out: s.c_in,
-        in_img: s.c_out * hw,
-        out_img: s.c_in * hw,
+        c_out: c_dst,
+        in_img: c_src * hw,
+        out_img: c_dst * hw,
         prepare: &|src, dst| p.pad(src, dst),
         parts: &[part],
         finish: None,
     }
-    .run(dy, dx);
+    .run(src, dst);
 }
 
 /// What a forward tile reads: `c_in` prepared channels of `chan` elements in `xp`, the tile's

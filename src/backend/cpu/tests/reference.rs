@@ -478,6 +478,15 @@ fn assert_step_agrees(cs: &ConvShape, seed: u64) {
     }
 }
 
+/// [`assert_step_agrees`] for a conv whose three passes all take the direct path on a CPU with
+/// AVX2 + FMA (checked first).
+fn assert_direct_step_agrees(cs: &ConvShape, seed: u64) {
+    let direct =
+        [direct3x3::applies(cs, cs.c_out), direct3x3::applies(cs, cs.c_in), direct3x3::applies_to_filter(cs)];
+    assert_eq!(direct, [cpu_has_direct_path(); 3], "forward, backward data, backward filter");
+    assert_step_agrees(cs, seed);
+}
+
 /// A stride-2 conv with 6 output channels (not a multiple of 4) and 5 output columns: im2col + GEMM
 /// in f32, the path of every CPU without AVX2 + FMA.
 #[test]
@@ -492,13 +501,7 @@ fn f32_agrees_with_f64() {
 #[test]
 fn f32_agrees_with_f64_through_the_direct_stride_2_convolutions() {
     let cs = ConvShape { n: 4, c_in: 8, h: 15, w: 16, c_out: 16, kernel: 3, stride: 2, pad: 1 };
-    let direct = [
-        direct3x3::applies(&cs, cs.c_out),
-        direct3x3::applies(&cs, cs.c_in),
-        direct3x3::applies_to_filter(&cs),
-    ];
-    assert_eq!(direct, [cpu_has_direct_path(); 3], "forward, backward data, backward filter");
-    assert_step_agrees(&cs, 52);
+    assert_direct_step_agrees(&cs, 52);
 }
 
 /// A 3×3 stride-1 conv on 8×8 planes with 8 → 16 channels: in f32 on a CPU with AVX2 + FMA, all
@@ -506,11 +509,5 @@ fn f32_agrees_with_f64_through_the_direct_stride_2_convolutions() {
 #[test]
 fn f32_agrees_with_f64_through_the_direct_convolutions() {
     let cs = ConvShape { n: 4, c_in: 8, h: 8, w: 8, c_out: 16, kernel: 3, stride: 1, pad: 1 };
-    let direct = [
-        direct3x3::applies(&cs, cs.c_out),
-        direct3x3::applies(&cs, cs.c_in),
-        direct3x3::applies_to_filter(&cs),
-    ];
-    assert_eq!(direct, [cpu_has_direct_path(); 3], "forward, backward data, backward filter");
-    assert_step_agrees(&cs, 51);
+    assert_direct_step_agrees(&cs, 51);
 }
