@@ -1,30 +1,46 @@
 //! BatchNorm over the N·HW values of each channel, with an optional fused ReLU.
 //!
 //! With m = N·HW, per channel c:
-//! - train forward: μ = Σx/m, σ² = Σ(x−μ)²/m (two passes, in f64), x̂ = (x−μ)/sqrt(σ²+ε),
+//! - train forward: μ = Σx/m, σ² = Σ(x−μ)²/m (two passes), x̂ = (x−μ)/sqrt(σ²+ε),
 //!   y = relu?(γ x̂ + β); running = (1−mom)·running + mom·[μ | σ²·m/(m−1)];
-//! - backward, with dy' = dy·[y > 0] under ReLU (else dy): dβ = Σdy', dγ = Σdy'·x̂ (in f64),
+//! - backward, with dy' = dy·[y > 0] under ReLU (else dy): dβ = Σdy', dγ = Σdy'·x̂,
 //!   dx = γ/sqrt(σ²+ε) · (dy' − dβ/m − x̂·dγ/m).
 //!
-//! Statistics run in parallel over channels (one task sums all of a channel's planes, in image
-//! order, with [`LANES`] f64 accumulators per plane combined in a fixed tree), so they do not depend
-//! on the thread count. The elementwise maps run in parallel over (image, channel) planes as
-//! per-channel affine maps whose coefficients are computed in f64 and applied in the element type
-//! (as PyTorch does), in loops the compiler vectorizes. The train forward reads x twice (the second pass mostly from
-//! cache: a channel of n128 c16 32×32 is 512 KiB) and writes y; the backward reads x, y, dy twice
-//! and writes dx.
+//! Statistics run in parallel over channels: one task sums all of a channel's planes, in image
+//! order, in blocks of at most [`BLOCK`] elements summed in [`LANES`] lanes of the element type
+//! (combined in a fixed tree), the block sums added in f64. So they do not depend on the thread
+//! count. The elementwise maps run in parallel over (image, channel) planes as per-channel affine
+//! maps whose coefficients are computed in f64 and applied in the element type (as PyTorch does).
+//! All loops are compiled for the CPU's widest vectors ([`vectorize::run`]), with the same bits.
+//! The train forward reads x twice (the second pass mostly from cache: a channel of n128 c16 32×32
+//! is 512 KiB) and writes y; the backward reads x, y, dy twice and writes dx.
 
-use super::wide;
+use super::direct3x3::Simd;
+use super::{vectorize, wide};
 use crate::backend::{BnBackward, BnEval, BnShape, BnTrain, Real};
 use rayon::prelude::*;
 
-/// Independent f64 accumulators per plane sum: they break the chain of dependent adds (4 cycles
-/// each) and let the compiler use SIMD; combined by [`combine`] in a fixed order.
-const LANES: usize = 8;
+/// Accumulators per plane sum, in the element type: element i goes to lane i mod LANES, so the
+/// loop is one vector operation per LANES elements at any vector width, and 16 lanes break the
+/// chain of dependent adds. Combined by [`combine`] in a fixed tree.
+const LANES: usize = 16;
 
-/// Σ of the lanes, pairwise in a fixed order.
-fn combine(a: [f64; LANES]) -> f64 {
-    ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+/// Elements summed in the element type before the sum is widened to f64 (whole planes while they
+/// fit): at most 64 terms a lane, so an f32 lane sum carries a relative error of at most about
+/// 64·2⁻²⁴ ≈ 4e-6 of its terms' magnitude.
+const BLOCK: usize = 64 * LANES;
+
+/// Σ of the lanes, pairwise in a fixed order (lane l with lane l + 8, then l + 4, l + 2, l + 1).
+#[inline(always)]
+fn combine<T: Real>(mut a: [T; LANES]) -> T {
+    let mut half = LANES / 2;
+    while half > 0 {
+        for l in 0..half {
+            a[l] = a[l] + a[l + half];
+        }
+        half /= 2;
+    }
+    a[0]
 }
 
 /// The `hw`-long plane of image b, channel c.
@@ -32,20 +48,23 @@ fn plane<'a, T>(s: &BnShape, x: &'a [T], b: usize, c: usize) -> &'a [T] {
     &x[(b * s.c + c) * s.hw..][..s.hw]
 }
 
-/// Σ_i f(a[i], b[i], c[i]) over three equally long planes (pass the same plane for unused ones),
-/// element i into accumulator i mod LANES. Chunks of exactly LANES elements carry no bounds checks,
-/// so the compiler can vectorize the lanes.
+/// acc[k][i mod LANES] += f(a[i], b[i], c[i])[k] over three equally long slices (pass the same
+/// slice for unused ones). Chunks of exactly LANES elements carry no bounds checks, so the compiler
+/// vectorizes the lanes (with the widest vectors under [`vectorize::run`]).
 #[inline(always)]
-fn lane_sum<T: Real, const K: usize>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> [f64; K]) -> [f64; K] {
+fn accumulate<T: Real, const K: usize>(
+    acc: &mut [[T; LANES]; K],
+    (a, b, c): (&[T], &[T], &[T]),
+    f: &impl Fn(T, T, T) -> [T; K],
+) {
     let n = a.len();
     let (b, c) = (&b[..n], &c[..n]);
-    let mut acc = [[0.0; LANES]; K];
     let chunks = a.chunks_exact(LANES).zip(b.chunks_exact(LANES)).zip(c.chunks_exact(LANES));
     for ((a, b), c) in chunks {
         for l in 0..LANES {
             let v = f(a[l], b[l], c[l]);
             for k in 0..K {
-                acc[k][l] += v[k];
+                acc[k][l] = acc[k][l] + v[k];
             }
         }
     }
@@ -53,21 +72,44 @@ fn lane_sum<T: Real, const K: usize>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T,
     for i in full..n {
         let v = f(a[i], b[i], c[i]);
         for k in 0..K {
-            acc[k][i - full] += v[k];
+            acc[k][i - full] = acc[k][i - full] + v[k];
         }
     }
-    acc.map(combine)
 }
 
-/// Σ_b Σ_i f(plane values at i) over a channel's planes, in image order.
-fn channel_sum<const K: usize>(s: &BnShape, mut plane_sum: impl FnMut(usize) -> [f64; K]) -> [f64; K] {
+/// Σ over a channel's planes (`planes(b)` gives image b's three planes) of Σ_i f(values at i):
+/// in image order, each plane in pieces of at most [`BLOCK`] elements, accumulated in T lanes
+/// ([`accumulate`]) until the next piece would take them past BLOCK elements; then the lanes are
+/// combined and added to the f64 total. The blocks depend on the shape alone.
+#[inline(always)]
+fn channel_sum<'a, T: Real, const K: usize>(
+    s: &BnShape,
+    planes: impl Fn(usize) -> (&'a [T], &'a [T], &'a [T]),
+    f: impl Fn(T, T, T) -> [T; K],
+) -> [f64; K] {
     let mut total = [0.0; K];
+    let mut acc = [[T::zero(); LANES]; K];
+    let mut held = 0;
+    let mut flush = |acc: &mut [[T; LANES]; K]| {
+        for (t, lanes) in total.iter_mut().zip(acc.iter_mut()) {
+            *t += wide(combine(*lanes));
+            *lanes = [T::zero(); LANES];
+        }
+    };
     for b in 0..s.n {
-        let p = plane_sum(b);
-        for k in 0..K {
-            total[k] += p[k];
+        let (x, y, z) = planes(b);
+        for start in (0..s.hw).step_by(BLOCK) {
+            let len = BLOCK.min(s.hw - start);
+            if held + len > BLOCK {
+                flush(&mut acc);
+                held = 0;
+            }
+            let piece = |p: &'a [T]| &p[start..start + len];
+            accumulate(&mut acc, (piece(x), piece(y), piece(z)), &f);
+            held += len;
         }
     }
+    flush(&mut acc);
     total
 }
 
@@ -75,25 +117,41 @@ fn count(s: &BnShape) -> f64 {
     (s.n * s.hw) as f64
 }
 
-/// Per channel (μ, biased σ²), two passes in f64.
-fn channel_stats<T: Real>(s: &BnShape, x: &[T]) -> Vec<(f64, f64)> {
+/// Per channel (μ, biased σ²), two passes: Σx, then Σ(x − μ)² with μ rounded to T (which adds
+/// m·(μ − μ_T)² ≈ m·(2⁻²⁴μ)², negligible beside Σ(x − μ)² unless |μ| ≫ 2²⁴σ).
+fn channel_stats<T: Real>(isa: Option<Simd>, s: &BnShape, x: &[T]) -> Vec<(f64, f64)> {
     let m = count(s);
     (0..s.c)
         .into_par_iter()
         .map(|c| {
-            let [sum] = channel_sum(s, |b| {
-                let p = plane(s, x, b, c);
-                lane_sum(p, p, p, |v, _, _| [wide(v)])
-            });
-            let mean = sum / m;
-            let [ss] = channel_sum(s, |b| {
-                let p = plane(s, x, b, c);
-                lane_sum(p, p, p, |v, _, _| {
-                    let d = wide(v) - mean;
-                    [d * d]
-                })
-            });
-            (mean, ss / m)
+            vectorize::run(
+                isa,
+                #[inline(always)]
+                || {
+                    let planes = |b| {
+                        let p = plane(s, x, b, c);
+                        (p, p, p)
+                    };
+                    let [sum] = channel_sum(
+                        s,
+                        planes,
+                        #[inline(always)]
+                        |v, _, _| [v],
+                    );
+                    let mean = sum / m;
+                    let mean_t = T::from_f64(mean);
+                    let [ss] = channel_sum(
+                        s,
+                        planes,
+                        #[inline(always)]
+                        |v, _, _| {
+                            let d = v - mean_t;
+                            [d * d]
+                        },
+                    );
+                    (mean, ss / m)
+                },
+            )
         })
         .collect()
 }
@@ -114,22 +172,28 @@ impl<T: Real> Normalize<T> {
 }
 
 /// y = relu?(a_c·x + b_c), plane by plane. Reads x, writes y.
-fn apply<T: Real>(s: &BnShape, maps: &[Normalize<T>], x: &[T], y: &mut [T]) {
+fn apply<T: Real>(isa: Option<Simd>, s: &BnShape, maps: &[Normalize<T>], x: &[T], y: &mut [T]) {
     if y.is_empty() {
         return;
     }
     y.par_chunks_mut(s.hw).zip(x.par_chunks(s.hw)).enumerate().for_each(|(i, (yp, xp))| {
         let Normalize { a, b } = maps[i % s.c];
         let xp = &xp[..yp.len()];
-        if s.relu {
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = (a * v + b).max(T::zero());
-            }
-        } else {
-            for (o, &v) in yp.iter_mut().zip(xp) {
-                *o = a * v + b;
-            }
-        }
+        vectorize::run(
+            isa,
+            #[inline(always)]
+            || {
+                if s.relu {
+                    for (o, &v) in yp.iter_mut().zip(xp) {
+                        *o = (a * v + b).max(T::zero());
+                    }
+                } else {
+                    for (o, &v) in yp.iter_mut().zip(xp) {
+                        *o = a * v + b;
+                    }
+                }
+            },
+        )
     });
 }
 
@@ -142,6 +206,11 @@ fn check(s: &BnShape, x: usize, y: usize, affine: usize, stats: usize) {
 
 /// Training forward: batch statistics, `saved` = [μ | 1/sqrt(σ²+ε)], running statistics updated.
 pub(crate) fn forward_train<T: Real>(a: BnTrain<'_, &[T], &mut [T]>) {
+    forward_train_with(vectorize::widest(), a)
+}
+
+/// [`forward_train`] with its loops compiled for `isa` (the same bits for every `isa`).
+pub(super) fn forward_train_with<T: Real>(isa: Option<Simd>, a: BnTrain<'_, &[T], &mut [T]>) {
     let BnTrain { s, x, affine, running, saved, y } = a;
     check(s, x.len(), y.len(), affine.len(), running.len());
     assert_eq!(saved.len(), 2 * s.c, "batchnorm: saved length");
@@ -150,7 +219,7 @@ pub(crate) fn forward_train<T: Real>(a: BnTrain<'_, &[T], &mut [T]>) {
     let unbias = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
     let mom = s.momentum;
     let (gamma, beta) = affine.split_at(s.c);
-    let maps: Vec<Normalize<T>> = channel_stats(s, x)
+    let maps: Vec<Normalize<T>> = channel_stats(isa, s, x)
         .into_iter()
         .enumerate()
         .map(|(c, (mean, var))| {
@@ -163,7 +232,7 @@ pub(crate) fn forward_train<T: Real>(a: BnTrain<'_, &[T], &mut [T]>) {
             Normalize::new(mean, invstd, wide(gamma[c]), wide(beta[c]))
         })
         .collect();
-    apply(s, &maps, x, y);
+    apply(isa, s, &maps, x, y);
 }
 
 /// Eval forward: normalize with the running statistics [mean | var].
@@ -176,11 +245,16 @@ pub(crate) fn forward_eval<T: Real>(a: BnEval<'_, &[T], &mut [T]>) {
             Normalize::new(wide(running[c]), invstd, wide(affine[c]), wide(affine[s.c + c]))
         })
         .collect();
-    apply(s, &maps, x, y);
+    apply(vectorize::widest(), s, &maps, x, y);
 }
 
 /// Backward of [`forward_train`]: dx and d_affine = [dγ | dβ], both overwritten.
 pub(crate) fn backward<T: Real>(a: BnBackward<'_, &[T], &mut [T]>) {
+    backward_with(vectorize::widest(), a)
+}
+
+/// [`backward`] with its loops compiled for `isa` (the same bits for every `isa`).
+pub(super) fn backward_with<T: Real>(isa: Option<Simd>, a: BnBackward<'_, &[T], &mut [T]>) {
     let BnBackward { s, x, y, dy, affine, saved, dx, d_affine } = a;
     check(s, x.len(), y.len(), affine.len(), saved.len());
     assert_eq!(dy.len(), s.len(), "batchnorm: dy length");
@@ -192,19 +266,28 @@ pub(crate) fn backward<T: Real>(a: BnBackward<'_, &[T], &mut [T]>) {
     let mean = |c: usize| wide(saved[c]);
     let invstd = |c: usize| wide(saved[s.c + c]);
 
-    // (Σdy', Σdy'·x̂) per channel.
+    // (Σdy', Σdy'·x̂) per channel, the second as is·Σdy'·(x − μ).
     let sums: Vec<(f64, f64)> = (0..s.c)
         .into_par_iter()
         .map(|c| {
-            let (mu, is) = (mean(c), invstd(c));
-            let [dbeta, dgamma] = channel_sum(s, |b| {
-                let (xp, yp, dyp) = (plane(s, x, b, c), plane(s, y, b, c), plane(s, dy, b, c));
-                lane_sum(xp, yp, dyp, |xv, yv, dv| {
-                    let d = wide(masked(dv, yv));
-                    [d, d * (wide(xv) - mu) * is]
-                })
-            });
-            (dbeta, dgamma)
+            let mu = saved[c];
+            vectorize::run(
+                isa,
+                #[inline(always)]
+                || {
+                    let planes = |b| (plane(s, x, b, c), plane(s, y, b, c), plane(s, dy, b, c));
+                    let [dbeta, dxmu] = channel_sum(
+                        s,
+                        planes,
+                        #[inline(always)]
+                        |xv, yv, dv| {
+                            let d = masked(dv, yv);
+                            [d, d * (xv - mu)]
+                        },
+                    );
+                    (dbeta, dxmu * invstd(c))
+                },
+            )
         })
         .collect();
     for (c, &(dbeta, dgamma)) in sums.iter().enumerate() {
@@ -230,8 +313,14 @@ pub(crate) fn backward<T: Real>(a: BnBackward<'_, &[T], &mut [T]>) {
         let [k, u, v] = coefs[i % s.c];
         let n = dxp.len();
         let (xp, yp, dyp) = (&xp[..n], &yp[..n], &dyp[..n]);
-        for i in 0..n {
-            dxp[i] = k * masked(dyp[i], yp[i]) + (u * xp[i] + v);
-        }
+        vectorize::run(
+            isa,
+            #[inline(always)]
+            || {
+                for i in 0..n {
+                    dxp[i] = k * masked(dyp[i], yp[i]) + (u * xp[i] + v);
+                }
+            },
+        )
     });
 }

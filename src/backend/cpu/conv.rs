@@ -179,10 +179,12 @@ fn check(s: &ConvShape, x: usize, w: usize, y: usize) {
     assert_eq!(y, s.y_len(), "conv: y length");
 }
 
-/// Per-task buffers: col (K × B·P) and the c_out × B·P output block.
-fn buffers<T: Real>(s: &ConvShape) -> (Vec<T>, Vec<T>) {
+/// Per-task buffers for blocks of up to `images` images: col (K × B·P) and the c_out × B·P output
+/// block. Sized to the blocks that will run (a filter-gradient chunk can hold fewer images than a
+/// block), since zeroing them costs as much as a small GEMM.
+fn buffers<T: Real>(s: &ConvShape, images: usize) -> (Vec<T>, Vec<T>) {
     let (_, _, k, p) = dims(s);
-    let bp = block_images(s) * p;
+    let bp = images * p;
     (vec![T::zero(); k * bp], vec![T::zero(); s.c_out * bp])
 }
 
@@ -202,7 +204,7 @@ pub(crate) fn forward<T: Real>(s: &ConvShape, x: &[T], w: &[T], y: &mut [T]) {
     let b = block_images(s);
     let w = Mat::new(w, s.c_out, k);
     y.par_chunks_mut(b * y_img).zip(x.par_chunks(b * x_img)).for_each_init(
-        || buffers(s),
+        || buffers(s, b),
         |(col, out), (ys, xs)| {
             let bp = xs.len() / x_img * p;
             let (col, out) = (&mut col[..k * bp], &mut out[..s.c_out * bp]);
@@ -233,7 +235,7 @@ pub(crate) fn backward_data<T: Real>(s: &ConvShape, dy: &[T], w: &[T], dx: &mut 
     let b = block_images(s);
     let wt = Mat::new(w, s.c_out, k).t();
     dx.par_chunks_mut(b * x_img).zip(dy.par_chunks(b * y_img)).for_each_init(
-        || buffers(s),
+        || buffers(s, b),
         |(col, dy_blk), (dxs, dys)| {
             let bp = dys.len() / y_img * p;
             let (col, dy_blk) = (&mut col[..k * bp], &mut dy_blk[..s.c_out * bp]);
@@ -261,13 +263,13 @@ pub(crate) fn backward_filter<T: Real>(s: &ConvShape, x: &[T], dy: &[T], dw: &mu
         dw.fill(T::zero());
         return;
     }
-    let b = block_images(s);
     let per_chunk = s.n.div_ceil(FILTER_CHUNKS);
+    let b = block_images(s).min(per_chunk);
     let partials: Vec<Vec<T>> = x
         .par_chunks(per_chunk * x_img)
         .zip(dy.par_chunks(per_chunk * y_img))
         .map(|(xs, dys)| {
-            let (mut col, mut dy_blk) = buffers(s);
+            let (mut col, mut dy_blk) = buffers(s, b);
             let mut part = vec![T::zero(); dw.len()];
             for (xs, dys) in xs.chunks(b * x_img).zip(dys.chunks(b * y_img)) {
                 let bp = xs.len() / x_img * p;

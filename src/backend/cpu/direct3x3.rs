@@ -62,15 +62,16 @@ const TILE_V: usize = TILE_Q / 8;
 /// Whether the direct path computes this convolution when `c_out` channels come out (the input
 /// channels of the conv for its backward-data pass): a 3×3 pad-1 conv, `c_out` a multiple of
 /// [`TILE_CO`], on a CPU with AVX2 and FMA, and
-/// - stride 1 on planes whose width is a multiple of 8 (one vector: 8, 16, 32 in the CIFAR nets; the
-///   4×4 and 2×2 maps of the tiny nets stay on im2col + GEMM);
+/// - stride 1 on planes whose width is a multiple of 8 (8, 16, 32 in the CIFAR nets) or whose
+///   size is a multiple of 16 pixels (the tiny nets' 4×4: [`Shifted`]; their 2×2 maps, 4 outputs
+///   in a 16-q tile, stay on im2col + GEMM);
 /// - or stride 2 with at least 8 output columns ([`stride2::fits`]: 16 → 8 and 32 → 16 in the CIFAR
 ///   nets; the tiny nets' 8 → 4 stays on im2col + GEMM).
 pub(super) fn applies(s: &ConvShape, c_out: usize) -> bool {
     let shape = s.kernel == 3
         && s.pad == 1
         && match s.stride {
-            1 => s.w > 0 && s.w % 8 == 0,
+            1 => s.w > 0 && (s.w % 8 == 0 || s.h * s.w % TILE_Q == 0),
             2 => stride2::fits(s),
             _ => false,
         };
@@ -78,10 +79,11 @@ pub(super) fn applies(s: &ConvShape, c_out: usize) -> bool {
 }
 
 /// Whether the direct path computes this convolution's filter gradient: as [`applies`], with the
-/// output channels a multiple of [`CO_BLK`] (16, 32, 64 in the CIFAR nets; the tiny nets' 8-channel
-/// convs stay on im2col + GEMM) and an even output width (the filter kernels take pixels in pairs).
+/// output channels a multiple of 8 (blocks of [`CO_BLK`] = 16 where they divide, as in the CIFAR
+/// nets, else of 8, as in the tiny nets) and an even output width (the filter kernels take pixels in
+/// pairs).
 pub(super) fn applies_to_filter(s: &ConvShape) -> bool {
-    applies(s, s.c_out) && s.c_out % CO_BLK == 0 && s.out_w() % 2 == 0
+    applies(s, s.c_out) && s.c_out % 8 == 0 && s.out_w() % 2 == 0
 }
 
 /// The instruction set the direct kernels run with. Both compute every output with the same
@@ -209,6 +211,61 @@ impl Planes {
     }
 }
 
+/// The stride-1 layout of forward and backward data on planes whose width is not a multiple of
+/// [`TILE_Q`] (8 and 4 in the CIFAR and tiny nets): per channel, the three column shifts of the
+/// vertically padded planes, X_kj[r][c] = xpad[r][c + kj] for r < H + 2, c < W (ld = W: no padding
+/// columns), so that tap (ki, kj) of output q = oh·W + ow reads X_kj[q + ki·W]. Tiles of 16
+/// consecutive q then span rows and compute no padding column (the padded layout computes W + 2 q
+/// per W outputs: 25% more at W = 8). Each output reads the same values in the same (ki, kj) order
+/// as in [`Planes`], so the two layouts give the same bits. Copies 3·(H + 2)·W elements a channel.
+#[derive(Clone, Copy)]
+struct Shifted {
+    h: usize,
+    w: usize,
+    grid: Grid,
+    /// Length of one shifted plane: q + 2·W, so that every tap of every computed q is in it.
+    shift: usize,
+}
+
+impl Shifted {
+    fn new(h: usize, w: usize) -> Self {
+        let grid = Grid::new(h, w, w);
+        Shifted { h, w, grid, shift: grid.q + 2 * w }
+    }
+
+    /// Elements per prepared channel: the three shifts.
+    fn chan(&self) -> usize {
+        3 * self.shift
+    }
+
+    /// off(ki, kj) = ki·W + kj·shift.
+    fn taps(&self) -> Taps {
+        Taps {
+            rows: (0..3).map(|ki| ki * self.w).collect(),
+            cols: (0..3).map(|kj| kj * self.shift).collect(),
+        }
+    }
+
+    /// Copies the H × W planes of `src` into their three shifts in `dst`.
+    fn prepare(&self, src: &[f32], dst: &mut [f32]) {
+        let w = self.w;
+        for (s, d) in src.chunks_exact(self.h * w).zip(dst.chunks_exact_mut(self.chan())) {
+            d.fill(0.0);
+            for (kj, shifted) in d.chunks_exact_mut(self.shift).enumerate() {
+                for (i, row) in s.chunks_exact(w).enumerate() {
+                    let out = &mut shifted[(i + 1) * w..][..w];
+                    // out[c] = row[c + kj − 1] where that is inside the row, else 0 (left as filled).
+                    match kj {
+                        0 => out[1..].copy_from_slice(&row[..w - 1]),
+                        1 => out.copy_from_slice(row),
+                        _ => out[..w - 1].copy_from_slice(&row[1..]),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Output channels per forward tile with `isa` when `c_out` come out: [`TILE_CO`] with AVX2; with
 /// AVX-512 the largest of 16, 8 and 4 that divides `c_out` (one 16-lane register per channel).
 fn tile_co(isa: Simd, c_out: usize) -> usize {
@@ -279,7 +336,8 @@ type PerImage<'a> = &'a (dyn Fn(&[f32], &mut [f32]) + Sync);
 /// elements) into `c_in` channels of `chan` elements, every [`Part`] runs its tiles over `grid`,
 /// and the outputs (`out_img` elements an image) are:
 /// - with `finish` None (one part): the rows × cols planes of the grid, stored straight from the
-///   tiles when cols is a multiple of [`TILE_Q`], else through a q-layout buffer ([`Grid::unpad_q`]);
+///   tiles when cols is a multiple of [`TILE_Q`] or the q layout is the planes' own (ld = cols and
+///   q = rows·cols), else through a q-layout buffer ([`Grid::unpad_q`]);
 /// - else `finish(buffer, out)` of the q-layout buffer [part][co][q].
 ///
 /// Moves c_in·chan + (parts·)c_out·q elements per image around c_out·c_in·taps·q multiply-adds.
@@ -320,14 +378,17 @@ impl Pass<'_> {
             out.fill(0.0);
             return;
         }
-        let rows = finish.is_none() && g.cols % TILE_Q == 0;
-        let yq_len = if rows { 0 } else { parts.len() * c_out * g.q };
+        // Tiles store straight into the output planes when they are row-aligned (cols a multiple
+        // of TILE_Q) or when the q layout is the planes' layout (ld = cols, q = rows·cols).
+        let flat = finish.is_none() && g.ld == g.cols && g.q == g.pixels();
+        let rows = finish.is_none() && !flat && g.cols % TILE_Q == 0;
+        let yq_len = if rows || flat { 0 } else { parts.len() * c_out * g.q };
         out.par_chunks_mut(out_img).zip(inp.par_chunks(in_img)).for_each_init(
             || (vec![0.0f32; c_in * chan], vec![0.0f32; yq_len]),
             |(xp, yq), (out, inp)| {
                 prepare(inp, xp);
-                if rows {
-                    parts[0].tiles(self, xp, out, true);
+                if rows || flat {
+                    parts[0].tiles(self, xp, out, rows);
                 } else {
                     for (part, yq) in parts.iter().zip(yq.chunks_exact_mut(c_out * g.q)) {
                         part.tiles(self, xp, yq, false);
@@ -432,8 +493,8 @@ pub(super) fn backward_data_with(isa: Simd, s: &ConvShape, dy: &[f32], w: &[f32]
 }
 
 /// The stride-1 [`Pass`] of forward and backward data: `c_src` channels of `src` (H × W planes,
-/// padded) into `c_dst` channels of `dst`, with the weight of (dst channel, src channel, tap) from
-/// `weight`.
+/// padded, or [`Shifted`] where W is not a multiple of [`TILE_Q`]) into `c_dst` channels of `dst`,
+/// with the weight of (dst channel, src channel, tap) from `weight`.
 fn stride1_pass(
     isa: Simd,
     s: &ConvShape,
@@ -443,23 +504,30 @@ fn stride1_pass(
     src: &[f32],
     dst: &mut [f32],
 ) {
-    let p = Planes::new(s.h, s.w);
-    let part = Part::new(isa, c_dst, c_src, p.taps(), weight);
     let hw = s.h * s.w;
-    Pass {
-        isa,
-        n: s.n,
-        grid: p.grid,
-        c_in: c_src,
-        chan: p.plane,
-        c_out: c_dst,
-        in_img: c_src * hw,
-        out_img: c_dst * hw,
-        prepare: &|src, dst| p.pad(src, dst),
-        parts: &[part],
-        finish: None,
+    let mut run = |grid: Grid, chan: usize, taps: Taps, prepare: PerImage| {
+        Pass {
+            isa,
+            n: s.n,
+            grid,
+            c_in: c_src,
+            chan,
+            c_out: c_dst,
+            in_img: c_src * hw,
+            out_img: c_dst * hw,
+            prepare,
+            parts: &[Part::new(isa, c_dst, c_src, taps, &weight)],
+            finish: None,
+        }
+        .run(src, dst)
+    };
+    if s.w % TILE_Q == 0 {
+        let p = Planes::new(s.h, s.w);
+        run(p.grid, p.plane, p.taps(), &|src, dst| p.pad(src, dst));
+    } else {
+        let p = Shifted::new(s.h, s.w);
+        run(p.grid, p.chan(), p.taps(), &|src, dst| p.prepare(src, dst));
     }
-    .run(src, dst);
 }
 
 /// What a forward tile reads: `c_in` prepared channels of `chan` elements in `xp`, the tile's
@@ -569,7 +637,7 @@ unsafe fn forward_tile512<const CO: usize, const R: usize, const C: usize>(_: Ti
 const CO_BLK: usize = 16;
 
 /// dw = Σ_n dy_n ⋆ x_n, overwritten. Panics unless [`applies_to_filter`]: the kernels' reads are in
-/// bounds only for an even output width (pixels go in pairs) and 16-channel blocks.
+/// bounds only for an even output width (pixels go in pairs) and blocks of 8 or 16 channels.
 pub(super) fn backward_filter(s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     assert!(applies_to_filter(s), "direct conv: backward_filter does not apply to {s:?}");
     backward_filter_with(simd().expect("direct conv: not applicable"), s, x, dy, dw);
@@ -605,14 +673,27 @@ struct FilterPass<'a> {
 }
 
 impl FilterPass<'_> {
-    /// dw = Σ_n dy_n ⋆ x_n, overwritten. One task per (block of 16 output channels, chunk of the
-    /// batch); per group of images (about 1024 output pixels) it prepares its images' x and copies
-    /// their dy block with the channel innermost, dyb[i][p][16] (both stay in L2), sums every (ci,
-    /// kernel row) over the group in f32 and adds the sums to its f64 partial dw. x and dy are read
-    /// from memory once per channel block.
+    /// dw = Σ_n dy_n ⋆ x_n, overwritten, in blocks of [`CO_BLK`] output channels where they
+    /// divide c_out, else of 8.
     fn run(&self, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+        if self.s.c_out % CO_BLK == 0 {
+            self.blocks::<CO_BLK>(x, dy, dw)
+        } else {
+            self.blocks::<8>(x, dy, dw)
+        }
+    }
+
+    /// [`FilterPass::run`] in blocks of B output channels (16 or 8). One task per (block, chunk of
+    /// the batch); per group of images (about 1024 output pixels) it prepares its images' x and
+    /// copies their dy block with the channel innermost, dyb[i][p][B] (both stay in L2), sums every
+    /// (ci, kernel row) over the group in f32 and adds the sums to its f64 partial dw. x and dy are
+    /// read from memory once per channel block.
+    fn blocks<const B: usize>(&self, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         let FilterPass { isa, s, grid: g, chan, prepare, offs } = *self;
-        assert!(s.c_out % CO_BLK == 0 && g.cols % 2 == 0 && supported(isa), "direct conv: filter blocks");
+        assert!(
+            (B == CO_BLK || B == 8) && s.c_out % B == 0 && g.cols % 2 == 0 && supported(isa),
+            "direct conv: filter blocks"
+        );
         // The last tap of the last pixel stays in its channel's `chan` elements.
         let last = offs.iter().max().map_or(0, |&o| o + (g.rows.max(1) - 1) * g.ld + g.cols);
         assert!(last <= chan, "direct conv: filter tap offsets");
@@ -631,47 +712,51 @@ impl FilterPass<'_> {
         let per_flush = (1024 / hw).max(1);
         let per_chunk = s.n.div_ceil(FILTER_CHUNKS);
         let chunks = s.n.div_ceil(per_chunk);
-        let partials: Vec<Vec<[f64; CO_BLK]>> = (0..s.c_out / CO_BLK * chunks)
+        let partials: Vec<Vec<[f64; B]>> = (0..s.c_out / B * chunks)
             .into_par_iter()
             .map(|task| {
                 let (blk, chunk) = (task / chunks, task % chunks);
                 let images = chunk * per_chunk..((chunk + 1) * per_chunk).min(s.n);
-                let mut sums = vec![[0.0f64; CO_BLK]; s.c_in * 9];
-                let (mut xp, mut dyb) =
-                    (vec![0.0f32; per_flush * xp_img], vec![0.0f32; per_flush * hw * CO_BLK]);
+                let mut sums = vec![[0.0f64; B]; s.c_in * 9];
+                // Sized to the largest group of this chunk: zeroing more would cost as much as
+                // the sums on small maps (a chunk of 4 images at 4×4, where a group could be 64).
+                let most = per_flush.min(images.len());
+                let (mut xp, mut dyb) = (vec![0.0f32; most * xp_img], vec![0.0f32; most * hw * B]);
                 for first in images.clone().step_by(per_flush) {
                     let group = per_flush.min(images.end - first);
-                    let (xp, dyb) = (&mut xp[..group * xp_img], &mut dyb[..group * hw * CO_BLK]);
+                    let (xp, dyb) = (&mut xp[..group * xp_img], &mut dyb[..group * hw * B]);
                     for (i, xp) in xp.chunks_exact_mut(xp_img).enumerate() {
                         prepare(&x[(first + i) * x_img..][..x_img], xp);
                     }
-                    for (i, dyb) in dyb.chunks_exact_mut(hw * CO_BLK).enumerate() {
-                        channels_innermost(
-                            &dy[(first + i) * dy_img + blk * CO_BLK * hw..][..CO_BLK * hw],
+                    for (i, dyb) in dyb.chunks_exact_mut(hw * B).enumerate() {
+                        channels_innermost::<B>(
+                            &dy[(first + i) * dy_img + blk * B * hw..][..B * hw],
                             hw,
                             dyb,
                         );
                     }
                     for ci in 0..s.c_in {
                         // SAFETY: `isa`'s features were detected and cols is even (asserted
-                        // above); image i of the group reads dyb[(i·hw + p)·16 + 0..16] for
+                        // above); image i of the group reads dyb[(i·hw + p)·B + 0..B] for
                         // p < hw, inside `dyb`, and xp[i·xp_img + ci·chan + r·ld + c + offs[t]]
                         // for r < rows, c < cols, below i·xp_img + (ci + 1)·chan ≤ group·xp_img
                         // (`last` ≤ chan, asserted above): inside `xp`.
                         let xc = &xp[ci * chan..];
-                        let taps = match isa {
-                            Simd::Avx512 => unsafe { filter_taps512(dyb, xc, xp_img, group, &g, &offs) },
-                            Simd::Avx2 => {
-                                let mut taps = [[0.0f32; CO_BLK]; 9];
+                        // Blocks of 8 take the AVX2 kernel with either instruction set (one
+                        // 8-lane vector a pixel).
+                        let mut taps = [[0.0f32; B]; 9];
+                        match (isa, B) {
+                            (Simd::Avx512, CO_BLK) => unsafe {
+                                filter_taps512(dyb, xc, xp_img, group, &g, &offs, taps.as_flattened_mut())
+                            },
+                            _ => {
                                 for (ki, row) in taps.chunks_exact_mut(3).enumerate() {
                                     let offs = [offs[3 * ki], offs[3 * ki + 1], offs[3 * ki + 2]];
-                                    row.copy_from_slice(&unsafe {
-                                        filter_taps(dyb, xc, xp_img, group, &g, &offs)
-                                    });
+                                    let row = row.as_flattened_mut();
+                                    unsafe { filter_taps::<B>(dyb, xc, xp_img, group, &g, &offs, row) }
                                 }
-                                taps
                             }
-                        };
+                        }
                         for (sum, tap) in sums[ci * 9..][..9].iter_mut().zip(&taps) {
                             for (s, &v) in sum.iter_mut().zip(tap) {
                                 *s += f64::from(v);
@@ -684,34 +769,34 @@ impl FilterPass<'_> {
             .collect();
         for (blk, parts) in partials.chunks_exact(chunks).enumerate() {
             for w in 0..s.c_in * 9 {
-                for l in 0..CO_BLK {
+                for l in 0..B {
                     let total: f64 = parts.iter().fold(0.0, |t, part| t + part[w][l]);
-                    dw[(blk * CO_BLK + l) * s.c_in * 9 + w] = total as f32;
+                    dw[(blk * B + l) * s.c_in * 9 + w] = total as f32;
                 }
             }
         }
     }
 }
 
-/// dyb[p·16 + l] = src[l·hw + p] for p < hw, l < 16: a block's 16 dy planes with the channel
-/// innermost. Whole blocks of 16 pixels go through a 16 × 16 tile read a plane row at a time: the
-/// planes are hw apart (4 KiB at 32×32), so reading one pixel's 16 channels at a time hits one
-/// cache set 16 times per pixel. The last hw mod 16 pixels go one at a time.
-fn channels_innermost(src: &[f32], hw: usize, dyb: &mut [f32]) {
-    debug_assert!(src.len() == CO_BLK * hw && dyb.len() == CO_BLK * hw);
-    let full = hw / CO_BLK * CO_BLK;
-    let mut tile = [[0.0f32; CO_BLK]; CO_BLK];
-    for p0 in (0..full).step_by(CO_BLK) {
+/// dyb[p·B + l] = src[l·hw + p] for p < hw, l < B: a block's B dy planes with the channel
+/// innermost. Whole blocks of B pixels go through a B × B tile read a plane row at a time: the
+/// planes are hw apart (4 KiB at 32×32), so reading one pixel's B channels at a time hits one
+/// cache set B times per pixel. The last hw mod B pixels go one at a time.
+fn channels_innermost<const B: usize>(src: &[f32], hw: usize, dyb: &mut [f32]) {
+    debug_assert!(src.len() == B * hw && dyb.len() == B * hw);
+    let full = hw / B * B;
+    let mut tile = [[0.0f32; B]; B];
+    for p0 in (0..full).step_by(B) {
         for (l, row) in tile.iter_mut().enumerate() {
-            row.copy_from_slice(&src[l * hw + p0..][..CO_BLK]);
+            row.copy_from_slice(&src[l * hw + p0..][..B]);
         }
-        for (j, d) in dyb[p0 * CO_BLK..][..CO_BLK * CO_BLK].chunks_exact_mut(CO_BLK).enumerate() {
+        for (j, d) in dyb[p0 * B..][..B * B].chunks_exact_mut(B).enumerate() {
             for (d, row) in d.iter_mut().zip(&tile) {
                 *d = row[j];
             }
         }
     }
-    for (p, d) in dyb.chunks_exact_mut(CO_BLK).enumerate().skip(full) {
+    for (p, d) in dyb.chunks_exact_mut(B).enumerate().skip(full) {
         for (l, d) in d.iter_mut().enumerate() {
             *d = src[l * hw + p];
         }
@@ -721,76 +806,87 @@ fn channels_innermost(src: &[f32], hw: usize, dyb: &mut [f32]) {
 /// Whether the filter kernels' reads stay inside `dy` and `x` for `images` images (cols even),
 /// with the largest tap offset `max_off`.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn filter_in_bounds(dy: &[f32], x: &[f32], x_image: usize, images: usize, g: &Grid, max_off: usize) -> bool {
+fn filter_in_bounds(
+    dy: &[f32],
+    x: &[f32],
+    lanes: usize,
+    x_image: usize,
+    images: usize,
+    g: &Grid,
+    max_off: usize,
+) -> bool {
     let reads_x = || (images - 1) * x_image + (g.rows - 1) * g.ld + g.cols + max_off;
     images > 0
         && g.rows > 0
         && g.cols % 2 == 0
-        && dy.len() >= images * g.pixels() * CO_BLK
+        && dy.len() >= images * g.pixels() * lanes
         && x.len() >= reads_x()
 }
 
-/// For the 3 taps at `offs` (one kernel row) and the 16 output channels of a block (2 vectors of
-/// lanes): Σ_i Σ_(r,c) dy_i[r·cols + c][lane] · x_i[r·ld + c + offs[tap]] over `images` images,
-/// image i's dy at `dy[i·rows·cols·16..]` and its prepared input channel at `x[i·x_image..]`. Even
-/// and odd c accumulate separately (12 accumulators, enough to hide the FMA latency) and are added
-/// at the end; per 2 pixels 4 loads, 6 broadcasts and 12 FMAs.
+/// For the 3 taps at `offs` (one kernel row) and the B output channels of a block (B = 16: 2
+/// vectors of lanes; B = 8: 1): Σ_i Σ_(r,c) dy_i[r·cols + c][lane] · x_i[r·ld + c + offs[tap]]
+/// over `images` images, image i's dy at `dy[i·rows·cols·B..]` and its prepared input channel at
+/// `x[i·x_image..]`, into out[tap·B + lane]. Even and odd c accumulate separately (12 or 6
+/// accumulators) and are added at the end; per 2 pixels 2·B/8 loads, 6 broadcasts and 6·B/8 FMAs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn filter_taps(
+unsafe fn filter_taps<const B: usize>(
     dy: &[f32],
     x: &[f32],
     x_image: usize,
     images: usize,
     g: &Grid,
     offs: &[usize; 3],
-) -> [[f32; CO_BLK]; 3] {
-    debug_assert!(filter_in_bounds(dy, x, x_image, images, g, offs.iter().copied().max().unwrap_or(0)));
-    let hw = g.pixels();
+    out: &mut [f32],
+) {
+    let max_off = offs.iter().copied().max().unwrap_or(0);
+    debug_assert!((B == 8 || B == 16) && out.len() >= 3 * B);
+    debug_assert!(filter_in_bounds(dy, x, B, x_image, images, g, max_off));
+    let (hw, vecs) = (g.pixels(), B / 8);
     let mut acc = [[[_mm256_setzero_ps(); 2]; 3]; 2];
     for i in 0..images {
-        let (d, x) = (dy.as_ptr().add(i * hw * CO_BLK), x.as_ptr().add(i * x_image));
+        let (d, x) = (dy.as_ptr().add(i * hw * B), x.as_ptr().add(i * x_image));
         for r in 0..g.rows {
             for c in (0..g.cols).step_by(2) {
                 for (parity, acc) in acc.iter_mut().enumerate() {
-                    let dp = d.add((r * g.cols + c + parity) * CO_BLK);
-                    let dv = [_mm256_loadu_ps(dp), _mm256_loadu_ps(dp.add(8))];
+                    let dp = d.add((r * g.cols + c + parity) * B);
+                    let dv = [_mm256_loadu_ps(dp), _mm256_loadu_ps(dp.add(8 * (vecs - 1)))];
                     let xs = x.add(r * g.ld + c + parity);
                     for (&off, acc) in offs.iter().zip(acc.iter_mut()) {
                         let b = _mm256_broadcast_ss(&*xs.add(off));
-                        acc[0] = _mm256_fmadd_ps(b, dv[0], acc[0]);
-                        acc[1] = _mm256_fmadd_ps(b, dv[1], acc[1]);
+                        for v in 0..vecs {
+                            acc[v] = _mm256_fmadd_ps(b, dv[v], acc[v]);
+                        }
                     }
                 }
             }
         }
     }
-    let mut out = [[0.0f32; CO_BLK]; 3];
-    for ((o, even), odd) in out.iter_mut().zip(&acc[0]).zip(&acc[1]) {
-        for (v, (&e, &d)) in even.iter().zip(odd).enumerate() {
-            _mm256_storeu_ps(o.as_mut_ptr().add(8 * v), _mm256_add_ps(e, d));
+    for (t, (even, odd)) in acc[0].iter().zip(&acc[1]).enumerate() {
+        for v in 0..vecs {
+            _mm256_storeu_ps(out.as_mut_ptr().add(t * B + 8 * v), _mm256_add_ps(even[v], odd[v]));
         }
     }
-    out
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn filter_taps(
+unsafe fn filter_taps<const B: usize>(
     _: &[f32],
     _: &[f32],
     _: usize,
     _: usize,
     _: &Grid,
     _: &[usize; 3],
-) -> [[f32; CO_BLK]; 3] {
+    _: &mut [f32],
+) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
-/// The 9 taps of [`filter_taps`] at once with AVX-512F: the 16 output channels in one register,
-/// 3 kernel rows × 3 taps × even/odd c = 18 accumulators, so each dy vector loaded feeds 9 taps
-/// (3 with AVX2). Every lane of every tap accumulates the same products in the same order as
-/// [`filter_taps`] does for its kernel row (even and odd c apart, then added), so the two give
-/// identical bits. out[t] for the tap at offs[t].
+/// The 9 taps of [`filter_taps`] for a block of 16 channels at once with AVX-512F: the 16 output
+/// channels in one register, 3 kernel rows × 3 taps × even/odd c = 18 accumulators, so each dy
+/// vector loaded feeds 9 taps (3 with AVX2). Every lane of every tap accumulates the same products
+/// in the same order as [`filter_taps`] does for its kernel row (even and odd c apart, then added),
+/// so the two give identical bits. out[t·16 + lane] for the tap at offs[t].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn filter_taps512(
@@ -800,8 +896,11 @@ unsafe fn filter_taps512(
     images: usize,
     g: &Grid,
     offs: &[usize; 9],
-) -> [[f32; CO_BLK]; 9] {
-    debug_assert!(filter_in_bounds(dy, x, x_image, images, g, offs.iter().copied().max().unwrap_or(0)));
+    out: &mut [f32],
+) {
+    let max_off = offs.iter().copied().max().unwrap_or(0);
+    debug_assert!(out.len() >= 9 * CO_BLK);
+    debug_assert!(filter_in_bounds(dy, x, CO_BLK, x_image, images, g, max_off));
     let hw = g.pixels();
     let mut acc = [[_mm512_setzero_ps(); 9]; 2];
     for i in 0..images {
@@ -818,21 +917,12 @@ unsafe fn filter_taps512(
             }
         }
     }
-    let mut out = [[0.0f32; CO_BLK]; 9];
-    for ((o, &e), &d) in out.iter_mut().zip(&acc[0]).zip(&acc[1]) {
-        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(e, d));
+    for (t, (&e, &d)) in acc[0].iter().zip(&acc[1]).enumerate() {
+        _mm512_storeu_ps(out.as_mut_ptr().add(t * CO_BLK), _mm512_add_ps(e, d));
     }
-    out
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn filter_taps512(
-    _: &[f32],
-    _: &[f32],
-    _: usize,
-    _: usize,
-    _: &Grid,
-    _: &[usize; 9],
-) -> [[f32; CO_BLK]; 9] {
+unsafe fn filter_taps512(_: &[f32], _: &[f32], _: usize, _: usize, _: &Grid, _: &[usize; 9], _: &mut [f32]) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }

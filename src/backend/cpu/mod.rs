@@ -25,6 +25,7 @@ mod segments;
 mod sgd;
 #[cfg(test)]
 mod tests;
+mod vectorize;
 
 use super::ops::{
     AdamStep, AddAssign, BnBackward, BnEval, BnTrain, ConvBackwardData, ConvBackwardFilter, ConvForward,

@@ -6,6 +6,7 @@ mod determinism;
 mod direct;
 mod gradcheck;
 mod reference;
+mod vectorize;
 
 use super::Cpu;
 use crate::backend::Backend;
