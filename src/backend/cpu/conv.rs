@@ -1,7 +1,8 @@
 //! 2-D convolution (no bias) by im2col + GEMM over blocks of images; in f32 on a CPU with AVX2 and
 //! FMA, the 3×3 pad-1 convolutions that [`direct3x3::applies`] to go to [`direct3x3`] instead:
-//! stride 1 on planes a multiple of 8 wide, stride 2 with at least 8 output columns (the bulk of a
-//! CIFAR ResNet's work, all but the first conv; measured in docs/PERFORMANCE.md).
+//! stride 1 on planes a multiple of 8 wide or of at least 4 pixels, stride 2 with at least 2 output
+//! columns and 4 output pixels (all but the first conv of the CIFAR and tiny nets; measured in
+//! docs/PERFORMANCE.md).
 //!
 //! With K = c_in·k·k and P = out_h·out_w, a block of B images (B fixed by the shape alone, see
 //! [`block_images`]) has the K × B·P matrix col, whose column b·P + p is image b's input patch at

@@ -62,16 +62,17 @@ const TILE_V: usize = TILE_Q / 8;
 /// Whether the direct path computes this convolution when `c_out` channels come out (the input
 /// channels of the conv for its backward-data pass): a 3×3 pad-1 conv, `c_out` a multiple of
 /// [`TILE_CO`], on a CPU with AVX2 and FMA, and
-/// - stride 1 on planes whose width is a multiple of 8 (8, 16, 32 in the CIFAR nets) or whose
-///   size is a multiple of 16 pixels (the tiny nets' 4×4: [`Shifted`]; their 2×2 maps, 4 outputs
-///   in a 16-q tile, stay on im2col + GEMM);
-/// - or stride 2 with at least 8 output columns ([`stride2::fits`]: 16 → 8 and 32 → 16 in the CIFAR
-///   nets; the tiny nets' 8 → 4 stays on im2col + GEMM).
+/// - stride 1 on planes whose width is a multiple of 8 (8, 16, 32 in the CIFAR nets) or that have
+///   at least 4 pixels (the tiny nets' 4×4 and 2×2, through [`Shifted`]: at 2×2 three quarters of
+///   each 16-q tile are discarded, and it is still faster than im2col + GEMM, measured in
+///   docs/PERFORMANCE.md);
+/// - or stride 2 with at least 2 output columns and 4 output pixels ([`stride2::fits`]: 32 → 16 and
+///   16 → 8 in the CIFAR nets, 16 → 8, 8 → 4 and 4 → 2 in the tiny nets).
 pub(super) fn applies(s: &ConvShape, c_out: usize) -> bool {
     let shape = s.kernel == 3
         && s.pad == 1
         && match s.stride {
-            1 => s.w > 0 && (s.w % 8 == 0 || s.h * s.w % TILE_Q == 0),
+            1 => s.w > 0 && (s.w % 8 == 0 || s.h * s.w >= 4),
             2 => stride2::fits(s),
             _ => false,
         };
@@ -199,14 +200,19 @@ impl Planes {
         Taps { rows: (0..3).map(|ki| ki * self.grid.ld).collect(), cols: vec![0, 1, 2] }
     }
 
-    /// Copies the H × W planes of `src` into zero-padded planes of length `plane` in `dst`.
+    /// Copies the H × W planes of `src` into zero-padded planes of length `plane` in `dst`, writing
+    /// each element of `dst` once (the padding row above, then each row with its right padding and
+    /// the next row's left padding, then the padding below).
     fn pad(&self, src: &[f32], dst: &mut [f32]) {
-        let wp = self.grid.ld;
-        for (s, d) in src.chunks_exact(self.h * self.w).zip(dst.chunks_exact_mut(self.plane)) {
-            d.fill(0.0);
-            for (i, row) in s.chunks_exact(self.w).enumerate() {
-                d[(i + 1) * wp + 1..][..self.w].copy_from_slice(row);
+        let (w, wp) = (self.w, self.grid.ld);
+        for (s, d) in src.chunks_exact(self.h * w).zip(dst.chunks_exact_mut(self.plane)) {
+            d[..wp + 1].fill(0.0);
+            for (i, row) in s.chunks_exact(w).enumerate() {
+                let out = &mut d[(i + 1) * wp + 1..][..w + 2];
+                copy_row(&mut out[..w], row);
+                (out[w], out[w + 1]) = (0.0, 0.0);
             }
+            d[(self.h + 1) * wp + 1..].fill(0.0);
         }
     }
 }
@@ -246,23 +252,47 @@ impl Shifted {
         }
     }
 
-    /// Copies the H × W planes of `src` into their three shifts in `dst`.
+    /// Copies the H × W planes of `src` into their three shifts in `dst`, writing each element of
+    /// `dst` once.
     fn prepare(&self, src: &[f32], dst: &mut [f32]) {
         let w = self.w;
         for (s, d) in src.chunks_exact(self.h * w).zip(dst.chunks_exact_mut(self.chan())) {
-            d.fill(0.0);
             for (kj, shifted) in d.chunks_exact_mut(self.shift).enumerate() {
+                shifted[..w].fill(0.0);
                 for (i, row) in s.chunks_exact(w).enumerate() {
                     let out = &mut shifted[(i + 1) * w..][..w];
-                    // out[c] = row[c + kj − 1] where that is inside the row, else 0 (left as filled).
+                    // out[c] = row[c + kj − 1] where that is inside the row, else 0.
                     match kj {
-                        0 => out[1..].copy_from_slice(&row[..w - 1]),
-                        1 => out.copy_from_slice(row),
-                        _ => out[..w - 1].copy_from_slice(&row[1..]),
+                        0 => {
+                            out[0] = 0.0;
+                            copy_row(&mut out[1..], &row[..w - 1]);
+                        }
+                        1 => copy_row(out, row),
+                        _ => {
+                            out[w - 1] = 0.0;
+                            copy_row(&mut out[..w - 1], &row[1..]);
+                        }
                     }
                 }
+                shifted[(self.h + 1) * w..].fill(0.0);
             }
         }
+    }
+}
+
+/// dst = src (equal lengths) in fixed blocks of 16 elements, which compile to vector moves: the
+/// rows the layouts copy are 4 to 32 elements long, where a call to `memmove` per row cost more
+/// than the copy (`perf`: 5% of a PreResNet-20 step).
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "copy_row: lengths");
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        d.copy_from_slice(s);
+    }
+    for (d, &s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = s;
     }
 }
 

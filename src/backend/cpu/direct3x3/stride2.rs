@@ -27,11 +27,12 @@
 use super::{FilterPass, Grid, Part, Pass, Simd, Taps};
 use crate::backend::ConvShape;
 
-/// Whether a 3×3 stride-2 pad-1 conv fits the direct path: at least 8 output columns, so that the
-/// padding column the tiles compute adds at most 1/8 to the work (the tiny nets' 4 output columns
-/// would add 1/4 and round 20 q up to 32: they stay on im2col + GEMM).
+/// Whether a 3×3 stride-2 pad-1 conv fits the direct path: at least 2 output columns and 4 output
+/// pixels. The tiles compute one padding column a row and round q up to 16, which at 8 columns adds
+/// 1/8 to the work and at the tiny nets' 4 × 4 and 2 × 2 outputs (20 q in 32, 6 in 16) more than
+/// doubles it, and is still about twice as fast as im2col + GEMM there (docs/PERFORMANCE.md).
 pub(super) fn fits(s: &ConvShape) -> bool {
-    s.out_w() >= 8
+    s.out_w() >= 2 && s.out_h() * s.out_w() >= 4
 }
 
 /// The phase geometry of a stride-2 conv.
