@@ -1,16 +1,18 @@
 //! The CPU reference backend: plain slices of `T` (f32 for training, f64 for gradient checks),
-//! reductions in f64, rayon for parallel loops, and single-threaded GEMMs (the `gemm` crate and
-//! matrixmultiply, chosen per pass by measurement: see gemm.rs) on fixed blocks of images for conv,
-//! matrixmultiply for linear. In f32 on a CPU with AVX2 and FMA, the 3×3 stride-1 and stride-2
-//! convolutions are computed directly instead (direct3x3.rs and direct3x3/stride2.rs, core::arch
-//! intrinsics; runtime-detected, so a binary without AVX2 falls back to im2col + GEMM). Results are bit-reproducible on one machine; on a
-//! CPU without AVX2 + FMA they differ in the last bits, as the GEMM libraries' kernels already do.
+//! reductions in fixed blocks added in f64, rayon for parallel loops, and single-threaded GEMMs (the
+//! `gemm` crate and matrixmultiply, chosen per pass by measurement: see gemm.rs) on fixed blocks of
+//! images for conv, matrixmultiply for linear. In f32 on a CPU with AVX2 and FMA, the 3×3 stride-1
+//! and stride-2 convolutions are computed directly instead (direct3x3.rs and direct3x3/stride2.rs,
+//! core::arch intrinsics; runtime-detected, so a binary without AVX2 falls back to im2col + GEMM),
+//! and BatchNorm's loops run compiled for AVX-512 or AVX2 (vectorize.rs), with the baseline's bits.
+//! Results are bit-reproducible on one machine; on a CPU without AVX2 + FMA the convolutions differ
+//! in the last bits, as the GEMM libraries' kernels already do.
 //!
 //! Every op is deterministic whatever the thread count: parallel work is cut into chunks fixed by
 //! the shape alone, and partial results are added in chunk order, so a run is bit-reproducible from
 //! its seed on a given machine (tests/thread_determinism.rs checks 1, 2 and 3 threads). Shape
-//! mismatches in the ops that cannot return an error are programming errors and panic; memory transfers, the loss and the
-//! optimizer step return errors.
+//! mismatches in the ops that cannot return an error are programming errors and panic; memory
+//! transfers, the loss and the optimizer step return errors.
 
 mod adam;
 mod batchnorm;

@@ -155,14 +155,34 @@ pub(super) fn bn_forward<T: crate::backend::Real>(
     affine: &[T],
     running: &mut [T],
 ) -> (Vec<T>, Vec<T>) {
+    bn_forward_with(super::vectorize::widest(), s, x, affine, running)
+}
+
+/// [`bn_forward`] with BatchNorm's loops compiled for `isa` (None: the baseline).
+pub(super) fn bn_forward_with<T: crate::backend::Real>(
+    isa: Option<super::direct3x3::Simd>,
+    s: &crate::backend::BnShape,
+    x: &[T],
+    affine: &[T],
+    running: &mut [T],
+) -> (Vec<T>, Vec<T>) {
     let (mut y, mut saved) = (vec![T::nan(); s.len()], vec![T::nan(); 2 * s.c]);
     let a = crate::backend::BnTrain { s, x, affine, running, saved: &mut saved, y: &mut y };
-    Cpu::<T>::new().batchnorm_forward_train(a);
+    super::batchnorm::forward_train_with(isa, a);
     (y, saved)
 }
 
 /// BatchNorm backward on the CPU from a forward's y and saved statistics: (dx, d_affine).
 pub(super) fn bn_backward<T: crate::backend::Real>(
+    s: &crate::backend::BnShape,
+    inputs: [&[T]; 5],
+) -> (Vec<T>, Vec<T>) {
+    bn_backward_with(super::vectorize::widest(), s, inputs)
+}
+
+/// [`bn_backward`] with BatchNorm's loops compiled for `isa` (None: the baseline).
+pub(super) fn bn_backward_with<T: crate::backend::Real>(
+    isa: Option<super::direct3x3::Simd>,
     s: &crate::backend::BnShape,
     [x, y, dy, affine, saved]: [&[T]; 5],
 ) -> (Vec<T>, Vec<T>) {
@@ -177,7 +197,7 @@ pub(super) fn bn_backward<T: crate::backend::Real>(
         dx: &mut dx[..],
         d_affine: &mut d_affine[..],
     };
-    Cpu::<T>::new().batchnorm_backward(a);
+    super::batchnorm::backward_with(isa, a);
     (dx, d_affine)
 }
 

@@ -2,11 +2,10 @@
 //! bits, and its lane sums (blocks of up to 1024 elements in the element type, then f64) match the
 //! formulas computed one value at a time in f64.
 
-use super::super::batchnorm;
 use super::super::direct3x3::{self, Simd};
 use super::super::vectorize;
-use super::{assert_close, rng, to_f32, to_f64, uniform};
-use crate::backend::{BnBackward, BnShape, BnTrain, Real};
+use super::{assert_close, bn_backward_with, bn_forward_with, rng, to_f32, to_f64, uniform};
+use crate::backend::{BnShape, Real};
 
 /// Shapes: ragged lanes (hw = 37), blocks of several planes (hw = 64: 16 planes a block, 37 images:
 /// a ragged last block), planes longer than a block (hw = 1500: pieces of 1024 and 476), without
@@ -29,26 +28,9 @@ fn inputs(s: &BnShape, seed: u64) -> [Vec<f64>; 3] {
 /// (y, saved, running, dx, d_affine) of a train forward and a backward with the loops of `isa`.
 fn bn_pass<T: Real>(isa: Option<Simd>, s: &BnShape, seed: u64) -> [Vec<f64>; 5] {
     let [x, dy, affine] = inputs(s, seed).map(|v| v.into_iter().map(T::from_f64).collect::<Vec<T>>());
-    let (mut running, mut saved) = (vec![T::from_f64(0.5); 2 * s.c], vec![T::zero(); 2 * s.c]);
-    let mut y = vec![T::nan(); s.len()];
-    batchnorm::forward_train_with(
-        isa,
-        BnTrain { s, x: &x, affine: &affine, running: &mut running, saved: &mut saved, y: &mut y },
-    );
-    let (mut dx, mut d_affine) = (vec![T::nan(); s.len()], vec![T::nan(); 2 * s.c]);
-    batchnorm::backward_with(
-        isa,
-        BnBackward {
-            s,
-            x: &x,
-            y: &y,
-            dy: &dy,
-            affine: &affine,
-            saved: &saved,
-            dx: &mut dx,
-            d_affine: &mut d_affine,
-        },
-    );
+    let mut running = vec![T::from_f64(0.5); 2 * s.c];
+    let (y, saved) = bn_forward_with(isa, s, &x, &affine, &mut running);
+    let (dx, d_affine) = bn_backward_with(isa, s, [&x, &y, &dy, &affine, &saved]);
     [to_f64(&y), to_f64(&saved), to_f64(&running), to_f64(&dx), to_f64(&d_affine)]
 }
 
