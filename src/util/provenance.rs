@@ -34,7 +34,8 @@ pub struct Provenance {
     pub arch: String,
     /// The SIMD features detected at run time that the CPU kernels dispatch on (x86-64: "avx2",
     /// "fma", "avx512f", ...), then "direct3x3=avx512" or "direct3x3=avx2": the kernels the f32
-    /// direct convolutions take (ILR_DIRECT_SIMD=avx2 caps them at AVX2); empty elsewhere.
+    /// direct convolutions take, and the vectors BatchNorm's loops are compiled for (the same bits
+    /// with either; ILR_DIRECT_SIMD=avx2 caps both at AVX2); empty elsewhere.
     pub simd: Vec<String>,
     /// Host threads of the rayon pool the run trained in.
     pub threads: usize,

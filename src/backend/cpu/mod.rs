@@ -47,8 +47,9 @@ fn wide<T: Real>(v: T) -> f64 {
 }
 
 /// The SIMD kernels the f32 direct 3×3 convolutions run with on this CPU ("avx512" or "avx2"), or
-/// None where they never run (no AVX2 + FMA, or not x86-64: im2col + GEMM everywhere). Recorded in
-/// provenance: the two give the same bits, but this says which code ran.
+/// None where they never run (no AVX2 + FMA, or not x86-64: im2col + GEMM everywhere), which are
+/// also the vectors BatchNorm's loops are compiled for (vectorize.rs). Recorded in provenance: the
+/// two give the same bits, but this says which code ran.
 pub fn direct_conv_simd() -> Option<&'static str> {
     direct3x3::simd().map(direct3x3::Simd::name)
 }
