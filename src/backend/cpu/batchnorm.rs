@@ -26,8 +26,9 @@ use rayon::prelude::*;
 const LANES: usize = 16;
 
 /// Elements summed in the element type before the sum is widened to f64 (whole planes while they
-/// fit): at most 64 terms a lane, so an f32 lane sum carries a relative error of at most about
-/// 64·2⁻²⁴ ≈ 4e-6 of its terms' magnitude.
+/// fit). Element i of a plane goes to lane i mod 16, so a lane holds at most 64 + BLOCK/hw terms
+/// of a block (64 for planes of 1024 and more, 128 at 16 values, 320 at 4): an f32 lane sum
+/// carries a relative error of at most that many times 2⁻²⁴ of its terms' magnitude (4e-6 to 2e-5).
 const BLOCK: usize = 64 * LANES;
 
 /// Σ of the lanes, pairwise in a fixed order (lane l with lane l + 8, then l + 4, l + 2, l + 1).
