@@ -81,10 +81,10 @@ pub(super) fn applies(s: &ConvShape, c_out: usize) -> bool {
 
 /// Whether the direct path computes this convolution's filter gradient: as [`applies`], with the
 /// output channels a multiple of 8 (blocks of [`CO_BLK`] = 16 where they divide, as in the CIFAR
-/// nets, else of 8, as in the tiny nets) and an even output width (the filter kernels take pixels in
+/// nets, else of [`CO_BLK_NARROW`] = 8, as in the tiny nets) and an even output width (the filter kernels take pixels in
 /// pairs).
 pub(super) fn applies_to_filter(s: &ConvShape) -> bool {
-    applies(s, s.c_out) && s.c_out % 8 == 0 && s.out_w() % 2 == 0
+    applies(s, s.c_out) && s.c_out % CO_BLK_NARROW == 0 && s.out_w() % 2 == 0
 }
 
 /// The instruction set the direct kernels run with. Both compute every output with the same
@@ -665,6 +665,9 @@ unsafe fn forward_tile512<const CO: usize, const R: usize, const C: usize>(_: Ti
 
 /// Output channels per filter-gradient block: two AVX2 registers of 8 lanes.
 const CO_BLK: usize = 16;
+/// Output channels per filter-gradient block where [`CO_BLK`] does not divide c_out: one AVX2
+/// register.
+const CO_BLK_NARROW: usize = 8;
 
 /// dw = Σ_n dy_n ⋆ x_n, overwritten. Panics unless [`applies_to_filter`]: the kernels' reads are in
 /// bounds only for an even output width (pixels go in pairs) and blocks of 8 or 16 channels.
@@ -709,7 +712,7 @@ impl FilterPass<'_> {
         if self.s.c_out % CO_BLK == 0 {
             self.blocks::<CO_BLK>(x, dy, dw)
         } else {
-            self.blocks::<8>(x, dy, dw)
+            self.blocks::<CO_BLK_NARROW>(x, dy, dw)
         }
     }
 
@@ -721,7 +724,7 @@ impl FilterPass<'_> {
     fn blocks<const B: usize>(&self, x: &[f32], dy: &[f32], dw: &mut [f32]) {
         let FilterPass { isa, s, grid: g, chan, prepare, offs } = *self;
         assert!(
-            (B == CO_BLK || B == 8) && s.c_out % B == 0 && g.cols % 2 == 0 && supported(isa),
+            (B == CO_BLK || B == CO_BLK_NARROW) && s.c_out % B == 0 && g.cols % 2 == 0 && supported(isa),
             "direct conv: filter blocks"
         );
         // The last tap of the last pixel stays in its channel's `chan` elements.
@@ -776,14 +779,15 @@ impl FilterPass<'_> {
                         // 8-lane vector a pixel).
                         let mut taps = [[0.0f32; B]; 9];
                         match (isa, B) {
-                            (Simd::Avx512, CO_BLK) => unsafe {
-                                filter_taps512(dyb, xc, xp_img, group, &g, &offs, taps.as_flattened_mut())
-                            },
+                            (Simd::Avx512, CO_BLK) => taps.as_flattened_mut().copy_from_slice(
+                                unsafe { filter_taps512(dyb, xc, xp_img, group, &g, &offs) }.as_flattened(),
+                            ),
                             _ => {
                                 for (ki, row) in taps.chunks_exact_mut(3).enumerate() {
                                     let offs = [offs[3 * ki], offs[3 * ki + 1], offs[3 * ki + 2]];
-                                    let row = row.as_flattened_mut();
-                                    unsafe { filter_taps::<B>(dyb, xc, xp_img, group, &g, &offs, row) }
+                                    row.copy_from_slice(&unsafe {
+                                        filter_taps::<B>(dyb, xc, xp_img, group, &g, &offs)
+                                    });
                                 }
                             }
                         }
@@ -856,7 +860,7 @@ fn filter_in_bounds(
 /// For the 3 taps at `offs` (one kernel row) and the B output channels of a block (B = 16: 2
 /// vectors of lanes; B = 8: 1): Σ_i Σ_(r,c) dy_i[r·cols + c][lane] · x_i[r·ld + c + offs[tap]]
 /// over `images` images, image i's dy at `dy[i·rows·cols·B..]` and its prepared input channel at
-/// `x[i·x_image..]`, into out[tap·B + lane]. Even and odd c accumulate separately (12 or 6
+/// `x[i·x_image..]`, as out[tap][lane]. Even and odd c accumulate separately (12 or 6
 /// accumulators) and are added at the end; per 2 pixels 2·B/8 loads, 6 broadcasts and 6·B/8 FMAs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -867,10 +871,9 @@ unsafe fn filter_taps<const B: usize>(
     images: usize,
     g: &Grid,
     offs: &[usize; 3],
-    out: &mut [f32],
-) {
+) -> [[f32; B]; 3] {
     let max_off = offs.iter().copied().max().unwrap_or(0);
-    debug_assert!((B == 8 || B == 16) && out.len() >= 3 * B);
+    debug_assert!(B == CO_BLK_NARROW || B == CO_BLK);
     debug_assert!(filter_in_bounds(dy, x, B, x_image, images, g, max_off));
     let (hw, vecs) = (g.pixels(), B / 8);
     let mut acc = [[[_mm256_setzero_ps(); 2]; 3]; 2];
@@ -880,6 +883,8 @@ unsafe fn filter_taps<const B: usize>(
             for c in (0..g.cols).step_by(2) {
                 for (parity, acc) in acc.iter_mut().enumerate() {
                     let dp = d.add((r * g.cols + c + parity) * B);
+                    // The pixel's B lanes: vectors 0 and 1 for B = 16; for B = 8 both load
+                    // vector 0, and only dv[0] is used.
                     let dv = [_mm256_loadu_ps(dp), _mm256_loadu_ps(dp.add(8 * (vecs - 1)))];
                     let xs = x.add(r * g.ld + c + parity);
                     for (&off, acc) in offs.iter().zip(acc.iter_mut()) {
@@ -892,11 +897,13 @@ unsafe fn filter_taps<const B: usize>(
             }
         }
     }
-    for (t, (even, odd)) in acc[0].iter().zip(&acc[1]).enumerate() {
+    let mut out = [[0.0f32; B]; 3];
+    for ((o, even), odd) in out.iter_mut().zip(&acc[0]).zip(&acc[1]) {
         for v in 0..vecs {
-            _mm256_storeu_ps(out.as_mut_ptr().add(t * B + 8 * v), _mm256_add_ps(even[v], odd[v]));
+            _mm256_storeu_ps(o.as_mut_ptr().add(8 * v), _mm256_add_ps(even[v], odd[v]));
         }
     }
+    out
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -907,8 +914,7 @@ unsafe fn filter_taps<const B: usize>(
     _: usize,
     _: &Grid,
     _: &[usize; 3],
-    _: &mut [f32],
-) {
+) -> [[f32; B]; 3] {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
@@ -916,7 +922,7 @@ unsafe fn filter_taps<const B: usize>(
 /// channels in one register, 3 kernel rows × 3 taps × even/odd c = 18 accumulators, so each dy
 /// vector loaded feeds 9 taps (3 with AVX2). Every lane of every tap accumulates the same products
 /// in the same order as [`filter_taps`] does for its kernel row (even and odd c apart, then added),
-/// so the two give identical bits. out[t·16 + lane] for the tap at offs[t].
+/// so the two give identical bits. out[t] for the tap at offs[t].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn filter_taps512(
@@ -926,10 +932,8 @@ unsafe fn filter_taps512(
     images: usize,
     g: &Grid,
     offs: &[usize; 9],
-    out: &mut [f32],
-) {
+) -> [[f32; CO_BLK]; 9] {
     let max_off = offs.iter().copied().max().unwrap_or(0);
-    debug_assert!(out.len() >= 9 * CO_BLK);
     debug_assert!(filter_in_bounds(dy, x, CO_BLK, x_image, images, g, max_off));
     let hw = g.pixels();
     let mut acc = [[_mm512_setzero_ps(); 9]; 2];
@@ -947,12 +951,21 @@ unsafe fn filter_taps512(
             }
         }
     }
-    for (t, (&e, &d)) in acc[0].iter().zip(&acc[1]).enumerate() {
-        _mm512_storeu_ps(out.as_mut_ptr().add(t * CO_BLK), _mm512_add_ps(e, d));
+    let mut out = [[0.0f32; CO_BLK]; 9];
+    for ((o, &e), &d) in out.iter_mut().zip(&acc[0]).zip(&acc[1]) {
+        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(e, d));
     }
+    out
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn filter_taps512(_: &[f32], _: &[f32], _: usize, _: usize, _: &Grid, _: &[usize; 9], _: &mut [f32]) {
+unsafe fn filter_taps512(
+    _: &[f32],
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: &Grid,
+    _: &[usize; 9],
+) -> [[f32; CO_BLK]; 9] {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }

@@ -148,14 +148,14 @@ fn memory_round_trip_and_length_errors() {
     assert!(cpu.upload_labels(&[1], &mut labels).is_err());
 }
 
-/// Training-mode BatchNorm forward on the CPU: (y, saved), updating `running`.
+/// Training-mode BatchNorm forward on the CPU backend: (y, saved), updating `running`.
 pub(super) fn bn_forward<T: crate::backend::Real>(
     s: &crate::backend::BnShape,
     x: &[T],
     affine: &[T],
     running: &mut [T],
 ) -> (Vec<T>, Vec<T>) {
-    bn_forward_with(super::vectorize::widest(), s, x, affine, running)
+    bn_forward_by(|a| Cpu::<T>::new().batchnorm_forward_train(a), s, x, affine, running)
 }
 
 /// [`bn_forward`] with BatchNorm's loops compiled for `isa` (None: the baseline).
@@ -166,28 +166,47 @@ pub(super) fn bn_forward_with<T: crate::backend::Real>(
     affine: &[T],
     running: &mut [T],
 ) -> (Vec<T>, Vec<T>) {
+    bn_forward_by(|a| super::batchnorm::forward_train_with(isa, a), s, x, affine, running)
+}
+
+/// (y, saved) of `forward` on NaN-filled outputs, updating `running`.
+fn bn_forward_by<T: crate::backend::Real>(
+    forward: impl FnOnce(crate::backend::BnTrain<'_, &[T], &mut [T]>),
+    s: &crate::backend::BnShape,
+    x: &[T],
+    affine: &[T],
+    running: &mut [T],
+) -> (Vec<T>, Vec<T>) {
     let (mut y, mut saved) = (vec![T::nan(); s.len()], vec![T::nan(); 2 * s.c]);
-    let a = crate::backend::BnTrain { s, x, affine, running, saved: &mut saved, y: &mut y };
-    super::batchnorm::forward_train_with(isa, a);
+    forward(crate::backend::BnTrain { s, x, affine, running, saved: &mut saved, y: &mut y });
     (y, saved)
 }
 
-/// BatchNorm backward on the CPU from a forward's y and saved statistics: (dx, d_affine).
+/// BatchNorm backward on the CPU backend from a forward's y and saved statistics: (dx, d_affine).
 pub(super) fn bn_backward<T: crate::backend::Real>(
     s: &crate::backend::BnShape,
     inputs: [&[T]; 5],
 ) -> (Vec<T>, Vec<T>) {
-    bn_backward_with(super::vectorize::widest(), s, inputs)
+    bn_backward_by(|a| Cpu::<T>::new().batchnorm_backward(a), s, inputs)
 }
 
 /// [`bn_backward`] with BatchNorm's loops compiled for `isa` (None: the baseline).
 pub(super) fn bn_backward_with<T: crate::backend::Real>(
     isa: Option<super::direct3x3::Simd>,
     s: &crate::backend::BnShape,
+    inputs: [&[T]; 5],
+) -> (Vec<T>, Vec<T>) {
+    bn_backward_by(|a| super::batchnorm::backward_with(isa, a), s, inputs)
+}
+
+/// (dx, d_affine) of `backward` on NaN-filled outputs.
+fn bn_backward_by<T: crate::backend::Real>(
+    backward: impl FnOnce(crate::backend::BnBackward<'_, &[T], &mut [T]>),
+    s: &crate::backend::BnShape,
     [x, y, dy, affine, saved]: [&[T]; 5],
 ) -> (Vec<T>, Vec<T>) {
     let (mut dx, mut d_affine) = (vec![T::nan(); s.len()], vec![T::nan(); 2 * s.c]);
-    let a = crate::backend::BnBackward {
+    backward(crate::backend::BnBackward {
         s,
         x,
         y,
@@ -196,8 +215,7 @@ pub(super) fn bn_backward_with<T: crate::backend::Real>(
         saved,
         dx: &mut dx[..],
         d_affine: &mut d_affine[..],
-    };
-    super::batchnorm::backward_with(isa, a);
+    });
     (dx, d_affine)
 }
 
