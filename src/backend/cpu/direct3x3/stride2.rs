@@ -24,7 +24,7 @@
 //!   X(ki, kj) = X_(ki mod 2, kj mod 2) at q + ⌊ki/2⌋·we + ⌊kj/2⌋: [`FilterPass`] with the forward's
 //!   split and offsets, over the OH × OW output pixels (c_in·4·plen elements of x an image).
 
-use super::{FilterPass, Grid, Part, Pass, Simd, Taps};
+use super::{FilterInput, FilterPass, Grid, Part, Pass, Simd, Taps};
 use crate::backend::ConvShape;
 
 /// Whether a 3×3 stride-2 pad-1 conv fits the direct path: at least 2 output columns and 4 output
@@ -188,13 +188,10 @@ pub(super) fn backward_data(isa: Simd, s: &ConvShape, dy: &[f32], w: &[f32], dx:
 /// dw = Σ_n dy_n ⋆ x_n at stride 2, overwritten: [`FilterPass`] over the split input.
 pub(super) fn backward_filter(isa: Simd, s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let p = Phases::new(s);
-    FilterPass {
-        isa,
-        s,
-        grid: p.grid,
+    let input = FilterInput::Prepared {
         chan: p.chan(),
         prepare: &|src, dst| p.split(src, dst),
         offs: p.taps().table(),
-    }
-    .run(x, dy, dw);
+    };
+    FilterPass { isa, s, grid: p.grid, input }.run(x, dy, dw);
 }
