@@ -3,7 +3,10 @@
 //! matrix and no GEMM packing, which for 16 channels at 32×32 cost about as much as the
 //! multiply-adds themselves (docs/PERFORMANCE.md). Used where [`applies`] says so; everything else
 //! goes through im2col + GEMM. This file has the kernels, the drivers and the stride-1 layout;
-//! [`stride2`] has the stride-2 layout, which feeds the same kernels.
+//! [`stride2`] has the stride-2 layout, which feeds the same kernels. With AVX-512, the stride-1
+//! forward and backward-data passes into 32 or 64 (any multiple of 32) channels take [`lanes`]
+//! instead: the output channels in the vector lanes, x read in place, the taps in the padding
+//! skipped, with the same bits.
 //!
 //! **The q layout.** Each pass first copies one image's input planes into a prepared form of
 //! `chan` elements per channel in which every tap (ki, kj) is one constant offset, a row part plus
@@ -51,6 +54,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+mod lanes;
 mod stride2;
 
 /// Output channels per tile.
@@ -536,6 +540,9 @@ fn stride1_pass(
     src: &[f32],
     dst: &mut [f32],
 ) {
+    if lanes::applies(isa, c_dst) {
+        return lanes::pass(isa, (s.n, s.h, s.w), c_src, c_dst, weight, src, dst);
+    }
     let hw = s.h * s.w;
     let mut run = |grid: Grid, chan: usize, taps: Taps, prepare: PerImage| {
         Pass {

@@ -1,0 +1,281 @@
+//! The stride-1 forward-type pass with AVX-512 and the output channels in the vector lanes (as
+//! oneDNN's direct convolutions do): a tile is `NV` vectors of 16 output channels × `NP` output
+//! pixels, each input value is broadcast, and every pixel's taps are enumerated, so the taps that
+//! would read the zero padding are skipped and x is read in place, unpadded: no prepared copy.
+//!
+//! y[co][p] = Σ_ci Σ_(ki,kj) valid w[co][ci][ki][kj] · x[ci][p + (ki − 1)·W + kj − 1], one FMA
+//! chain per output over (ci, ki, kj) in order from +0. The skipped products are ±0, and adding ±0
+//! leaves a sum that starts at +0 unchanged (it never becomes −0), so each output has the bits of
+//! the pixel-lane kernels in [`super`] (for finite weights), which the AVX2-vs-AVX-512 test checks.
+//! Of the 9·H·W products of a plane, 6·(H + W) − 4 are skipped: 16% at 8×8, 8% at 16×16, 4% at
+//! 32×32.
+//!
+//! Per (ci, tap) a tile loads NV weight vectors, broadcasts NP inputs and does NV·NP FMAs (24 in
+//! the widest tiles: 4 × 6 and 2 × 12, for 64 and 32 channels). The tiles write one image's outputs with the channels
+//! innermost, yc[p][c_out], which are then transposed into y's planes (c_out·H·W elements moved
+//! twice more; 4 K a 64-channel 8×8 image against 147 K FMAs).
+
+use super::Simd;
+use rayon::prelude::*;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Lanes of an AVX-512 vector: output channels per vector.
+const LANES: usize = 16;
+
+/// Whether the pass applies: AVX-512 and pairs of whole vectors of output channels. With one
+/// vector (16 channels) the pixel-lane tiles were faster at 32×32 (`conv_timing`: 3.10 against
+/// 2.86 ms forward), so those keep them.
+pub(super) fn applies(isa: Simd, c_dst: usize) -> bool {
+    isa == Simd::Avx512 && c_dst > 0 && c_dst % (2 * LANES) == 0
+}
+
+/// Vectors of output channels per tile: 4 or 2, the most that divides c_dst.
+fn vectors(c_dst: usize) -> usize {
+    [4, 2].into_iter().find(|v| c_dst % (v * LANES) == 0).expect("pairs of vectors of channels")
+}
+
+/// The most pixels a tile of `nv` vectors holds: NV·NP ≤ 24 accumulators of the 32 registers.
+fn most_pixels(nv: usize) -> usize {
+    if nv == 4 {
+        6
+    } else {
+        12
+    }
+}
+
+/// Output pixels computed together: `np` pixels `first + p·step` (step 1 along a row, W down a
+/// column), all with the same valid taps `taps[..]`: (tap index ki·3 + kj, offset (ki − 1)·W + kj − 1).
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Tile {
+    pub(super) first: usize,
+    pub(super) step: usize,
+    pub(super) np: usize,
+    pub(super) taps: Vec<(usize, isize)>,
+}
+
+/// The tiles of an H × W plane, every pixel in exactly one, with at most `most` pixels a tile: the
+/// plane is cut into up to 3 × 3 regions by the taps that stay inside it (first row, middle rows,
+/// last row × first column, middle columns, last column); regions whose columns are the middle
+/// ones are tiled along their rows, the others (one column wide) down their column.
+pub(super) fn tiles(h: usize, w: usize, most: usize) -> Vec<Tile> {
+    // (range, kernel rows or columns that stay inside, a bit each) along one dimension.
+    let segments = |n: usize| -> Vec<(std::ops::Range<usize>, u8)> {
+        match n {
+            0 => vec![],
+            1 => vec![(0..1, 0b010)],
+            2 => vec![(0..1, 0b110), (1..2, 0b011)],
+            _ => vec![(0..1, 0b110), (1..n - 1, 0b111), (n - 1..n, 0b011)],
+        }
+    };
+    let mut out = Vec::new();
+    for (rows, row_mask) in segments(h) {
+        for (cols, col_mask) in segments(w) {
+            let taps: Vec<(usize, isize)> = (0..9)
+                .filter(|t| (row_mask >> (t / 3)) & 1 == 1 && (col_mask >> (t % 3)) & 1 == 1)
+                .map(|t| (t, (t / 3) as isize * w as isize - w as isize + (t % 3) as isize - 1))
+                .collect();
+            let mut push = |first: usize, step: usize, len: usize| {
+                // Chunks as equal as they can be: 14 → 7 + 7, 30 → 10 + 10 + 10.
+                let n = len.div_ceil(most);
+                let mut start = 0;
+                for k in 0..n {
+                    let np = len / n + usize::from(k < len % n);
+                    out.push(Tile { first: first + start * step, step, np, taps: taps.clone() });
+                    start += np;
+                }
+            };
+            if cols.len() > 1 {
+                for r in rows.clone() {
+                    push(r * w + cols.start, 1, cols.len());
+                }
+            } else {
+                push(rows.start * w + cols.start, w, rows.len());
+            }
+        }
+    }
+    out
+}
+
+/// The pass over a batch: `c_src` channels of H × W planes in `src` into `c_dst` channels of
+/// `dst`, with the weight of (dst channel, src channel, tap) from `weight`, in parallel over images.
+pub(super) fn pass(
+    isa: Simd,
+    (n, h, w): (usize, usize, usize),
+    c_src: usize,
+    c_dst: usize,
+    weight: impl Fn(usize, usize, usize) -> f32,
+    src: &[f32],
+    dst: &mut [f32],
+) {
+    let hw = h * w;
+    assert!(applies(isa, c_dst) && super::supported(isa), "direct conv: channel lanes need AVX-512");
+    assert_eq!(src.len(), n * c_src * hw, "direct conv: input length");
+    assert_eq!(dst.len(), n * c_dst * hw, "direct conv: output length");
+    if n == 0 || hw == 0 || c_src == 0 {
+        // Empty sums: zero, as from im2col + GEMM.
+        dst.fill(0.0);
+        return;
+    }
+    let nv = vectors(c_dst);
+    let blk = nv * LANES;
+    // wt[b][ci][t][l] = weight(b·blk + l, ci, t): per (ci, t) the block's nv vectors.
+    let mut wt = Vec::with_capacity(c_dst * c_src * 9);
+    for b in 0..c_dst / blk {
+        for ci in 0..c_src {
+            for t in 0..9 {
+                wt.extend((0..blk).map(|l| weight(b * blk + l, ci, t)));
+            }
+        }
+    }
+    let plan = tiles(h, w, most_pixels(nv));
+    dst.par_chunks_mut(c_dst * hw).zip(src.par_chunks(c_src * hw)).for_each_init(
+        || vec![0.0f32; hw * c_dst],
+        |yc, (y, x)| {
+            for (b, wt) in wt.chunks_exact(c_src * 9 * blk).enumerate() {
+                for tile in &plan {
+                    // SAFETY: AVX-512F was detected (asserted above). The tile's pixels
+                    // first + p·step < hw, and each valid tap's offset keeps its pixel's read
+                    // inside the plane (`tiles`), so the reads x[ci·hw + pixel + offset] for
+                    // ci < c_src are inside x (c_src·hw); wt holds c_src·9·blk; the writes
+                    // yc[pixel·c_dst + b·blk + 0..blk] are inside yc (hw·c_dst).
+                    unsafe { run_tile(nv, tile, x, c_src, hw, wt, &mut yc[b * blk..], c_dst) };
+                }
+            }
+            channels_outermost(yc, hw, c_dst, y);
+        },
+    );
+}
+
+/// y[c][p] = yc[p][c] for p < hw, c < ch, through 16 × 16 blocks.
+fn channels_outermost(yc: &[f32], hw: usize, ch: usize, y: &mut [f32]) {
+    debug_assert!(yc.len() == hw * ch && y.len() == hw * ch && ch % LANES == 0);
+    let mut tile = [[0.0f32; LANES]; LANES];
+    let full = hw / LANES * LANES;
+    for c0 in (0..ch).step_by(LANES) {
+        for p0 in (0..full).step_by(LANES) {
+            for (row, src) in tile.iter_mut().zip(yc[p0 * ch + c0..].chunks(ch)) {
+                row.copy_from_slice(&src[..LANES]);
+            }
+            for (l, dst) in y[c0 * hw + p0..].chunks_mut(hw).take(LANES).enumerate() {
+                for (d, row) in dst[..LANES].iter_mut().zip(&tile) {
+                    *d = row[l];
+                }
+            }
+        }
+        for p in full..hw {
+            for l in 0..LANES {
+                y[(c0 + l) * hw + p] = yc[p * ch + c0 + l];
+            }
+        }
+    }
+}
+
+/// One tile with the kernel for its shape.
+///
+/// # Safety
+/// AVX-512F, and the bounds of [`pass`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn run_tile(
+    nv: usize,
+    t: &Tile,
+    x: &[f32],
+    c_in: usize,
+    hw: usize,
+    wt: &[f32],
+    yc: &mut [f32],
+    ld: usize,
+) {
+    macro_rules! dispatch {
+        ($(($v:literal, $p:literal)),*) => {
+            match (nv, t.np) {
+                $(($v, $p) => tile_kernel::<$v, $p>(t, x, c_in, hw, wt, yc, ld),)*
+                (v, p) => unreachable!("direct conv: no {v} × {p} tile"),
+            }
+        };
+    }
+    dispatch! {
+        (4, 1), (4, 2), (4, 3), (4, 4), (4, 5), (4, 6),
+        (2, 1), (2, 2), (2, 3), (2, 4), (2, 5), (2, 6), (2, 7), (2, 8), (2, 9), (2, 10), (2, 11), (2, 12)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn run_tile(_: usize, _: &Tile, _: &[f32], _: usize, _: usize, _: &[f32], _: &mut [f32], _: usize) {
+    unreachable!("the direct path needs x86-64 with AVX2 and FMA")
+}
+
+/// yc[(first + p·step)·ld + v·16 ..][..16] = Σ_ci Σ_(t, off) wt[ci][t][v·16 ..][..16] ·
+/// x[ci·hw + first + p·step + off] for v < NV, p < NP: one FMA chain per output in (ci, t) order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_kernel<const NV: usize, const NP: usize>(
+    t: &Tile,
+    x: &[f32],
+    c_in: usize,
+    hw: usize,
+    wt: &[f32],
+    yc: &mut [f32],
+    ld: usize,
+) {
+    debug_assert!(t.np == NP && wt.len() >= c_in * 9 * NV * LANES && x.len() >= c_in * hw);
+    debug_assert!(yc.len() >= (t.first + (NP - 1) * t.step) * ld + NV * LANES);
+    let mut acc = [[_mm512_setzero_ps(); NP]; NV];
+    let (first, step) = (t.first, t.step);
+    for ci in 0..c_in {
+        let xc = x.as_ptr().add(ci * hw + first);
+        let wc = wt.as_ptr().add(ci * 9 * NV * LANES);
+        for &(tap, off) in &t.taps {
+            let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(wc.add((tap * NV + v) * LANES)));
+            let xt = xc.offset(off);
+            for p in 0..NP {
+                let b = _mm512_set1_ps(*xt.add(p * step));
+                for v in 0..NV {
+                    acc[v][p] = _mm512_fmadd_ps(wv[v], b, acc[v][p]);
+                }
+            }
+        }
+    }
+    let y = yc.as_mut_ptr();
+    for (v, acc) in acc.iter().enumerate() {
+        for (p, &a) in acc.iter().enumerate() {
+            _mm512_storeu_ps(y.add((first + p * step) * ld + v * LANES), a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tiles;
+
+    /// Every pixel of the plane is in exactly one tile, no tile is wider than asked, and a tile's
+    /// taps are exactly those that stay inside the plane for each of its pixels, at the right
+    /// offsets: checked against the definition on every plane up to 9 × 9 and the nets' sizes.
+    #[test]
+    fn tiles_cover_each_pixel_once_with_the_taps_inside_the_plane() {
+        let sizes = (1..=9).flat_map(|h| (1..=9).map(move |w| (h, w))).chain([(16, 16), (32, 32), (1, 48)]);
+        for (h, w) in sizes {
+            for most in [1, 6, 12] {
+                let mut seen = vec![0; h * w];
+                for t in tiles(h, w, most) {
+                    assert!((1..=most).contains(&t.np), "{h}×{w}: {t:?}");
+                    for p in 0..t.np {
+                        let pix = t.first + p * t.step;
+                        seen[pix] += 1;
+                        let (r, c) = ((pix / w) as isize, (pix % w) as isize);
+                        let inside: Vec<(usize, isize)> = (0..9)
+                            .filter_map(|tap| {
+                                let (ki, kj) = ((tap / 3) as isize - 1, (tap % 3) as isize - 1);
+                                let (rr, cc) = (r + ki, c + kj);
+                                let valid = rr >= 0 && rr < h as isize && cc >= 0 && cc < w as isize;
+                                valid.then_some((tap, ki * w as isize + kj))
+                            })
+                            .collect();
+                        assert_eq!(t.taps, inside, "{h}×{w}: pixel ({r}, {c})");
+                    }
+                }
+                assert!(seen.iter().all(|&k| k == 1), "{h}×{w} (at most {most}): {seen:?}");
+            }
+        }
+    }
+}
