@@ -49,6 +49,7 @@
 //! order. No result depends on the thread count.
 
 use super::conv::FILTER_CHUNKS;
+use super::transpose::transpose;
 use crate::backend::ConvShape;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
@@ -792,11 +793,8 @@ impl FilterPass<'_> {
                     let group = per_flush.min(images.end - first);
                     let dyb = &mut dyb[..group * hw * B];
                     for (i, dyb) in dyb.chunks_exact_mut(hw * B).enumerate() {
-                        channels_innermost::<B>(
-                            &dy[(first + i) * dy_img + blk * B * hw..][..B * hw],
-                            hw,
-                            dyb,
-                        );
+                        // The block's B dy planes with the channel innermost: dyb[p·B + l].
+                        transpose(&dy[(first + i) * dy_img + blk * B * hw..][..B * hw], B, hw, dyb);
                     }
                     // The group's x as the kernels read it: xp_img elements an image.
                     let xs: &[f32] = match input {
@@ -860,31 +858,6 @@ impl FilterPass<'_> {
 /// The 9 taps of a 16-channel block as a B-channel block (B = 16, where the AVX-512 kernels run).
 fn flat_taps<const B: usize>(taps: [[f32; CO_BLK]; 9]) -> [[f32; B]; 9] {
     std::array::from_fn(|t| taps[t].as_slice().try_into().expect("blocks of 16 channels"))
-}
-
-/// dyb[p·B + l] = src[l·hw + p] for p < hw, l < B: a block's B dy planes with the channel
-/// innermost. Whole blocks of B pixels go through a B × B tile read a plane row at a time: the
-/// planes are hw apart (4 KiB at 32×32), so reading one pixel's B channels at a time hits one
-/// cache set B times per pixel. The last hw mod B pixels go one at a time.
-fn channels_innermost<const B: usize>(src: &[f32], hw: usize, dyb: &mut [f32]) {
-    debug_assert!(src.len() == B * hw && dyb.len() == B * hw);
-    let full = hw / B * B;
-    let mut tile = [[0.0f32; B]; B];
-    for p0 in (0..full).step_by(B) {
-        for (l, row) in tile.iter_mut().enumerate() {
-            row.copy_from_slice(&src[l * hw + p0..][..B]);
-        }
-        for (j, d) in dyb[p0 * B..][..B * B].chunks_exact_mut(B).enumerate() {
-            for (d, row) in d.iter_mut().zip(&tile) {
-                *d = row[j];
-            }
-        }
-    }
-    for (p, d) in dyb.chunks_exact_mut(B).enumerate().skip(full) {
-        for (l, d) in d.iter_mut().enumerate() {
-            *d = src[l * hw + p];
-        }
-    }
 }
 
 /// Whether the filter kernels' reads stay inside `dy` and `x` for `images` images (cols even),

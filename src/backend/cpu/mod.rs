@@ -27,6 +27,7 @@ mod segments;
 mod sgd;
 #[cfg(test)]
 mod tests;
+mod transpose;
 mod vectorize;
 
 use super::ops::{

@@ -16,6 +16,7 @@
 //! twice more; 4 K a 64-channel 8×8 image against 147 K FMAs).
 
 use super::Simd;
+use crate::backend::cpu::transpose::transpose;
 use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -142,33 +143,10 @@ pub(super) fn pass(
                     unsafe { run_tile(nv, tile, x, c_src, hw, wt, &mut yc[b * blk..], c_dst) };
                 }
             }
-            channels_outermost(yc, hw, c_dst, y);
+            // y's planes: y[c][p] = yc[p][c].
+            transpose(yc, hw, c_dst, y);
         },
     );
-}
-
-/// y[c][p] = yc[p][c] for p < hw, c < ch, through 16 × 16 blocks.
-fn channels_outermost(yc: &[f32], hw: usize, ch: usize, y: &mut [f32]) {
-    debug_assert!(yc.len() == hw * ch && y.len() == hw * ch && ch % LANES == 0);
-    let mut tile = [[0.0f32; LANES]; LANES];
-    let full = hw / LANES * LANES;
-    for c0 in (0..ch).step_by(LANES) {
-        for p0 in (0..full).step_by(LANES) {
-            for (row, src) in tile.iter_mut().zip(yc[p0 * ch + c0..].chunks(ch)) {
-                row.copy_from_slice(&src[..LANES]);
-            }
-            for (l, dst) in y[c0 * hw + p0..].chunks_mut(hw).take(LANES).enumerate() {
-                for (d, row) in dst[..LANES].iter_mut().zip(&tile) {
-                    *d = row[l];
-                }
-            }
-        }
-        for p in full..hw {
-            for l in 0..LANES {
-                y[(c0 + l) * hw + p] = yc[p * ch + c0 + l];
-            }
-        }
-    }
 }
 
 /// One tile with the kernel for its shape.
