@@ -140,7 +140,9 @@ pub(super) fn pass(
                     // inside the plane (`tiles`), so the reads x[ci·hw + pixel + offset] for
                     // ci < c_src are inside x (c_src·hw); wt holds c_src·9·blk; the writes
                     // yc[pixel·c_dst + b·blk + 0..blk] are inside yc (hw·c_dst).
-                    unsafe { run_tile(nv, tile, x, c_src, hw, wt, &mut yc[b * blk..], c_dst) };
+                    unsafe {
+                        run_tile(nv, tile, Planes { x, c_in: c_src, hw }, wt, &mut yc[b * blk..], c_dst)
+                    };
                 }
             }
             // y's planes: y[c][p] = yc[p][c].
@@ -149,25 +151,25 @@ pub(super) fn pass(
     );
 }
 
-/// One tile with the kernel for its shape.
+/// One image's input as the tiles read it: `c_in` planes of `hw` values.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the x86-64 kernels only
+struct Planes<'a> {
+    x: &'a [f32],
+    c_in: usize,
+    hw: usize,
+}
+
+/// One tile with the kernel for its shape: `nv` vectors of channels, the tile's pixels.
 ///
 /// # Safety
 /// AVX-512F, and the bounds of [`pass`].
 #[cfg(target_arch = "x86_64")]
-unsafe fn run_tile(
-    nv: usize,
-    t: &Tile,
-    x: &[f32],
-    c_in: usize,
-    hw: usize,
-    wt: &[f32],
-    yc: &mut [f32],
-    ld: usize,
-) {
+unsafe fn run_tile(nv: usize, t: &Tile, x: Planes, wt: &[f32], yc: &mut [f32], ld: usize) {
     macro_rules! dispatch {
         ($(($v:literal, $p:literal)),*) => {
             match (nv, t.np) {
-                $(($v, $p) => tile_kernel::<$v, $p>(t, x, c_in, hw, wt, yc, ld),)*
+                $(($v, $p) => tile_kernel::<$v, $p>(t, x, wt, yc, ld),)*
                 (v, p) => unreachable!("direct conv: no {v} × {p} tile"),
             }
         };
@@ -179,7 +181,7 @@ unsafe fn run_tile(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn run_tile(_: usize, _: &Tile, _: &[f32], _: usize, _: usize, _: &[f32], _: &mut [f32], _: usize) {
+unsafe fn run_tile(_: usize, _: &Tile, _: Planes, _: &[f32], _: &mut [f32], _: usize) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
@@ -189,16 +191,16 @@ unsafe fn run_tile(_: usize, _: &Tile, _: &[f32], _: usize, _: usize, _: &[f32],
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_kernel<const NV: usize, const NP: usize>(
     t: &Tile,
-    x: &[f32],
-    c_in: usize,
-    hw: usize,
+    x: Planes,
     wt: &[f32],
     yc: &mut [f32],
     ld: usize,
 ) {
+    let Planes { x, c_in, hw } = x;
     debug_assert!(t.np == NP && wt.len() >= c_in * 9 * NV * LANES && x.len() >= c_in * hw);
     debug_assert!(yc.len() >= (t.first + (NP - 1) * t.step) * ld + NV * LANES);
-    let mut acc = [[_mm512_setzero_ps(); NP]; NV];
+    // acc[p][v]: pixel p's channels v·16..v·16 + 16.
+    let mut acc = [[_mm512_setzero_ps(); NV]; NP];
     let (first, step) = (t.first, t.step);
     for ci in 0..c_in {
         let xc = x.as_ptr().add(ci * hw + first);
@@ -206,17 +208,17 @@ unsafe fn tile_kernel<const NV: usize, const NP: usize>(
         for &(tap, off) in &t.taps {
             let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(wc.add((tap * NV + v) * LANES)));
             let xt = xc.offset(off);
-            for p in 0..NP {
+            for (p, acc) in acc.iter_mut().enumerate() {
                 let b = _mm512_set1_ps(*xt.add(p * step));
-                for v in 0..NV {
-                    acc[v][p] = _mm512_fmadd_ps(wv[v], b, acc[v][p]);
+                for (a, &w) in acc.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(w, b, *a);
                 }
             }
         }
     }
     let y = yc.as_mut_ptr();
-    for (v, acc) in acc.iter().enumerate() {
-        for (p, &a) in acc.iter().enumerate() {
+    for (p, acc) in acc.iter().enumerate() {
+        for (v, &a) in acc.iter().enumerate() {
             _mm512_storeu_ps(y.add((first + p * step) * ld + v * LANES), a);
         }
     }
