@@ -4,9 +4,10 @@
 //! multiply-adds themselves (docs/PERFORMANCE.md). Used where [`applies`] says so; everything else
 //! goes through im2col + GEMM. This file has the kernels, the drivers and the stride-1 layout;
 //! [`stride2`] has the stride-2 layout, which feeds the same kernels. With AVX-512, the stride-1
-//! forward and backward-data passes into 32 or 64 (any multiple of 32) channels take [`lanes`]
-//! instead: the output channels in the vector lanes, x read in place, the taps in the padding
-//! skipped, with the same bits.
+//! forward and backward-data passes read their input in place, with the taps in the padding
+//! skipped and the same bits: on planes whose width is a multiple of 16 into multiples of 16
+//! channels, [`rows`] (these pixel-lane tiles, with masked loads at the row ends); elsewhere into
+//! multiples of 32 channels (8×8, 4×4, 2×2), [`lanes`] (the output channels in the vector lanes).
 //!
 //! **The q layout.** Each pass first copies one image's input planes into a prepared form of
 //! `chan` elements per channel in which every tap (ki, kj) is one constant offset, a row part plus
@@ -56,6 +57,7 @@ use rayon::prelude::*;
 use std::arch::x86_64::*;
 
 mod lanes;
+mod rows;
 mod stride2;
 
 /// Output channels per tile.
@@ -541,6 +543,9 @@ fn stride1_pass(
     src: &[f32],
     dst: &mut [f32],
 ) {
+    if rows::applies(isa, s.w, c_dst) {
+        return rows::pass(isa, (s.n, s.h, s.w), c_src, c_dst, weight, src, dst);
+    }
     if lanes::applies(isa, c_dst) {
         return lanes::pass(isa, (s.n, s.h, s.w), c_src, c_dst, weight, src, dst);
     }
