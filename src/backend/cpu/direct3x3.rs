@@ -509,6 +509,19 @@ pub(super) fn forward(s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
 pub(super) fn forward_with(isa: Simd, s: &ConvShape, x: &[f32], w: &[f32], y: &mut [f32]) {
     assert!(applies(s, s.c_out), "direct conv: forward does not apply to {s:?}");
     assert_eq!(w.len(), s.w_len(), "direct conv: weight length");
+    if s.stride == 2 && lanes::applies(isa, s.c_out) {
+        let planes = lanes::Planes2d { h: s.h, w: s.w, stride: 2 };
+        return lanes::pass(
+            isa,
+            s.n,
+            planes,
+            s.c_in,
+            s.c_out,
+            |co, ci, t| w[(co * s.c_in + ci) * 9 + t],
+            x,
+            y,
+        );
+    }
     if s.stride == 2 {
         return stride2::forward(isa, s, x, w, y);
     }
@@ -547,7 +560,8 @@ fn stride1_pass(
         return rows::pass(isa, (s.n, s.h, s.w), c_src, c_dst, weight, src, dst);
     }
     if lanes::applies(isa, c_dst) {
-        return lanes::pass(isa, (s.n, s.h, s.w), c_src, c_dst, weight, src, dst);
+        let planes = lanes::Planes2d { h: s.h, w: s.w, stride: 1 };
+        return lanes::pass(isa, s.n, planes, c_src, c_dst, weight, src, dst);
     }
     let hw = s.h * s.w;
     let mut run = |grid: Grid, chan: usize, taps: Taps, prepare: PerImage| {
@@ -694,14 +708,14 @@ pub(super) fn backward_filter(s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f3
 /// [`backward_filter`] with the kernels of `isa`.
 pub(super) fn backward_filter_with(isa: Simd, s: &ConvShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     assert!(applies_to_filter(s) && supported(isa), "direct conv: backward_filter does not apply to {s:?}");
+    if isa == Simd::Avx512 && s.c_out % CO_BLK == 0 {
+        // x read in place, with the taps in the padding skipped: no padded or split copy, and
+        // the taps' products that are all zero are not computed.
+        let grid = Grid::new(s.out_h(), s.out_w(), s.out_w());
+        return FilterPass { isa, s, grid, input: FilterInput::Plain }.run(x, dy, dw);
+    }
     if s.stride == 2 {
         return stride2::backward_filter(isa, s, x, dy, dw);
-    }
-    if isa == Simd::Avx512 && s.c_out % CO_BLK == 0 {
-        // x read in place, with the taps in the padding skipped: no padded copy, and 2/H + 2/W
-        // of the 9 taps' products (all zero) are not computed.
-        let grid = Grid::new(s.h, s.w, s.w);
-        return FilterPass { isa, s, grid, input: FilterInput::Plain }.run(x, dy, dw);
     }
     let p = Planes::new(s.h, s.w);
     let input =
@@ -762,11 +776,10 @@ impl FilterPass<'_> {
                 chan
             }
             FilterInput::Plain => {
-                assert!(
-                    s.stride == 1 && isa == Simd::Avx512 && B == CO_BLK && g.ld == s.w && hw == s.h * s.w,
-                    "direct conv: plain filter input"
-                );
-                hw
+                let fits = (s.stride == 1 || s.stride == 2)
+                    && (g.rows, g.cols, g.ld) == (s.out_h(), s.out_w(), s.out_w());
+                assert!(fits && isa == Simd::Avx512 && B == CO_BLK, "direct conv: plain filter input");
+                s.h * s.w
             }
         };
         assert_eq!(x.len(), s.n * x_img, "direct conv: x length");
@@ -824,9 +837,13 @@ impl FilterPass<'_> {
                         // Blocks of 8 take the AVX2 kernel with either instruction set (one
                         // 8-lane vector a pixel).
                         let taps: [[f32; B]; 9] = match (input, isa, B) {
-                            (FilterInput::Plain, ..) => {
-                                flat_taps(unsafe { filter_taps512_plain(dyb, xc, xp_img, group, &g) })
-                            }
+                            (FilterInput::Plain, ..) => flat_taps(unsafe {
+                                let input = (s.h, s.w);
+                                match s.stride {
+                                    1 => filter_taps512_plain::<1>(dyb, xc, xp_img, group, &g, input),
+                                    _ => filter_taps512_plain::<2>(dyb, xc, xp_img, group, &g, input),
+                                }
+                            }),
                             (FilterInput::Prepared { offs, .. }, Simd::Avx512, CO_BLK) => {
                                 flat_taps(unsafe { filter_taps512(dyb, xc, xp_img, group, &g, &offs) })
                             }
@@ -998,37 +1015,42 @@ unsafe fn filter_taps512(
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
-/// [`filter_taps512`] at stride 1 on x's own H × W planes (`g`: ld = W), no padded copy: tap
-/// (ki, kj) of output pixel (r, c) reads x[r + ki − 1][c + kj − 1], and the taps that would read
-/// the zero padding (ki = 0 on the first row, ki = 2 on the last, kj = 0 in the first column,
-/// kj = 2 in the last) are not computed. Their products are ±0, and adding ±0 leaves an f32 sum
-/// unchanged (a sum that starts at +0 never becomes −0), so every lane accumulates the same
-/// nonzero products in the same order as [`filter_taps512`] on padded planes, with the same bits,
-/// for finite dy. Of the 9·H·W products of a plane, 2·3·W + 2·3·H − 4 are skipped: 16% at 8×8, 8%
-/// at 16×16, 4% at 32×32.
+/// [`filter_taps512`] on x's own H × W planes (`input`: H, W), no padded copy, at stride `S`
+/// (1 or 2) over the output pixels of `g` (ld = cols): tap (ki, kj) of output pixel (r, c) reads
+/// x[S·r + ki − 1][S·c + kj − 1], and the taps that would read the zero padding (ki = 0 on the
+/// first row, ki = 2 on the last where S·r + 1 = H, kj alike in the columns) are not computed.
+/// Their products are ±0, and adding ±0 leaves an f32 sum unchanged (a sum that starts at +0 never
+/// becomes −0), so every lane accumulates the same nonzero products in the same order as
+/// [`filter_taps512`] on padded planes, with the same bits, for finite dy. At stride 1, of the
+/// 9·H·W products of a plane, 6·(H + W) − 4 are skipped: 16% at 8×8, 8% at 16×16, 4% at 32×32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn filter_taps512_plain(
+unsafe fn filter_taps512_plain<const S: usize>(
     dy: &[f32],
     x: &[f32],
     x_image: usize,
     images: usize,
     g: &Grid,
+    (h, w): (usize, usize),
 ) -> [[f32; CO_BLK]; 9] {
-    let (h, w, hw) = (g.rows, g.cols, g.pixels());
-    debug_assert!(g.ld == w && w % 2 == 0 && h > 0 && images > 0);
-    debug_assert!(dy.len() >= images * hw * CO_BLK && x.len() >= (images - 1) * x_image + hw);
+    let (oh, ow, ohw) = (g.rows, g.cols, g.pixels());
+    debug_assert!(g.ld == ow && ow % 2 == 0 && oh > 0 && images > 0);
+    debug_assert!(oh == h.div_ceil(S) && ow == w.div_ceil(S));
+    debug_assert!(dy.len() >= images * ohw * CO_BLK && x.len() >= (images - 1) * x_image + h * w);
+    // Whether the last column's kj = 2 stays inside the row.
+    let last_full = S * (ow - 1) + 1 < w;
     let mut acc = [[_mm512_setzero_ps(); 9]; 2];
     for i in 0..images {
-        let (d, x) = (dy.as_ptr().add(i * hw * CO_BLK), x.as_ptr().add(i * x_image));
-        for r in 0..h {
-            let (d, x) = (d.add(r * w * CO_BLK), x.add(r * w));
+        let (d, x) = (dy.as_ptr().add(i * ohw * CO_BLK), x.as_ptr().add(i * x_image));
+        for r in 0..oh {
+            let (d, x) = (d.add(r * ow * CO_BLK), x.add(S * r * w));
             // The kernel rows that stay inside the plane, a bit each.
-            match (r == 0, r + 1 == h) {
-                (false, false) => plain_row::<0b111>(&mut acc, d, x, w),
-                (true, false) => plain_row::<0b110>(&mut acc, d, x, w),
-                (false, true) => plain_row::<0b011>(&mut acc, d, x, w),
-                (true, true) => plain_row::<0b010>(&mut acc, d, x, w),
+            let row = PlainRow { d, x, w, ow, last_full };
+            match (r == 0, S * r + 1 >= h) {
+                (false, false) => plain_row::<0b111, S>(&mut acc, row),
+                (true, false) => plain_row::<0b110, S>(&mut acc, row),
+                (false, true) => plain_row::<0b011, S>(&mut acc, row),
+                (true, true) => plain_row::<0b010, S>(&mut acc, row),
             }
         }
     }
@@ -1039,30 +1061,54 @@ unsafe fn filter_taps512_plain(
     out
 }
 
-/// One row of [`filter_taps512_plain`]: the w pixels at `x` (dy at `d`, 16 lanes a pixel) in
-/// pairs, even pixels into acc[0] and odd into acc[1], with the kernel rows of `ROWS` and, in the
-/// first and last columns, without the kernel column that leaves the row.
+/// One output row of [`filter_taps512_plain`]: dy of its `ow` pixels at `d` (16 lanes a pixel),
+/// the input row of its kernel centres at `x` (`w` wide), and whether the last pixel's kj = 2
+/// stays inside the row.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct PlainRow {
+    d: *const f32,
+    x: *const f32,
+    w: usize,
+    ow: usize,
+    last_full: bool,
+}
+
+/// The pixels of `row` in pairs, even pixels into acc[0] and odd into acc[1], with the kernel rows
+/// of `ROWS`, without kj = 0 in the first column and, unless `last_full`, kj = 2 in the last.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn plain_row<const ROWS: u8>(acc: &mut [[__m512; 9]; 2], d: *const f32, x: *const f32, w: usize) {
+unsafe fn plain_row<const ROWS: u8, const S: usize>(acc: &mut [[__m512; 9]; 2], row: PlainRow) {
+    let PlainRow { d, x, w, ow, last_full } = row;
     let [even, odd] = acc;
-    if w == 2 {
-        plain_pixel::<ROWS, 0b110>(even, d, x, w);
-        plain_pixel::<ROWS, 0b011>(odd, d.add(CO_BLK), x.add(1), w);
-        return;
+    let pixel = |c: usize| (d.add(c * CO_BLK), x.add(S * c));
+    let last = |acc: &mut [__m512; 9]| {
+        let (d, x) = pixel(ow - 1);
+        if last_full {
+            plain_pixel::<ROWS, 0b111>(acc, d, x, w)
+        } else {
+            plain_pixel::<ROWS, 0b011>(acc, d, x, w)
+        }
+    };
+    let (d0, x0) = pixel(0);
+    plain_pixel::<ROWS, 0b110>(even, d0, x0, w);
+    if ow == 2 {
+        return last(odd);
     }
-    plain_pixel::<ROWS, 0b110>(even, d, x, w);
-    plain_pixel::<ROWS, 0b111>(odd, d.add(CO_BLK), x.add(1), w);
-    for c in (2..w - 2).step_by(2) {
-        plain_pixel::<ROWS, 0b111>(even, d.add(c * CO_BLK), x.add(c), w);
-        plain_pixel::<ROWS, 0b111>(odd, d.add((c + 1) * CO_BLK), x.add(c + 1), w);
+    let (d1, x1) = pixel(1);
+    plain_pixel::<ROWS, 0b111>(odd, d1, x1, w);
+    for c in (2..ow - 2).step_by(2) {
+        let ((de, xe), (do_, xo)) = (pixel(c), pixel(c + 1));
+        plain_pixel::<ROWS, 0b111>(even, de, xe, w);
+        plain_pixel::<ROWS, 0b111>(odd, do_, xo, w);
     }
-    plain_pixel::<ROWS, 0b111>(even, d.add((w - 2) * CO_BLK), x.add(w - 2), w);
-    plain_pixel::<ROWS, 0b011>(odd, d.add((w - 1) * CO_BLK), x.add(w - 1), w);
+    let (de, xe) = pixel(ow - 2);
+    plain_pixel::<ROWS, 0b111>(even, de, xe, w);
+    last(odd);
 }
 
 /// acc[3·ki + kj] += x[(ki − 1)·w + kj − 1] · dy for the kernel rows ki in `ROWS` and columns kj in
-/// `COLS` (a bit each): one output pixel's 16 channels of dy at `d`, its input at `x`.
+/// `COLS` (a bit each): one output pixel's 16 channels of dy at `d`, its kernel centre at `x`.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn plain_pixel<const ROWS: u8, const COLS: u8>(
@@ -1083,6 +1129,13 @@ unsafe fn plain_pixel<const ROWS: u8, const COLS: u8>(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn filter_taps512_plain(_: &[f32], _: &[f32], _: usize, _: usize, _: &Grid) -> [[f32; CO_BLK]; 9] {
+unsafe fn filter_taps512_plain<const S: usize>(
+    _: &[f32],
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: &Grid,
+    _: (usize, usize),
+) -> [[f32; CO_BLK]; 9] {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }

@@ -45,53 +45,89 @@ fn most_pixels(nv: usize) -> usize {
     }
 }
 
-/// Output pixels computed together: `np` pixels `first + p·step` (step 1 along a row, W down a
-/// column), all with the same valid taps `taps[..]`: (tap index ki·3 + kj, offset (ki − 1)·W + kj − 1).
+/// Output pixels computed together: `np` output pixels `first + p·step` (step 1 along a row, OW
+/// down a column) whose input pixels (the kernel's centre) are `x_first + p·x_step`, all with the
+/// same valid taps `taps[..]`: (tap index ki·3 + kj, input offset (ki − 1)·W + kj − 1).
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Tile {
     pub(super) first: usize,
     pub(super) step: usize,
+    pub(super) x_first: usize,
+    pub(super) x_step: usize,
     pub(super) np: usize,
     pub(super) taps: Vec<(usize, isize)>,
 }
 
-/// The tiles of an H × W plane, every pixel in exactly one, with at most `most` pixels a tile: the
-/// plane is cut into up to 3 × 3 regions by the taps that stay inside it (first row, middle rows,
-/// last row × first column, middle columns, last column); regions whose columns are the middle
-/// ones are tiled along their rows, the others (one column wide) down their column.
-pub(super) fn tiles(h: usize, w: usize, most: usize) -> Vec<Tile> {
-    // (range, kernel rows or columns that stay inside, a bit each) along one dimension.
-    let segments = |n: usize| -> Vec<(std::ops::Range<usize>, u8)> {
-        match n {
-            0 => vec![],
-            1 => vec![(0..1, 0b010)],
-            2 => vec![(0..1, 0b110), (1..2, 0b011)],
-            _ => vec![(0..1, 0b110), (1..n - 1, 0b111), (n - 1..n, 0b011)],
+/// A 3×3 pad-1 convolution's planes: H × W inputs, OH × OW outputs at `stride` (1 or 2); output
+/// (o, p) centres the kernel on input (stride·o, stride·p).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Planes2d {
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) stride: usize,
+}
+
+impl Planes2d {
+    fn out(&self) -> (usize, usize) {
+        (self.h.div_ceil(self.stride), self.w.div_ceil(self.stride))
+    }
+}
+
+/// The tiles of the output plane, every output pixel in exactly one, with at most `most` pixels a
+/// tile: the plane is cut into regions of equal valid taps (at stride 1: first row, middle rows,
+/// last row × first column, middle columns, last column); regions more than one column wide are
+/// tiled along their rows, the others down their column.
+pub(super) fn tiles(p: Planes2d, most: usize) -> Vec<Tile> {
+    let (oh, ow) = p.out();
+    // Runs of output indices along one dimension (n outputs over n_in inputs) whose kernel rows
+    // (or columns) inside the input are the same: (range, those kernel rows, a bit each).
+    let segments = |n: usize, n_in: usize| -> Vec<(std::ops::Range<usize>, u8)> {
+        let inside = |o: usize| -> u8 {
+            (0..3).filter(|&k| (1..=n_in).contains(&(p.stride * o + k))).fold(0, |m, k| m | 1 << k)
+        };
+        let mut runs: Vec<(std::ops::Range<usize>, u8)> = Vec::new();
+        for o in 0..n {
+            match runs.last_mut() {
+                Some((range, mask)) if *mask == inside(o) => range.end = o + 1,
+                _ => runs.push((o..o + 1, inside(o))),
+            }
         }
+        runs
     };
+    let w = p.w as isize;
     let mut out = Vec::new();
-    for (rows, row_mask) in segments(h) {
-        for (cols, col_mask) in segments(w) {
+    for (rows, row_mask) in segments(oh, p.h) {
+        for (cols, col_mask) in segments(ow, p.w) {
             let taps: Vec<(usize, isize)> = (0..9)
                 .filter(|t| (row_mask >> (t / 3)) & 1 == 1 && (col_mask >> (t % 3)) & 1 == 1)
-                .map(|t| (t, (t / 3) as isize * w as isize - w as isize + (t % 3) as isize - 1))
+                .map(|t| (t, (t / 3) as isize * w - w + (t % 3) as isize - 1))
                 .collect();
-            let mut push = |first: usize, step: usize, len: usize| {
+            // `len` pixels from output (r, c), along the row or down the column.
+            let mut push = |(r, c): (usize, usize), along_row: bool, len: usize| {
+                let (step, x_step) = if along_row { (1, p.stride) } else { (ow, p.stride * p.w) };
+                let (first, x_first) = (r * ow + c, p.stride * (r * p.w + c));
                 // Chunks as equal as they can be: 14 → 7 + 7, 30 → 10 + 10 + 10.
                 let n = len.div_ceil(most);
                 let mut start = 0;
                 for k in 0..n {
                     let np = len / n + usize::from(k < len % n);
-                    out.push(Tile { first: first + start * step, step, np, taps: taps.clone() });
+                    out.push(Tile {
+                        first: first + start * step,
+                        step,
+                        x_first: x_first + start * x_step,
+                        x_step,
+                        np,
+                        taps: taps.clone(),
+                    });
                     start += np;
                 }
             };
             if cols.len() > 1 {
                 for r in rows.clone() {
-                    push(r * w + cols.start, 1, cols.len());
+                    push((r, cols.start), true, cols.len());
                 }
             } else {
-                push(rows.start * w + cols.start, w, rows.len());
+                push((rows.start, cols.start), false, rows.len());
             }
         }
     }
@@ -99,20 +135,24 @@ pub(super) fn tiles(h: usize, w: usize, most: usize) -> Vec<Tile> {
 }
 
 /// The pass over a batch: `c_src` channels of H × W planes in `src` into `c_dst` channels of
-/// `dst`, with the weight of (dst channel, src channel, tap) from `weight`, in parallel over images.
+/// OH × OW planes in `dst`, with the weight of (dst channel, src channel, tap) from `weight`, in
+/// parallel over images.
 pub(super) fn pass(
     isa: Simd,
-    (n, h, w): (usize, usize, usize),
+    n: usize,
+    planes: Planes2d,
     c_src: usize,
     c_dst: usize,
     weight: impl Fn(usize, usize, usize) -> f32,
     src: &[f32],
     dst: &mut [f32],
 ) {
-    let hw = h * w;
+    let (hw, (oh, ow)) = (planes.h * planes.w, planes.out());
+    let ohw = oh * ow;
     assert!(applies(isa, c_dst) && super::supported(isa), "direct conv: channel lanes need AVX-512");
+    assert!(planes.stride == 1 || planes.stride == 2, "direct conv: stride 1 or 2");
     assert_eq!(src.len(), n * c_src * hw, "direct conv: input length");
-    assert_eq!(dst.len(), n * c_dst * hw, "direct conv: output length");
+    assert_eq!(dst.len(), n * c_dst * ohw, "direct conv: output length");
     if n == 0 || hw == 0 || c_src == 0 {
         // Empty sums: zero, as from im2col + GEMM.
         dst.fill(0.0);
@@ -129,24 +169,24 @@ pub(super) fn pass(
             }
         }
     }
-    let plan = tiles(h, w, most_pixels(nv));
-    dst.par_chunks_mut(c_dst * hw).zip(src.par_chunks(c_src * hw)).for_each_init(
-        || vec![0.0f32; hw * c_dst],
+    let plan = tiles(planes, most_pixels(nv));
+    dst.par_chunks_mut(c_dst * ohw).zip(src.par_chunks(c_src * hw)).for_each_init(
+        || vec![0.0f32; ohw * c_dst],
         |yc, (y, x)| {
             for (b, wt) in wt.chunks_exact(c_src * 9 * blk).enumerate() {
                 for tile in &plan {
-                    // SAFETY: AVX-512F was detected (asserted above). The tile's pixels
-                    // first + p·step < hw, and each valid tap's offset keeps its pixel's read
+                    // SAFETY: AVX-512F was detected (asserted above). The tile's input pixels
+                    // x_first + p·x_step < hw, and each valid tap's offset keeps its pixel's read
                     // inside the plane (`tiles`), so the reads x[ci·hw + pixel + offset] for
                     // ci < c_src are inside x (c_src·hw); wt holds c_src·9·blk; the writes
-                    // yc[pixel·c_dst + b·blk + 0..blk] are inside yc (hw·c_dst).
+                    // yc[(first + p·step)·c_dst + b·blk + 0..blk] are inside yc (ohw·c_dst).
                     unsafe {
                         run_tile(nv, tile, Planes { x, c_in: c_src, hw }, wt, &mut yc[b * blk..], c_dst)
                     };
                 }
             }
             // y's planes: y[c][p] = yc[p][c].
-            transpose(yc, hw, c_dst, y);
+            transpose(yc, ohw, c_dst, y);
         },
     );
 }
@@ -186,7 +226,7 @@ unsafe fn run_tile(_: usize, _: &Tile, _: Planes, _: &[f32], _: &mut [f32], _: u
 }
 
 /// yc[(first + p·step)·ld + v·16 ..][..16] = Σ_ci Σ_(t, off) wt[ci][t][v·16 ..][..16] ·
-/// x[ci·hw + first + p·step + off] for v < NV, p < NP: one FMA chain per output in (ci, t) order.
+/// x[ci·hw + x_first + p·x_step + off] for v < NV, p < NP: one FMA chain per output in (ci, t) order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_kernel<const NV: usize, const NP: usize>(
@@ -201,15 +241,15 @@ unsafe fn tile_kernel<const NV: usize, const NP: usize>(
     debug_assert!(yc.len() >= (t.first + (NP - 1) * t.step) * ld + NV * LANES);
     // acc[p][v]: pixel p's channels v·16..v·16 + 16.
     let mut acc = [[_mm512_setzero_ps(); NV]; NP];
-    let (first, step) = (t.first, t.step);
+    let (first, step, x_step) = (t.first, t.step, t.x_step);
     for ci in 0..c_in {
-        let xc = x.as_ptr().add(ci * hw + first);
+        let xc = x.as_ptr().add(ci * hw + t.x_first);
         let wc = wt.as_ptr().add(ci * 9 * NV * LANES);
         for &(tap, off) in &t.taps {
             let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(wc.add((tap * NV + v) * LANES)));
             let xt = xc.offset(off);
             for (p, acc) in acc.iter_mut().enumerate() {
-                let b = _mm512_set1_ps(*xt.add(p * step));
+                let b = _mm512_set1_ps(*xt.add(p * x_step));
                 for (a, &w) in acc.iter_mut().zip(&wv) {
                     *a = _mm512_fmadd_ps(w, b, *a);
                 }
@@ -226,35 +266,43 @@ unsafe fn tile_kernel<const NV: usize, const NP: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::tiles;
+    use super::{tiles, Planes2d};
 
-    /// Every pixel of the plane is in exactly one tile, no tile is wider than asked, and a tile's
-    /// taps are exactly those that stay inside the plane for each of its pixels, at the right
-    /// offsets: checked against the definition on every plane up to 9 × 9 and the nets' sizes.
+    /// Every output pixel is in exactly one tile, no tile is wider than asked, and a tile's taps
+    /// are exactly those that stay inside the input for each of its pixels, at the right input
+    /// offsets from the right input pixel: checked against the definition at strides 1 and 2 on
+    /// every input up to 9 × 9 and the nets' sizes.
     #[test]
     fn tiles_cover_each_pixel_once_with_the_taps_inside_the_plane() {
-        let sizes = (1..=9).flat_map(|h| (1..=9).map(move |w| (h, w))).chain([(16, 16), (32, 32), (1, 48)]);
-        for (h, w) in sizes {
+        let sizes =
+            (1..=9usize).flat_map(|h| (1..=9usize).map(move |w| (h, w))).chain([(16, 16), (32, 32), (1, 48)]);
+        for ((h, w), stride) in sizes.flat_map(|hw| [(hw, 1usize), (hw, 2)]) {
+            let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
             for most in [1, 6, 12] {
-                let mut seen = vec![0; h * w];
-                for t in tiles(h, w, most) {
+                let mut seen = vec![0; oh * ow];
+                for t in tiles(Planes2d { h, w, stride }, most) {
                     assert!((1..=most).contains(&t.np), "{h}×{w}: {t:?}");
                     for p in 0..t.np {
                         let pix = t.first + p * t.step;
                         seen[pix] += 1;
-                        let (r, c) = ((pix / w) as isize, (pix % w) as isize);
+                        let (r, c) = (pix / ow, pix % ow);
+                        assert_eq!(
+                            t.x_first + p * t.x_step,
+                            stride * (r * w + c),
+                            "{h}×{w}: input of ({r}, {c})"
+                        );
                         let inside: Vec<(usize, isize)> = (0..9)
                             .filter_map(|tap| {
                                 let (ki, kj) = ((tap / 3) as isize - 1, (tap % 3) as isize - 1);
-                                let (rr, cc) = (r + ki, c + kj);
+                                let (rr, cc) = ((stride * r) as isize + ki, (stride * c) as isize + kj);
                                 let valid = rr >= 0 && rr < h as isize && cc >= 0 && cc < w as isize;
                                 valid.then_some((tap, ki * w as isize + kj))
                             })
                             .collect();
-                        assert_eq!(t.taps, inside, "{h}×{w}: pixel ({r}, {c})");
+                        assert_eq!(t.taps, inside, "{h}×{w} stride {stride}: pixel ({r}, {c})");
                     }
                 }
-                assert!(seen.iter().all(|&k| k == 1), "{h}×{w} (at most {most}): {seen:?}");
+                assert!(seen.iter().all(|&k| k == 1), "{h}×{w} stride {stride} (at most {most}): {seen:?}");
             }
         }
     }
