@@ -510,17 +510,9 @@ pub(super) fn forward_with(isa: Simd, s: &ConvShape, x: &[f32], w: &[f32], y: &m
     assert!(applies(s, s.c_out), "direct conv: forward does not apply to {s:?}");
     assert_eq!(w.len(), s.w_len(), "direct conv: weight length");
     if s.stride == 2 && lanes::applies(isa, s.c_out) {
-        let planes = lanes::Planes2d { h: s.h, w: s.w, stride: 2 };
-        return lanes::pass(
-            isa,
-            s.n,
-            planes,
-            s.c_in,
-            s.c_out,
-            |co, ci, t| w[(co * s.c_in + ci) * 9 + t],
-            x,
-            y,
-        );
+        let batch = lanes::Batch { n: s.n, h: s.h, w: s.w, stride: 2 };
+        let weight = |co, ci, t| w[(co * s.c_in + ci) * 9 + t];
+        return lanes::pass(isa, batch, s.c_in, s.c_out, weight, x, y);
     }
     if s.stride == 2 {
         return stride2::forward(isa, s, x, w, y);
@@ -560,8 +552,8 @@ fn stride1_pass(
         return rows::pass(isa, (s.n, s.h, s.w), c_src, c_dst, weight, src, dst);
     }
     if lanes::applies(isa, c_dst) {
-        let planes = lanes::Planes2d { h: s.h, w: s.w, stride: 1 };
-        return lanes::pass(isa, s.n, planes, c_src, c_dst, weight, src, dst);
+        let batch = lanes::Batch { n: s.n, h: s.h, w: s.w, stride: 1 };
+        return lanes::pass(isa, batch, c_src, c_dst, weight, src, dst);
     }
     let hw = s.h * s.w;
     let mut run = |grid: Grid, chan: usize, taps: Taps, prepare: PerImage| {

@@ -1,19 +1,22 @@
-//! The stride-1 forward-type pass with AVX-512 and the output channels in the vector lanes (as
-//! oneDNN's direct convolutions do): a tile is `NV` vectors of 16 output channels × `NP` output
-//! pixels, each input value is broadcast, and every pixel's taps are enumerated, so the taps that
-//! would read the zero padding are skipped and x is read in place, unpadded: no prepared copy.
+//! The stride-1 and stride-2 forward-type passes with AVX-512 and the output channels in the
+//! vector lanes (as oneDNN's direct convolutions do): a tile is `NV` vectors of 16 output channels
+//! × `NP` output pixels, each input value is broadcast, and every pixel's taps are enumerated, so
+//! the taps that would read the zero padding are skipped and x is read in place: no padded or
+//! split copy. Used for the stride-1 forward and backward data on widths that [`super::rows`] does
+//! not take (8×8, 4×4, 2×2) and for the stride-2 forward, into multiples of 32 channels.
 //!
-//! y[co][p] = Σ_ci Σ_(ki,kj) valid w[co][ci][ki][kj] · x[ci][p + (ki − 1)·W + kj − 1], one FMA
-//! chain per output over (ci, ki, kj) in order from +0. The skipped products are ±0, and adding ±0
-//! leaves a sum that starts at +0 unchanged (it never becomes −0), so each output has the bits of
-//! the pixel-lane kernels in [`super`] (for finite weights), which the AVX2-vs-AVX-512 test checks.
-//! Of the 9·H·W products of a plane, 6·(H + W) − 4 are skipped: 16% at 8×8, 8% at 16×16, 4% at
-//! 32×32.
+//! y[co][o] = Σ_ci Σ_(ki,kj) valid w[co][ci][ki][kj] · x[ci][i(o) + (ki − 1)·W + kj − 1], with i(o)
+//! the input pixel at the kernel's centre (o itself at stride 1), one FMA chain per output over
+//! (ci, ki, kj) in order from +0. The skipped products are ±0, and adding ±0 leaves a sum that
+//! starts at +0 unchanged (it never becomes −0), so each output has the bits of the pixel-lane
+//! kernels in [`super`] (for finite weights), which the AVX2-vs-AVX-512 test checks. At stride 1,
+//! of the 9·H·W products of a plane, 6·(H + W) − 4 are skipped: 16% at 8×8.
 //!
 //! Per (ci, tap) a tile loads NV weight vectors, broadcasts NP inputs and does NV·NP FMAs (24 in
-//! the widest tiles: 4 × 6 and 2 × 12, for 64 and 32 channels). The tiles write one image's outputs with the channels
-//! innermost, yc[p][c_out], which are then transposed into y's planes (c_out·H·W elements moved
-//! twice more; 4 K a 64-channel 8×8 image against 147 K FMAs).
+//! the widest tiles: 4 × 6 and 2 × 12, for 64 and 32 channels). The tiles write one image's
+//! outputs with the channels innermost, yc[o][c_out], which are then transposed into y's planes
+//! ([`transpose`]: c_out·OH·OW values moved twice more; 4 K a 64-channel 8×8 image against 147 K
+//! FMAs).
 
 use super::Simd;
 use crate::backend::cpu::transpose::transpose;
@@ -58,16 +61,17 @@ pub(super) struct Tile {
     pub(super) taps: Vec<(usize, isize)>,
 }
 
-/// A 3×3 pad-1 convolution's planes: H × W inputs, OH × OW outputs at `stride` (1 or 2); output
-/// (o, p) centres the kernel on input (stride·o, stride·p).
+/// A 3×3 pad-1 convolution's batch: n images of H × W inputs, OH × OW outputs at `stride` (1 or
+/// 2); output (o, p) centres the kernel on input (stride·o, stride·p).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Planes2d {
+pub(super) struct Batch {
+    pub(super) n: usize,
     pub(super) h: usize,
     pub(super) w: usize,
     pub(super) stride: usize,
 }
 
-impl Planes2d {
+impl Batch {
     fn out(&self) -> (usize, usize) {
         (self.h.div_ceil(self.stride), self.w.div_ceil(self.stride))
     }
@@ -77,7 +81,7 @@ impl Planes2d {
 /// tile: the plane is cut into regions of equal valid taps (at stride 1: first row, middle rows,
 /// last row × first column, middle columns, last column); regions more than one column wide are
 /// tiled along their rows, the others down their column.
-pub(super) fn tiles(p: Planes2d, most: usize) -> Vec<Tile> {
+pub(super) fn tiles(p: Batch, most: usize) -> Vec<Tile> {
     let (oh, ow) = p.out();
     // Runs of output indices along one dimension (n outputs over n_in inputs) whose kernel rows
     // (or columns) inside the input are the same: (range, those kernel rows, a bit each).
@@ -134,23 +138,22 @@ pub(super) fn tiles(p: Planes2d, most: usize) -> Vec<Tile> {
     out
 }
 
-/// The pass over a batch: `c_src` channels of H × W planes in `src` into `c_dst` channels of
+/// The pass over `batch`: `c_src` channels of H × W planes in `src` into `c_dst` channels of
 /// OH × OW planes in `dst`, with the weight of (dst channel, src channel, tap) from `weight`, in
 /// parallel over images.
 pub(super) fn pass(
     isa: Simd,
-    n: usize,
-    planes: Planes2d,
+    batch: Batch,
     c_src: usize,
     c_dst: usize,
     weight: impl Fn(usize, usize, usize) -> f32,
     src: &[f32],
     dst: &mut [f32],
 ) {
-    let (hw, (oh, ow)) = (planes.h * planes.w, planes.out());
+    let (n, hw, (oh, ow)) = (batch.n, batch.h * batch.w, batch.out());
     let ohw = oh * ow;
     assert!(applies(isa, c_dst) && super::supported(isa), "direct conv: channel lanes need AVX-512");
-    assert!(planes.stride == 1 || planes.stride == 2, "direct conv: stride 1 or 2");
+    assert!(batch.stride == 1 || batch.stride == 2, "direct conv: stride 1 or 2");
     assert_eq!(src.len(), n * c_src * hw, "direct conv: input length");
     assert_eq!(dst.len(), n * c_dst * ohw, "direct conv: output length");
     if n == 0 || hw == 0 || c_src == 0 {
@@ -169,7 +172,7 @@ pub(super) fn pass(
             }
         }
     }
-    let plan = tiles(planes, most_pixels(nv));
+    let plan = tiles(batch, most_pixels(nv));
     dst.par_chunks_mut(c_dst * ohw).zip(src.par_chunks(c_src * hw)).for_each_init(
         || vec![0.0f32; ohw * c_dst],
         |yc, (y, x)| {
@@ -266,7 +269,7 @@ unsafe fn tile_kernel<const NV: usize, const NP: usize>(
 
 #[cfg(test)]
 mod tests {
-    use super::{tiles, Planes2d};
+    use super::{tiles, Batch};
 
     /// Every output pixel is in exactly one tile, no tile is wider than asked, and a tile's taps
     /// are exactly those that stay inside the input for each of its pixels, at the right input
@@ -280,7 +283,7 @@ mod tests {
             let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
             for most in [1, 6, 12] {
                 let mut seen = vec![0; oh * ow];
-                for t in tiles(Planes2d { h, w, stride }, most) {
+                for t in tiles(Batch { n: 1, h, w, stride }, most) {
                     assert!((1..=most).contains(&t.np), "{h}×{w}: {t:?}");
                     for p in 0..t.np {
                         let pix = t.first + p * t.step;
