@@ -91,16 +91,6 @@ pub enum ProfileStat {
     Mean,
 }
 
-fn set_threads(n: Option<usize>) -> Result<()> {
-    if let Some(n) = n {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("setting the CPU thread count")?;
-    }
-    Ok(())
-}
-
 fn suite(a: &BenchArgs, gpu: bool) -> Suite {
     let mut s = if gpu { Suite::gpu() } else { Suite::cpu() };
     s.depths = a.depths.clone();
@@ -160,7 +150,12 @@ pub fn run_bench(a: BenchArgs) -> Result<ExitCode> {
             "--kernel-batches must be at least 1 and --train-batches at least 2 (BatchNorm needs 2 samples)"
         );
     }
-    set_threads(a.threads)?;
+    super::set_threads(a.threads)?;
+    super::on_worker(|| bench(a))
+}
+
+/// `ilr bench` once the thread count is set.
+fn bench(a: BenchArgs) -> Result<ExitCode> {
     let detected = gpu::detect();
     let cuda = open_gpu(a.device, &detected).map_err(|why| anyhow!("--device cuda: {why}"))?;
     let gpu_name = cuda.as_ref().map(|be| be.device_description()).or(detected.clone().ok());
@@ -242,7 +237,12 @@ pub fn run_profile(a: ProfileArgs) -> Result<ExitCode> {
     if (a.depth < 8 || (a.depth - 2) % 6 != 0) || !(a.width.is_finite() && a.width > 0.0) {
         bail!("--depth must be 6n+2 (8, 20, 32, ...) and --width positive (got {} and {})", a.depth, a.width);
     }
-    set_threads(a.threads)?;
+    super::set_threads(a.threads)?;
+    super::on_worker(|| profile(a))
+}
+
+/// `ilr profile` once the thread count is set.
+fn profile(a: ProfileArgs) -> Result<ExitCode> {
     let net = Net { depth: a.depth, width: a.width, size: a.size };
     let detected = gpu::detect();
     let (p, backend) = match open_gpu(a.device, &detected).map_err(|why| anyhow!("--device cuda: {why}"))? {

@@ -76,3 +76,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Calibrate(a) => calibrate::run_cmd(a),
     }
 }
+
+/// Sets the CPU backend's thread count (rayon's global pool), where one is given.
+fn set_threads(n: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = n {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("setting the CPU thread count to {n}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `f()` on a worker thread of the global rayon pool, so that the CPU backend's parallel loops
+/// start on a thread that takes part in them: a loop of one task then runs inline, and a larger
+/// one starts at once, instead of each being handed from the main thread to a sleeping worker and
+/// waited for (two thread wake-ups per op; a tiny net's step has about 150 ops, and this took its
+/// median step from 2.6–2.8 to 1.9 ms, docs/PERFORMANCE.md).
+fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}

@@ -175,12 +175,12 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         print!("{}", cfg.to_toml()?);
         return Ok(ExitCode::SUCCESS);
     }
-    if let Some(n) = a.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("setting the CPU thread count")?;
-    }
+    super::set_threads(a.threads)?;
+    super::on_worker(|| train(a, cfg))
+}
+
+/// `ilr train` once the thread count is set.
+fn train(a: TrainArgs, cfg: TrainConfig) -> Result<ExitCode> {
     // A finished run is never trained again; checked before a backend is opened or data loaded
     // (and again under the lock, in run_config).
     let run_dir = a.out.join(cfg.run_id());

@@ -3,8 +3,11 @@
 //! `gemm` crate and matrixmultiply, chosen per pass by measurement: see gemm.rs) on fixed blocks of
 //! images for conv, matrixmultiply for linear. In f32 on a CPU with AVX2 and FMA, the 3×3 stride-1
 //! and stride-2 convolutions are computed directly instead (direct3x3.rs and direct3x3/stride2.rs,
-//! core::arch intrinsics; runtime-detected, so a binary without AVX2 falls back to im2col + GEMM),
-//! and BatchNorm's loops run compiled for AVX-512 or AVX2 (vectorize.rs), with the baseline's bits.
+//! core::arch intrinsics; runtime-detected, so a binary without AVX2 falls back to im2col + GEMM;
+//! with AVX-512 most passes read x in place and skip the taps in the padding, with the same bits:
+//! direct3x3/rows.rs, direct3x3/lanes.rs and the plain filter kernel; transpose.rs moves their
+//! channel-innermost layouts), and BatchNorm's loops run compiled for AVX-512 or AVX2
+//! (vectorize.rs), with the baseline's bits.
 //! Results are bit-reproducible on one machine; on a CPU without AVX2 + FMA the convolutions differ
 //! in the last bits, as the GEMM libraries' kernels already do.
 //!
