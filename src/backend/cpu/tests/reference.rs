@@ -511,3 +511,20 @@ fn f32_agrees_with_f64_through_the_direct_convolutions() {
     let cs = ConvShape { n: 4, c_in: 8, h: 8, w: 8, c_out: 16, kernel: 3, stride: 1, pad: 1 };
     assert_direct_step_agrees(&cs, 51);
 }
+
+/// The AVX-512 paths that read x in place and skip the padding's taps, in a whole training step:
+/// 32 → 32 at 8×8 (channel-lane forward and input gradient), 16 → 32 at 16×16 (row tiles with
+/// masked loads: the forward into 32, the input gradient into 16), and 16 → 32 at stride 2 from
+/// 16×16 (channel-lane stride-2 forward); every filter gradient here takes the in-place kernel
+/// (stride 1 and 2). On a CPU without AVX-512 the same steps take the AVX2 kernels.
+#[test]
+fn f32_agrees_with_f64_through_the_in_place_convolutions() {
+    let shapes = [
+        ConvShape { n: 4, c_in: 32, h: 8, w: 8, c_out: 32, kernel: 3, stride: 1, pad: 1 },
+        ConvShape { n: 3, c_in: 16, h: 16, w: 16, c_out: 32, kernel: 3, stride: 1, pad: 1 },
+        ConvShape { n: 3, c_in: 16, h: 16, w: 16, c_out: 32, kernel: 3, stride: 2, pad: 1 },
+    ];
+    for (i, cs) in shapes.iter().enumerate() {
+        assert_direct_step_agrees(cs, 53 + i as u64);
+    }
+}
