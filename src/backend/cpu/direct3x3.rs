@@ -355,17 +355,29 @@ impl Part {
         taps: Taps,
         weight: impl Fn(usize, usize, usize) -> f32,
     ) -> Part {
-        let tco = tile_co(isa, c_out);
-        let mut wt = Vec::with_capacity(c_out * c_in * taps.len());
-        for blk in 0..c_out / tco {
-            for ci in 0..c_in {
-                for t in 0..taps.len() {
-                    wt.extend((0..tco).map(|r| weight(blk * tco + r, ci, t)));
-                }
-            }
-        }
+        let wt = blocked_weights((c_out, c_in, taps.len()), tile_co(isa, c_out), weight);
         Part { taps, wt }
     }
+}
+
+/// The weights of `c_out` × `c_in` × `taps` regrouped for tiles of `blk` output channels:
+/// wt[b][ci][t][l] = weight(b·blk + l, ci, t), so that a tile reads its channels' weights for one
+/// (ci, t) together.
+fn blocked_weights(
+    (c_out, c_in, taps): (usize, usize, usize),
+    blk: usize,
+    weight: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    assert!(blk > 0 && c_out % blk == 0, "direct conv: weight blocks");
+    let mut wt = Vec::with_capacity(c_out * c_in * taps);
+    for b in 0..c_out / blk {
+        for ci in 0..c_in {
+            for t in 0..taps {
+                wt.extend((0..blk).map(|l| weight(b * blk + l, ci, t)));
+            }
+        }
+    }
+    wt
 }
 
 /// A copy from one image's planes to another layout, `f(src, dst)`.

@@ -163,15 +163,7 @@ pub(super) fn pass(
     }
     let nv = vectors(c_dst);
     let blk = nv * LANES;
-    // wt[b][ci][t][l] = weight(b·blk + l, ci, t): per (ci, t) the block's nv vectors.
-    let mut wt = Vec::with_capacity(c_dst * c_src * 9);
-    for b in 0..c_dst / blk {
-        for ci in 0..c_src {
-            for t in 0..9 {
-                wt.extend((0..blk).map(|l| weight(b * blk + l, ci, t)));
-            }
-        }
-    }
+    let wt = super::blocked_weights((c_dst, c_src, 9), blk, weight);
     let plan = tiles(batch, most_pixels(nv));
     dst.par_chunks_mut(c_dst * ohw).zip(src.par_chunks(c_src * hw)).for_each_init(
         || vec![0.0f32; ohw * c_dst],

@@ -43,15 +43,7 @@ pub(super) fn pass(
         dst.fill(0.0);
         return;
     }
-    // wt[b][ci][t][l] = weight(16·b + l, ci, t).
-    let mut wt = Vec::with_capacity(c_dst * c_src * 9);
-    for b in 0..c_dst / LANES {
-        for ci in 0..c_src {
-            for t in 0..9 {
-                wt.extend((0..LANES).map(|l| weight(b * LANES + l, ci, t)));
-            }
-        }
-    }
+    let wt = super::blocked_weights((c_dst, c_src, 9), LANES, weight);
     dst.par_chunks_mut(c_dst * hw).zip(src.par_chunks(c_src * hw)).for_each(|(y, x)| {
         for (b, wt) in wt.chunks_exact(c_src * 9 * LANES).enumerate() {
             for r in 0..h {
