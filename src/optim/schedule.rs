@@ -235,10 +235,26 @@ mod tests {
         assert_ne!(s.lr_epochs, other.lr_epochs);
     }
 
+    /// A config that leaves them out gets the paper's defaults: decays divide by 10, and the random
+    /// phase draws 2 LR and 2 WD decays.
+    #[test]
+    fn defaults_divide_by_ten_with_two_random_decays() {
+        let step: ScheduleConfig = toml::from_str("kind = \"step\"\nlr_epochs = [1.0]").unwrap();
+        assert_eq!(step, ScheduleConfig::Step { lr_epochs: vec![1.0], wd_epochs: vec![], factor: 0.1 });
+        let random: ScheduleConfig = toml::from_str(
+            "kind = \"random-then-common\"\nphase_epochs = 10.0\nseed = 1\ncommon_lr = 0.1\ncommon_wd = 1e-4",
+        )
+        .unwrap();
+        let ScheduleConfig::RandomThenCommon { decays, factor, .. } = random else { panic!("{random:?}") };
+        assert_eq!((decays, factor), (2, 0.1));
+    }
+
     #[test]
     fn rejects_bad_values() {
-        let bad = ScheduleConfig::Step { lr_epochs: vec![f64::NAN], wd_epochs: vec![], factor: 0.1 };
-        assert!(Schedule::new(&bad, 0.1, 0.0).unwrap_err().to_string().contains("lr_epochs"));
+        for e in [f64::NAN, -1.0, f64::INFINITY] {
+            let bad = ScheduleConfig::Step { lr_epochs: vec![e], wd_epochs: vec![], factor: 0.1 };
+            assert!(Schedule::new(&bad, 0.1, 0.0).unwrap_err().to_string().contains("lr_epochs"), "{e}");
+        }
         let bad = ScheduleConfig::Step { lr_epochs: vec![], wd_epochs: vec![], factor: 0.0 };
         assert!(Schedule::new(&bad, 0.1, 0.0).unwrap_err().to_string().contains("factor"));
     }
