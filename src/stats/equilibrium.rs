@@ -245,6 +245,18 @@ mod tests {
         Detector::new(&cfg(), 2, 0.01, 0.0, 1, 0)
     }
 
+    /// The grid is fixed: a step that jumps past grid points is sampled, and the next sample is
+    /// the next point of the same grid (40 after 37 on a grid of 10), not one counted from the jump.
+    #[test]
+    fn skipped_steps_do_not_shift_the_grid() {
+        let cfg = EquilibriumConfig { samples_per_unit: 10.0, ..cfg() };
+        let mut d = Detector::new(&cfg, 1, 0.01, 0.0, 1, 0);
+        for (step, sampled) in [(0, true), (37, true), (39, false), (40, true), (45, false), (50, true)] {
+            d.observe(step, &[1.0]);
+            assert_eq!(d.last_step == Some(step), sampled, "step {step}");
+        }
+    }
+
     #[test]
     fn finds_the_start_of_the_first_stable_window() {
         let mut d = detector();
