@@ -7,7 +7,8 @@
 //! forward and backward-data passes read their input in place, with the taps in the padding
 //! skipped and the same bits: on planes whose width is a multiple of 16 into multiples of 16
 //! channels, [`rows`] (these pixel-lane tiles, with masked loads at the row ends); elsewhere into
-//! multiples of 32 channels (8×8, 4×4, 2×2), [`lanes`] (the output channels in the vector lanes).
+//! multiples of 32 channels (8×8, 4×4, 2×2), [`lanes`] (the output channels in the vector lanes),
+//! which also takes the stride-2 forward into multiples of 32 channels.
 //!
 //! **The q layout.** Each pass first copies one image's input planes into a prepared form of
 //! `chan` elements per channel in which every tap (ki, kj) is one constant offset, a row part plus
@@ -29,9 +30,9 @@
 //!   of dx: [`stride2`]);
 //! - backward filter: dw[co][ci][ki][kj] = Σ_n Σ_(r,c) dy[n][co][r][c] · xp[n][ci][r·ld + c + off(ki, kj)],
 //!   vectorized over co: dy is copied with 16 channels innermost, dyb[p][16], a pixel's 16 values
-//!   being two vectors, and each x value is broadcast. With AVX-512 at stride 1 and blocks of 16,
-//!   x is read in place instead, and the taps that would read the padding are skipped
-//!   ([`filter_taps512_plain`]: same bits, 4–16% fewer products).
+//!   being two vectors, and each x value is broadcast. With AVX-512 and blocks of 16, at stride 1
+//!   and 2, x is read in place instead, and the taps that would read the padding are skipped
+//!   ([`filter_taps512_plain`]: same bits, 4–16% fewer products at stride 1).
 //!
 //! **Registers** (AVX2 has 16). A forward tile is 4 output channels × 16 consecutive q: 8
 //! accumulators, and per (ci, tap) 2 loads, 4 broadcasts and 8 FMAs. (4 × 24 would give 12
@@ -742,7 +743,7 @@ enum FilterInput<'a> {
     /// Per image, `prepare` turns x into c_in channels of `chan` elements, in which output pixel
     /// (r, c) reads tap t at r·ld + c + offs[t].
     Prepared { chan: usize, prepare: PerImage<'a>, offs: [usize; 9] },
-    /// x's own H × W planes, in place: stride 1, AVX-512 and blocks of [`CO_BLK`] only
+    /// x's own H × W planes, in place: AVX-512 and blocks of [`CO_BLK`] only, at stride 1 or 2
     /// ([`filter_taps512_plain`]).
     Plain,
 }
@@ -838,20 +839,17 @@ impl FilterPass<'_> {
                         // xs[i·xp_img + ci·hw + 0..hw]: inside `xs`.
                         let xc = &xs[ci * chan..];
                         let dyb = &*dyb;
-                        // Blocks of 8 take the AVX2 kernel with either instruction set (one
-                        // 8-lane vector a pixel).
-                        let taps: [[f32; B]; 9] = match (input, isa, B) {
-                            (FilterInput::Plain, ..) => flat_taps(unsafe {
+                        // Prepared input takes the AVX2 kernel: with AVX2, and with AVX-512 for
+                        // blocks of 8 (one 8-lane vector a pixel).
+                        let taps: [[f32; B]; 9] = match input {
+                            FilterInput::Plain => flat_taps(unsafe {
                                 let input = (s.h, s.w);
                                 match s.stride {
                                     1 => filter_taps512_plain::<1>(dyb, xc, xp_img, group, &g, input),
                                     _ => filter_taps512_plain::<2>(dyb, xc, xp_img, group, &g, input),
                                 }
                             }),
-                            (FilterInput::Prepared { offs, .. }, Simd::Avx512, CO_BLK) => {
-                                flat_taps(unsafe { filter_taps512(dyb, xc, xp_img, group, &g, &offs) })
-                            }
-                            (FilterInput::Prepared { offs, .. }, ..) => {
+                            FilterInput::Prepared { offs, .. } => {
                                 let row = |ki: usize| {
                                     let offs = [offs[3 * ki], offs[3 * ki + 1], offs[3 * ki + 2]];
                                     unsafe { filter_taps::<B>(dyb, xc, xp_img, group, &g, &offs) }
@@ -967,65 +965,16 @@ unsafe fn filter_taps<const B: usize>(
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
-/// The 9 taps of [`filter_taps`] for a block of 16 channels at once with AVX-512F: the 16 output
-/// channels in one register, 3 kernel rows × 3 taps × even/odd c = 18 accumulators, so each dy
-/// vector loaded feeds 9 taps (3 with AVX2). Every lane of every tap accumulates the same products
-/// in the same order as [`filter_taps`] does for its kernel row (even and odd c apart, then added),
-/// so the two give identical bits. out[t] for the tap at offs[t].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn filter_taps512(
-    dy: &[f32],
-    x: &[f32],
-    x_image: usize,
-    images: usize,
-    g: &Grid,
-    offs: &[usize; 9],
-) -> [[f32; CO_BLK]; 9] {
-    let max_off = offs.iter().copied().max().unwrap_or(0);
-    debug_assert!(filter_in_bounds(dy, x, CO_BLK, x_image, images, g, max_off));
-    let hw = g.pixels();
-    let mut acc = [[_mm512_setzero_ps(); 9]; 2];
-    for i in 0..images {
-        let (d, x) = (dy.as_ptr().add(i * hw * CO_BLK), x.as_ptr().add(i * x_image));
-        for r in 0..g.rows {
-            for c in (0..g.cols).step_by(2) {
-                for (parity, acc) in acc.iter_mut().enumerate() {
-                    let dv = _mm512_loadu_ps(d.add((r * g.cols + c + parity) * CO_BLK));
-                    let xs = x.add(r * g.ld + c + parity);
-                    for (&off, acc) in offs.iter().zip(acc.iter_mut()) {
-                        *acc = _mm512_fmadd_ps(_mm512_set1_ps(*xs.add(off)), dv, *acc);
-                    }
-                }
-            }
-        }
-    }
-    let mut out = [[0.0f32; CO_BLK]; 9];
-    for ((o, &e), &d) in out.iter_mut().zip(&acc[0]).zip(&acc[1]) {
-        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(e, d));
-    }
-    out
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn filter_taps512(
-    _: &[f32],
-    _: &[f32],
-    _: usize,
-    _: usize,
-    _: &Grid,
-    _: &[usize; 9],
-) -> [[f32; CO_BLK]; 9] {
-    unreachable!("the direct path needs x86-64 with AVX2 and FMA")
-}
-
-/// [`filter_taps512`] on x's own H × W planes (`input`: H, W), no padded copy, at stride `S`
-/// (1 or 2) over the output pixels of `g` (ld = cols): tap (ki, kj) of output pixel (r, c) reads
-/// x[S·r + ki − 1][S·c + kj − 1], and the taps that would read the zero padding (ki = 0 on the
-/// first row, ki = 2 on the last where S·r + 1 = H, kj alike in the columns) are not computed.
-/// Their products are ±0, and adding ±0 leaves an f32 sum unchanged (a sum that starts at +0 never
-/// becomes −0), so every lane accumulates the same nonzero products in the same order as
-/// [`filter_taps512`] on padded planes, with the same bits, for finite dy. At stride 1, of the
+/// The 9 taps of [`filter_taps`] for a block of 16 channels at once with AVX-512F, on x's own
+/// H × W planes (`input`: H, W), no padded copy, at stride `S` (1 or 2) over the output pixels of
+/// `g` (ld = cols): the 16 output channels in one register, 3 kernel rows × 3 taps × even/odd c =
+/// 18 accumulators, so each dy vector loaded feeds 9 taps (3 with AVX2). Tap (ki, kj) of output
+/// pixel (r, c) reads x[S·r + ki − 1][S·c + kj − 1], and the taps that would read the zero padding
+/// (ki = 0 on the first row, ki = 2 on the last where S·r + 1 = H, kj alike in the columns) are not
+/// computed. Their products are ±0, and adding ±0 leaves an f32 sum unchanged (a sum that starts at
+/// +0 never becomes −0), so every lane accumulates the same nonzero products in the same order as
+/// [`filter_taps`] does on the padded (or phase-split) planes for its kernel row (even and odd c
+/// apart, then added), with the same bits, for finite dy. out[t] for tap t = 3·ki + kj. At stride 1, of the
 /// 9·H·W products of a plane, 6·(H + W) − 4 are skipped: 16% at 8×8, 8% at 16×16, 4% at 32×32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]

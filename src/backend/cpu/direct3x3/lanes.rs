@@ -176,7 +176,7 @@ pub(super) fn pass(
                     // ci < c_src are inside x (c_src·hw); wt holds c_src·9·blk; the writes
                     // yc[(first + p·step)·c_dst + b·blk + 0..blk] are inside yc (ohw·c_dst).
                     unsafe {
-                        run_tile(nv, tile, Planes { x, c_in: c_src, hw }, wt, &mut yc[b * blk..], c_dst)
+                        run_tile(nv, tile, Input { x, c_in: c_src, hw }, wt, &mut yc[b * blk..], c_dst)
                     };
                 }
             }
@@ -189,7 +189,7 @@ pub(super) fn pass(
 /// One image's input as the tiles read it: `c_in` planes of `hw` values.
 #[derive(Clone, Copy)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the x86-64 kernels only
-struct Planes<'a> {
+struct Input<'a> {
     x: &'a [f32],
     c_in: usize,
     hw: usize,
@@ -200,7 +200,7 @@ struct Planes<'a> {
 /// # Safety
 /// AVX-512F, and the bounds of [`pass`].
 #[cfg(target_arch = "x86_64")]
-unsafe fn run_tile(nv: usize, t: &Tile, x: Planes, wt: &[f32], yc: &mut [f32], ld: usize) {
+unsafe fn run_tile(nv: usize, t: &Tile, x: Input, wt: &[f32], yc: &mut [f32], ld: usize) {
     macro_rules! dispatch {
         ($(($v:literal, $p:literal)),*) => {
             match (nv, t.np) {
@@ -216,7 +216,7 @@ unsafe fn run_tile(nv: usize, t: &Tile, x: Planes, wt: &[f32], yc: &mut [f32], l
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn run_tile(_: usize, _: &Tile, _: Planes, _: &[f32], _: &mut [f32], _: usize) {
+unsafe fn run_tile(_: usize, _: &Tile, _: Input, _: &[f32], _: &mut [f32], _: usize) {
     unreachable!("the direct path needs x86-64 with AVX2 and FMA")
 }
 
@@ -226,12 +226,12 @@ unsafe fn run_tile(_: usize, _: &Tile, _: Planes, _: &[f32], _: &mut [f32], _: u
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_kernel<const NV: usize, const NP: usize>(
     t: &Tile,
-    x: Planes,
+    x: Input,
     wt: &[f32],
     yc: &mut [f32],
     ld: usize,
 ) {
-    let Planes { x, c_in, hw } = x;
+    let Input { x, c_in, hw } = x;
     debug_assert!(t.np == NP && wt.len() >= c_in * 9 * NV * LANES && x.len() >= c_in * hw);
     debug_assert!(yc.len() >= (t.first + (NP - 1) * t.step) * ld + NV * LANES);
     // acc[p][v]: pixel p's channels v·16..v·16 + 16.
