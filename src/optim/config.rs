@@ -229,3 +229,65 @@ impl OptimConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [OptimKind; 4] = [OptimKind::Sgd, OptimKind::AdamW, OptimKind::Adam, OptimKind::Lion];
+
+    fn adamw() -> OptimConfig {
+        OptimConfig { kind: OptimKind::AdamW, momentum: 0.0, ..OptimConfig::default() }
+    }
+
+    #[test]
+    fn each_kind_is_named_as_in_config_files() {
+        for kind in KINDS {
+            let serde_name = serde_json::to_string(&kind).unwrap();
+            assert_eq!(serde_name, format!("\"{}\"", kind.name()), "{kind:?}");
+            assert_eq!(kind.to_string(), kind.name());
+        }
+    }
+
+    #[test]
+    fn only_adam_and_adamw_count_steps_and_have_an_eps() {
+        for kind in KINDS {
+            let adam = matches!(kind, OptimKind::AdamW | OptimKind::Adam);
+            assert_eq!(kind.counts_steps(), adam, "{kind:?}");
+            assert_eq!(kind.has_eps(), adam, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn non_finite_or_negative_settings_are_refused() {
+        for lr in [f64::INFINITY, f64::NAN, -0.1, 0.0] {
+            let c = OptimConfig { lr, ..OptimConfig::default() };
+            assert!(c.validate().is_err(), "lr = {lr}");
+        }
+        for v in [f64::INFINITY, f64::NAN, -1e-4] {
+            let other = OptimConfig { wd_other: Some(v), ..OptimConfig::default() };
+            assert!(other.validate().is_err(), "wd_other = {v}");
+            let group = OptimConfig {
+                group_wd: BTreeMap::from([("stream".to_string(), v)]),
+                ..OptimConfig::default()
+            };
+            assert!(group.validate().is_err(), "group_wd.stream = {v}");
+            let eps = OptimConfig { eps: Some(v), ..adamw() };
+            assert!(eps.validate().is_err(), "eps = {v}");
+        }
+        let fine = OptimConfig { eps: Some(0.0), wd_other: Some(0.0), ..adamw() };
+        assert!(fine.validate().is_ok());
+    }
+
+    #[test]
+    fn relative_weight_decays_need_a_nonzero_wd() {
+        let no_wd = OptimConfig { wd: Some(0.0), ..OptimConfig::default() };
+        assert!(no_wd.validate().is_ok(), "wd = 0 alone is plain SGD");
+        let zero_other = OptimConfig { wd_other: Some(0.0), ..no_wd.clone() };
+        assert!(zero_other.validate().is_ok(), "wd_other = 0 asks for no decay: consistent");
+        let other = OptimConfig { wd_other: Some(1e-4), ..no_wd.clone() };
+        assert!(other.validate().is_err());
+        let group = OptimConfig { group_wd: BTreeMap::from([("stream".to_string(), 1e-3)]), ..no_wd };
+        assert!(group.validate().is_err());
+    }
+}
