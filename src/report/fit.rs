@@ -414,6 +414,34 @@ mod tests {
         assert!(fit_linear(&[(1.0, 2.0), (1.0, 3.0)]).is_none(), "one x: no slope");
     }
 
+    /// x = 0, 1, 2; y = 0, 1, 3: ȳ = 4/3, Syy = 14/3, SSR = 1/6, so R² = 1 − (1/6)/(14/3) = 27/28.
+    /// A constant y has Syy = 0 and is fitted exactly: R² = 1. Points with a NaN or an infinity
+    /// are left out, not fitted.
+    #[test]
+    fn linear_fit_r_squared_and_non_finite_points() {
+        let pts = [(0.0, 0.0), (1.0, 1.0), (2.0, 3.0)];
+        let f = fit_linear(&pts).unwrap();
+        assert!((f.r_squared - 27.0 / 28.0).abs() < 1e-12, "{f:?}");
+        let flat = fit_linear(&[(0.0, 2.0), (1.0, 2.0), (2.0, 2.0)]).unwrap();
+        assert_eq!((flat.slope, flat.r_squared), (0.0, 1.0));
+        let mut noisy = pts.to_vec();
+        noisy.extend([(f64::NAN, 1.0), (1.0, f64::NAN), (f64::INFINITY, 2.0), (0.5, f64::NEG_INFINITY)]);
+        assert_eq!(fit_linear(&noisy).unwrap(), f);
+    }
+
+    /// The sums are centred (Sxx = Σ(x − x̄)², Sxy = Σ(x − x̄)(y − ȳ)), so data far from the origin
+    /// keep their digits: x = 1e8 + (0, 1, 3), y = 1e8 + (0, 1, 2.5) has the slope of
+    /// x' = 0, 1, 3, y' = 0, 1, 2.5: x̄' = 4/3, Sxx = 42/9, Sxy = (−4/3)(−7/6) + (−1/3)(−1/6) +
+    /// (5/3)(4/3) = 14/9 + 1/18 + 20/9 = 69/18, b = (69/18)/(42/9) = 69/84. Uncentred sums, or
+    /// x̄ and ȳ rounded at 1e8 (ulp 1.5e-8) and not cancelled, are off by O(1).
+    #[test]
+    fn linear_fit_keeps_its_digits_far_from_the_origin() {
+        let pts: Vec<(f64, f64)> =
+            [(0.0, 0.0), (1.0, 1.0), (3.0, 2.5)].iter().map(|&(x, y)| (1e8 + x, 1e8 + y)).collect();
+        let f = fit_linear(&pts).unwrap();
+        assert!((f.slope - 69.0 / 84.0).abs() < 1e-9, "{f:?}");
+    }
+
     /// Four λ_e (x = ln(1/λ_e) = 0, 1, 2, 3) with 2, 3, 4 and 2 seeds; ln T per seed:
     /// x = 0: −0.5, 0.5 (mean 0); x = 1: 0.5, 1, 1.5 (mean 1); x = 2: 2, 2.5, 3.5, 4 (mean 3);
     /// x = 3: 2, 4 (mean 3). By hand on the four means: x̄ = 1.5, ȳ = 1.75, Sxx = 5, Sxy = 5.5,
