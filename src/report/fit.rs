@@ -442,6 +442,16 @@ mod tests {
         assert!((f.slope - 69.0 / 84.0).abs() < 1e-9, "{f:?}");
     }
 
+    /// The same x' = 0, 1, 3, y' = 0, 1, 2.5 at the origin, where x̄ = 4/3 ≠ 1 separates x̄² from
+    /// x̄/x̄: a = ȳ − b·x̄ = 7/6 − (23/28)(4/3) = 1/14; residuals −1/14, 3/28, −1/28, SSR = 1/56 on
+    /// 1 dof; SE(a)² = s²(1/n + x̄²/Sxx) = (1/56)(1/3 + (16/9)/(14/3)) = 5/392.
+    #[test]
+    fn linear_fit_intercept_error_grows_with_the_mean_x() {
+        let f = fit_linear(&[(0.0, 0.0), (1.0, 1.0), (3.0, 2.5)]).unwrap();
+        assert!((f.intercept - 1.0 / 14.0).abs() < 1e-12, "{f:?}");
+        assert!((f.intercept_se.unwrap() - (5.0f64 / 392.0).sqrt()).abs() < 1e-12, "{f:?}");
+    }
+
     /// Four λ_e (x = ln(1/λ_e) = 0, 1, 2, 3) with 2, 3, 4 and 2 seeds; ln T per seed:
     /// x = 0: −0.5, 0.5 (mean 0); x = 1: 0.5, 1, 1.5 (mean 1); x = 2: 2, 2.5, 3.5, 4 (mean 3);
     /// x = 3: 2, 4 (mean 3). By hand on the four means: x̄ = 1.5, ȳ = 1.75, Sxx = 5, Sxy = 5.5,
