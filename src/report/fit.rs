@@ -535,6 +535,33 @@ mod tests {
         assert!(pooled.slope < b - 0.15 && pooled.slope < lo, "pooled: {pooled:?}");
     }
 
+    /// Pairs that have no log (λ_e or T zero, negative, infinite or NaN) are not points of
+    /// either log-log fit, nor new λ_e; a non-finite point is not part of a within-cluster fit.
+    #[test]
+    fn unusable_points_are_left_out_of_every_fit() {
+        let clean: Vec<(f64, f64)> =
+            [(8e-3, 300.0), (4e-3, 500.0), (4e-3, 700.0), (2e-3, 1500.0), (1e-3, 2600.0)].to_vec();
+        let mut noisy = clean.clone();
+        noisy.extend([
+            (0.0, 10.0),
+            (-1e-3, 10.0),
+            (f64::INFINITY, 10.0),
+            (f64::NAN, 10.0),
+            (5e-4, 0.0),
+            (5e-4, -1.0),
+            (2e-4, f64::INFINITY),
+            (2e-4, f64::NAN),
+        ]);
+        assert_eq!(fit_loglog(&noisy), fit_loglog(&clean));
+        assert_eq!(fit_loglog_clusters(&noisy), fit_loglog_clusters(&clean));
+        let within = |extra: &[(f64, f64)]| {
+            let mut a = vec![(0.0, 0.0), (2.0, 2.0)];
+            a.extend_from_slice(extra);
+            fit_within(&[(1.0, a), (2.0, vec![(0.0, 5.0), (1.0, 5.5), (2.0, 7.0)])])
+        };
+        assert_eq!(within(&[(f64::NAN, 1.0), (1.0, f64::INFINITY)]), within(&[]));
+    }
+
     #[test]
     fn lambda_e_groups_keep_first_appearance_order() {
         let g = group_by_lambda_e([(2e-3, 'a'), (1e-3, 'b'), (2e-3 * (1.0 + 1e-12), 'c')]);
