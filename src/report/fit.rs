@@ -562,6 +562,30 @@ mod tests {
         assert_eq!(within(&[(f64::NAN, 1.0), (1.0, f64::INFINITY)]), within(&[]));
     }
 
+    /// ln Γ against Python's math.lgamma, both sides of the reflection at x = 0.5 (the t CDF only
+    /// asks for x ≥ 0.5, so only this test reaches the reflection).
+    #[test]
+    fn ln_gamma_matches_lgamma_on_both_sides_of_one_half() {
+        for (x, want) in [
+            (0.1, 2.252_712_651_734_205_5),
+            (0.25, 1.288_022_524_698_077_2),
+            (0.5, 0.572_364_942_924_700_4),
+            (1.0, 0.0),
+            (3.5, 1.200_973_602_347_073_8),
+            (10.0, 12.801_827_480_081_467),
+        ] {
+            assert!((ln_gamma(x) - want).abs() < 1e-13, "x = {x}: {} vs {want}", ln_gamma(x));
+        }
+    }
+
+    /// Outside 0 < λ_min < λ_max < 1 there is no log-factor slope to compute: 1, never NaN or ∞.
+    #[test]
+    fn log_factor_slope_is_one_outside_its_range() {
+        for (lo, hi) in [(0.0, 1e-2), (-1e-3, 1e-2), (1e-3, 1.0), (1e-3, 2.0), (1e-2, 1e-2), (1e-2, 1e-3)] {
+            assert_eq!(log_factor_slope(lo, hi), 1.0, "[{lo}, {hi}]");
+        }
+    }
+
     #[test]
     fn lambda_e_groups_keep_first_appearance_order() {
         let g = group_by_lambda_e([(2e-3, 'a'), (1e-3, 'b'), (2e-3 * (1.0 + 1e-12), 'c')]);
