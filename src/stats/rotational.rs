@@ -166,4 +166,63 @@ mod tests {
         let (x, _) = balance(lr * wd, lion_autocorrelation_sum(lr * wd, 0.9, 0.99));
         assert!((lr * lr * d as f64 / (n * n) / x - 1.0).abs() < 1e-12);
     }
+
+    fn assert_rel(got: f64, want: f64, tol: f64, what: &str) {
+        assert!((got / want - 1.0).abs() < tol, "{what}: {got} vs {want}");
+    }
+
+    /// balance(δ = 0.1, S = 0.5) by hand: x = (0.2 − 0.01)/2 = 0.095; the part along w is
+    /// x·S²/(1 − δ)² = 0.0293210, the radial factor (1 − δ) + x·S/(1 − δ) = 0.9527778, so
+    /// Δ* = sqrt(0.095·(1 − 0.0293210))/0.9527778 = 0.31871903598609486.
+    #[test]
+    fn the_balance_matches_its_formula_by_hand() {
+        let (x, delta) = balance(0.1, 0.5);
+        assert_rel(x, 0.095, 1e-14, "x");
+        assert_rel(delta, 0.318_719_035_986_094_86, 1e-14, "Δ*");
+    }
+
+    /// Values from an independent Python evaluation of the module's formulas, the sums taken as
+    /// plain series (math.fsum of 2·10⁵ terms) rather than closed forms or early stops:
+    /// - AdamW, λ_e = 1e-2, β₁ = 0.9: S = Σ_k (0.99·0.9)^k = 8.174311926605503, Δ* =
+    ///   0.032534305057445936, ‖w*‖ (η = 1e-3, d = 1000) = 0.21420478929451425;
+    /// - Lion, (λ_e, β₁, β₂) = (1e-3, 0.9, 0.99): S = 20.42886041638726, Δ* = 0.00684145207987953;
+    ///   (1e-2, 0.5, 0.9): S = 0.8105419204604705, Δ* = 0.08724180141444134;
+    /// - SGD, λ_e = 0.02, γ = 0.9: sqrt(0.04/1.9) = 0.14509525002200235; REQ's AdamW at
+    ///   (1e-2, 0.9): sqrt(0.002/1.9) = 0.03244428422615251; REQ's Lion at (1e-3, 0.9, 0.99):
+    ///   0.00664855726596766.
+    /// The tolerance 1e-11 covers the order of summation over the ~3,000 terms Lion's sum keeps.
+    #[test]
+    fn predictions_match_an_independent_evaluation() {
+        assert_rel(adamw_autocorrelation_sum(1e-2, 0.9), 8.174_311_926_605_503, 1e-12, "AdamW S");
+        assert_rel(adamw_angular_update(1e-2, 0.9), 0.032_534_305_057_445_936, 1e-12, "AdamW Δ*");
+        assert_rel(
+            adamw_equilibrium_norm(1e-3, 10.0, 0.9, 1000),
+            0.214_204_789_294_514_25,
+            1e-12,
+            "AdamW ‖w*‖",
+        );
+        assert_rel(lion_autocorrelation_sum(1e-3, 0.9, 0.99), 20.428_860_416_387_26, 1e-11, "Lion S");
+        assert_rel(lion_angular_update(1e-3, 0.9, 0.99), 0.006_841_452_079_879_53, 1e-11, "Lion Δ*");
+        assert_rel(lion_autocorrelation_sum(1e-2, 0.5, 0.9), 0.810_541_920_460_470_5, 1e-11, "Lion S");
+        assert_rel(lion_angular_update(1e-2, 0.5, 0.9), 0.087_241_801_414_441_34, 1e-11, "Lion Δ*");
+        assert_rel(sgd_angular_update(0.02, 0.9), 0.145_095_250_022_002_35, 1e-14, "SGD Δ*");
+        assert_rel(adamw_angular_update_req(1e-2, 0.9), 0.032_444_284_226_152_51, 1e-14, "REQ AdamW");
+        assert_rel(lion_angular_update_req(1e-3, 0.9, 0.99), 0.006_648_557_265_967_66, 1e-14, "REQ Lion");
+    }
+
+    /// The closed form of r_k against Σ_j a_{j+k}a_j / Σ_j a_j² over the explicit EMA weights
+    /// a_0 = 1 − β₁, a_j = β₁(1 − β₂)β₂^{j−1} (20,000 of them; β₂^20000 underflows to 0).
+    #[test]
+    fn lion_correlation_is_the_ema_weights_autocorrelation() {
+        let (b1, b2) = (0.9f64, 0.99f64);
+        let a: Vec<f64> =
+            (0..20_000).map(|j| if j == 0 { 1.0 - b1 } else { b1 * (1.0 - b2) * b2.powi(j - 1) }).collect();
+        let var: f64 = a.iter().map(|v| v * v).sum();
+        for k in [1usize, 5, 50] {
+            let cov: f64 = a.iter().zip(&a[k..]).map(|(x, y)| x * y).sum();
+            assert_rel(lion_c_correlation(b1, b2, k as u32), cov / var, 1e-12, &format!("r_{k}"));
+        }
+        // A constant c (β₁ = 1, β₂ = 1) has no variance to correlate: 0, not NaN.
+        assert_eq!(lion_c_correlation(1.0, 1.0, 3), 0.0);
+    }
 }
