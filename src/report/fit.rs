@@ -378,6 +378,7 @@ mod tests {
         }
         assert!((t_cdf(0.0, 3.0) - 0.5).abs() < 1e-15);
         assert!((t_quantile(0.025, 5.0) + 2.570_581_836).abs() < 1e-6);
+        assert!(t_quantile(0.5, 5.0).abs() < 1e-12, "the median of t is 0");
     }
 
     #[test]
