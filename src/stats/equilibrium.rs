@@ -271,6 +271,12 @@ mod tests {
         // [0.9², 1.1²] when e^{−k/5} = (1.0404 − 0.81)/(1.0404 − 0.25), k = 5·ln(3.43) ≈ 6.2 steps.
         assert!((156..159).contains(&t), "t_eq = {t}");
         assert!(d.inside_now());
+        // The same run in a phase that starts at step 1000: the same T_eq, counted from there.
+        let mut late = Detector::new(&cfg(), 2, 0.01, 0.0, 1, 1000);
+        for t in 0..400u64 {
+            late.observe(1000 + t, &[if t < 100 { 2.0 } else { 1.0 }, if t < 150 { 0.5 } else { 1.02 }]);
+        }
+        assert_eq!((late.phase_start(), late.t_eq()), (1000, Some(t)));
     }
 
     #[test]

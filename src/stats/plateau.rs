@@ -125,4 +125,41 @@ mod tests {
         let empty = plateau_equilibrium(&cfg(), 0.01, 0.0, 1, 0, &[], &[]);
         assert_eq!((empty.plateau.len(), empty.t_eq), (0, None));
     }
+
+    /// The plateau is the logged steps after `last − 2 units` (here 1000 − 200 = 800), step 800
+    /// itself excluded: an outlier logged at step 800 is not part of it, one at 801 is.
+    #[test]
+    fn the_plateau_starts_after_its_first_step() {
+        let steps: Vec<u64> = (1..=1000).collect();
+        let at = |outlier: u64| -> Vec<f64> {
+            steps.iter().map(|&s| if s == outlier { 3.0 } else { 1.0 }).collect()
+        };
+        let p = plateau_equilibrium(&cfg(), 0.01, 0.0, 1, 0, &steps, &at(800));
+        assert_eq!(p.plateau, vec![Some(1.0)]);
+        let p = plateau_equilibrium(&cfg(), 0.01, 0.0, 1, 0, &steps, &at(801));
+        assert!((p.plateau[0].unwrap() - ((199.0 + 9.0) / 200.0f64).sqrt()).abs() < 1e-12, "{:?}", p.plateau);
+    }
+
+    /// A T_eq counts only if its confirming window (50 steps) closes before the plateau (step
+    /// 800): T_eq + 50 < 800. The settling step s₀ is placed so that the detector's own T_eq is
+    /// exactly 750 (window closing at 800: not counted) and 749 (counted).
+    #[test]
+    fn a_t_eq_counts_only_if_its_window_closes_before_the_plateau() {
+        let steps: Vec<u64> = (1..=1000).collect();
+        let settle =
+            |s0: u64| -> Vec<f64> { steps.iter().map(|&s| if s < s0 { 3.0 } else { 1.2 }).collect() };
+        // The detector on r/P alone, with no plateau cut.
+        let raw_t_eq = |s0: u64| {
+            let ratios = settle(s0);
+            let p = plateau_equilibrium(&cfg(), 0.01, 0.0, 1, 0, &steps, &ratios).plateau[0].unwrap();
+            let mut d = Detector::new(&cfg(), 1, 0.01, 0.0, 1, 0);
+            steps.iter().zip(&ratios).for_each(|(&s, r)| d.observe(s, &[r / p]));
+            d.t_eq().unwrap()
+        };
+        let lag = raw_t_eq(500) - 500;
+        let s0 = 750 - lag;
+        assert_eq!(raw_t_eq(s0), 750, "the lag after settling is the same at every s₀");
+        assert_eq!(plateau_equilibrium(&cfg(), 0.01, 0.0, 1, 0, &steps, &settle(s0)).t_eq, None);
+        assert_eq!(plateau_equilibrium(&cfg(), 0.01, 0.0, 1, 0, &steps, &settle(s0 - 1)).t_eq, Some(749));
+    }
 }
