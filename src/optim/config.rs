@@ -264,6 +264,12 @@ mod tests {
             let c = OptimConfig { lr, ..OptimConfig::default() };
             assert!(c.validate().is_err(), "lr = {lr}");
         }
+        for wd in [f64::INFINITY, f64::NAN, -1e-4] {
+            let c = OptimConfig { wd: Some(wd), ..OptimConfig::default() };
+            assert!(c.validate().is_err(), "wd = {wd}");
+            let c = OptimConfig { wd: None, lambda_e: Some(wd), ..OptimConfig::default() };
+            assert!(c.validate().is_err(), "lambda_e = {wd}");
+        }
         for v in [f64::INFINITY, f64::NAN, -1e-4] {
             let other = OptimConfig { wd_other: Some(v), ..OptimConfig::default() };
             assert!(other.validate().is_err(), "wd_other = {v}");
