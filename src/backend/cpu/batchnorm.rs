@@ -336,3 +336,34 @@ pub(super) fn backward_with<T: Real>(isa: Option<Simd>, a: BnBackward<'_, &[T], 
         )
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reduction order is part of the result's bits, so it is pinned here on a sum whose f32
+    /// rounding shows it: 2²⁴ followed by 1.0s. In f32, 2²⁴ + 1 rounds back to 2²⁴, so every 1.0
+    /// that meets the 2²⁴ inside its block's lane 0 is lost, and none is lost once the block is
+    /// widened to f64. With lanes of 16 and blocks of 1024 elements (whole planes of 1024, or four
+    /// planes of 256), lane 0 of the first block holds 2²⁴ and 63 lost ones; lanes 1–15 hold 64
+    /// each (960 in all, exact in the tree); the second block adds 1024. The sum is
+    /// 2²⁴ + 1984, not the exact 2²⁴ + 2047. Other block sizes lose a different number of ones
+    /// (checked: 5 at blocks of 80, 1 at blocks of 4), and one block for all 2048 would lose 127.
+    #[test]
+    fn channel_sums_lose_exactly_the_bits_of_their_documented_order() {
+        for (n, hw) in [(2, 1024), (8, 256)] {
+            let s = BnShape { n, c: 1, hw, eps: 1e-5, momentum: 0.1, relu: false };
+            let mut x = vec![1.0f32; n * hw];
+            x[0] = 16_777_216.0;
+            let [sum] = channel_sum(
+                &s,
+                |b| {
+                    let p = plane(&s, &x, b, 0);
+                    (p, p, p)
+                },
+                |v, _, _| [v],
+            );
+            assert_eq!(sum, 16_777_216.0 + 1984.0, "n {n}, hw {hw}");
+        }
+    }
+}
