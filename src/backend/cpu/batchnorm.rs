@@ -366,4 +366,39 @@ mod tests {
             assert_eq!(sum, 16_777_216.0 + 1984.0, "n {n}, hw {hw}");
         }
     }
+
+    /// One value per channel (m = 1): PyTorch refuses it; here the batch variance is 0 and the
+    /// running variance decays as (1 − mom)·var without the m/(m − 1) = ∞ correction.
+    #[test]
+    fn a_single_value_per_channel_keeps_the_running_variance_finite() {
+        let s = BnShape { n: 1, c: 2, hw: 1, eps: 1e-5, momentum: 0.1, relu: false };
+        let (x, affine) = ([3.0f64, -2.0], [1.0, 1.0, 0.0, 0.0]);
+        let (mut running, mut saved, mut y) = ([0.0, 0.0, 1.0, 4.0], [0.0; 4], [0.0; 2]);
+        forward_train(BnTrain {
+            s: &s,
+            x: &x,
+            affine: &affine,
+            running: &mut running,
+            saved: &mut saved,
+            y: &mut y,
+        });
+        assert_eq!(running, [0.1 * 3.0, 0.1 * -2.0, 0.9, 0.9 * 4.0]);
+        assert_eq!(y, [0.0, 0.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "batchnorm: x length")]
+    fn a_short_input_is_refused_by_name() {
+        let s = BnShape { n: 2, c: 1, hw: 4, eps: 1e-5, momentum: 0.1, relu: false };
+        let (x, affine) = ([1.0f32; 7], [1.0, 0.0]);
+        let (mut running, mut saved, mut y) = ([0.0, 1.0], [0.0; 2], [0.0; 8]);
+        forward_train(BnTrain {
+            s: &s,
+            x: &x,
+            affine: &affine,
+            running: &mut running,
+            saved: &mut saved,
+            y: &mut y,
+        });
+    }
 }
