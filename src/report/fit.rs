@@ -570,7 +570,8 @@ mod tests {
     #[test]
     fn t_cdf_matches_closed_forms_on_both_branches() {
         use std::f64::consts::PI;
-        let closed: [(f64, fn(f64) -> f64); 3] = [
+        type Cdf = fn(f64) -> f64;
+        let closed: [(f64, Cdf); 3] = [
             (1.0, |t| 0.5 + t.atan() / PI),
             (2.0, |t| 0.5 + t / (2.0 * (2.0 + t * t).sqrt())),
             (3.0, |t| 0.5 + ((t / 3f64.sqrt()).atan() + 3f64.sqrt() * t / (3.0 + t * t)) / PI),

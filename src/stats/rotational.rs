@@ -191,6 +191,7 @@ mod tests {
     /// - SGD, λ_e = 0.02, γ = 0.9: sqrt(0.04/1.9) = 0.14509525002200235; REQ's AdamW at
     ///   (1e-2, 0.9): sqrt(0.002/1.9) = 0.03244428422615251; REQ's Lion at (1e-3, 0.9, 0.99):
     ///   0.00664855726596766.
+    ///
     /// The tolerance 1e-11 covers the order of summation over the ~3,000 terms Lion's sum keeps.
     #[test]
     fn predictions_match_an_independent_evaluation() {
